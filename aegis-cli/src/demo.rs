@@ -1,0 +1,131 @@
+//! `aegis demo`: the payments story, end to end, on the embedded defaults.
+//!
+//! A planner initiates a task and delegates payments to a finance agent. Every step prints the
+//! decision and its reasons, and the demo fails if any decision differs from what it expects.
+
+use std::path::PathBuf;
+
+use aegis_core::{
+    delegate, issue_root, AuthorizationRequest, Bundle, Clock, CredentialSpec, Decision, Engine, KeyPair,
+    Outcome, SystemClock,
+};
+use serde_json::{json, Value};
+
+use crate::args::{show, Args};
+
+const ISSUER: &str = "https://issuer.aegis.example";
+const TOOL: &str = "stripe.create_payment";
+const GOOD_ACCOUNT: &str = "acct_1032D82eZvKYlo2C";
+
+pub fn run(words: &[&str]) -> Result<(), String> {
+    let args = Args::parse(words, &[])?;
+    let dir = args.get("bundle").map_or_else(default_bundle, PathBuf::from);
+    let bundle = Bundle::from_dir(&dir).map_err(show)?;
+
+    // Fixed seeds keep the keys (not the ids or times) identical across runs.
+    let key = |n: u8| KeyPair::from_seed(&[n; 32]).map_err(show);
+    let (issuer, planner, finance) = (key(1)?, key(2)?, key(3)?);
+    let engine = Engine::builder()
+        .bundle(bundle)
+        .trust_issuer(ISSUER, issuer.public_key().clone())
+        .build()
+        .map_err(show)?;
+    println!("Aegis demo: payments, policy version {}\n", engine.policy_version());
+
+    let now = SystemClock.now_secs();
+    let spec = |agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| CredentialSpec {
+        agent_id: agent.into(),
+        agent_key: key.public_key().clone(),
+        audience: aegis_core::DEFAULT_AUDIENCE.into(),
+        task_id: "task-vendor-payouts-q3".into(),
+        intent: "pay the approved vendor invoices for Q3".into(),
+        scope: scope.iter().map(|s| (*s).to_owned()).collect(),
+        issued_at,
+        expires_at: issued_at + ttl,
+        jti: jti.into(),
+    };
+    let planner_cred = issue_root(ISSUER, &issuer, spec("planner", &planner, &["invoice.create", TOOL], now, 900, "cred-planner"))
+        .map_err(show)?;
+    let finance_cred = delegate(&planner_cred, &planner, spec("finance-agent", &finance, &[TOOL], now, 600, "cred-finance"))
+        .map_err(show)?;
+    println!("planner (root, issued by {ISSUER}) delegates `{TOOL}` to finance-agent\n");
+
+    let chain = vec![planner_cred.clone(), finance_cred.clone()];
+    let pay = |amount: i64, destination: &str| json!({"amount": amount, "currency": "eur", "destination": destination});
+    let mut failures = 0;
+    let mut step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| -> Result<Decision, String> {
+        let request = AuthorizationRequest { chain, tool: TOOL.into(), args: args.clone(), resource: None, proof: None };
+        let decision = engine.authorize(&request).map_err(show)?;
+        print_step(title, &args, &decision, expect);
+        if decision.outcome != expect {
+            failures += 1;
+        }
+        Ok(decision)
+    };
+
+    step("1. finance-agent pays 1200", chain.clone(), pay(1200, GOOD_ACCOUNT), Outcome::Allow)?;
+    step("2. the planner tries to execute the payment itself", vec![planner_cred.clone()], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
+    step("3. finance-agent pays 9000", chain.clone(), pay(9000, GOOD_ACCOUNT), Outcome::ApprovalNeeded)?;
+
+    let forged = forge_scope(&finance_cred)?;
+    step("4a. a forged link: finance-agent's credential with its scope rewritten", vec![planner_cred.clone(), forged], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
+    let expired = delegate(&planner_cred, &planner, spec("finance-agent", &finance, &[TOOL], now - 3600, 600, "cred-old"))
+        .map_err(show)?;
+    step("4b. an expired link in the chain", vec![planner_cred.clone(), expired], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
+
+    step("5. a destination that is not a Stripe account", chain.clone(), pay(1200, "DE89370400440532013000"), Outcome::Deny)?;
+    let mut with_card = pay(800, GOOD_ACCOUNT);
+    with_card["card_number"] = json!("4242424242424242");
+    step("6. a payment that carries a card number", chain, with_card, Outcome::Sanitize)?;
+
+    if failures > 0 {
+        return Err(format!("{failures} step(s) did not decide as expected"));
+    }
+    println!("all steps decided as expected");
+    Ok(())
+}
+
+fn print_step(title: &str, args: &Value, decision: &Decision, expect: Outcome) {
+    let mark = if decision.outcome == expect { "ok" } else { "UNEXPECTED" };
+    println!("{title}");
+    println!("   args:     {args}");
+    println!("   decision: {} [{mark}; expected {expect}]", decision.outcome);
+    for reason in &decision.reasons {
+        match &reason.policy_id {
+            Some(id) => println!("   reason:   {} `{id}`: {}", reason.code, reason.message),
+            None => println!("   reason:   {}: {}", reason.code, reason.message),
+        }
+    }
+    if let Some(id) = &decision.approval_id {
+        println!("   approval: {id}");
+    }
+    if let Some(sanitized) = &decision.sanitized_args {
+        println!("   the tool receives: {sanitized}");
+    }
+    if decision.would_block {
+        println!("   shadow:   a shadow policy would block this call");
+    }
+    println!();
+}
+
+/// Rewrites the payload of a credential to claim every tool, keeping the original signature.
+fn forge_scope(token: &str) -> Result<String, String> {
+    use aegis_core::jws::{b64_decode, b64_encode};
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts.as_slice() else {
+        return Err("credential is not a compact jws".into());
+    };
+    let mut claims: Value = serde_json::from_slice(&b64_decode(payload).map_err(show)?).map_err(|e| e.to_string())?;
+    claims["scope"] = json!(["*"]);
+    let forged = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
+    Ok(format!("{header}.{}.{signature}", b64_encode(&forged)))
+}
+
+fn default_bundle() -> PathBuf {
+    let local = PathBuf::from("policies/payments");
+    if local.is_dir() {
+        local
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/payments"))
+    }
+}

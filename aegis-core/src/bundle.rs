@@ -1,0 +1,548 @@
+//! Policy bundles: Cedar policies, a Cedar schema and a manifest, validated strictly at load,
+//! indexed by action, and versioned by content.
+//!
+//! A bundle directory holds `*.cedar` files, exactly one `*.cedarschema` and a `manifest.yaml`.
+//!
+//! Policy annotations Aegis understands:
+//! - `@id("...")`: the policy id used in reasons (default: `<file stem>.<n>`).
+//! - `@message("...")`: the reason text shown to users.
+//! - `@approval("role")` on a forbid: when every forbid that denies a call is approvable, the
+//!   outcome is `approval_needed` instead of `deny`.
+//! - `@sanitize("args.a, args.b.c")` on a permit: when it determines an allow, those argument
+//!   paths are redacted and the outcome is `sanitize`.
+//! - `@shadow` on any policy: evaluated, never enforced; a matching shadow forbid sets
+//!   `would_block`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Decision as CedarDecision, Effect, Entities, EntityTypeName, EntityUid,
+    Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// Text that replaces a redacted argument.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// The bundle manifest (`manifest.yaml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The bundle name.
+    pub name: String,
+    /// The bundle version.
+    pub version: String,
+    /// The Cedar namespace of the schema's types and actions, if any.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The entity type of principals (agents).
+    #[serde(default = "default_principal_type")]
+    pub principal_type: String,
+    /// The entity type of the default resource (`<type>::"<tool>"`).
+    #[serde(default = "default_resource_type")]
+    pub resource_type: String,
+    /// Named predicates the engine computes and hands to Cedar as `context.predicates.<name>`.
+    #[serde(default)]
+    pub predicates: BTreeMap<String, PredicateSpec>,
+    /// Tools whose calls need a proof of possession by the leaf key (`*` for all).
+    #[serde(default)]
+    pub proof_required: Vec<String>,
+}
+
+fn default_principal_type() -> String {
+    "Agent".into()
+}
+fn default_resource_type() -> String {
+    "Tool".into()
+}
+
+/// A predicate: a regular expression over one string argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredicateSpec {
+    /// A dotted path into the call's arguments, e.g. `destination` or `payee.account`.
+    pub arg: String,
+    /// A regular expression (Rust `regex` syntax), matched against the whole value.
+    pub pattern: String,
+    /// The tools it applies to; all tools when absent.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+}
+
+/// The sources of a bundle, for loading from memory rather than a directory.
+#[derive(Debug, Clone, Default)]
+pub struct BundleSources {
+    /// The manifest, as YAML.
+    pub manifest: String,
+    /// The schema, in Cedar schema syntax.
+    pub schema: String,
+    /// The schema's file name, for error messages.
+    pub schema_file: String,
+    /// Policy files: `(file name, Cedar source)`.
+    pub policies: Vec<(String, String)>,
+}
+
+/// Where a policy came from and what its annotations ask of Aegis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyMeta {
+    /// The policy id.
+    pub id: String,
+    /// `permit` or `forbid`.
+    pub effect: Effect,
+    /// The file it was loaded from.
+    pub file: String,
+    /// The 1-based line where it starts.
+    pub line: usize,
+    /// `@message`.
+    pub message: Option<String>,
+    /// `@approval`: the role that may approve.
+    pub approval: Option<String>,
+    /// `@sanitize`: argument paths to redact (without the leading `args`).
+    pub sanitize: Vec<Vec<String>>,
+    /// `@shadow`.
+    pub shadow: bool,
+}
+
+/// A validated, indexed bundle. Immutable; swap a new one into the engine to change policy.
+#[derive(Debug)]
+pub struct Bundle {
+    manifest: Manifest,
+    policy_version: String,
+    enforced: PolicyIndex,
+    shadow: PolicyIndex,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    tools: HashMap<String, Arc<ToolEntry>>,
+    principal_type: EntityTypeName,
+}
+
+/// What the engine needs per tool, computed once at load.
+#[derive(Debug)]
+pub(crate) struct ToolEntry {
+    pub action: EntityUid,
+    pub default_resource: EntityUid,
+    pub policies: PolicySet,
+    pub shadow: Option<PolicySet>,
+    pub predicates: Vec<CompiledPredicate>,
+    pub proof_required: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledPredicate {
+    pub name: String,
+    pub path: Vec<String>,
+    pub regex: Regex,
+}
+
+impl Bundle {
+    /// Loads and validates a bundle directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| {
+                Error::new(ErrorCode::InvalidBundle, format!("cannot read `{}`: {e}", p.display()))
+            })
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            Error::new(ErrorCode::InvalidBundle, format!("cannot read bundle directory `{}`: {e}", dir.display()))
+        })?;
+        let mut sources = BundleSources::default();
+        let mut manifest = None;
+        let mut schemas = Vec::new();
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("cedar") => sources.policies.push((name, read(&path)?)),
+                Some("cedarschema") => schemas.push((name, read(&path)?)),
+                _ if name == "manifest.yaml" || name == "manifest.yml" => manifest = Some(read(&path)?),
+                _ => {}
+            }
+        }
+        sources.manifest = manifest.ok_or_else(|| {
+            Error::new(ErrorCode::InvalidBundle, format!("bundle `{}` has no `manifest.yaml`", dir.display()))
+        })?;
+        if schemas.len() != 1 {
+            return Err(Error::new(
+                ErrorCode::InvalidBundle,
+                format!("bundle `{}` needs exactly one `.cedarschema` file, found {}", dir.display(), schemas.len()),
+            ));
+        }
+        let (schema_file, schema) = schemas.remove(0);
+        sources.schema = schema;
+        sources.schema_file = schema_file;
+        Self::from_sources(&sources)
+    }
+
+    /// Loads and validates a bundle from sources in memory.
+    pub fn from_sources(sources: &BundleSources) -> Result<Self> {
+        let manifest: Manifest = serde_norway::from_str(&sources.manifest)
+            .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: {e}")))?;
+        let (schema, _warnings) = Schema::from_cedarschema_str(&sources.schema).map_err(|e| {
+            Error::new(ErrorCode::InvalidBundle, format!("`{}`: {}", sources.schema_file, render_diagnostic(&e, &sources.schema)))
+        })?;
+        let action_entities = schema
+            .action_entities()
+            .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{}`: {e}", sources.schema_file)))?;
+
+        let (all, meta) = parse_policy_files(&sources.policies)?;
+        validate(&schema, &all, &meta, &sources.policies)?;
+
+        let (enforced_set, shadow_set) = split_shadow(&all, &meta)?;
+        let enforced = PolicyIndex::new(enforced_set, &action_entities)?;
+        let shadow = PolicyIndex::new(shadow_set, &action_entities)?;
+
+        let ns = manifest.namespace.as_deref().map(|n| format!("{n}::")).unwrap_or_default();
+        let principal_type = type_name(&format!("{ns}{}", manifest.principal_type))?;
+        let resource_type = type_name(&format!("{ns}{}", manifest.resource_type))?;
+        let predicates = compile_predicates(&manifest)?;
+        let mut tools = HashMap::new();
+        for action in schema.actions() {
+            let tool = action.id().unescaped().to_owned();
+            let entry = ToolEntry {
+                action: action.clone(),
+                default_resource: EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)),
+                policies: enforced.for_action(action).clone(),
+                shadow: Some(shadow.for_action(action).clone()).filter(|s| !s.is_empty()),
+                predicates: predicates
+                    .iter()
+                    .filter(|(_, tools)| tools.as_ref().is_none_or(|t| t.iter().any(|x| x == &tool)))
+                    .map(|(p, _)| CompiledPredicate { name: p.name.clone(), path: p.path.clone(), regex: p.regex.clone() })
+                    .collect(),
+                proof_required: manifest.proof_required.iter().any(|t| t == "*" || t == &tool),
+            };
+            tools.insert(tool, Arc::new(entry));
+        }
+        let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, content_digest(sources));
+        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type })
+    }
+
+    /// `name@version+digest`: changes whenever any byte of the bundle changes.
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// What Aegis knows about a policy.
+    pub fn policy_meta(&self, id: &PolicyId) -> Option<&PolicyMeta> {
+        self.meta.get(id)
+    }
+
+    /// The tools (Cedar actions) this bundle knows.
+    pub fn tools(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
+    /// The enforced policies, indexed by action.
+    pub fn enforced_policies(&self) -> &PolicyIndex {
+        &self.enforced
+    }
+
+    /// The shadow policies, indexed by action.
+    pub fn shadow_policies(&self) -> &PolicyIndex {
+        &self.shadow
+    }
+
+    pub(crate) fn tool(&self, tool: &str) -> Option<&Arc<ToolEntry>> {
+        self.tools.get(tool)
+    }
+
+    pub(crate) fn principal_type(&self) -> &EntityTypeName {
+        &self.principal_type
+    }
+}
+
+/// A policy set indexed by action, evaluated with Aegis's rule: an erroring forbid denies.
+///
+/// Each action gets the policies whose action scope can match it (equality, membership in a
+/// listed action or one of its groups, or no action constraint), so evaluation cost follows the
+/// applicable policies rather than the bundle size. Actions the index does not know fall back to
+/// the full set, which Cedar evaluates exactly as it would without an index.
+#[derive(Debug, Clone)]
+pub struct PolicyIndex {
+    all: PolicySet,
+    by_action: HashMap<EntityUid, PolicySet>,
+    effects: HashMap<PolicyId, Effect>,
+}
+
+/// The result of evaluating a [`PolicyIndex`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Cedar's own decision.
+    pub cedar_decision: CedarDecision,
+    /// Aegis's decision: Cedar's, except that an erroring forbid turns an allow into a deny.
+    pub decision: CedarDecision,
+    /// The policies that determined Cedar's decision.
+    pub determining: Vec<PolicyId>,
+    /// Policies that failed to evaluate, with the error.
+    pub erroring: Vec<(PolicyId, String)>,
+    /// The erroring policies that are forbids.
+    pub erroring_forbids: Vec<PolicyId>,
+}
+
+impl PolicyIndex {
+    /// Indexes `policies` by the actions in `action_entities` (from the schema).
+    pub fn new(policies: PolicySet, action_entities: &Entities) -> Result<Self> {
+        let actions: Vec<EntityUid> = action_entities.iter().map(|e| e.uid()).collect();
+        let mut buckets: HashMap<EntityUid, Vec<Policy>> = actions.iter().map(|a| (a.clone(), Vec::new())).collect();
+        let mut effects = HashMap::new();
+        for policy in policies.policies() {
+            effects.insert(policy.id().clone(), policy.effect());
+            for action in &actions {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(uid) => &uid == action,
+                    ActionConstraint::In(list) => list.iter().any(|group| {
+                        group == action
+                            || action_entities.ancestors(action).is_some_and(|mut a| a.any(|x| x == group))
+                    }),
+                };
+                if applies {
+                    if let Some(bucket) = buckets.get_mut(action) {
+                        bucket.push(policy.clone());
+                    }
+                }
+            }
+        }
+        let by_action = buckets
+            .into_iter()
+            .map(|(action, ps)| PolicySet::from_policies(ps).map(|set| (action, set)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))?;
+        Ok(Self { all: policies, by_action, effects })
+    }
+
+    /// The policies that can apply to `action`.
+    pub fn for_action(&self, action: &EntityUid) -> &PolicySet {
+        self.by_action.get(action).unwrap_or(&self.all)
+    }
+
+    /// Whether no policy is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+
+    /// Evaluates `request` against the policies that can apply to its action.
+    pub fn evaluate(&self, request: &Request, entities: &Entities) -> Evaluation {
+        let set = request.action().map_or(&self.all, |a| self.for_action(a));
+        evaluate_set(set, &self.effects, request, entities)
+    }
+}
+
+pub(crate) fn evaluate_set(
+    set: &PolicySet,
+    effects: &HashMap<PolicyId, Effect>,
+    request: &Request,
+    entities: &Entities,
+) -> Evaluation {
+    let response = Authorizer::new().is_authorized(request, set, entities);
+    let diagnostics = response.diagnostics();
+    let erroring: Vec<(PolicyId, String)> = diagnostics
+        .errors()
+        .map(|e| match e {
+            cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => (pe.policy_id().clone(), pe.to_string()),
+        })
+        .collect();
+    let erroring_forbids: Vec<PolicyId> = erroring
+        .iter()
+        .filter(|(id, _)| effects.get(id) != Some(&Effect::Permit))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let cedar_decision = response.decision();
+    let decision = if erroring_forbids.is_empty() { cedar_decision } else { CedarDecision::Deny };
+    let mut determining: Vec<PolicyId> = diagnostics.reason().cloned().collect();
+    determining.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b)));
+    Evaluation { cedar_decision, decision, determining, erroring, erroring_forbids }
+}
+
+impl Bundle {
+    pub(crate) fn effects(&self) -> &HashMap<PolicyId, Effect> {
+        &self.enforced.effects
+    }
+    pub(crate) fn shadow_effects(&self) -> &HashMap<PolicyId, Effect> {
+        &self.shadow.effects
+    }
+}
+
+fn type_name(name: &str) -> Result<EntityTypeName> {
+    EntityTypeName::from_str(name)
+        .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{name}` is not a valid entity type: {e}")))
+}
+
+struct PredicateDef {
+    name: String,
+    path: Vec<String>,
+    regex: Regex,
+}
+
+fn compile_predicates(manifest: &Manifest) -> Result<Vec<(PredicateDef, Option<Vec<String>>)>> {
+    manifest
+        .predicates
+        .iter()
+        .map(|(name, spec)| {
+            // Anchored: a pattern constrains the whole value, not a substring of it.
+            let regex = Regex::new(&format!("^(?:{})$", spec.pattern)).map_err(|e| {
+                Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: predicate `{name}`: invalid pattern: {e}"))
+            })?;
+            let path = spec.arg.split('.').map(str::to_owned).collect();
+            Ok((PredicateDef { name: name.clone(), path, regex }, spec.tools.clone()))
+        })
+        .collect()
+}
+
+fn parse_policy_files(files: &[(String, String)]) -> Result<(PolicySet, HashMap<PolicyId, PolicyMeta>)> {
+    let mut all = PolicySet::new();
+    let mut meta = HashMap::new();
+    for (file, src) in files {
+        let parsed = PolicySet::from_str(src).map_err(|e| {
+            Error::new(ErrorCode::InvalidBundle, format!("`{file}`: {}", render_diagnostic(&e, src)))
+        })?;
+        if parsed.templates().next().is_some() {
+            return Err(Error::new(ErrorCode::InvalidBundle, format!("`{file}`: policy templates are not supported in bundles")));
+        }
+        let stem = file.strip_suffix(".cedar").unwrap_or(file);
+        // Sort by source position: Cedar's own ids are `policy0`, `policy1`, ... in file order.
+        let mut policies: Vec<&Policy> = parsed.policies().collect();
+        policies.sort_by_key(|p| AsRef::<str>::as_ref(p.id()).trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX));
+        let mut cursor = 0;
+        for (n, policy) in policies.into_iter().enumerate() {
+            let line = policy_line(policy, src, &mut cursor);
+            let id = policy.annotation("id").map_or_else(|| format!("{stem}.{n}"), str::to_owned);
+            let renamed = policy.new_id(PolicyId::new(&id));
+            let info = policy_meta(&renamed, &id, file, line)?;
+            if meta.insert(renamed.id().clone(), info).is_some() {
+                return Err(Error::new(ErrorCode::InvalidBundle, format!("`{file}` line {line}: duplicate policy id `{id}`")));
+            }
+            all.add(renamed).map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{file}` line {line}: {e}")))?;
+        }
+    }
+    Ok((all, meta))
+}
+
+fn policy_meta(policy: &Policy, id: &str, file: &str, line: usize) -> Result<PolicyMeta> {
+    let at = || format!("`{file}` line {line}, policy `{id}`");
+    let effect = policy.effect();
+    let approval = policy.annotation("approval").map(str::to_owned);
+    if approval.is_some() && effect != Effect::Forbid {
+        return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@approval` belongs on a forbid", at())));
+    }
+    let sanitize = match policy.annotation("sanitize") {
+        None => Vec::new(),
+        Some(_) if effect != Effect::Permit => {
+            return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@sanitize` belongs on a permit", at())))
+        }
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                let p = p.trim();
+                p.strip_prefix("args.")
+                    .filter(|rest| !rest.is_empty())
+                    .map(|rest| rest.split('.').map(str::to_owned).collect())
+                    .ok_or_else(|| {
+                        Error::new(ErrorCode::InvalidBundle, format!("{}: sanitize path `{p}` must start with `args.`", at()))
+                    })
+            })
+            .collect::<Result<_>>()?,
+    };
+    Ok(PolicyMeta {
+        id: id.to_owned(),
+        effect,
+        file: file.to_owned(),
+        line,
+        message: policy.annotation("message").map(str::to_owned),
+        approval,
+        sanitize,
+        shadow: policy.annotation("shadow").is_some(),
+    })
+}
+
+/// The 1-based line where `policy` starts, searching `src` from `cursor` (policies come in
+/// file order) and moving the cursor past it.
+fn policy_line(policy: &Policy, src: &str, cursor: &mut usize) -> usize {
+    let text = policy.to_cedar().unwrap_or_else(|| policy.to_string());
+    let rest = src.get(*cursor..).unwrap_or_default();
+    match rest.find(text.trim()) {
+        Some(off) => {
+            let at = *cursor + off;
+            *cursor = at + text.trim().len();
+            line_of(src, at)
+        }
+        None => line_of(src, *cursor),
+    }
+}
+
+fn validate(schema: &Schema, all: &PolicySet, meta: &HashMap<PolicyId, PolicyMeta>, files: &[(String, String)]) -> Result<()> {
+    let result = Validator::new(schema.clone()).validate(all, ValidationMode::Strict);
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let messages: Vec<String> = result
+        .validation_errors()
+        .map(|e| {
+            let id = e.policy_id();
+            match meta.get(id) {
+                Some(m) => {
+                    let src = files.iter().find(|(f, _)| f == &m.file).map_or("", |(_, s)| s.as_str());
+                    let line = first_label_offset(e).map_or(m.line, |off| line_of(src, off));
+                    format!("`{}` line {line}, policy `{id}`: {e}", m.file)
+                }
+                None => format!("policy `{id}`: {e}"),
+            }
+        })
+        .collect();
+    Err(Error::new(ErrorCode::InvalidBundle, format!("schema validation failed: {}", messages.join("; "))))
+}
+
+fn split_shadow(all: &PolicySet, meta: &HashMap<PolicyId, PolicyMeta>) -> Result<(PolicySet, PolicySet)> {
+    let is_shadow = |p: &&Policy| meta.get(p.id()).is_some_and(|m| m.shadow);
+    let enforced = PolicySet::from_policies(all.policies().filter(|p| !is_shadow(p)).cloned());
+    let shadow = PolicySet::from_policies(all.policies().filter(is_shadow).cloned());
+    match (enforced, shadow) {
+        (Ok(e), Ok(s)) => Ok((e, s)),
+        (Err(e), _) | (_, Err(e)) => Err(Error::new(ErrorCode::InvalidBundle, format!("cannot split shadow policies: {e}"))),
+    }
+}
+
+fn first_label_offset(diag: &dyn miette::Diagnostic) -> Option<usize> {
+    diag.labels().and_then(|mut labels| labels.next()).map(|l| l.offset())
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src.get(..offset).map_or(0, |s| s.matches('\n').count()) + 1
+}
+
+fn render_diagnostic(diag: &(dyn miette::Diagnostic + 'static), src: &str) -> String {
+    match first_label_offset(diag) {
+        Some(off) => format!("line {}: {diag}", line_of(src, off)),
+        None => diag.to_string(),
+    }
+}
+
+fn content_digest(sources: &BundleSources) -> String {
+    let mut files: Vec<(&str, &str)> = sources.policies.iter().map(|(f, s)| (f.as_str(), s.as_str())).collect();
+    files.push(("manifest.yaml", &sources.manifest));
+    files.push((&sources.schema_file, &sources.schema));
+    files.sort_unstable();
+    let mut hasher = Sha256::new();
+    for (name, content) in files {
+        // Length-prefixed so that moving bytes between files changes the digest.
+        hasher.update((name.len() as u64).to_be_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((content.len() as u64).to_be_bytes());
+        hasher.update(content.as_bytes());
+    }
+    let digest = hasher.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+

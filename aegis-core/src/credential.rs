@@ -1,0 +1,424 @@
+//! Delegable agent credentials: issuing, delegating, inspecting and verifying chains.
+//!
+//! A chain is root → … → leaf. The root is signed by a trusted issuer key; each delegated link
+//! is signed by the key its parent binds in `cnf`, names the parent by digest in `par`, and may
+//! only narrow what the parent granted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::jws::{self, b64_encode, JwsHeader, UnverifiedJws};
+use crate::keys::{Jwk, KeyPair, PublicKey};
+
+/// The `typ` of an Aegis credential.
+pub const CREDENTIAL_TYP: &str = "aegis-credential+jwt";
+
+/// Upper bound on cached verified chains; expired entries are pruned when it is reached.
+const CHAIN_CACHE_CAPACITY: usize = 16_384;
+
+/// The claims of a credential (root or delegated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialClaims {
+    /// Issuer: the trusted issuer's name for a root, the parent's agent id for a delegated link.
+    pub iss: String,
+    /// The agent id this credential is for.
+    pub sub: String,
+    /// The audience: the engine that accepts it.
+    pub aud: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Not before, seconds since the epoch.
+    pub nbf: i64,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// A unique id of this credential.
+    pub jti: String,
+    /// The task this credential is for.
+    pub task: String,
+    /// Why the task exists, in words; handed to policies and approvers.
+    pub intent: String,
+    /// The tools the agent may call: exact names, `prefix.*`, or `*`.
+    pub scope: Vec<String>,
+    /// The agent's key (proof of possession and delegation).
+    pub cnf: Confirmation,
+    /// For delegated links: the digest of the parent credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub par: Option<String>,
+}
+
+/// The `cnf` claim (RFC 7800): the key the credential is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// The agent's public key.
+    pub jwk: Jwk,
+}
+
+/// What a caller decides when issuing or delegating; the rest is derived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSpec {
+    /// The agent id.
+    pub agent_id: String,
+    /// The agent's public key, bound as `cnf`.
+    pub agent_key: PublicKey,
+    /// The audience (the engine's configured audience).
+    pub audience: String,
+    /// The task id. For a delegated link it must equal the parent's.
+    pub task_id: String,
+    /// The intent.
+    pub intent: String,
+    /// The tools granted.
+    pub scope: Vec<String>,
+    /// Issued at / not before, seconds since the epoch.
+    pub issued_at: i64,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: i64,
+    /// The credential id.
+    pub jti: String,
+}
+
+impl CredentialSpec {
+    fn into_claims(self, iss: String, par: Option<String>) -> CredentialClaims {
+        CredentialClaims {
+            iss,
+            sub: self.agent_id,
+            aud: self.audience,
+            iat: self.issued_at,
+            nbf: self.issued_at,
+            exp: self.expires_at,
+            jti: self.jti,
+            task: self.task_id,
+            intent: self.intent,
+            scope: self.scope,
+            cnf: Confirmation { jwk: self.agent_key.to_jwk() },
+            par,
+        }
+    }
+}
+
+/// Issues a root credential signed by an issuer key.
+pub fn issue_root(issuer_name: &str, issuer_key: &KeyPair, spec: CredentialSpec) -> Result<String> {
+    check_spec(&spec)?;
+    jws::sign(&spec.into_claims(issuer_name.to_owned(), None), CREDENTIAL_TYP, issuer_key)
+}
+
+/// Delegates from `parent` (a credential bound to `parent_key`) to a new agent.
+///
+/// Narrowing is checked here too, so a delegation the engine would refuse is not minted.
+pub fn delegate(parent: &str, parent_key: &KeyPair, spec: CredentialSpec) -> Result<String> {
+    check_spec(&spec)?;
+    let parent_claims = inspect(parent)?.claims;
+    if parent_claims.cnf.jwk.x != parent_key.public_key().to_jwk().x {
+        return Err(Error::new(ErrorCode::InvalidKey, "the signing key is not the key the parent credential binds"));
+    }
+    let claims = spec.into_claims(parent_claims.sub.clone(), Some(digest(parent)));
+    check_narrowing(&parent_claims, &claims)?;
+    jws::sign(&claims, CREDENTIAL_TYP, parent_key)
+}
+
+/// A credential decoded without verification, for display and debugging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InspectedCredential {
+    /// The protected header.
+    pub header: JwsHeader,
+    /// The claims.
+    pub claims: CredentialClaims,
+    /// The digest a child names in `par`.
+    pub digest: String,
+}
+
+/// Decodes a credential without checking its signature or validity. Never use the result for
+/// a decision; it is for display.
+pub fn inspect(token: &str) -> Result<InspectedCredential> {
+    let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)?;
+    Ok(InspectedCredential { header: parsed.header, claims: parsed.claims, digest: digest(token) })
+}
+
+/// The digest of a credential, as named by its children: SHA-256 of the compact form, base64url.
+pub fn digest(token: &str) -> String {
+    b64_encode(&Sha256::digest(token.as_bytes()))
+}
+
+/// A chain whose every link verified: who is calling, on whose behalf, for which task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedChain {
+    /// The leaf agent: the one making the call.
+    pub agent_id: String,
+    /// The agent that delegated to the leaf, if any.
+    pub parent_agent_id: Option<String>,
+    /// The root agent, which initiated the task.
+    pub initiator: String,
+    /// Every agent above the leaf, root first.
+    pub lineage: Vec<String>,
+    /// The task id shared by every link.
+    pub task_id: String,
+    /// The root's intent.
+    pub intent: String,
+    /// The leaf's scope.
+    pub scope: Vec<String>,
+    /// 0 for a root credential, 1 for its delegate, ...
+    pub depth: usize,
+    /// The leaf's bound key.
+    pub leaf_key: PublicKey,
+    /// The credential ids (`jti`) of every link, root first.
+    pub credential_ids: Vec<String>,
+    /// The chain is valid from this time (latest `nbf`), seconds.
+    pub not_before: i64,
+    /// The chain is valid until this time (earliest `exp`), seconds.
+    pub expires_at: i64,
+}
+
+impl VerifiedChain {
+    /// Whether the leaf's scope grants `tool`.
+    pub fn grants(&self, tool: &str) -> bool {
+        self.scope.iter().any(|s| scope_entry_covers(s, tool))
+    }
+}
+
+/// A trusted issuer of root credentials.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The `iss` a root credential must carry.
+    pub name: String,
+    /// The issuer's public key; root credentials name it by `kid`.
+    pub key: PublicKey,
+}
+
+/// Verification settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainPolicy {
+    pub audience: String,
+    pub leeway_secs: i64,
+    pub max_depth: usize,
+    pub max_lifetime_secs: i64,
+}
+
+/// Verifies chains and caches the verified result by the chain's exact bytes.
+#[derive(Debug)]
+pub(crate) struct ChainVerifier {
+    issuers: HashMap<String, TrustedIssuer>,
+    policy: ChainPolicy,
+    cache: RwLock<HashMap<String, Arc<CachedChain>>>,
+}
+
+#[derive(Debug)]
+struct CachedChain {
+    tokens: Vec<String>,
+    chain: Arc<VerifiedChain>,
+}
+
+impl ChainVerifier {
+    pub fn new(issuers: Vec<TrustedIssuer>, policy: ChainPolicy) -> Self {
+        let issuers = issuers.into_iter().map(|i| (i.key.kid().to_owned(), i)).collect();
+        Self { issuers, policy, cache: RwLock::new(HashMap::new()) }
+    }
+
+    /// Verifies `tokens` (root first) at time `now` (seconds).
+    pub fn verify(&self, tokens: &[String], now: i64) -> Result<Arc<VerifiedChain>> {
+        let Some(leaf) = tokens.last() else {
+            return Err(Error::new(ErrorCode::MissingCredential, "no credential chain was presented"));
+        };
+        // The cache key is the leaf's signature segment; a hit must match every token byte for
+        // byte, so a forged token that reuses a cached signature finds nothing.
+        let key = leaf.rsplit('.').next().unwrap_or_default();
+        if let Ok(cache) = self.cache.read() {
+            if let Some(hit) = cache.get(key) {
+                if hit.tokens.as_slice() == tokens {
+                    self.check_window(hit.chain.not_before, hit.chain.expires_at, now)?;
+                    return Ok(Arc::clone(&hit.chain));
+                }
+            }
+        }
+        let chain = Arc::new(self.verify_uncached(tokens, now)?);
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= CHAIN_CACHE_CAPACITY {
+                let leeway = self.policy.leeway_secs;
+                cache.retain(|_, c| c.chain.expires_at + leeway > now);
+                if cache.len() >= CHAIN_CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(key.to_owned(), Arc::new(CachedChain { tokens: tokens.to_vec(), chain: Arc::clone(&chain) }));
+        }
+        Ok(chain)
+    }
+
+    fn verify_uncached(&self, tokens: &[String], now: i64) -> Result<VerifiedChain> {
+        if tokens.len() > self.policy.max_depth + 1 {
+            return Err(Error::new(
+                ErrorCode::DelegationTooDeep,
+                format!("chain has {} links; at most {} are allowed", tokens.len(), self.policy.max_depth + 1),
+            ));
+        }
+        let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len());
+        let mut leaf_key: Option<PublicKey> = None;
+        for (depth, token) in tokens.iter().enumerate() {
+            let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)
+                .map_err(|e| at_link(depth, e))?;
+            let claims = &parsed.claims;
+            match links.last() {
+                None => {
+                    let issuer = parsed
+                        .header
+                        .kid
+                        .as_deref()
+                        .and_then(|kid| self.issuers.get(kid))
+                        .ok_or_else(|| Error::new(ErrorCode::UntrustedIssuer, "root credential is not signed by a trusted issuer key"))?;
+                    parsed.verify(&issuer.key).map_err(|e| at_link(depth, e))?;
+                    if claims.iss != issuer.name {
+                        return Err(Error::new(
+                            ErrorCode::UntrustedIssuer,
+                            format!("root credential names issuer `{}`, but its key belongs to `{}`", claims.iss, issuer.name),
+                        ));
+                    }
+                    if claims.par.is_some() {
+                        return Err(Error::new(ErrorCode::ParentMismatch, "a root credential cannot name a parent"));
+                    }
+                }
+                Some(parent) => {
+                    let parent_key = leaf_key.as_ref().ok_or_else(|| Error::internal("parent key missing"))?;
+                    parsed.verify(parent_key).map_err(|e| at_link(depth, e))?;
+                    if claims.par.as_deref() != Some(digest(&tokens[depth - 1]).as_str()) {
+                        return Err(at_link(depth, Error::new(ErrorCode::ParentMismatch, "`par` does not name the previous credential")));
+                    }
+                    check_narrowing(parent, claims).map_err(|e| at_link(depth, e))?;
+                    if links.iter().any(|l| l.sub == claims.sub) {
+                        return Err(at_link(depth, Error::new(
+                            ErrorCode::DelegationCycle,
+                            format!("agent `{}` appears twice in the chain", claims.sub),
+                        )));
+                    }
+                }
+            }
+            self.check_claims(claims, now).map_err(|e| at_link(depth, e))?;
+            leaf_key = Some(PublicKey::from_jwk(&claims.cnf.jwk).map_err(|e| {
+                at_link(depth, Error::malformed_token(format!("`cnf` key: {}", e.message())))
+            })?);
+            links.push(parsed.claims);
+        }
+        let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
+        let (leaf, ancestors) = links.split_last().ok_or_else(|| Error::internal("empty chain after verification"))?;
+        let root = links.first().unwrap_or(leaf);
+        Ok(VerifiedChain {
+            agent_id: leaf.sub.clone(),
+            parent_agent_id: ancestors.last().map(|p| p.sub.clone()),
+            initiator: root.sub.clone(),
+            lineage: ancestors.iter().map(|l| l.sub.clone()).collect(),
+            task_id: leaf.task.clone(),
+            intent: root.intent.clone(),
+            scope: leaf.scope.clone(),
+            depth: ancestors.len(),
+            leaf_key,
+            credential_ids: links.iter().map(|l| l.jti.clone()).collect(),
+            not_before: links.iter().map(|l| l.nbf.max(l.iat)).max().unwrap_or(i64::MAX),
+            expires_at: links.iter().map(|l| l.exp).min().unwrap_or(i64::MIN),
+        })
+    }
+
+    fn check_claims(&self, claims: &CredentialClaims, now: i64) -> Result<()> {
+        if claims.aud != self.policy.audience {
+            return Err(Error::new(
+                ErrorCode::AudienceMismatch,
+                format!("credential is for audience `{}`, not `{}`", claims.aud, self.policy.audience),
+            ));
+        }
+        if claims.exp <= claims.nbf {
+            return Err(Error::malformed_token("`exp` is not after `nbf`"));
+        }
+        if claims.exp - claims.nbf.min(claims.iat) > self.policy.max_lifetime_secs {
+            return Err(Error::new(
+                ErrorCode::LifetimeTooLong,
+                format!("credential lives {} s; at most {} s are allowed", claims.exp - claims.nbf, self.policy.max_lifetime_secs),
+            ));
+        }
+        if claims.sub.is_empty() || claims.task.is_empty() {
+            return Err(Error::malformed_token("`sub` and `task` must not be empty"));
+        }
+        self.check_window(claims.nbf.max(claims.iat), claims.exp, now)
+    }
+
+    fn check_window(&self, not_before: i64, expires_at: i64, now: i64) -> Result<()> {
+        if now + self.policy.leeway_secs < not_before {
+            return Err(Error::new(ErrorCode::CredentialNotYetValid, "credential is not valid yet"));
+        }
+        if now - self.policy.leeway_secs >= expires_at {
+            return Err(Error::new(ErrorCode::CredentialExpired, "credential has expired"));
+        }
+        Ok(())
+    }
+}
+
+fn at_link(depth: usize, e: Error) -> Error {
+    Error::new(e.code(), format!("link {depth}: {}", e.message()))
+}
+
+fn check_spec(spec: &CredentialSpec) -> Result<()> {
+    if spec.agent_id.is_empty() || spec.task_id.is_empty() {
+        return Err(Error::malformed_request("agent id and task id must not be empty"));
+    }
+    if spec.expires_at <= spec.issued_at {
+        return Err(Error::malformed_request("expiry must be after issue time"));
+    }
+    Ok(())
+}
+
+/// A delegated link may only narrow its parent.
+fn check_narrowing(parent: &CredentialClaims, child: &CredentialClaims) -> Result<()> {
+    if child.iss != parent.sub {
+        return Err(Error::new(
+            ErrorCode::ParentMismatch,
+            format!("delegated credential names issuer `{}`, but its parent is `{}`", child.iss, parent.sub),
+        ));
+    }
+    if child.task != parent.task {
+        return Err(Error::new(
+            ErrorCode::TaskMismatch,
+            format!("delegated credential is for task `{}`, its parent for `{}`", child.task, parent.task),
+        ));
+    }
+    if child.exp > parent.exp {
+        return Err(Error::new(ErrorCode::LifetimeExceedsParent, "delegated credential expires after its parent"));
+    }
+    if child.aud != parent.aud {
+        return Err(Error::new(ErrorCode::AudienceMismatch, "delegated credential changes the audience"));
+    }
+    if let Some(extra) = child.scope.iter().find(|c| !parent.scope.iter().any(|p| scope_entry_covers(p, c))) {
+        return Err(Error::new(
+            ErrorCode::ScopeWidened,
+            format!("delegated scope `{extra}` is not within the parent's scope"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether scope entry `grant` covers `wanted` (a tool name or another scope entry).
+fn scope_entry_covers(grant: &str, wanted: &str) -> bool {
+    if grant == "*" || grant == wanted {
+        return true;
+    }
+    match grant.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => wanted.starts_with(prefix) && wanted != "*",
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_coverage() {
+        assert!(scope_entry_covers("*", "stripe.create_payment"));
+        assert!(scope_entry_covers("stripe.*", "stripe.create_payment"));
+        assert!(scope_entry_covers("stripe.*", "stripe.refunds.*"));
+        assert!(!scope_entry_covers("stripe.*", "*"));
+        assert!(!scope_entry_covers("stripe.*", "stripeX.pay"));
+        assert!(!scope_entry_covers("stripe.create_payment", "stripe.*"));
+        assert!(!scope_entry_covers("stripe*", "stripe.x"));
+    }
+}

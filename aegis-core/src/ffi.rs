@@ -1,0 +1,272 @@
+//! The JSON boundary: every operation a binding needs, taking and returning JSON strings.
+//!
+//! Python, Node and C bindings call these functions and only convert strings and map
+//! [`ErrorCode`]s to their own error types, so behaviour cannot drift between languages.
+//! Input JSON is parsed strictly (duplicate keys and unknown members are errors).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::credential::{self, CredentialSpec};
+use crate::engine::{AuthorizationRequest, Engine};
+use crate::error::{Error, ErrorCode, Result};
+use crate::json::from_str_strict;
+use crate::keys::{Jwk, KeyPair, PublicKey};
+use crate::time::{random_id, Clock, ManualClock, OsRandom, SystemClock};
+use crate::{Bundle, BundleSources};
+
+/// A trusted issuer in an [`EngineConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` root credentials carry.
+    pub issuer: String,
+    /// The issuer's public key.
+    pub jwk: Jwk,
+}
+
+/// A bundle given inline, file by file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineBundle {
+    /// `manifest.yaml` content.
+    pub manifest: String,
+    /// The Cedar schema.
+    pub schema: String,
+    /// Policy files by name.
+    pub policies: std::collections::BTreeMap<String, String>,
+}
+
+/// Everything needed to build an [`Engine`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// A bundle directory (or give `bundle`).
+    #[serde(default)]
+    pub bundle_dir: Option<String>,
+    /// An inline bundle (or give `bundle_dir`).
+    #[serde(default)]
+    pub bundle: Option<InlineBundle>,
+    /// Issuers whose root credentials are trusted.
+    pub trusted_issuers: Vec<IssuerConfig>,
+    /// The audience credentials must name.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew tolerance in seconds.
+    #[serde(default)]
+    pub leeway_secs: Option<i64>,
+    /// Maximum delegation depth below the root.
+    #[serde(default)]
+    pub max_delegation_depth: Option<usize>,
+    /// Maximum credential lifetime in seconds.
+    #[serde(default)]
+    pub max_credential_lifetime_secs: Option<i64>,
+    /// A fixed time (seconds since the epoch) instead of the system clock: for fixtures and
+    /// tests only.
+    #[serde(default)]
+    pub fixed_time: Option<i64>,
+}
+
+/// Builds an engine from a JSON [`EngineConfig`].
+pub fn engine_from_json(config: &str) -> Result<Engine> {
+    let config: EngineConfig = from_str_strict(config)?;
+    engine_from_config(config)
+}
+
+/// Builds an engine from an [`EngineConfig`].
+pub fn engine_from_config(config: EngineConfig) -> Result<Engine> {
+    let bundle = load_bundle(config.bundle_dir.as_deref(), config.bundle.as_ref())?;
+    let mut builder = Engine::builder().bundle(bundle);
+    for issuer in &config.trusted_issuers {
+        builder = builder.trust_issuer(issuer.issuer.clone(), PublicKey::from_jwk(&issuer.jwk)?);
+    }
+    if let Some(audience) = config.audience {
+        builder = builder.audience(audience);
+    }
+    if let Some(leeway) = config.leeway_secs {
+        builder = builder.leeway_secs(leeway);
+    }
+    if let Some(depth) = config.max_delegation_depth {
+        builder = builder.max_delegation_depth(depth);
+    }
+    if let Some(lifetime) = config.max_credential_lifetime_secs {
+        builder = builder.max_credential_lifetime_secs(lifetime);
+    }
+    let clock: Arc<dyn Clock> = match config.fixed_time {
+        Some(t) => Arc::new(ManualClock::at_secs(t)),
+        None => Arc::new(SystemClock),
+    };
+    builder.clock(clock).build()
+}
+
+/// Loads a bundle from a directory or from inline sources (exactly one of them).
+pub fn load_bundle(dir: Option<&str>, inline: Option<&InlineBundle>) -> Result<Bundle> {
+    match (dir, inline) {
+        (Some(dir), None) => Bundle::from_dir(dir),
+        (None, Some(b)) => Bundle::from_sources(&BundleSources {
+            manifest: b.manifest.clone(),
+            schema: b.schema.clone(),
+            schema_file: "schema.cedarschema".into(),
+            policies: b.policies.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }),
+        _ => Err(Error::malformed_request("give exactly one of `bundle_dir` and `bundle`")),
+    }
+}
+
+/// Decides on a JSON [`AuthorizationRequest`]; returns the [`crate::Decision`] as JSON.
+pub fn authorize_json(engine: &Engine, request: &str) -> Result<String> {
+    let request: AuthorizationRequest = from_str_strict(request)?;
+    to_json(&engine.authorize(&request)?)
+}
+
+/// Generates a key pair (or derives it from a 64-hex-digit seed); returns the private JWK.
+pub fn generate_key_json(seed_hex: Option<&str>) -> Result<String> {
+    let pair = match seed_hex {
+        Some(hex) => KeyPair::from_seed(&decode_hex(hex)?)?,
+        None => KeyPair::generate(&OsRandom)?,
+    };
+    to_json(&pair.to_private_jwk())
+}
+
+/// The public JWK of a (private or public) JWK.
+pub fn public_jwk_json(jwk: &str) -> Result<String> {
+    to_json(&PublicKey::from_jwk_json(jwk)?.to_jwk())
+}
+
+/// A request to issue a root credential or delegate one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// Root: the issuer's name (`iss`). Ignored when delegating (the parent's agent id is used).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The signing key: the issuer's private JWK for a root, the parent agent's for a link.
+    pub signing_key: Jwk,
+    /// Delegation only: the parent credential.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The agent id.
+    pub agent_id: String,
+    /// The agent's public key.
+    pub agent_key: Jwk,
+    /// The audience (default `aegis`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The task id (delegation: defaults to the parent's).
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// The intent (delegation: defaults to the parent's).
+    #[serde(default)]
+    pub intent: Option<String>,
+    /// The tools granted.
+    pub scope: Vec<String>,
+    /// Issue time in seconds (default: now).
+    #[serde(default)]
+    pub issued_at: Option<i64>,
+    /// Lifetime in seconds.
+    pub ttl_secs: i64,
+    /// The credential id (default: random).
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+/// Issues a root credential (no `parent`) or delegates one (`parent` given).
+pub fn issue_json(request: &str) -> Result<String> {
+    issue(from_str_strict(request)?)
+}
+
+/// Issues a root credential or delegates one.
+pub fn issue(req: IssueRequest) -> Result<String> {
+    let signing_key = KeyPair::from_jwk(&req.signing_key)?;
+    let issued_at = req.issued_at.unwrap_or_else(|| SystemClock.now_secs());
+    let parent = req.parent.as_deref().map(credential::inspect).transpose()?;
+    let inherited = |own: Option<String>, from_parent: fn(&credential::CredentialClaims) -> &String| {
+        own.or_else(|| parent.as_ref().map(|p| from_parent(&p.claims).clone()))
+            .ok_or_else(|| Error::malformed_request("`task_id` and `intent` are required for a root credential"))
+    };
+    let spec = CredentialSpec {
+        agent_id: req.agent_id,
+        agent_key: PublicKey::from_jwk(&req.agent_key)?,
+        audience: req.audience.or_else(|| parent.as_ref().map(|p| p.claims.aud.clone())).unwrap_or_else(|| crate::DEFAULT_AUDIENCE.into()),
+        task_id: inherited(req.task_id, |c| &c.task)?,
+        intent: inherited(req.intent, |c| &c.intent)?,
+        scope: req.scope,
+        issued_at,
+        expires_at: issued_at.saturating_add(req.ttl_secs),
+        jti: match req.jti {
+            Some(j) => j,
+            None => random_id(&OsRandom, "cred_")?,
+        },
+    };
+    match (&req.parent, req.issuer) {
+        (Some(parent), _) => credential::delegate(parent, &signing_key, spec),
+        (None, Some(issuer)) => credential::issue_root(&issuer, &signing_key, spec),
+        (None, None) => Err(Error::malformed_request("a root credential needs `issuer`")),
+    }
+}
+
+/// Decodes a credential without verifying it (for display); returns header, claims, digest.
+pub fn inspect_json(token: &str) -> Result<String> {
+    to_json(&credential::inspect(token)?)
+}
+
+/// A request for a proof of possession.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofRequest {
+    /// The leaf agent's private JWK.
+    pub key: Jwk,
+    /// The tool.
+    pub tool: String,
+    /// The exact arguments of the call.
+    pub args: Value,
+    /// Issue time in seconds (default: now).
+    #[serde(default)]
+    pub issued_at: Option<i64>,
+    /// Lifetime in seconds (default 60).
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
+    /// The proof id (default: random).
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+/// Creates a proof of possession for one call.
+pub fn create_proof_json(request: &str) -> Result<String> {
+    let req: ProofRequest = from_str_strict(request)?;
+    let key = KeyPair::from_jwk(&req.key)?;
+    let jti = match req.jti {
+        Some(j) => j,
+        None => random_id(&OsRandom, "pop_")?,
+    };
+    crate::proof::create_proof(
+        &key,
+        &req.tool,
+        &req.args,
+        &jti,
+        req.issued_at.unwrap_or_else(|| SystemClock.now_secs()),
+        req.ttl_secs.unwrap_or(60),
+    )
+}
+
+/// An error as JSON: `{"code": "...", "message": "..."}`.
+pub fn error_json(error: &Error) -> String {
+    serde_json::to_string(error).unwrap_or_else(|_| r#"{"code":"internal","message":"error encoding failed"}"#.into())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::internal(format!("json encoding failed: {e}")))
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>> {
+    let bad = || Error::new(ErrorCode::InvalidKey, "seed must be 64 hexadecimal digits");
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
+        .collect()
+}
