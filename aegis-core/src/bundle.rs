@@ -348,12 +348,14 @@ pub(crate) fn evaluate_set(
 ) -> Evaluation {
     let response = Authorizer::new().is_authorized(request, set, entities);
     let diagnostics = response.diagnostics();
-    let erroring: Vec<(PolicyId, String)> = diagnostics
+    let mut erroring: Vec<(PolicyId, String)> = diagnostics
         .errors()
         .map(|e| match e {
             cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => (pe.policy_id().clone(), pe.to_string()),
         })
         .collect();
+    // Cedar reports errors in evaluation order, which is unspecified; sort for stable output.
+    erroring.sort_unstable_by(|a, b| AsRef::<str>::as_ref(&a.0).cmp(AsRef::<str>::as_ref(&b.0)));
     let erroring_forbids: Vec<PolicyId> = erroring
         .iter()
         .filter(|(id, _)| effects.get(id) != Some(&Effect::Permit))

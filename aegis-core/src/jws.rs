@@ -84,8 +84,9 @@ impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
     }
 }
 
-/// Signs `claims` as a compact JWS with `alg: EdDSA`, the given `typ`, and the key's `kid`.
-pub(crate) fn sign<T: Serialize>(claims: &T, typ: &str, key: &KeyPair) -> Result<String> {
+/// Signs any `claims` as a compact JWS with `alg: EdDSA`, the given `typ` and the key's `kid`.
+/// No checks: for tools and tests that need to craft tokens (including hostile ones).
+pub fn sign<T: Serialize>(claims: &T, typ: &str, key: &KeyPair) -> Result<String> {
     let header = JwsHeader { alg: "EdDSA".into(), typ: Some(typ.into()), kid: Some(key.kid().into()) };
     let header_json =
         serde_json::to_vec(&header).map_err(|e| Error::internal(format!("header encoding failed: {e}")))?;
