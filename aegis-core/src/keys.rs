@@ -114,7 +114,9 @@ impl PublicKey {
         self.key.as_bytes()
     }
 
-    pub(crate) fn verify_strict(&self, message: &[u8], signature: &[u8]) -> bool {
+    /// Verifies an Ed25519 signature strictly (RFC 8032 with canonical `S`, no small-order `R`
+    /// or key): the check every Aegis token goes through.
+    pub fn verify_strict(&self, message: &[u8], signature: &[u8]) -> bool {
         let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
             return false;
         };

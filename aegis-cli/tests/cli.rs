@@ -1,0 +1,105 @@
+//! The `aegis` binary end to end: the demo, and the key → token → authorize round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn aegis(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_aegis"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn demo_walks_the_payments_story() {
+    let (ok, out, err) = aegis(&["demo"]);
+    assert!(ok, "demo failed: {err}\n{out}");
+    for expected in [
+        "1. finance-agent pays 1200\n",
+        "decision: allow [ok",
+        "reason:   policy_forbid `executor-needs-parent`",
+        "decision: approval_needed [ok",
+        "approval: apr_",
+        "reason:   signature_invalid: link 1",
+        "reason:   credential_expired: link 1",
+        "reason:   policy_forbid `destination-account-pattern`",
+        "\"card_number\":\"[REDACTED]\"",
+        "all steps decided as expected",
+    ] {
+        assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
+    }
+    assert!(!out.contains("UNEXPECTED"));
+}
+
+#[test]
+fn keys_tokens_and_authorize_round_trip() {
+    let dir = std::env::temp_dir().join(format!("aegis-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, content: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let seed = |n: u8| format!("{n:02x}").repeat(32);
+    let key = |n: u8, public: bool| {
+        let s = seed(n);
+        let mut args = vec!["keys", "generate", "--seed", &s];
+        if public {
+            args.push("--public");
+        }
+        let (ok, out, err) = aegis(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    assert!(!key(2, true).contains("\"d\""));
+    let issuer = write("issuer.jwk", &key(1, false));
+    let issuer_pub = write("issuer.pub.jwk", &key(1, true));
+    let planner = write("planner.jwk", &key(2, false));
+    let finance_pub = write("finance.pub.jwk", &key(3, true));
+
+    let (ok, root, err) = aegis(&[
+        "token", "issue", "--issuer", "https://issuer.example", "--key", &issuer, "--agent", "planner",
+        "--agent-key", &planner, "--task", "t-1", "--intent", "pay invoices", "--scope", "stripe.create_payment",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, child, err) = aegis(&[
+        "token", "delegate", "--parent", root.trim(), "--key", &planner, "--agent", "finance-agent",
+        "--agent-key", &finance_pub, "--scope", "stripe.create_payment", "--ttl", "300",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, inspected, _) = aegis(&["token", "inspect", child.trim()]);
+    assert!(ok && inspected.contains("\"sub\": \"finance-agent\"") && inspected.contains("\"task\": \"t-1\""), "{inspected}");
+
+    // Widening is refused at issue time, with the stable code.
+    let (ok, _, err) = aegis(&[
+        "token", "delegate", "--parent", root.trim(), "--key", &planner, "--agent", "finance-agent",
+        "--agent-key", &finance_pub, "--scope", "stripe.create_payment,payroll.run",
+    ]);
+    assert!(!ok && err.contains("[scope_widened]"), "{err}");
+
+    let request = serde_json::json!({
+        "chain": [root.trim(), child.trim()],
+        "tool": "stripe.create_payment",
+        "args": {"amount": 9000, "currency": "eur", "destination": "acct_1032D82eZvKYlo2C"},
+    });
+    let request = write("request.json", &request.to_string());
+    let trust = format!("https://issuer.example={issuer_pub}");
+    let (ok, out, err) = aegis(&["authorize", "--bundle", "policies/payments", "--trust", &trust, "--request", &request]);
+    assert!(ok, "{err}");
+    let decision: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(decision["outcome"], "approval_needed");
+    assert!(decision["approval_id"].as_str().unwrap().starts_with("apr_"));
+
+    let (ok, out, _) = aegis(&["policy", "validate", "policies/payments"]);
+    assert!(ok && out.starts_with("ok: payments@1.0.0+"), "{out}");
+    let broken = write("broken.json", "{\"chain\": [], \"tool\": \"x\", \"tool\": \"y\"}");
+    let (ok, _, err) = aegis(&["authorize", "--bundle", "policies/payments", "--trust", &trust, "--request", &broken]);
+    assert!(!ok && err.contains("[malformed_request]"), "{err}");
+}

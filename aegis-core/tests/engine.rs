@@ -1,0 +1,219 @@
+//! Engine behaviour beyond the shared vectors: caching, proofs, bundles, swaps, Wycheproof.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aegis_core::{
+    create_proof, AuthorizationRequest, Bundle, BundleSources, ErrorCode, Outcome, PublicKey,
+};
+use common::*;
+use serde_json::{json, Value};
+
+fn request(chain: Vec<String>, args: Value) -> AuthorizationRequest {
+    AuthorizationRequest { chain, tool: TOOL.into(), args, resource: None, proof: None }
+}
+
+fn payments_sources() -> BundleSources {
+    let dir = payments_dir();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    BundleSources {
+        manifest: read("manifest.yaml"),
+        schema: read("payments.cedarschema"),
+        schema_file: "payments.cedarschema".into(),
+        policies: ["permits.cedar", "segregation.cedar", "limits.cedar"]
+            .iter()
+            .map(|f| ((*f).to_owned(), read(f)))
+            .collect(),
+    }
+}
+
+#[test]
+fn cached_chain_still_expires() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let chain = fx.chain();
+    let req = request(chain, pay(1200, GOOD_ACCOUNT));
+    assert_eq!(engine.authorize(&req).unwrap().outcome, Outcome::Allow);
+    assert_eq!(engine.authorize(&req).unwrap().outcome, Outcome::Allow);
+    fx.clock.advance_secs(600 + 30);
+    let d = engine.authorize(&req).unwrap();
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert_eq!(d.codes(), vec![ErrorCode::CredentialExpired]);
+}
+
+#[test]
+fn forged_token_reusing_a_cached_signature_is_not_served_from_cache() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let chain = fx.chain();
+    assert_eq!(engine.authorize(&request(chain.clone(), pay(1200, GOOD_ACCOUNT))).unwrap().outcome, Outcome::Allow);
+    // Same signature segment (the cache key), different payload.
+    let parts: Vec<&str> = chain[1].split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&aegis_core::jws::b64_decode(parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!(["*"]);
+    let forged = format!("{}.{}.{}", parts[0], aegis_core::jws::b64_encode(claims.to_string().as_bytes()), parts[2]);
+    let d = engine.authorize(&request(vec![chain[0].clone(), forged], pay(1200, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(d.codes(), vec![ErrorCode::SignatureInvalid]);
+    // And a cached leaf under a different root is verified afresh.
+    let d = engine.authorize(&request(vec![chain[1].clone()], pay(1200, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(d.outcome, Outcome::Deny);
+}
+
+fn proof_engine(fx: &Fixture) -> aegis_core::Engine {
+    let mut sources = payments_sources();
+    sources.manifest.push_str("\n# test\n");
+    sources.manifest = sources.manifest.replace("proof_required: []", "proof_required: [stripe.create_payment]");
+    fx.engine_with(Bundle::from_sources(&sources).unwrap())
+}
+
+#[test]
+fn proof_of_possession_is_required_bound_to_the_call_and_single_use() {
+    let fx = Fixture::new();
+    let engine = proof_engine(&fx);
+    let args = pay(1200, GOOD_ACCOUNT);
+    let mut req = request(fx.chain(), args.clone());
+    assert_eq!(engine.authorize(&req).unwrap().codes(), vec![ErrorCode::ProofRequired]);
+
+    req.proof = Some(create_proof(&fx.finance, TOOL, &args, "pop-1", NOW, 60).unwrap());
+    assert_eq!(engine.authorize(&req).unwrap().outcome, Outcome::Allow);
+    assert_eq!(engine.authorize(&req).unwrap().codes(), vec![ErrorCode::ProofReplayed]);
+
+    // Bound to the exact arguments: one changed field breaks it.
+    let mut other = args.clone();
+    other["amount"] = json!(1201);
+    req.proof = Some(create_proof(&fx.finance, TOOL, &args, "pop-2", NOW, 60).unwrap());
+    req.args = other;
+    assert_eq!(engine.authorize(&req).unwrap().codes(), vec![ErrorCode::ProofInvalid]);
+
+    // Signed by someone other than the leaf (the planner holds the parent key).
+    req.args = args.clone();
+    req.proof = Some(create_proof(&fx.planner, TOOL, &args, "pop-3", NOW, 60).unwrap());
+    assert_eq!(engine.authorize(&req).unwrap().codes(), vec![ErrorCode::ProofInvalid]);
+
+    // Stale, and too long-lived.
+    req.proof = Some(create_proof(&fx.finance, TOOL, &args, "pop-4", NOW - 400, 60).unwrap());
+    assert_eq!(engine.authorize(&req).unwrap().codes(), vec![ErrorCode::ProofInvalid]);
+    req.proof = Some(create_proof(&fx.finance, TOOL, &args, "pop-5", NOW, 3600).unwrap());
+    assert_eq!(engine.authorize(&req).unwrap().codes(), vec![ErrorCode::ProofInvalid]);
+}
+
+#[test]
+fn proof_jti_is_single_use_across_threads() {
+    let fx = Fixture::new();
+    let engine = Arc::new(proof_engine(&fx));
+    let args = pay(1200, GOOD_ACCOUNT);
+    for round in 0..20 {
+        let mut req = request(fx.chain(), args.clone());
+        req.proof = Some(create_proof(&fx.finance, TOOL, &args, &format!("race-{round}"), NOW, 60).unwrap());
+        let req = Arc::new(req);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (engine, req) = (Arc::clone(&engine), Arc::clone(&req));
+                std::thread::spawn(move || engine.authorize(&req).unwrap().outcome)
+            })
+            .collect();
+        let allowed = handles.into_iter().map(|h| h.join().unwrap()).filter(|o| *o == Outcome::Allow).count();
+        assert_eq!(allowed, 1, "round {round}");
+    }
+}
+
+#[test]
+fn invalid_policy_names_file_line_and_policy() {
+    let mut sources = payments_sources();
+    sources.policies.push((
+        "broken.cedar".into(),
+        "// first line\n\n@id(\"typo-policy\")\nforbid (principal, action == Action::\"stripe.create_payment\", resource)\nwhen { context.args.amout > 5 };\n".into(),
+    ));
+    let err = Bundle::from_sources(&sources).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidBundle);
+    let msg = err.message();
+    assert!(msg.contains("`broken.cedar`") && msg.contains("typo-policy") && msg.contains("line 5"), "{msg}");
+
+    let mut sources = payments_sources();
+    sources.policies.push(("syntax.cedar".into(), "permit (principal, action, resource);\n\nforbid (principal action, resource);\n".into()));
+    let err = Bundle::from_sources(&sources).unwrap_err();
+    assert!(err.message().contains("`syntax.cedar`") && err.message().contains("line 3"), "{}", err.message());
+}
+
+#[test]
+fn annotations_are_checked_at_load() {
+    let mut sources = payments_sources();
+    sources.policies.push(("bad.cedar".into(), "@approval(\"x\")\npermit (principal, action, resource);\n".into()));
+    assert!(Bundle::from_sources(&sources).unwrap_err().message().contains("`@approval` belongs on a forbid"));
+    let mut sources = payments_sources();
+    sources.policies.push(("bad.cedar".into(), "@sanitize(\"card\")\npermit (principal, action, resource);\n".into()));
+    assert!(Bundle::from_sources(&sources).unwrap_err().message().contains("must start with `args.`"));
+}
+
+#[test]
+fn failed_reload_keeps_the_old_bundle_and_a_good_one_swaps_atomically() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let before = engine.policy_version();
+    let broken = tempdir("broken-bundle");
+    copy_dir(&payments_dir(), &broken);
+    std::fs::write(broken.join("extra.cedar"), "forbid (principal, action, resource) when { context.nope };").unwrap();
+    assert_eq!(engine.reload_bundle(&broken).unwrap_err().code(), ErrorCode::InvalidBundle);
+    assert_eq!(engine.policy_version(), before);
+    assert_eq!(engine.authorize(&request(fx.chain(), pay(1200, GOOD_ACCOUNT))).unwrap().outcome, Outcome::Allow);
+
+    // A valid change: payments now need approval above 1000.
+    let limits = std::fs::read_to_string(broken.join("limits.cedar")).unwrap().replace("amount > 5000", "amount > 1000");
+    std::fs::write(broken.join("limits.cedar"), limits).unwrap();
+    std::fs::remove_file(broken.join("extra.cedar")).unwrap();
+    let after = engine.reload_bundle(&broken).unwrap();
+    assert_ne!(after, before);
+    assert!(after.starts_with("payments@1.0.0+"));
+    let d = engine.authorize(&request(fx.chain(), pay(1200, GOOD_ACCOUNT))).unwrap();
+    assert_eq!((d.outcome, d.policy_version.as_str()), (Outcome::ApprovalNeeded, after.as_str()));
+}
+
+#[test]
+fn malformed_requests_are_errors_not_decisions() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let err = engine.authorize(&request(fx.chain(), json!([1, 2]))).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::MalformedRequest);
+    let err = engine.authorize(&request(fx.chain(), json!({"amount": 1e300, "currency": "eur", "destination": GOOD_ACCOUNT}))).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::MalformedRequest);
+    let err = aegis_core::ffi::authorize_json(&engine, r#"{"chain":[],"tool":"t","args":{"a":1,"a":2}}"#).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::MalformedRequest);
+    assert!(err.message().contains("duplicate key `a`"));
+}
+
+#[test]
+fn wycheproof_ed25519_verify_strict_agrees() {
+    let path = repo_root().join("../shared/vectors/wycheproof/ed25519_test.json");
+    let suite: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("wycheproof vectors in ../shared")).unwrap();
+    let unhex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+    let (mut total, mut disagree) = (0, Vec::new());
+    for group in suite["testGroups"].as_array().unwrap() {
+        let key = PublicKey::from_bytes(&unhex(group["publicKey"]["pk"].as_str().unwrap()));
+        for t in group["tests"].as_array().unwrap() {
+            total += 1;
+            let accepted = key.as_ref().is_ok_and(|k| k.verify_strict(&unhex(t["msg"].as_str().unwrap()), &unhex(t["sig"].as_str().unwrap())));
+            if accepted != (t["result"] == "valid") {
+                disagree.push(t["tcId"].clone());
+            }
+        }
+    }
+    assert_eq!(total, 151);
+    assert!(disagree.is_empty(), "disagreeing test cases: {disagree:?}");
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("aegis-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
