@@ -54,7 +54,7 @@ pub fn run(words: &[&str]) -> Result<(), String> {
     let pay = |amount: i64, destination: &str| json!({"amount": amount, "currency": "eur", "destination": destination});
     let mut failures = 0;
     let mut step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| -> Result<Decision, String> {
-        let request = AuthorizationRequest { chain, tool: TOOL.into(), args: args.clone(), resource: None, proof: None };
+        let request = AuthorizationRequest { chain, tool: TOOL.into(), args: args.clone(), resource: None, proof: None, approval_token: None };
         let decision = engine.authorize(&request).map_err(show)?;
         print_step(title, &args, &decision, expect);
         if decision.outcome != expect {

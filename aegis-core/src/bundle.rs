@@ -54,6 +54,52 @@ pub struct Manifest {
     /// Tools whose calls need a proof of possession by the leaf key (`*` for all).
     #[serde(default)]
     pub proof_required: Vec<String>,
+    /// Budgets: limits on what calls may spend, enforced atomically by the store.
+    #[serde(default)]
+    pub budgets: BTreeMap<String, BudgetSpec>,
+}
+
+/// A budget: a limit over a rolling window on the sum of one argument (or the number of calls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// The tools that spend from it.
+    pub tools: Vec<String>,
+    /// A dotted path to an integer argument that is summed; absent: each call counts 1.
+    #[serde(default)]
+    pub sum: Option<String>,
+    /// Whose budget: per `task`, per `agent` or per root `initiator`.
+    pub per: BudgetScope,
+    /// The limit over the window.
+    pub limit: i64,
+    /// The rolling window, in seconds.
+    pub window_secs: i64,
+    /// What a call that would exceed it gets: `deny` (default) or `approval`.
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+}
+
+/// Whose spending a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// All calls in the task.
+    Task,
+    /// The calling agent's calls, across tasks.
+    Agent,
+    /// The calls of every chain under one root agent, across tasks.
+    Initiator,
+}
+
+/// What happens when a call would exceed a budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceed {
+    /// The call is denied.
+    #[default]
+    Deny,
+    /// The call needs a human approval (role `budget-approver`).
+    Approval,
 }
 
 fn default_principal_type() -> String {
@@ -108,6 +154,8 @@ pub struct PolicyMeta {
     pub sanitize: Vec<Vec<String>>,
     /// `@shadow`.
     pub shadow: bool,
+    /// `@breakable` (forbids only): an open break-glass grant lifts it.
+    pub breakable: bool,
 }
 
 /// A validated, indexed bundle. Immutable; swap a new one into the engine to change policy.
@@ -131,6 +179,14 @@ pub(crate) struct ToolEntry {
     pub shadow: Option<PolicySet>,
     pub predicates: Vec<CompiledPredicate>,
     pub proof_required: bool,
+    pub budgets: Vec<CompiledBudget>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledBudget {
+    pub name: String,
+    pub sum: Option<Vec<String>>,
+    pub spec: BudgetSpec,
 }
 
 #[derive(Debug)]
@@ -203,6 +259,9 @@ impl Bundle {
         let principal_type = type_name(&format!("{ns}{}", manifest.principal_type))?;
         let resource_type = type_name(&format!("{ns}{}", manifest.resource_type))?;
         let predicates = compile_predicates(&manifest)?;
+        if let Some((name, _)) = manifest.budgets.iter().find(|(_, b)| b.limit < 0 || b.window_secs <= 0) {
+            return Err(Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: budget `{name}` needs a limit >= 0 and a window > 0")));
+        }
         let mut tools = HashMap::new();
         for action in schema.actions() {
             let tool = action.id().unescaped().to_owned();
@@ -217,6 +276,16 @@ impl Bundle {
                     .map(|(p, _)| CompiledPredicate { name: p.name.clone(), path: p.path.clone(), regex: p.regex.clone() })
                     .collect(),
                 proof_required: manifest.proof_required.iter().any(|t| t == "*" || t == &tool),
+                budgets: manifest
+                    .budgets
+                    .iter()
+                    .filter(|(_, b)| b.tools.iter().any(|t| t == &tool || t == "*"))
+                    .map(|(name, b)| CompiledBudget {
+                        name: name.clone(),
+                        sum: b.sum.as_ref().map(|p| p.split('.').map(str::to_owned).collect()),
+                        spec: b.clone(),
+                    })
+                    .collect(),
             };
             tools.insert(tool, Arc::new(entry));
         }
@@ -439,6 +508,9 @@ fn policy_meta(policy: &Policy, id: &str, file: &str, line: usize) -> Result<Pol
     if approval.is_some() && effect != Effect::Forbid {
         return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@approval` belongs on a forbid", at())));
     }
+    if policy.annotation("breakable").is_some() && effect != Effect::Forbid {
+        return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@breakable` belongs on a forbid", at())));
+    }
     let sanitize = match policy.annotation("sanitize") {
         None => Vec::new(),
         Some(_) if effect != Effect::Permit => {
@@ -466,6 +538,7 @@ fn policy_meta(policy: &Policy, id: &str, file: &str, line: usize) -> Result<Pol
         approval,
         sanitize,
         shadow: policy.annotation("shadow").is_some(),
+        breakable: policy.annotation("breakable").is_some(),
     })
 }
 

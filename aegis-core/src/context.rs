@@ -15,6 +15,17 @@
 //! | `intent`           | `String`            | the root credential's intent                     |
 //! | `now`              | `Long`              | seconds since the epoch, from the engine's clock |
 //! | `predicates`       | record of `Bool`    | the manifest's predicates for this tool          |
+//! | `task`             | record              | what was already done in this task (below)       |
+//! | `break_glass`      | `Bool`              | an open break-glass grant covers this call       |
+//! | `approval`         | record              | only for `aegis.approve`: the request being approved (below) |
+//!
+//! `task` has four `Set<String>` attributes: `duties_by_agent` (tools this agent performed in
+//! the task), `duties_by_lineage` (tools this agent or anyone above it performed),
+//! `performed` (every tool performed by anyone) and `actors` (every agent that performed
+//! anything). Approvals count as the duty `aegis.approve`.
+//!
+//! `approval` has `approval_id`, `tool`, `requester`, `initiator`, `task_id` (all `String`),
+//! and `roles` and `policy_ids` (`Set<String>`).
 //!
 //! Argument values map as: string → `String`, boolean → `Bool`, integer → `Long`, number with
 //! a fraction → `decimal` (at most 4 fractional digits), array → `Set`, object → record. A
@@ -31,8 +42,10 @@ pub(crate) fn build(
     args: &Value,
     predicates: Vec<(String, RestrictedExpression)>,
     now: i64,
+    extra: Vec<(String, RestrictedExpression)>,
 ) -> Result<Context> {
-    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(10);
+    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(12 + extra.len());
+    pairs.extend(extra);
     pairs.push(("args".into(), to_cedar(args, "args")?));
     pairs.push(("agent_id".into(), RestrictedExpression::new_string(chain.agent_id.clone())));
     if let Some(parent) = &chain.parent_agent_id {
@@ -54,7 +67,13 @@ pub(crate) fn build(
 }
 
 /// Converts a JSON value to a Cedar value; `at` names the position for error messages.
-pub(crate) fn to_cedar(value: &Value, at: &str) -> Result<RestrictedExpression> {
+/// A `Set<String>` from strings.
+pub(crate) fn string_set<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.into_iter().map(|s| RestrictedExpression::new_string(s.to_owned())))
+}
+
+/// Converts a JSON value to a Cedar value; `at` names the position for error messages.
+fn to_cedar(value: &Value, at: &str) -> Result<RestrictedExpression> {
     Ok(match value {
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
         Value::String(s) => RestrictedExpression::new_string(s.clone()),

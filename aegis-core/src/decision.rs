@@ -71,6 +71,9 @@ pub struct Decision {
     pub sanitized_args: Option<Value>,
     /// A shadow policy would have blocked this call.
     pub would_block: bool,
+    /// The open break-glass grant that covers this call, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass_id: Option<String>,
     /// A unique id of this decision.
     pub decision_id: String,
     /// The bundle version that decided.

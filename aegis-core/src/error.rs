@@ -82,6 +82,46 @@ pub enum ErrorCode {
     ApprovalRequired,
     /// Not an error: the permit policy that determined an `allow` or `sanitize`.
     PolicyPermit,
+
+    // --- state: stores, tasks, budgets (deny reasons) ---
+    /// The store failed; Aegis denies rather than decide without state.
+    StoreUnavailable,
+    /// The task has ended; its credentials are revoked.
+    TaskEnded,
+    /// The call would exceed a budget.
+    BudgetExceeded,
+    /// Concurrent calls in the task kept conflicting; decided as a deny.
+    Contention,
+
+    // --- approvals ---
+    /// The override token does not verify or is not a well-formed token.
+    ApprovalTokenInvalid,
+    /// The override token has expired.
+    ApprovalExpired,
+    /// The override token was already used.
+    ApprovalReplayed,
+    /// The override token was approved for another agent.
+    ApprovalWrongAgent,
+    /// The override token was approved for other arguments or another tool.
+    ApprovalArgsMismatch,
+    /// The override token was approved in another task.
+    ApprovalWrongTask,
+    /// The override token was approved under another policy version.
+    ApprovalPolicyChanged,
+    /// No approval has this id.
+    ApprovalNotFound,
+    /// The approval was already approved or rejected.
+    ApprovalNotPending,
+    /// The approver may not approve this request (segregation of duties).
+    ApproverConflict,
+    /// Not an error: an override token turned `approval_needed` into `allow`.
+    ApprovalGranted,
+
+    // --- break-glass ---
+    /// A break-glass request was refused (reason, approvers, duration).
+    BreakGlassRefused,
+    /// Not an error: an open break-glass grant lifted a breakable forbid.
+    BreakGlassApplied,
 }
 
 impl ErrorCode {
@@ -119,6 +159,23 @@ impl ErrorCode {
             Self::PolicyError => "policy_error",
             Self::ApprovalRequired => "approval_required",
             Self::PolicyPermit => "policy_permit",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::TaskEnded => "task_ended",
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::Contention => "contention",
+            Self::ApprovalTokenInvalid => "approval_token_invalid",
+            Self::ApprovalExpired => "approval_expired",
+            Self::ApprovalReplayed => "approval_replayed",
+            Self::ApprovalWrongAgent => "approval_wrong_agent",
+            Self::ApprovalArgsMismatch => "approval_args_mismatch",
+            Self::ApprovalWrongTask => "approval_wrong_task",
+            Self::ApprovalPolicyChanged => "approval_policy_changed",
+            Self::ApprovalNotFound => "approval_not_found",
+            Self::ApprovalNotPending => "approval_not_pending",
+            Self::ApproverConflict => "approver_conflict",
+            Self::ApprovalGranted => "approval_granted",
+            Self::BreakGlassRefused => "break_glass_refused",
+            Self::BreakGlassApplied => "break_glass_applied",
         }
     }
 }

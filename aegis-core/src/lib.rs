@@ -21,6 +21,7 @@
 //!     args: serde_json::json!({"amount": 1200, "currency": "eur", "destination": "acct_1234567890"}),
 //!     resource: None,
 //!     proof: None,
+//!     approval_token: None,
 //! })?;
 //! if !decision.outcome.permits_call() { /* do not run the tool */ }
 //! # Ok(()) }
@@ -28,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod bundle;
 mod context;
 pub mod credential;
@@ -39,12 +41,25 @@ pub mod json;
 pub mod jws;
 pub mod keys;
 pub mod proof;
+pub mod redis_store;
+pub mod sqlite;
+pub mod store;
 pub mod time;
 
 pub use bundle::{Bundle, BundleSources, Evaluation, Manifest, PolicyIndex, PolicyMeta, PredicateSpec};
 pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential, TrustedIssuer, VerifiedChain};
 pub use decision::{Decision, Outcome, Reason};
-pub use engine::{AuthorizationRequest, Engine, EngineBuilder, ResourceRef, DEFAULT_AUDIENCE};
+pub use approval::{slack_message, ApprovalResolution, OverrideClaims};
+pub use engine::{
+    ApprovalNotifier, AuthorizationRequest, BreakGlassRequest, Engine, EngineBuilder, ResourceRef, APPROVE_ACTION,
+    BREAK_GLASS_SCOPE, DEFAULT_AUDIENCE,
+};
+pub use redis_store::RedisStore;
+pub use sqlite::SqliteStore;
+pub use store::{
+    ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, MemoryStore, PendingApproval, Reservation, Store,
+    TaskState,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use keys::{Jwk, KeyPair, PublicKey};
 pub use proof::{call_digest, create_proof};

@@ -1,9 +1,6 @@
 //! Per-call proof of possession: a JWS by the leaf agent's key over the call digest, with a
 //! `jti` accepted once.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -17,9 +14,6 @@ pub const PROOF_TYP: &str = "aegis-pop+jwt";
 
 /// The longest a proof may live: a proof is for one call, made right before it.
 pub const MAX_PROOF_LIFETIME_SECS: i64 = 300;
-
-/// Entries kept before expired `jti`s are pruned.
-const REPLAY_PRUNE_THRESHOLD: usize = 65_536;
 
 /// The claims of a proof of possession.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,39 +45,22 @@ pub fn create_proof(key: &KeyPair, tool: &str, args: &Value, jti: &str, issued_a
     jws::sign(&claims, PROOF_TYP, key)
 }
 
-/// Remembers used proof ids until they expire.
-#[derive(Debug, Default)]
-pub(crate) struct ReplayGuard {
-    seen: Mutex<HashMap<String, i64>>,
-}
-
-impl ReplayGuard {
-    /// Verifies `proof` for the call and consumes its `jti`.
-    pub fn verify_and_consume(&self, proof: &str, leaf: &PublicKey, digest: &str, now: i64, leeway: i64) -> Result<()> {
-        let parsed = UnverifiedJws::<ProofClaims>::parse(proof, PROOF_TYP).map_err(as_invalid)?;
-        parsed.verify(leaf).map_err(as_invalid)?;
-        let c = &parsed.claims;
-        if c.call != digest {
-            return Err(Error::new(ErrorCode::ProofInvalid, "proof is for another call"));
-        }
-        if c.jti.is_empty() || c.exp <= c.iat || c.exp - c.iat > MAX_PROOF_LIFETIME_SECS {
-            return Err(Error::new(ErrorCode::ProofInvalid, "proof has no `jti` or an unacceptable lifetime"));
-        }
-        if now + leeway < c.iat || now - leeway >= c.exp {
-            return Err(Error::new(ErrorCode::ProofInvalid, "proof is outside its validity window"));
-        }
-        let key = format!("{}:{}", leaf.kid(), c.jti);
-        let mut seen = self.seen.lock().map_err(|_| Error::internal("replay guard lock poisoned"))?;
-        if seen.len() >= REPLAY_PRUNE_THRESHOLD {
-            seen.retain(|_, expiry| *expiry > now);
-        }
-        if seen.get(&key).is_some_and(|expiry| *expiry > now) {
-            return Err(Error::new(ErrorCode::ProofReplayed, format!("proof `jti` `{}` was already used", c.jti)));
-        }
-        // Remembered past its expiry plus leeway: after that the window check refuses it anyway.
-        seen.insert(key, c.exp + leeway + 1);
-        Ok(())
+/// Verifies `proof` for the call; returns the single-use key and its expiry for the commit.
+pub(crate) fn verify(proof: &str, leaf: &PublicKey, digest: &str, now: i64, leeway: i64) -> Result<(String, i64)> {
+    let parsed = UnverifiedJws::<ProofClaims>::parse(proof, PROOF_TYP).map_err(as_invalid)?;
+    parsed.verify(leaf).map_err(as_invalid)?;
+    let c = &parsed.claims;
+    if c.call != digest {
+        return Err(Error::new(ErrorCode::ProofInvalid, "proof is for another call"));
     }
+    if c.jti.is_empty() || c.exp <= c.iat || c.exp - c.iat > MAX_PROOF_LIFETIME_SECS {
+        return Err(Error::new(ErrorCode::ProofInvalid, "proof has no `jti` or an unacceptable lifetime"));
+    }
+    if now + leeway < c.iat || now - leeway >= c.exp {
+        return Err(Error::new(ErrorCode::ProofInvalid, "proof is outside its validity window"));
+    }
+    // Remembered until the window check would refuse it anyway.
+    Ok((format!("proof:{}:{}", leaf.kid(), c.jti), c.exp + leeway + 1))
 }
 
 fn as_invalid(e: Error) -> Error {

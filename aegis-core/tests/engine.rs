@@ -13,7 +13,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn request(chain: Vec<String>, args: Value) -> AuthorizationRequest {
-    AuthorizationRequest { chain, tool: TOOL.into(), args, resource: None, proof: None }
+    AuthorizationRequest { chain, tool: TOOL.into(), args, resource: None, proof: None, approval_token: None }
 }
 
 fn payments_sources() -> BundleSources {
@@ -23,7 +23,7 @@ fn payments_sources() -> BundleSources {
         manifest: read("manifest.yaml"),
         schema: read("payments.cedarschema"),
         schema_file: "payments.cedarschema".into(),
-        policies: ["permits.cedar", "segregation.cedar", "limits.cedar"]
+        policies: ["approvals.cedar", "permits.cedar", "segregation.cedar", "limits.cedar"]
             .iter()
             .map(|f| ((*f).to_owned(), read(f)))
             .collect(),
@@ -104,7 +104,8 @@ fn proof_of_possession_is_required_bound_to_the_call_and_single_use() {
 fn proof_jti_is_single_use_across_threads() {
     let fx = Fixture::new();
     let engine = Arc::new(proof_engine(&fx));
-    let args = pay(1200, GOOD_ACCOUNT);
+    // Small amounts: twenty rounds stay inside the task's payment budget.
+    let args = pay(100, GOOD_ACCOUNT);
     for round in 0..20 {
         let mut req = request(fx.chain(), args.clone());
         req.proof = Some(create_proof(&fx.finance, TOOL, &args, &format!("race-{round}"), NOW, 60).unwrap());

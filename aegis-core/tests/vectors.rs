@@ -29,7 +29,7 @@ fn generate() -> Value {
         })
         .collect();
     json!({
-        "description": "Aegis decision vectors: run `engine` (bundle_dir is relative to the repository root) on each request and compare outcome, reason codes (in order), policy ids (sorted) and would_block.",
+        "description": "Aegis decision vectors: for each case build a fresh engine from `engine` (bundle_dir is relative to the repository root), authorize the request, and compare outcome, reason codes (in order), policy ids (sorted) and would_block.",
         "engine": {
             "bundle_dir": "policies/payments",
             "trusted_issuers": [{"issuer": ISSUER, "jwk": fx.issuer.public_key().to_jwk()}],
@@ -60,11 +60,12 @@ fn vectors_decide_as_expected_through_the_json_boundary() {
     let vectors = generate();
     let mut engine_config = vectors["engine"].clone();
     engine_config["bundle_dir"] = json!(repo_root().join("policies/payments").to_string_lossy());
-    let engine = ffi::engine_from_json(&engine_config.to_string()).unwrap();
     let mut failures = Vec::new();
     let cases = vectors["cases"].as_array().unwrap();
     assert!(cases.len() >= 30);
     for case in cases {
+        // Each case on a fresh engine: cases are independent of each other's ledger and budgets.
+        let engine = ffi::engine_from_json(&engine_config.to_string()).unwrap();
         let decision: Value =
             serde_json::from_str(&ffi::authorize_json(&engine, &case["request"].to_string()).unwrap()).unwrap();
         let codes: Vec<Value> = decision["reasons"].as_array().unwrap().iter().map(|r| r["code"].clone()).collect();

@@ -1,1 +1,139 @@
-fn main(){}
+//! Side by side, in one run: the full warm decision, raw Cedar on the same prebuilt request, a
+//! cold decision with a chain of depth 3 beside its floor (3 strict verifications + raw Cedar),
+//! and the payments bundle padded to 1,000 policies over 100 tools. Prints the ratios at the end.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use aegis_benches::*;
+use aegis_core::{AuthorizationRequest, Bundle, Outcome};
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, RestrictedExpression};
+use criterion::{black_box, Criterion};
+use serde_json::json;
+
+fn args() -> serde_json::Value {
+    json!({"amount": 1200, "currency": "eur", "destination": "acct_1032D82eZvKYlo2C"})
+}
+
+fn request(chain: Vec<String>) -> AuthorizationRequest {
+    AuthorizationRequest { chain, tool: "stripe.create_payment".into(), args: args(), resource: None, proof: None, approval_token: None }
+}
+
+/// The Cedar request the engine builds for the warm case, built once, by hand.
+fn raw_cedar() -> (PolicySet, Request) {
+    let src: String = payments_sources().policies.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("\n");
+    let mut policies = PolicySet::from_str(&src).unwrap();
+    // The shadow policy is not enforced by Aegis; leave it out of the comparison.
+    let shadow: Vec<_> = policies.policies().filter(|p| p.annotation("shadow").is_some()).map(|p| p.id().clone()).collect();
+    for id in shadow {
+        policies.remove_static(id).unwrap();
+    }
+    let s = |v: &str| RestrictedExpression::new_string(v.into());
+    let context = Context::from_pairs([
+        ("args".to_owned(), RestrictedExpression::new_record([
+            ("amount".to_owned(), RestrictedExpression::new_long(1200)),
+            ("currency".to_owned(), s("eur")),
+            ("destination".to_owned(), s("acct_1032D82eZvKYlo2C")),
+        ]).unwrap()),
+        ("agent_id".to_owned(), s("finance-agent")),
+        ("parent_agent_id".to_owned(), s("planner")),
+        ("initiator".to_owned(), s("planner")),
+        ("lineage".to_owned(), RestrictedExpression::new_set([s("planner")])),
+        ("depth".to_owned(), RestrictedExpression::new_long(1)),
+        ("task_id".to_owned(), s("bench-task")),
+        ("intent".to_owned(), s("benchmark")),
+        ("now".to_owned(), RestrictedExpression::new_long(1_767_225_600)),
+        ("predicates".to_owned(), RestrictedExpression::new_record([("destination_account_valid".to_owned(), RestrictedExpression::new_bool(true))]).unwrap()),
+        ("task".to_owned(), RestrictedExpression::new_record([
+            ("duties_by_agent".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+            ("duties_by_lineage".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+            ("performed".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+            ("actors".to_owned(), RestrictedExpression::new_set([s("finance-agent")])),
+        ]).unwrap()),
+        ("break_glass".to_owned(), RestrictedExpression::new_bool(false)),
+    ])
+    .unwrap();
+    let uid = |s: &str| EntityUid::from_str(s).unwrap();
+    let request = Request::new(uid(r#"Agent::"finance-agent""#), uid(r#"Action::"stripe.create_payment""#), uid(r#"Tool::"stripe.create_payment""#), context, None).unwrap();
+    (policies, request)
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    let small = engine(Bundle::from_sources(&payments_sources()).unwrap());
+    let padded_bundle = Bundle::from_sources(&padded_sources(100, 1000)).unwrap();
+    let padded_policies = padded_bundle.enforced_policies().for_action(&EntityUid::from_str(r#"Action::"tool_000.run""#).unwrap()).policies().count();
+    let padded = engine(padded_bundle);
+    let warm = request(chain(2, 0));
+    assert_eq!(small.authorize(&warm).unwrap().outcome, Outcome::Allow);
+    assert_eq!(padded.authorize(&warm).unwrap().outcome, Outcome::Allow);
+    let (policies, cedar_request) = raw_cedar();
+    let authorizer = Authorizer::new();
+    let entities = Entities::empty();
+    assert_eq!(authorizer.is_authorized(&cedar_request, &policies, &entities).decision(), cedar_policy::Decision::Allow);
+
+    let mut group = c.benchmark_group("decision");
+    group.bench_function("raw_cedar_is_authorized", |b| b.iter(|| authorizer.is_authorized(black_box(&cedar_request), &policies, &entities)));
+    group.bench_function("aegis_warm", |b| b.iter(|| small.authorize(black_box(&warm)).unwrap()));
+    group.bench_function("aegis_warm_1000_policies", |b| b.iter(|| padded.authorize(black_box(&warm)).unwrap()));
+
+    // Cold: every iteration presents a chain never seen before (root + 2 delegations).
+    let verify_floor = {
+        let key = aegis_benches::key(9);
+        let msg = b"x".repeat(600);
+        let sig = aegis_core::jws::b64_decode(aegis_core::jws::sign(&json!({"m": 1}), "t", &key).unwrap().rsplit('.').next().unwrap()).unwrap();
+        move || key.public_key().verify_strict(&msg, &sig)
+    };
+    group.bench_function("floor_3_verify_strict_plus_raw_cedar", |b| {
+        b.iter(|| {
+            for _ in 0..3 {
+                black_box(verify_floor());
+            }
+            authorizer.is_authorized(black_box(&cedar_request), &policies, &entities)
+        })
+    });
+    let minted = std::sync::atomic::AtomicUsize::new(1);
+    group.bench_function("aegis_cold_depth_3", |b| {
+        b.iter_custom(|iters| {
+            // Unique chains across every sample: none can be in the cache.
+            let first = minted.fetch_add(iters as usize, std::sync::atomic::Ordering::Relaxed);
+            let fresh: Vec<AuthorizationRequest> = (first..first + iters as usize).map(|n| request(chain(3, n))).collect();
+            let start = Instant::now();
+            for r in &fresh {
+                black_box(small.authorize(r).unwrap());
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+    c.final_summary();
+    print_ratios(padded_policies);
+}
+
+fn mean_ns(name: &str) -> Option<f64> {
+    let path = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"))
+        .join("criterion/decision")
+        .join(name)
+        .join("new/estimates.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn print_ratios(padded_per_action: usize) {
+    let get = |n| mean_ns(n).unwrap_or(f64::NAN);
+    let (raw, warm, padded, floor, cold) = (
+        get("raw_cedar_is_authorized"),
+        get("aegis_warm"),
+        get("aegis_warm_1000_policies"),
+        get("floor_3_verify_strict_plus_raw_cedar"),
+        get("aegis_cold_depth_3"),
+    );
+    println!("\nAegis decision cost, as ratios (this machine):");
+    println!("  raw Cedar is_authorized             {:>9.2} µs", raw / 1e3);
+    println!("  warm decision (chain cached)        {:>9.2} µs  = {:.2}x raw Cedar   (target <= 1.25x)", warm / 1e3, warm / raw);
+    println!("  3x verify_strict + raw Cedar        {:>9.2} µs", floor / 1e3);
+    println!("  cold decision, chain depth 3        {:>9.2} µs  = {:.2}x that floor  (target <= 1.05x)", cold / 1e3, cold / floor);
+    println!("  warm decision, 1,000-policy bundle  {:>9.2} µs  = {:.2}x small bundle (target <= 1.2x; {padded_per_action} policies apply to a padded tool)", padded / 1e3, padded / warm);
+}

@@ -1,0 +1,378 @@
+//! The Redis store: shared by the hosts of a deployment.
+//!
+//! Each atomic step is one Lua script. Keys are hash-tagged by task (`aegis:{<task>}:...`), so
+//! a commit touches one slot and works on Redis Cluster; budgets that span tasks live in their
+//! own slot and are reserved by their own script first, then released if the task commit does
+//! not apply (a budget is never overspent; a failed commit at worst holds it for one round
+//! trip). The store refuses to start if `maxmemory-policy` could evict its keys, and can wait
+//! for replica acknowledgement after each change.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::{Connection, Script};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::{
+    store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
+};
+
+const COMMIT: &str = r"
+if redis.call('HGET', KEYS[1], 'ended') == '1' then return {'task_ended'} end
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[1]) then return {'conflict'} end
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return {'already_used', tostring(i - 3)} end
+end
+for i = 4, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EXAT', ARGV[i + 1])
+end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+return {'committed'}
+";
+
+const RESERVE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local total = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  total = total + tonumber(string.match(m, '^(-?%d+):'))
+end
+if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6])
+return 1
+";
+
+const SPENT: &str = r"
+local total = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  total = total + tonumber(string.match(m, '^(-?%d+):'))
+end
+return total
+";
+
+const RESOLVE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if cjson.decode(current)['status'] ~= 'pending' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+";
+
+const CLOSE_GRANT: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local grant = cjson.decode(current)
+if grant['closed_at'] ~= nil and grant['closed_at'] ~= cjson.null then return 0 end
+grant['closed_at'] = tonumber(ARGV[3])
+grant['review_ref'] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(grant))
+return 1
+";
+
+/// A store on a Redis server (or cluster node).
+pub struct RedisStore {
+    client: redis::Client,
+    conn: Mutex<Option<Connection>>,
+    prefix: String,
+    replicas: Option<(usize, u64)>,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    commit: Script,
+    reserve: Script,
+    spent: Script,
+    resolve: Script,
+    close_grant: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379/0`) and checks the eviction policy.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with_prefix(url, "aegis")
+    }
+
+    /// Like [`RedisStore::open`], with a key prefix other than `aegis` (to share a server).
+    pub fn open_with_prefix(url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(store_error)?;
+        let store = Self {
+            client,
+            conn: Mutex::new(None),
+            prefix: prefix.to_owned(),
+            replicas: None,
+            scripts: Scripts {
+                commit: Script::new(COMMIT),
+                reserve: Script::new(RESERVE),
+                spent: Script::new(SPENT),
+                resolve: Script::new(RESOLVE),
+                close_grant: Script::new(CLOSE_GRANT),
+            },
+        };
+        let policy: Vec<String> = store.with(|c| redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(c))?;
+        match policy.get(1).map(String::as_str) {
+            Some("noeviction") => Ok(store),
+            Some(other) => Err(Error::new(
+                ErrorCode::StoreUnavailable,
+                format!("redis `maxmemory-policy` is `{other}`, which can evict approvals and consumed tokens; set it to `noeviction`"),
+            )),
+            None => Err(Error::new(ErrorCode::StoreUnavailable, "cannot read redis `maxmemory-policy`")),
+        }
+    }
+
+    /// After every change, wait until `replicas` replicas acknowledge it (Redis `WAIT`), or
+    /// fail the step (fail closed) after `timeout_ms`.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout_ms: u64) -> Self {
+        self.replicas = Some((replicas, timeout_ms));
+        self
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
+        let mut guard = self.lock()?;
+        if guard.is_none() {
+            let conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(store_error)?;
+            conn.set_write_timeout(Some(Duration::from_secs(5))).map_err(store_error)?;
+            *guard = Some(conn);
+        }
+        let conn = guard.as_mut().ok_or_else(|| store_error("no redis connection"))?;
+        match f(conn) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // Drop the connection: the next call reconnects instead of reusing a broken one.
+                *guard = None;
+                Err(store_error(e))
+            }
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Option<Connection>>> {
+        self.conn.lock().map_err(|_| store_error("redis connection lock poisoned"))
+    }
+
+    fn replicate(&self) -> Result<()> {
+        let Some((replicas, timeout)) = self.replicas else { return Ok(()) };
+        let acked: usize = self.with(|c| redis::cmd("WAIT").arg(replicas).arg(timeout).query(c))?;
+        if acked < replicas {
+            return Err(store_error(format!("only {acked} of {replicas} replicas acknowledged the change")));
+        }
+        Ok(())
+    }
+
+    fn task_key(&self, task: &str, suffix: &str) -> String {
+        format!("{}:{{{}}}:{suffix}", self.prefix, tag(task))
+    }
+
+    fn budget_key(&self, key: &str) -> String {
+        format!("{}:{{budget:{}}}:spend", self.prefix, tag(key))
+    }
+
+    fn approval_key(&self, id: &str) -> String {
+        format!("{}:{{approval:{}}}", self.prefix, tag(id))
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}:{{approvals}}:index", self.prefix)
+    }
+
+    fn grants_key(&self) -> String {
+        format!("{}:{{grants}}", self.prefix)
+    }
+
+    fn release(&self, reserved: &[(String, String)]) {
+        for (key, member) in reserved {
+            // Best effort: a failed release only holds budget back, never hands out extra.
+            let _ = self.with(|c| redis::cmd("ZREM").arg(key).arg(member).query::<i64>(c));
+        }
+    }
+}
+
+/// Braces inside a user-supplied id would change the hash slot; replace them.
+fn tag(s: &str) -> String {
+    s.replace(['{', '}'], "_")
+}
+
+/// A duty as a set member: agent and tool joined by a byte neither can contain in JSON text.
+fn duty(agent: &str, tool: &str) -> String {
+    format!("{agent}\u{0}{tool}")
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(store_error)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(store_error)
+}
+
+impl Store for RedisStore {
+    fn task_state(&self, task_id: &str) -> Result<TaskState> {
+        let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
+        let ((version, ended), duties): ((Option<u64>, Option<String>), Vec<String>) = self.with(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HMGET").arg(&task_key).arg("version").arg("ended")
+                .cmd("SMEMBERS").arg(&duties_key)
+                .query(c)
+        })?;
+        Ok(TaskState {
+            version: version.unwrap_or(0),
+            duties: duties
+                .iter()
+                .filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned())))
+                .collect(),
+            ended: ended.as_deref() == Some("1"),
+        })
+    }
+
+    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
+        let key = self.task_key(task_id, "ledger");
+        let entries: Vec<String> = self.with(|c| redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(c))?;
+        entries.iter().map(|e| parse(e)).collect()
+    }
+
+    fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+        let mut reserved = Vec::new();
+        for (n, r) in c.reservations.iter().enumerate() {
+            let key = self.budget_key(&r.key);
+            let member = format!("{}:{}:{n}", r.amount, c.entry.decision_id);
+            let ok: i64 = self.with(|conn| {
+                self.scripts
+                    .reserve
+                    .key(&key)
+                    .arg(r.window_start)
+                    .arg(r.amount)
+                    .arg(r.limit)
+                    .arg(if r.enforce { "1" } else { "0" })
+                    .arg(c.now)
+                    .arg(&member)
+                    .invoke(conn)
+            })?;
+            if ok != 1 {
+                self.release(&reserved);
+                return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
+            }
+            reserved.push((key, member));
+        }
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        invocation
+            .key(self.task_key(&c.task_id, "task"))
+            .key(self.task_key(&c.task_id, "ledger"))
+            .key(self.task_key(&c.task_id, "duties"));
+        for (key, _) in &c.consume {
+            invocation.key(self.task_key(&c.task_id, &format!("used:{key}")));
+        }
+        invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now).arg(duty(&c.entry.agent_id, &c.entry.tool));
+        for (_, exp) in &c.consume {
+            invocation.arg((*exp).max(c.now + 1));
+        }
+        let reply: std::result::Result<Vec<String>, Error> = self.with(|conn| invocation.invoke(conn));
+        let outcome = match reply {
+            Err(e) => {
+                self.release(&reserved);
+                return Err(e);
+            }
+            Ok(reply) => match reply.first().map(String::as_str) {
+                Some("committed") => CommitOutcome::Committed,
+                Some("conflict") => CommitOutcome::Conflict,
+                Some("task_ended") => CommitOutcome::TaskEnded,
+                Some("already_used") => {
+                    let index: usize = reply.get(1).and_then(|i| i.parse().ok()).unwrap_or(1);
+                    CommitOutcome::AlreadyUsed(c.consume.get(index - 1).map(|(k, _)| k.clone()).unwrap_or_default())
+                }
+                _ => {
+                    self.release(&reserved);
+                    return Err(store_error(format!("unexpected commit reply {reply:?}")));
+                }
+            },
+        };
+        if outcome == CommitOutcome::Committed {
+            self.replicate()?;
+        } else {
+            self.release(&reserved);
+        }
+        Ok(outcome)
+    }
+
+    fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
+        let key = self.budget_key(key);
+        self.with(|c| self.scripts.spent.key(&key).arg(window_start).invoke(c))
+    }
+
+    fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
+        let key = self.task_key(task_id, "task");
+        self.with(|c| redis::cmd("HSET").arg(&key).arg("ended").arg("1").query::<i64>(c))?;
+        self.replicate()
+    }
+
+    fn insert_pending(&self, p: &PendingApproval) -> Result<()> {
+        let (key, body) = (self.approval_key(&p.approval_id), json(p)?);
+        let created: bool = self.with(|c| redis::cmd("SET").arg(&key).arg(&body).arg("NX").query::<Option<String>>(c).map(|r| r.is_some()))?;
+        if !created {
+            return Err(store_error(format!("approval `{}` already exists", p.approval_id)));
+        }
+        let index = self.index_key();
+        self.with(|c| redis::cmd("ZADD").arg(&index).arg(p.created_at_ms).arg(&p.approval_id).query::<i64>(c))?;
+        self.replicate()
+    }
+
+    fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>> {
+        let key = self.approval_key(approval_id);
+        let body: Option<String> = self.with(|c| redis::cmd("GET").arg(&key).query(c))?;
+        body.map(|b| parse(&b)).transpose()
+    }
+
+    fn list_pending(&self) -> Result<Vec<PendingApproval>> {
+        let index = self.index_key();
+        let ids: Vec<String> = self.with(|c| redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).query(c))?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(a) = self.approval(&id)?.filter(|a| a.status == ApprovalStatus::Pending) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    fn resolve(&self, resolved: &PendingApproval) -> Result<bool> {
+        let (key, body) = (self.approval_key(&resolved.approval_id), json(resolved)?);
+        let changed: i64 = self.with(|c| self.scripts.resolve.key(&key).arg(&body).invoke(c))?;
+        if changed == 1 {
+            let index = self.index_key();
+            self.with(|c| redis::cmd("ZREM").arg(&index).arg(&resolved.approval_id).query::<i64>(c))?;
+            self.replicate()?;
+        }
+        Ok(changed == 1)
+    }
+
+    fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
+        let (key, body) = (self.grants_key(), json(grant)?);
+        self.with(|c| redis::cmd("HSET").arg(&key).arg(&grant.id).arg(&body).query::<i64>(c))?;
+        self.replicate()
+    }
+
+    fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
+        let key = self.grants_key();
+        let all: Vec<String> = self.with(|c| redis::cmd("HVALS").arg(&key).query(c))?;
+        let mut grants: Vec<BreakGlassGrant> =
+            all.iter().map(|g| parse(g)).collect::<Result<Vec<BreakGlassGrant>>>()?.into_iter().filter(|g| g.closed_at.is_none()).collect();
+        grants.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(grants)
+    }
+
+    fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
+        let key = self.grants_key();
+        let changed: i64 = self.with(|c| self.scripts.close_grant.key(&key).arg(id).arg(review_ref).arg(now).invoke(c))?;
+        if changed == 1 {
+            self.replicate()?;
+        }
+        Ok(changed == 1)
+    }
+}

@@ -1,0 +1,226 @@
+//! The SQLite store: one file, durable, safe for the processes of one host.
+//!
+//! WAL journal, `synchronous=FULL` (an approval or a consumed token survives power loss), and
+//! every state change in a `BEGIN IMMEDIATE` transaction, which takes the database's write lock
+//! before reading: check and apply are one step across processes.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::Result;
+use crate::store::{
+    store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS ledger (task_id TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (task_id, seq));
+CREATE TABLE IF NOT EXISTS duties (task_id TEXT NOT NULL, agent_id TEXT NOT NULL, tool TEXT NOT NULL, PRIMARY KEY (task_id, agent_id, tool));
+CREATE TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS spend (key TEXT NOT NULL, at INTEGER NOT NULL, amount INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS spend_by_key ON spend (key, at);
+CREATE TABLE IF NOT EXISTS approvals (approval_id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (id TEXT PRIMARY KEY, closed_at INTEGER, body TEXT NOT NULL);
+";
+
+/// A store in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let conn = Connection::open(path.as_ref()).map_err(store_error)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(store_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(store_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(store_error)?;
+        conn.execute_batch(SCHEMA).map_err(store_error)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| store_error("sqlite connection lock poisoned"))
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(store_error)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(store_error)
+}
+
+fn status_str(s: ApprovalStatus) -> &'static str {
+    match s {
+        ApprovalStatus::Pending => "pending",
+        ApprovalStatus::Approved => "approved",
+        ApprovalStatus::Rejected => "rejected",
+    }
+}
+
+fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(SUM(amount), 0) FROM spend WHERE key = ?1 AND at >= ?2", params![key, window_start], |r| r.get(0))
+}
+
+impl Store for SqliteStore {
+    fn task_state(&self, task_id: &str) -> Result<TaskState> {
+        let conn = self.conn()?;
+        let row: Option<(i64, i64)> = conn
+            .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(store_error)?;
+        let Some((version, ended)) = row else { return Ok(TaskState::default()) };
+        let mut stmt = conn.prepare_cached("SELECT agent_id, tool FROM duties WHERE task_id = ?1").map_err(store_error)?;
+        let duties = stmt
+            .query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(store_error)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(store_error)?;
+        Ok(TaskState { version: u64::try_from(version).unwrap_or(0), duties, ended: ended != 0 })
+    }
+
+    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT entry FROM ledger WHERE task_id = ?1 ORDER BY seq").map_err(store_error)?;
+        let rows = stmt.query_map([task_id], |r| r.get::<_, String>(0)).map_err(store_error)?;
+        rows.map(|e| from_json::<LedgerEntry>(&e.map_err(store_error)?)).collect()
+    }
+
+    fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
+        let (version, ended): (i64, i64) = tx
+            .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [&c.task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(store_error)?
+            .unwrap_or((0, 0));
+        if ended != 0 {
+            return Ok(CommitOutcome::TaskEnded);
+        }
+        if u64::try_from(version).unwrap_or(u64::MAX) != c.expected_version {
+            return Ok(CommitOutcome::Conflict);
+        }
+        for (key, _) in &c.consume {
+            let used: Option<i64> = tx
+                .query_row("SELECT expires_at FROM used WHERE key = ?1 AND expires_at > ?2", params![key, c.now], |r| r.get(0))
+                .optional()
+                .map_err(store_error)?;
+            if used.is_some() {
+                return Ok(CommitOutcome::AlreadyUsed(key.clone()));
+            }
+        }
+        for r in c.reservations.iter().filter(|r| r.enforce) {
+            if spent(&tx, &r.key, r.window_start).map_err(store_error)? + r.amount > r.limit {
+                return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
+            }
+        }
+        tx.execute("DELETE FROM used WHERE expires_at <= ?1", [c.now]).map_err(store_error)?;
+        for (key, exp) in &c.consume {
+            tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp]).map_err(store_error)?;
+        }
+        for r in &c.reservations {
+            tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, c.now, r.amount]).map_err(store_error)?;
+        }
+        tx.execute(
+            "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
+            [&c.task_id],
+        )
+        .map_err(store_error)?;
+        tx.execute("INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)", params![c.task_id, version + 1, to_json(&c.entry)?])
+            .map_err(store_error)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)",
+            params![c.task_id, c.entry.agent_id, c.entry.tool],
+        )
+        .map_err(store_error)?;
+        tx.commit().map_err(store_error)?;
+        Ok(CommitOutcome::Committed)
+    }
+
+    fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
+        let conn = self.conn()?;
+        spent(&conn, key, window_start).map_err(store_error)
+    }
+
+    fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
+        self.conn()?
+            .execute("INSERT INTO tasks (task_id, ended) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET ended = 1", [task_id])
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn insert_pending(&self, p: &PendingApproval) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO approvals (approval_id, status, created_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                params![p.approval_id, status_str(p.status), p.created_at_ms, to_json(p)?],
+            )
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>> {
+        let body: Option<String> = self
+            .conn()?
+            .query_row("SELECT body FROM approvals WHERE approval_id = ?1", [approval_id], |r| r.get(0))
+            .optional()
+            .map_err(store_error)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    fn list_pending(&self) -> Result<Vec<PendingApproval>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM approvals WHERE status = 'pending' ORDER BY created_at_ms, approval_id")
+            .map_err(store_error)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_error)?;
+        rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
+    }
+
+    fn resolve(&self, resolved: &PendingApproval) -> Result<bool> {
+        let changed = self
+            .conn()?
+            .execute(
+                "UPDATE approvals SET status = ?2, body = ?3 WHERE approval_id = ?1 AND status = 'pending'",
+                params![resolved.approval_id, status_str(resolved.status), to_json(resolved)?],
+            )
+            .map_err(store_error)?;
+        Ok(changed == 1)
+    }
+
+    fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
+        self.conn()?
+            .execute("INSERT INTO grants (id, closed_at, body) VALUES (?1, NULL, ?2)", params![grant.id, to_json(grant)?])
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT body FROM grants WHERE closed_at IS NULL ORDER BY id").map_err(store_error)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_error)?;
+        rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
+    }
+
+    fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
+        let body: Option<String> = tx
+            .query_row("SELECT body FROM grants WHERE id = ?1 AND closed_at IS NULL", [id], |r| r.get(0))
+            .optional()
+            .map_err(store_error)?;
+        let Some(body) = body else { return Ok(false) };
+        let mut grant: BreakGlassGrant = from_json(&body)?;
+        grant.closed_at = Some(now);
+        grant.review_ref = Some(review_ref.to_owned());
+        tx.execute("UPDATE grants SET closed_at = ?2, body = ?3 WHERE id = ?1", params![id, now, to_json(&grant)?]).map_err(store_error)?;
+        tx.commit().map_err(store_error)?;
+        Ok(true)
+    }
+}
