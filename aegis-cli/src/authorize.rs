@@ -23,6 +23,9 @@ pub fn run(words: &[&str]) -> Result<(), String> {
         max_delegation_depth: None,
         max_credential_lifetime_secs: None,
         fixed_time: None,
+        store: None,
+        approval_key: None,
+        override_ttl_secs: None,
     };
     let engine = ffi::engine_from_config(config).map_err(show)?;
     let decision = ffi::authorize_json(&engine, &read(args.require("request")?)?).map_err(show)?;

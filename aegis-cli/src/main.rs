@@ -3,6 +3,7 @@
 mod args;
 mod authorize;
 mod demo;
+mod exec;
 mod keys;
 mod policy;
 mod token;
@@ -18,7 +19,8 @@ const USAGE: &str = "usage:
   aegis token delegate --parent TOKEN --key PARENT.jwk --agent ID --agent-key AGENT.jwk \\
                     --scope a,b [--ttl SECS]
   aegis token inspect <token>
-  aegis authorize --bundle DIR --trust NAME=ISSUER.jwk --request REQUEST.json";
+  aegis authorize --bundle DIR --trust NAME=ISSUER.jwk --request REQUEST.json
+  aegis exec JOB.json        (a batch of engine operations on a shared store; see exec.rs)";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         ["token", "delegate", rest @ ..] => token::delegate(rest),
         ["token", "inspect", rest @ ..] => token::inspect(rest),
         ["authorize", rest @ ..] => authorize::run(rest),
+        ["exec", rest @ ..] => exec::run(rest),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())

@@ -660,7 +660,8 @@ impl Engine {
         if state.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", pending.task_id)));
         }
-        if state.duties.iter().any(|(agent, _)| agent == approver) {
+        // Approving again is not a conflicting duty; drafting, executing, anything else is.
+        if state.duties.iter().any(|(agent, tool)| agent == approver && tool != APPROVE_ACTION) {
             return conflict("already performed a duty in this task");
         }
         let bundle = self.bundle.load_full();

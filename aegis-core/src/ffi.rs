@@ -15,7 +15,9 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::json::from_str_strict;
 use crate::keys::{Jwk, KeyPair, PublicKey};
 use crate::time::{random_id, Clock, ManualClock, OsRandom, SystemClock};
-use crate::{Bundle, BundleSources};
+use crate::engine::BreakGlassRequest;
+use crate::store::{MemoryStore, PendingApproval, Store};
+use crate::{Bundle, BundleSources, RedisStore, SqliteStore};
 
 /// A trusted issuer in an [`EngineConfig`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +69,47 @@ pub struct EngineConfig {
     /// tests only.
     #[serde(default)]
     pub fixed_time: Option<i64>,
+    /// Where state lives (default: in memory).
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+    /// The private JWK that signs override tokens; engines sharing a store must share it.
+    #[serde(default)]
+    pub approval_key: Option<Jwk>,
+    /// Override token lifetime in seconds.
+    #[serde(default)]
+    pub override_ttl_secs: Option<i64>,
+}
+
+/// Which store an engine uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// In memory, per engine.
+    Memory,
+    /// A SQLite file.
+    Sqlite {
+        /// The database file.
+        path: String,
+    },
+    /// A Redis server.
+    Redis {
+        /// E.g. `redis://127.0.0.1:6379/0`.
+        url: String,
+        /// Key prefix (default `aegis`).
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+}
+
+impl StoreConfig {
+    /// Opens the store.
+    pub fn open(&self) -> Result<Arc<dyn Store>> {
+        Ok(match self {
+            Self::Memory => Arc::new(MemoryStore::new()),
+            Self::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
+            Self::Redis { url, prefix } => Arc::new(RedisStore::open_with_prefix(url, prefix.as_deref().unwrap_or("aegis"))?),
+        })
+    }
 }
 
 /// Builds an engine from a JSON [`EngineConfig`].
@@ -93,6 +136,15 @@ pub fn engine_from_config(config: EngineConfig) -> Result<Engine> {
     }
     if let Some(lifetime) = config.max_credential_lifetime_secs {
         builder = builder.max_credential_lifetime_secs(lifetime);
+    }
+    if let Some(store) = &config.store {
+        builder = builder.store(store.open()?);
+    }
+    if let Some(key) = &config.approval_key {
+        builder = builder.approval_key(KeyPair::from_jwk(key)?);
+    }
+    if let Some(ttl) = config.override_ttl_secs {
+        builder = builder.override_ttl_secs(ttl);
     }
     let clock: Arc<dyn Clock> = match config.fixed_time {
         Some(t) => Arc::new(ManualClock::at_secs(t)),
@@ -249,6 +301,63 @@ pub fn create_proof_json(request: &str) -> Result<String> {
         req.issued_at.unwrap_or_else(|| SystemClock.now_secs()),
         req.ttl_secs.unwrap_or(60),
     )
+}
+
+/// A request to approve or reject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// The approval.
+    pub approval_id: String,
+    /// The approver's credential chain, root first.
+    pub approver_chain: Vec<String>,
+    /// A note for the record.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Approves; returns the [`crate::ApprovalResolution`] (with the override token) as JSON.
+pub fn approve_json(engine: &Engine, request: &str) -> Result<String> {
+    let r: ResolveRequest = from_str_strict(request)?;
+    to_json(&engine.approve(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
+}
+
+/// Rejects; returns the [`crate::ApprovalResolution`] as JSON.
+pub fn reject_json(engine: &Engine, request: &str) -> Result<String> {
+    let r: ResolveRequest = from_str_strict(request)?;
+    to_json(&engine.reject(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
+}
+
+/// Pending approvals, oldest first, as a JSON array.
+pub fn pending_approvals_json(engine: &Engine) -> Result<String> {
+    to_json(&engine.pending_approvals()?)
+}
+
+/// One approval (any state) as JSON, or `null`.
+pub fn approval_json(engine: &Engine, approval_id: &str) -> Result<String> {
+    to_json(&engine.approval(approval_id)?)
+}
+
+/// The Slack Block Kit message body for a pending approval given as JSON.
+pub fn slack_message_json(pending: &str) -> Result<String> {
+    let pending: PendingApproval = from_str_strict(pending)?;
+    to_json(&crate::approval::slack_message(&pending))
+}
+
+/// The task ledger as a JSON array.
+pub fn ledger_json(engine: &Engine, task_id: &str) -> Result<String> {
+    to_json(&engine.ledger(task_id)?)
+}
+
+/// Opens a break-glass grant from a JSON [`BreakGlassRequest`]; returns the grant as JSON.
+pub fn break_glass_json(engine: &Engine, request: &str) -> Result<String> {
+    let r: BreakGlassRequest = from_str_strict(request)?;
+    to_json(&engine.break_glass(&r)?)
+}
+
+/// Open break-glass grants as a JSON array.
+pub fn open_break_glass_json(engine: &Engine) -> Result<String> {
+    to_json(&engine.open_break_glass()?)
 }
 
 /// An error as JSON: `{"code": "...", "message": "..."}`.

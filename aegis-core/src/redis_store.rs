@@ -25,7 +25,7 @@ for i = 4, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {'already_used', tostring(i - 3)} end
 end
 for i = 4, #KEYS do
-  redis.call('SET', KEYS[i], '1', 'EXAT', ARGV[i + 1])
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[i + 1])
 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -270,8 +270,9 @@ impl Store for RedisStore {
             invocation.key(self.task_key(&c.task_id, &format!("used:{key}")));
         }
         invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now).arg(duty(&c.entry.agent_id, &c.entry.tool));
+        // Relative expiry: the commit's `now` is the engine's clock, which need not be Redis's.
         for (_, exp) in &c.consume {
-            invocation.arg((*exp).max(c.now + 1));
+            invocation.arg((exp - c.now).max(1));
         }
         let reply: std::result::Result<Vec<String>, Error> = self.with(|conn| invocation.invoke(conn));
         let outcome = match reply {

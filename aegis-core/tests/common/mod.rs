@@ -1,12 +1,15 @@
 //! Shared fixtures: fixed-seed keys, a fixed clock, the payments bundle, and hostile tokens.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod redis;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use aegis_core::jws::{b64_decode, b64_encode, sign};
+use aegis_core::ffi::StoreConfig;
 use aegis_core::{
-    delegate, issue_root, Bundle, CredentialClaims, CredentialSpec, Engine, KeyPair, ManualClock,
+    delegate, issue_root, AuthorizationRequest, Bundle, CredentialClaims, CredentialSpec, Engine, KeyPair, ManualClock,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -276,3 +279,65 @@ fn non_canonical_signature(token: &str) -> String {
     let altered = ALPHABET[index | 1] as char;
     format!("{rest}.{}{altered}", &sig[..sig.len() - 1])
 }
+
+// --- shared by the store tests (aegis-core) and the process tests (aegis-cli) ---
+
+pub fn temp_path(name: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("aegis-stores-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}-{n}"))
+}
+
+pub fn sqlite_config() -> StoreConfig {
+    StoreConfig::Sqlite { path: temp_path("store.db").to_string_lossy().into_owned() }
+}
+
+pub fn redis_config(server: &redis::RedisServer) -> StoreConfig {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    StoreConfig::Redis { url: server.url(), prefix: Some(format!("t{}-{n}", std::process::id())) }
+}
+
+pub fn approver_key() -> KeyPair {
+    key(4)
+}
+
+pub fn spec_in(task: &str, agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64) -> CredentialSpec {
+    CredentialSpec {
+        agent_id: agent.into(),
+        agent_key: key.public_key().clone(),
+        audience: aegis_core::DEFAULT_AUDIENCE.into(),
+        task_id: task.into(),
+        intent: "pay the approved vendor invoices".into(),
+        scope: scope.iter().map(|s| (*s).to_owned()).collect(),
+        issued_at,
+        expires_at: issued_at + ttl,
+        jti: format!("cred-{task}-{agent}-{issued_at}"),
+    }
+}
+
+/// planner (root) → `agent` with `scope`, in `task`, valid from `now`.
+pub fn chain_in(task: &str, agent: &str, agent_key: &KeyPair, scope: &[&str], now: i64) -> Vec<String> {
+    let root = issue_root(ISSUER, &key(1), spec_in(task, "planner", &key(2), &["*"], now - 60, 3000)).unwrap();
+    let leaf = delegate(&root, &key(2), spec_in(task, agent, agent_key, scope, now - 30, 2400)).unwrap();
+    vec![root, leaf]
+}
+
+pub fn approver_chain(agent: &str, now: i64) -> Vec<String> {
+    let k = approver_key();
+    vec![issue_root(ISSUER, &key(1), spec_in("approvals-desk", agent, &k, &["aegis.approve", "aegis.break_glass"], now - 60, 3000)).unwrap()]
+}
+
+pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationRequest {
+    AuthorizationRequest {
+        chain: chain.to_vec(),
+        tool: TOOL.into(),
+        args,
+        resource: None,
+        proof: None,
+        approval_token: token.map(str::to_owned),
+    }
+}
+

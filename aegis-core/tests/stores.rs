@@ -1,0 +1,425 @@
+//! The three stores: one conformance suite, the payments story on each, and races that try
+//! to break single use and budgets across threads, across processes, and across SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use aegis_core::{
+    create_proof, AuthorizationRequest, BreakGlassGrant, BreakGlassRequest, Bundle, Clock, Commit, CommitOutcome, Engine,
+    ErrorCode, LedgerEntry, MemoryStore, Outcome, PendingApproval, RedisStore, Reservation, SqliteStore, Store,
+};
+use common::redis::RedisServer;
+use common::*;
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------------
+// Stores under test
+
+// ---------------------------------------------------------------------------------------------
+// Conformance
+
+fn entry(agent: &str, tool: &str, id: &str) -> LedgerEntry {
+    LedgerEntry { tool: tool.into(), agent_id: agent.into(), lineage: vec!["planner".into()], decision_id: id.into(), at: NOW }
+}
+
+fn commit(task: &str, version: u64, consume: &[&str], reservations: Vec<Reservation>, id: &str) -> Commit {
+    Commit {
+        task_id: task.into(),
+        expected_version: version,
+        consume: consume.iter().map(|k| ((*k).to_owned(), NOW + 600)).collect(),
+        entry: entry("finance-agent", TOOL, id),
+        reservations,
+        now: NOW,
+    }
+}
+
+fn budget(amount: i64, enforce: bool) -> Reservation {
+    Reservation { key: "payments/task/t1".into(), amount, limit: 5000, window_start: NOW - 86_400, enforce }
+}
+
+fn pending(id: &str, created: i64) -> PendingApproval {
+    PendingApproval {
+        approval_id: id.into(),
+        call_digest: "digest".into(),
+        tool: TOOL.into(),
+        args: json!({"amount": 9000}),
+        agent_id: "finance-agent".into(),
+        lineage: vec!["planner".into()],
+        initiator: "planner".into(),
+        task_id: "t1".into(),
+        intent: "pay".into(),
+        policy_ids: vec!["large-payment-needs-approval".into()],
+        reasons: vec!["payments over 5000 need a finance approver".into()],
+        roles: vec!["finance-approver".into()],
+        policy_version: "payments@1".into(),
+        created_at_ms: created,
+        status: aegis_core::ApprovalStatus::Pending,
+        resolved_by: None,
+        resolved_at_ms: None,
+        note: None,
+    }
+}
+
+fn conformance(store: &dyn Store) {
+    assert_eq!(store.task_state("t1").unwrap(), Default::default());
+    assert_eq!(store.commit(&commit("t1", 0, &["proof:a"], vec![budget(3000, true)], "d1")).unwrap(), CommitOutcome::Committed);
+    let state = store.task_state("t1").unwrap();
+    assert_eq!(state.version, 1);
+    assert!(state.duties.contains(&("finance-agent".to_owned(), TOOL.to_owned())));
+    assert_eq!(store.ledger("t1").unwrap(), vec![entry("finance-agent", TOOL, "d1")]);
+
+    // Stale version, reused id, exceeded budget: each refused, and nothing of the commit applies.
+    assert_eq!(store.commit(&commit("t1", 0, &[], vec![], "d2")).unwrap(), CommitOutcome::Conflict);
+    assert_eq!(store.commit(&commit("t1", 1, &["fresh", "proof:a"], vec![], "d3")).unwrap(), CommitOutcome::AlreadyUsed("proof:a".into()));
+    assert_eq!(
+        store.commit(&commit("t1", 1, &["fresh2"], vec![budget(2001, true)], "d4")).unwrap(),
+        CommitOutcome::BudgetExceeded("payments/task/t1".into())
+    );
+    assert_eq!(store.task_state("t1").unwrap().version, 1);
+    assert_eq!(store.ledger("t1").unwrap().len(), 1);
+    assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 3000);
+    // `fresh` was not consumed by the refused commit.
+    assert_eq!(store.commit(&commit("t1", 1, &["fresh"], vec![budget(2000, true)], "d5")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 5000);
+    // An approved override records spending without enforcing the limit; the window forgets.
+    assert_eq!(store.commit(&commit("t1", 2, &[], vec![budget(9000, false)], "d6")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 14_000);
+    assert_eq!(store.budget_spent("payments/task/t1", NOW + 1).unwrap(), 0);
+    // Tasks are independent.
+    assert_eq!(store.commit(&commit("t2", 0, &[], vec![], "d7")).unwrap(), CommitOutcome::Committed);
+
+    store.end_task("t1", NOW).unwrap();
+    assert!(store.task_state("t1").unwrap().ended);
+    assert_eq!(store.commit(&commit("t1", 3, &[], vec![], "d8")).unwrap(), CommitOutcome::TaskEnded);
+    assert!(!store.task_state("t2").unwrap().ended);
+
+    // Approvals.
+    store.insert_pending(&pending("apr_b", 20)).unwrap();
+    store.insert_pending(&pending("apr_a", 10)).unwrap();
+    let ids: Vec<String> = store.list_pending().unwrap().into_iter().map(|p| p.approval_id).collect();
+    assert_eq!(ids, vec!["apr_a", "apr_b"]);
+    let mut resolved = pending("apr_a", 10);
+    resolved.status = aegis_core::ApprovalStatus::Approved;
+    resolved.resolved_by = Some("finance-approver".into());
+    resolved.resolved_at_ms = Some(1010);
+    assert!(store.resolve(&resolved).unwrap());
+    assert!(!store.resolve(&resolved).unwrap(), "an approval resolves once");
+    assert_eq!(store.approval("apr_a").unwrap().unwrap().latency_ms(), Some(1000));
+    assert_eq!(store.list_pending().unwrap().len(), 1);
+    assert!(store.approval("apr_missing").unwrap().is_none());
+
+    // Break-glass grants.
+    let grant = BreakGlassGrant {
+        id: "bg_1".into(),
+        agents: vec!["finance-agent".into()],
+        tools: vec![TOOL.into()],
+        reason: "incident".into(),
+        approvers: vec!["a".into(), "b".into()],
+        opened_at: NOW,
+        expires_at: NOW + 60,
+        closed_at: None,
+        review_ref: None,
+    };
+    store.insert_grant(&grant).unwrap();
+    assert_eq!(store.open_grants().unwrap(), vec![grant]);
+    assert!(store.close_grant("bg_1", "PIR-1", NOW + 100).unwrap());
+    assert!(!store.close_grant("bg_1", "PIR-1", NOW + 100).unwrap());
+    assert!(store.open_grants().unwrap().is_empty());
+}
+
+#[test]
+fn memory_store_conforms() {
+    conformance(&MemoryStore::new());
+}
+
+#[test]
+fn sqlite_store_conforms_and_persists() {
+    let path = temp_path("conformance.db");
+    conformance(&SqliteStore::open(&path).unwrap());
+    let reopened = SqliteStore::open(&path).unwrap();
+    assert!(reopened.task_state("t1").unwrap().ended);
+    assert_eq!(reopened.list_pending().unwrap().len(), 1);
+}
+
+#[test]
+fn redis_store_conforms() {
+    let Some(server) = RedisServer::start() else { return };
+    conformance(&RedisStore::open_with_prefix(&server.url(), "conformance").unwrap());
+}
+
+#[test]
+fn redis_store_refuses_an_evicting_server() {
+    let Some(server) = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]) else { return };
+    let err = RedisStore::open(&server.url()).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StoreUnavailable);
+    assert!(err.message().contains("allkeys-lru"), "{}", err.message());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The payments story on every store
+
+struct Story {
+    fx: Fixture,
+    engine: Engine,
+    notified: Arc<Mutex<Vec<PendingApproval>>>,
+}
+
+fn story(store: Arc<dyn Store>) -> Story {
+    let fx = Fixture::new();
+    let notified = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&notified);
+    let engine = Engine::builder()
+        .bundle(Bundle::from_dir(payments_dir()).unwrap())
+        .trust_issuer(ISSUER, fx.issuer.public_key().clone())
+        .clock(fx.clock.clone())
+        .store(store)
+        .approval_key(key(7))
+        .notifier(Arc::new(move |p: &PendingApproval| sink.lock().unwrap().push(p.clone())))
+        .build()
+        .unwrap();
+    Story { fx, engine, notified }
+}
+
+fn codes(engine: &Engine, r: &AuthorizationRequest) -> (Outcome, Vec<ErrorCode>) {
+    let d = engine.authorize(r).unwrap();
+    (d.outcome, d.codes())
+}
+
+fn run_story(store: Arc<dyn Store>) {
+    let Story { fx, engine, notified } = story(store);
+    let task = "task-story";
+    let finance = chain_in(task, "finance-agent", &fx.finance, &[TOOL], NOW);
+    let planner_only = vec![finance[0].clone()];
+
+    // The 9000 payment needs approval; the notifier sees it, with a Slack message to send.
+    let big = pay(9000, GOOD_ACCOUNT);
+    let d = engine.authorize(&req(&finance, big.clone(), None)).unwrap();
+    assert_eq!(d.outcome, Outcome::ApprovalNeeded);
+    let approval_id = d.approval_id.clone().unwrap();
+    let pending = notified.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(pending.approval_id, approval_id);
+    assert_eq!(pending.roles, vec!["finance-approver"]);
+    let slack = aegis_core::slack_message(&pending);
+    assert!(slack["blocks"].as_array().unwrap().iter().any(|b| b["type"] == "actions"));
+    assert!(slack.to_string().contains(&approval_id));
+    assert_eq!(engine.pending_approvals().unwrap().len(), 1);
+
+    // Who may not approve: the requester, the planner above it, an approver without a permit.
+    let refused = |chain: &[String], code: ErrorCode| {
+        let r = engine.approve(&approval_id, chain, None).unwrap();
+        assert!(!r.accepted && r.override_token.is_none());
+        assert_eq!(r.reasons[0].code, code, "{:?}", r.reasons);
+    };
+    refused(&finance, ErrorCode::ApproverConflict);
+    refused(&planner_only, ErrorCode::ApproverConflict);
+    refused(&approver_chain("random-approver", NOW), ErrorCode::NoMatchingPermit);
+    let forged_approver = {
+        let mut c = approver_chain("finance-approver", NOW);
+        let at = c[0].len() - 10;
+        let flipped = if &c[0][at..=at] == "A" { "B" } else { "A" };
+        c[0].replace_range(at..=at, flipped);
+        c
+    };
+    refused(&forged_approver, ErrorCode::SignatureInvalid);
+
+    // The finance approver approves: a single-use token bound to the exact call.
+    fx.clock.advance_secs(2);
+    let resolution = engine.approve(&approval_id, &approver_chain("finance-approver", NOW), Some("invoice checked")).unwrap();
+    assert!(resolution.accepted);
+    assert_eq!(resolution.approval.latency_ms(), Some(2000));
+    let token = resolution.override_token.unwrap();
+    assert_eq!(engine.approve(&approval_id, &approver_chain("finance-approver", NOW), None).unwrap_err().code(), ErrorCode::ApprovalNotPending);
+    assert!(engine.pending_approvals().unwrap().is_empty());
+
+    // Every misuse is denied with its own code, and none of them burns the token.
+    let mut changed = big.clone();
+    changed["amount"] = json!(9001);
+    assert_eq!(codes(&engine, &req(&finance, changed, Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalArgsMismatch]));
+    let other_agent = chain_in(task, "finance-agent-2", &key(8), &[TOOL], NOW);
+    assert_eq!(codes(&engine, &req(&other_agent, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongAgent]));
+    let other_task = chain_in("another-task", "finance-agent", &fx.finance, &[TOOL], NOW);
+    assert_eq!(codes(&engine, &req(&other_task, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongTask]));
+    let mut tampered = token.clone();
+    tampered.insert(tampered.len() - 2, 'x');
+    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&tampered))).1, vec![ErrorCode::ApprovalTokenInvalid]);
+
+    // The real redemption, once.
+    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Allow, vec![ErrorCode::ApprovalGranted]));
+    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalReplayed]));
+    let ledger = engine.ledger(task).unwrap();
+    let duties: Vec<(&str, &str)> = ledger.iter().map(|e| (e.agent_id.as_str(), e.tool.as_str())).collect();
+    assert_eq!(duties, vec![("finance-approver", "aegis.approve"), ("finance-agent", TOOL)]);
+
+    // Expired token, and a token from another policy version.
+    let second = engine.authorize(&req(&finance, pay(7000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
+    let token2 = engine.approve(&second, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
+    fx.clock.advance_secs(300 + 31);
+    assert_eq!(codes(&engine, &req(&finance, pay(7000, GOOD_ACCOUNT), Some(&token2))), (Outcome::Deny, vec![ErrorCode::ApprovalExpired]));
+    let third = engine.authorize(&req(&finance, pay(6000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
+    let token3 = engine.approve(&third, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
+    let original = engine.policy_version();
+    let mut sources = engine_sources();
+    sources.manifest.push_str("\n# a new version\n");
+    engine.swap_bundle(Bundle::from_sources(&sources).unwrap());
+    assert_eq!(codes(&engine, &req(&finance, pay(6000, GOOD_ACCOUNT), Some(&token3))), (Outcome::Deny, vec![ErrorCode::ApprovalPolicyChanged]));
+    engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap());
+    assert_eq!(engine.policy_version(), original);
+
+    // The approver may not now execute a payment in this task (it performed a duty here).
+    let approver_as_executor = chain_in(task, "finance-approver", &approver_key(), &[TOOL], NOW);
+    let d = engine.authorize(&req(&approver_as_executor, pay(100, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert!(d.reasons.iter().any(|r| r.policy_id.as_deref() == Some("approver-does-not-pay")));
+
+    // Draft then pay in one task: refused for the drafter.
+    let drafter = chain_in("task-draft", "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+    let invoice = AuthorizationRequest { tool: "invoice.create".into(), ..req(&drafter, json!({"customer": "acme", "amount": 900}), None) };
+    assert_eq!(engine.authorize(&invoice).unwrap().outcome, Outcome::Allow);
+    let d = engine.authorize(&req(&drafter, pay(900, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.reasons[0].policy_id.as_deref()), (Outcome::Deny, Some("drafter-does-not-pay")));
+
+    // Splitting 9000 into 3 x 3000 against the 5000 task budget.
+    let splitter = chain_in("task-split", "finance-agent", &fx.finance, &[TOOL], NOW);
+    let outcomes: Vec<(Outcome, Vec<ErrorCode>)> = (0..3).map(|_| codes(&engine, &req(&splitter, pay(3000, GOOD_ACCOUNT), None))).collect();
+    assert_eq!(outcomes[0].0, Outcome::Allow);
+    assert_eq!(outcomes[1], (Outcome::Deny, vec![ErrorCode::BudgetExceeded]));
+    assert_eq!(outcomes[2], (Outcome::Deny, vec![ErrorCode::BudgetExceeded]));
+
+    // Break-glass: two distinct approvers, lifts only breakable forbids, marks decisions, expires.
+    // (It does not lift budgets: this part runs on a bundle with a larger one.)
+    let mut roomy = engine_sources();
+    roomy.manifest = roomy.manifest.replace("limit: 5000", "limit: 50000");
+    engine.swap_bundle(Bundle::from_sources(&roomy).unwrap());
+    let now = fx.clock.now_secs();
+    let bg = |approvers: Vec<Vec<String>>, reason: &str| BreakGlassRequest {
+        agents: vec!["finance-agent".into()],
+        tools: vec![TOOL.into()],
+        reason: reason.into(),
+        approvers,
+        duration_secs: 600,
+    };
+    let one = bg(vec![approver_chain("finance-approver", now)], "payroll outage");
+    assert_eq!(engine.break_glass(&one).unwrap_err().code(), ErrorCode::BreakGlassRefused);
+    let same_twice = bg(vec![approver_chain("finance-approver", now), approver_chain("finance-approver", now)], "payroll outage");
+    assert_eq!(engine.break_glass(&same_twice).unwrap_err().code(), ErrorCode::BreakGlassRefused);
+    let two = bg(vec![approver_chain("finance-approver", now), approver_chain("cfo", now)], "payroll outage");
+    assert_eq!(engine.break_glass(&bg(two.approvers.clone(), " ")).unwrap_err().code(), ErrorCode::BreakGlassRefused);
+    let grant = engine.break_glass(&two).unwrap();
+    let emergency = chain_in("task-emergency", "finance-agent", &fx.finance, &[TOOL], now);
+    let d = engine.authorize(&req(&emergency, pay(4000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.break_glass_id.as_deref()), (Outcome::Allow, Some(grant.id.as_str())));
+    let d = engine.authorize(&req(&emergency, pay(900, "not-an-account"), None)).unwrap();
+    assert_eq!((d.outcome, d.break_glass_id.as_deref()), (Outcome::Deny, Some(grant.id.as_str())));
+    let emergency2 = chain_in("task-emergency-2", "finance-agent", &fx.finance, &[TOOL], now);
+    let d = engine.authorize(&req(&emergency2, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.codes()), (Outcome::Allow, vec![ErrorCode::BreakGlassApplied]));
+    fx.clock.advance_secs(601);
+    let emergency3 = chain_in("task-emergency-3", "finance-agent", &fx.finance, &[TOOL], fx.clock.now_secs());
+    let d = engine.authorize(&req(&emergency3, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.break_glass_id), (Outcome::ApprovalNeeded, None));
+    assert_eq!(engine.open_break_glass().unwrap().len(), 1, "an expired grant stays listed until reviewed");
+    assert_eq!(engine.close_break_glass(&grant.id, "").unwrap_err().code(), ErrorCode::BreakGlassRefused);
+    engine.close_break_glass(&grant.id, "PIR-2026-014").unwrap();
+    assert!(engine.open_break_glass().unwrap().is_empty());
+
+    // Ending the task revokes its credentials.
+    engine.end_task(task).unwrap();
+    assert_eq!(codes(&engine, &req(&finance, pay(10, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded]));
+}
+
+fn engine_sources() -> aegis_core::BundleSources {
+    let dir = payments_dir();
+    let mut policies: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    policies.sort();
+    aegis_core::BundleSources {
+        manifest: std::fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
+        schema: std::fs::read_to_string(dir.join("payments.cedarschema")).unwrap(),
+        schema_file: "payments.cedarschema".into(),
+        policies,
+    }
+}
+
+#[test]
+fn payments_story_on_memory() {
+    run_story(Arc::new(MemoryStore::new()));
+}
+
+#[test]
+fn payments_story_on_sqlite() {
+    run_story(sqlite_config().open().unwrap());
+}
+
+#[test]
+fn payments_story_on_redis() {
+    let Some(server) = RedisServer::start() else { return };
+    run_story(redis_config(&server).open().unwrap());
+}
+
+#[test]
+fn a_store_that_goes_down_denies() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let Story { fx, engine, .. } = story(redis_config(&server).open().unwrap());
+    let chain = chain_in("task-down", "finance-agent", &fx.finance, &[TOOL], NOW);
+    assert_eq!(engine.authorize(&req(&chain, pay(100, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    server.stop();
+    let d = engine.authorize(&req(&chain, pay(100, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Races between threads
+
+fn thread_races(store: Arc<dyn Store>) {
+    let Story { fx, engine, .. } = story(store);
+    let engine = Arc::new(engine);
+    let race = |requests: Vec<AuthorizationRequest>| -> usize {
+        let handles: Vec<_> = requests
+            .into_iter()
+            .map(|r| {
+                let engine = Arc::clone(&engine);
+                std::thread::spawn(move || engine.authorize(&r).unwrap().outcome)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).filter(|o| o.permits_call()).count()
+    };
+    for round in 0..5 {
+        // One override token, eight redeemers.
+        let chain = chain_in(&format!("race-token-{round}"), "finance-agent", &fx.finance, &[TOOL], NOW);
+        let id = engine.authorize(&req(&chain, pay(9000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
+        let token = engine.approve(&id, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
+        assert_eq!(race(vec![req(&chain, pay(9000, GOOD_ACCOUNT), Some(&token)); 8]), 1, "token round {round}");
+
+        // One proof jti, eight presenters.
+        let chain = chain_in(&format!("race-proof-{round}"), "finance-agent", &fx.finance, &[TOOL], NOW);
+        let mut r = req(&chain, pay(100, GOOD_ACCOUNT), None);
+        r.proof = Some(create_proof(&fx.finance, TOOL, &r.args, &format!("pop-{round}"), NOW, 60).unwrap());
+        assert_eq!(race(vec![r; 8]), 1, "proof round {round}");
+
+        // A 5000 budget, sixteen payments of 1000.
+        let chain = chain_in(&format!("race-budget-{round}"), "finance-agent", &fx.finance, &[TOOL], NOW);
+        assert_eq!(race(vec![req(&chain, pay(1000, GOOD_ACCOUNT), None); 16]), 5, "budget round {round}");
+    }
+}
+
+#[test]
+fn thread_races_on_memory() {
+    thread_races(Arc::new(MemoryStore::new()));
+}
+
+#[test]
+fn thread_races_on_sqlite() {
+    thread_races(sqlite_config().open().unwrap());
+}
+
+#[test]
+fn thread_races_on_redis() {
+    let Some(server) = RedisServer::start() else { return };
+    thread_races(redis_config(&server).open().unwrap());
+}
