@@ -4,10 +4,11 @@
 //! decision and its reasons, and the demo fails if any decision differs from what it expects.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use aegis_core::{
-    delegate, issue_root, AuthorizationRequest, Bundle, Clock, CredentialSpec, Decision, Engine, KeyPair,
-    Outcome, SystemClock,
+    delegate, issue_root, slack_message, ApprovalResolution, AuthorizationRequest, Bundle, Clock, CredentialSpec,
+    Decision, Engine, KeyPair, Outcome, PendingApproval, SystemClock,
 };
 use serde_json::{json, Value};
 
@@ -16,6 +17,8 @@ use crate::args::{show, Args};
 const ISSUER: &str = "https://issuer.aegis.example";
 const TOOL: &str = "stripe.create_payment";
 const GOOD_ACCOUNT: &str = "acct_1032D82eZvKYlo2C";
+const TASK: &str = "task-vendor-payouts-q3";
+const SPLIT_TASK: &str = "task-vendor-payouts-q3-batch-2";
 
 pub fn run(words: &[&str]) -> Result<(), String> {
     let args = Args::parse(words, &[])?;
@@ -25,24 +28,32 @@ pub fn run(words: &[&str]) -> Result<(), String> {
     // Fixed seeds keep the keys (not the ids or times) identical across runs.
     let key = |n: u8| KeyPair::from_seed(&[n; 32]).map_err(show);
     let (issuer, planner, finance) = (key(1)?, key(2)?, key(3)?);
+    let approver = key(4)?;
     let engine = Engine::builder()
         .bundle(bundle)
         .trust_issuer(ISSUER, issuer.public_key().clone())
+        .notifier(Arc::new(|p: &PendingApproval| {
+            let slack = slack_message(p);
+            println!("   notifier: posted a Slack approval request ({} blocks): {}", slack["blocks"].as_array().map_or(0, Vec::len), slack["text"]);
+        }))
         .build()
         .map_err(show)?;
     println!("Aegis demo: payments, policy version {}\n", engine.policy_version());
 
     let now = SystemClock.now_secs();
-    let spec = |agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| CredentialSpec {
+    let spec_in = |task: &str, agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| CredentialSpec {
         agent_id: agent.into(),
         agent_key: key.public_key().clone(),
         audience: aegis_core::DEFAULT_AUDIENCE.into(),
-        task_id: "task-vendor-payouts-q3".into(),
+        task_id: task.into(),
         intent: "pay the approved vendor invoices for Q3".into(),
         scope: scope.iter().map(|s| (*s).to_owned()).collect(),
         issued_at,
         expires_at: issued_at + ttl,
         jti: jti.into(),
+    };
+    let spec = |agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| {
+        spec_in(TASK, agent, key, scope, issued_at, ttl, jti)
     };
     let planner_cred = issue_root(ISSUER, &issuer, spec("planner", &planner, &["invoice.create", TOOL], now, 900, "cred-planner"))
         .map_err(show)?;
@@ -52,20 +63,29 @@ pub fn run(words: &[&str]) -> Result<(), String> {
 
     let chain = vec![planner_cred.clone(), finance_cred.clone()];
     let pay = |amount: i64, destination: &str| json!({"amount": amount, "currency": "eur", "destination": destination});
-    let mut failures = 0;
-    let mut step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| -> Result<Decision, String> {
-        let request = AuthorizationRequest { chain, tool: TOOL.into(), args: args.clone(), resource: None, proof: None, approval_token: None };
+    let failures = std::cell::Cell::new(0usize);
+    let step_with = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| -> Result<Decision, String> {
+        let request = AuthorizationRequest {
+            chain,
+            tool: TOOL.into(),
+            args: args.clone(),
+            resource: None,
+            proof: None,
+            approval_token: token.map(str::to_owned),
+        };
         let decision = engine.authorize(&request).map_err(show)?;
         print_step(title, &args, &decision, expect);
         if decision.outcome != expect {
-            failures += 1;
+            failures.set(failures.get() + 1);
         }
         Ok(decision)
     };
 
+    let mut step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| step_with(title, chain, args, None, expect);
     step("1. finance-agent pays 1200", chain.clone(), pay(1200, GOOD_ACCOUNT), Outcome::Allow)?;
     step("2. the planner tries to execute the payment itself", vec![planner_cred.clone()], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
-    step("3. finance-agent pays 9000", chain.clone(), pay(9000, GOOD_ACCOUNT), Outcome::ApprovalNeeded)?;
+    let waiting = step("3. finance-agent pays 9000", chain.clone(), pay(9000, GOOD_ACCOUNT), Outcome::ApprovalNeeded)?;
+    let approval_id = waiting.approval_id.ok_or("no approval id")?;
 
     let forged = forge_scope(&finance_cred)?;
     step("4a. a forged link: finance-agent's credential with its scope rewritten", vec![planner_cred.clone(), forged], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
@@ -76,13 +96,67 @@ pub fn run(words: &[&str]) -> Result<(), String> {
     step("5. a destination that is not a Stripe account", chain.clone(), pay(1200, "DE89370400440532013000"), Outcome::Deny)?;
     let mut with_card = pay(800, GOOD_ACCOUNT);
     with_card["card_number"] = json!("4242424242424242");
-    step("6. a payment that carries a card number", chain, with_card, Outcome::Sanitize)?;
+    step("6. a payment that carries a card number", chain.clone(), with_card, Outcome::Sanitize)?;
 
-    if failures > 0 {
-        return Err(format!("{failures} step(s) did not decide as expected"));
+    // The approval, and what an agent chain might try to do with it.
+    println!("7. the planner tries to approve the 9000 payment its own delegate asked for");
+    let refused = engine.approve(&approval_id, std::slice::from_ref(&planner_cred), None).map_err(show)?;
+    print_resolution(&refused, false, &failures);
+    println!("8. the finance approver (its own credential, outside the agent chain) approves");
+    let approver_cred = issue_root(
+        ISSUER,
+        &issuer,
+        spec_in("approvals-desk", "finance-approver", &approver, &["aegis.approve"], now, 900, "cred-approver"),
+    )
+    .map_err(show)?;
+    let approved = engine.approve(&approval_id, &[approver_cred], Some("invoice INV-2291 checked")).map_err(show)?;
+    print_resolution(&approved, true, &failures);
+    let token = approved.override_token.ok_or("no override token")?;
+    let mut step = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| {
+        step_with(title, chain, args, token, expect)
+    };
+    step("9. finance-agent retries the 9000 payment with the override token", chain.clone(), pay(9000, GOOD_ACCOUNT), Some(&token), Outcome::Allow)?;
+    step("10. the same token again", chain.clone(), pay(9000, GOOD_ACCOUNT), Some(&token), Outcome::Deny)?;
+    step("11. the token with the amount changed to 9001", chain.clone(), pay(9001, GOOD_ACCOUNT), Some(&token), Outcome::Deny)?;
+
+    // A denied payment comes back split into three, in a fresh task with a 5000 budget.
+    let split_root = issue_root(ISSUER, &issuer, spec_in(SPLIT_TASK, "planner", &planner, &[TOOL], now, 900, "cred-planner-2")).map_err(show)?;
+    let split_leaf = delegate(&split_root, &planner, spec_in(SPLIT_TASK, "finance-agent", &finance, &[TOOL], now, 600, "cred-finance-2"))
+        .map_err(show)?;
+    let split = vec![split_root, split_leaf];
+    for (n, expect) in [Outcome::Allow, Outcome::Deny, Outcome::Deny].into_iter().enumerate() {
+        let title = format!("12.{}. payment {} of 3 x 3000 against the task's 5000 budget", n + 1, n + 1);
+        step(&title, split.clone(), pay(3000, GOOD_ACCOUNT), None, expect)?;
+    }
+
+    engine.end_task(TASK).map_err(show)?;
+    println!("13. the planner's task ends: every credential of `{TASK}` is revoked\n");
+    step("14. finance-agent tries one more payment in the ended task", chain, pay(100, GOOD_ACCOUNT), None, Outcome::Deny)?;
+
+    if failures.get() > 0 {
+        return Err(format!("{} step(s) did not decide as expected", failures.get()));
     }
     println!("all steps decided as expected");
     Ok(())
+}
+
+fn print_resolution(resolution: &ApprovalResolution, expect_accepted: bool, failures: &std::cell::Cell<usize>) {
+    let mark = if resolution.accepted == expect_accepted { "ok" } else { "UNEXPECTED" };
+    let verdict = if resolution.accepted { "approved" } else { "refused" };
+    println!("   approval: {verdict} [{mark}]");
+    for reason in &resolution.reasons {
+        println!("   reason:   {}: {}", reason.code, reason.message);
+    }
+    if let Some(ms) = resolution.approval.latency_ms() {
+        println!("   latency:  {ms} ms from request to approval");
+    }
+    if resolution.override_token.is_some() {
+        println!("   override: a single-use token bound to this exact call, agent, task and policy version");
+    }
+    println!();
+    if resolution.accepted != expect_accepted {
+        failures.set(failures.get() + 1);
+    }
 }
 
 fn print_step(title: &str, args: &Value, decision: &Decision, expect: Outcome) {

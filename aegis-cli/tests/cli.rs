@@ -31,6 +31,14 @@ fn demo_walks_the_payments_story() {
         "reason:   credential_expired: link 1",
         "reason:   policy_forbid `destination-account-pattern`",
         "\"card_number\":\"[REDACTED]\"",
+        "notifier: posted a Slack approval request",
+        "reason:   approver_conflict: `planner`",
+        "approval: approved [ok]",
+        "reason:   approval_granted `large-payment-needs-approval`",
+        "reason:   approval_replayed",
+        "reason:   approval_args_mismatch",
+        "reason:   budget_exceeded",
+        "reason:   task_ended",
         "all steps decided as expected",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
