@@ -81,7 +81,7 @@ pub fn run(words: &[&str]) -> Result<(), String> {
         Ok(decision)
     };
 
-    let mut step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| step_with(title, chain, args, None, expect);
+    let step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| step_with(title, chain, args, None, expect);
     step("1. finance-agent pays 1200", chain.clone(), pay(1200, GOOD_ACCOUNT), Outcome::Allow)?;
     step("2. the planner tries to execute the payment itself", vec![planner_cred.clone()], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
     let waiting = step("3. finance-agent pays 9000", chain.clone(), pay(9000, GOOD_ACCOUNT), Outcome::ApprovalNeeded)?;
@@ -112,7 +112,7 @@ pub fn run(words: &[&str]) -> Result<(), String> {
     let approved = engine.approve(&approval_id, &[approver_cred], Some("invoice INV-2291 checked")).map_err(show)?;
     print_resolution(&approved, true, &failures);
     let token = approved.override_token.ok_or("no override token")?;
-    let mut step = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| {
+    let step = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| {
         step_with(title, chain, args, token, expect)
     };
     step("9. finance-agent retries the 9000 payment with the override token", chain.clone(), pay(9000, GOOD_ACCOUNT), Some(&token), Outcome::Allow)?;

@@ -168,6 +168,8 @@ pub struct Bundle {
     meta: HashMap<PolicyId, PolicyMeta>,
     tools: HashMap<String, Arc<ToolEntry>>,
     principal_type: EntityTypeName,
+    /// Effects as evaluated: enforced policies as written, shadow forbids as permits.
+    evaluated_effects: HashMap<PolicyId, Effect>,
 }
 
 /// What the engine needs per tool, computed once at load.
@@ -175,8 +177,9 @@ pub struct Bundle {
 pub(crate) struct ToolEntry {
     pub action: EntityUid,
     pub default_resource: EntityUid,
+    /// The enforced policies for this action, plus its shadow forbids rewritten as permits, so
+    /// that one Cedar evaluation answers both the decision and `would_block`.
     pub policies: PolicySet,
-    pub shadow: Option<PolicySet>,
     pub predicates: Vec<CompiledPredicate>,
     pub proof_required: bool,
     pub budgets: Vec<CompiledBudget>,
@@ -253,7 +256,10 @@ impl Bundle {
 
         let (enforced_set, shadow_set) = split_shadow(&all, &meta)?;
         let enforced = PolicyIndex::new(enforced_set, &action_entities)?;
+        let shadow_probes = PolicyIndex::new(shadow_forbids_as_permits(&shadow_set)?, &action_entities)?;
         let shadow = PolicyIndex::new(shadow_set, &action_entities)?;
+        let mut evaluated_effects = enforced.effects.clone();
+        evaluated_effects.extend(shadow_probes.effects.iter().map(|(id, e)| (id.clone(), *e)));
 
         let ns = manifest.namespace.as_deref().map(|n| format!("{n}::")).unwrap_or_default();
         let principal_type = type_name(&format!("{ns}{}", manifest.principal_type))?;
@@ -268,8 +274,7 @@ impl Bundle {
             let entry = ToolEntry {
                 action: action.clone(),
                 default_resource: EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)),
-                policies: enforced.for_action(action).clone(),
-                shadow: Some(shadow.for_action(action).clone()).filter(|s| !s.is_empty()),
+                policies: merge(enforced.for_action(action), shadow_probes.for_action(action))?,
                 predicates: predicates
                     .iter()
                     .filter(|(_, tools)| tools.as_ref().is_none_or(|t| t.iter().any(|x| x == &tool)))
@@ -290,7 +295,7 @@ impl Bundle {
             tools.insert(tool, Arc::new(entry));
         }
         let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, content_digest(sources));
-        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type })
+        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, evaluated_effects })
     }
 
     /// `name@version+digest`: changes whenever any byte of the bundle changes.
@@ -438,12 +443,42 @@ pub(crate) fn evaluate_set(
 }
 
 impl Bundle {
-    pub(crate) fn effects(&self) -> &HashMap<PolicyId, Effect> {
-        &self.enforced.effects
+    /// Evaluates a tool's policies once; returns the enforced evaluation and `would_block`.
+    ///
+    /// Shadow forbids ride along as permits: when the enforced policies deny, Cedar reports
+    /// only forbids and the shadow result is moot (`would_block` is false); when they allow,
+    /// a satisfied shadow "permit" is a shadow forbid that would have blocked the call.
+    pub(crate) fn evaluate(&self, tool: &ToolEntry, request: &Request, entities: &Entities) -> (Evaluation, bool) {
+        let mut eval = evaluate_set(&tool.policies, &self.evaluated_effects, request, entities);
+        let shadow = |id: &PolicyId| self.meta.get(id).is_some_and(|m| m.shadow);
+        let would_block = eval.determining.iter().any(shadow) || eval.erroring.iter().any(|(id, _)| shadow(id));
+        eval.determining.retain(|id| !shadow(id));
+        eval.erroring.retain(|(id, _)| !shadow(id));
+        if eval.cedar_decision == CedarDecision::Allow && eval.determining.is_empty() {
+            // Only shadow probes matched: no enforced permit, which Cedar would call a deny.
+            eval.cedar_decision = CedarDecision::Deny;
+            eval.decision = CedarDecision::Deny;
+        }
+        (eval, would_block)
     }
-    pub(crate) fn shadow_effects(&self) -> &HashMap<PolicyId, Effect> {
-        &self.shadow.effects
+}
+
+/// Rewrites each shadow forbid as a permit with the same id and conditions.
+fn shadow_forbids_as_permits(shadow: &PolicySet) -> Result<PolicySet> {
+    let fail = |e: String| Error::new(ErrorCode::InvalidBundle, format!("cannot prepare shadow policies: {e}"));
+    let mut out = PolicySet::new();
+    for policy in shadow.policies().filter(|p| p.effect() == Effect::Forbid) {
+        let mut json = policy.to_json().map_err(|e| fail(e.to_string()))?;
+        json["effect"] = serde_json::Value::String("permit".into());
+        let probe = Policy::from_json(Some(policy.id().clone()), json).map_err(|e| fail(e.to_string()))?;
+        out.add(probe).map_err(|e| fail(e.to_string()))?;
     }
+    Ok(out)
+}
+
+fn merge(a: &PolicySet, b: &PolicySet) -> Result<PolicySet> {
+    PolicySet::from_policies(a.policies().chain(b.policies()).cloned())
+        .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))
 }
 
 fn type_name(name: &str) -> Result<EntityTypeName> {

@@ -31,71 +31,144 @@
 //! a fraction → `decimal` (at most 4 fractional digits), array → `Set`, object → record. A
 //! `null` member of an object is dropped (so `has` is false); `null` elsewhere is refused.
 
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
 use cedar_policy::{Context, RestrictedExpression};
-use serde_json::Value;
+use cedar_policy_core::ast::{Context as CoreContext, Value};
+use serde_json::Value as Json;
+use smol_str::SmolStr;
 
 use crate::credential::VerifiedChain;
 use crate::error::{Error, Result};
 
+/// Builds the context as Cedar values directly: the restricted-expression path
+/// (`Context::from_pairs`) re-interprets every literal and costs as much as evaluating the
+/// policies. Arguments holding decimals take that path, since a decimal is an extension value.
 pub(crate) fn build(
     chain: &VerifiedChain,
-    args: &Value,
-    predicates: Vec<(String, RestrictedExpression)>,
+    args: &Json,
+    predicates: impl IntoIterator<Item = (SmolStr, bool)>,
     now: i64,
-    extra: Vec<(String, RestrictedExpression)>,
+    extra: Vec<(&'static str, Value)>,
 ) -> Result<Context> {
-    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(12 + extra.len());
-    pairs.extend(extra);
-    pairs.push(("args".into(), to_cedar(args, "args")?));
-    pairs.push(("agent_id".into(), RestrictedExpression::new_string(chain.agent_id.clone())));
-    if let Some(parent) = &chain.parent_agent_id {
-        pairs.push(("parent_agent_id".into(), RestrictedExpression::new_string(parent.clone())));
+    let args = match to_value(args)? {
+        Some(value) => value,
+        None => return build_with_decimals(chain, args, predicates, now, extra),
+    };
+    let mut map: BTreeMap<SmolStr, Value> = BTreeMap::new();
+    map.insert("args".into(), args);
+    for (key, value) in &chain.context {
+        map.insert((*key).into(), value.clone());
     }
-    pairs.push(("initiator".into(), RestrictedExpression::new_string(chain.initiator.clone())));
-    pairs.push((
-        "lineage".into(),
-        RestrictedExpression::new_set(chain.lineage.iter().cloned().map(RestrictedExpression::new_string)),
-    ));
-    pairs.push(("depth".into(), RestrictedExpression::new_long(i64::try_from(chain.depth).unwrap_or(i64::MAX))));
-    pairs.push(("task_id".into(), RestrictedExpression::new_string(chain.task_id.clone())));
-    pairs.push(("intent".into(), RestrictedExpression::new_string(chain.intent.clone())));
-    pairs.push(("now".into(), RestrictedExpression::new_long(now)));
-    let predicates = RestrictedExpression::new_record(predicates)
-        .map_err(|e| Error::internal(format!("predicate record: {e}")))?;
-    pairs.push(("predicates".into(), predicates));
+    map.insert("now".into(), Value::from(now));
+    map.insert("predicates".into(), Value::record(predicates.into_iter().map(|(k, v)| (k, Value::from(v))), None));
+    for (key, value) in extra {
+        map.insert(key.into(), value);
+    }
+    Ok(Context::from(CoreContext::Value(Arc::new(map))))
+}
+
+/// The context attributes that depend only on the chain.
+pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(&'static str, Value)> {
+    let mut out = vec![
+        ("agent_id", Value::from(chain.agent_id.as_str())),
+        ("initiator", Value::from(chain.initiator.as_str())),
+        ("lineage", string_set(chain.lineage.iter().map(String::as_str))),
+        ("depth", Value::from(i64::try_from(chain.depth).unwrap_or(i64::MAX))),
+        ("task_id", Value::from(chain.task_id.as_str())),
+        ("intent", Value::from(chain.intent.as_str())),
+    ];
+    if let Some(parent) = &chain.parent_agent_id {
+        out.push(("parent_agent_id", Value::from(parent.as_str())));
+    }
+    out
+}
+
+/// The slow path, for arguments holding decimals.
+fn build_with_decimals(
+    chain: &VerifiedChain,
+    args: &Json,
+    predicates: impl IntoIterator<Item = (SmolStr, bool)>,
+    now: i64,
+    extra: Vec<(&'static str, Value)>,
+) -> Result<Context> {
+    let mut pairs: Vec<(String, RestrictedExpression)> = vec![("args".into(), to_cedar(args, "args")?)];
+    let mut values: Vec<(&'static str, Value)> = chain.context.clone();
+    values.push(("now", Value::from(now)));
+    values.push(("predicates", Value::record(predicates.into_iter().map(|(k, v)| (k, Value::from(v))), None)));
+    values.extend(extra);
+    for (key, value) in values {
+        let expr = RestrictedExpression::from_str(&value.to_string())
+            .map_err(|e| Error::internal(format!("context value `{key}`: {e}")))?;
+        pairs.push((key.to_owned(), expr));
+    }
     Context::from_pairs(pairs).map_err(|e| Error::internal(format!("context: {e}")))
 }
 
-/// Converts a JSON value to a Cedar value; `at` names the position for error messages.
+/// Converts JSON to a Cedar value; `None` if it holds a non-integer number (a decimal).
+fn to_value(value: &Json) -> Result<Option<Value>> {
+    Ok(Some(match value {
+        Json::Bool(b) => Value::from(*b),
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => return Ok(None),
+        },
+        Json::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match to_value(item)? {
+                    Some(v) => out.push(v),
+                    None => return Ok(None),
+                }
+            }
+            Value::set(out, None)
+        }
+        Json::Object(map) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in map.iter().filter(|(_, v)| !v.is_null()) {
+                match to_value(v)? {
+                    Some(v) => out.insert(SmolStr::from(k.as_str()), v),
+                    None => return Ok(None),
+                };
+            }
+            Value::record_arc(Arc::new(out), None)
+        }
+        Json::Null => return Err(Error::malformed_request("`args` holds a null; null has no policy value")),
+    }))
+}
+
 /// A `Set<String>` from strings.
-pub(crate) fn string_set<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression {
-    RestrictedExpression::new_set(items.into_iter().map(|s| RestrictedExpression::new_string(s.to_owned())))
+pub(crate) fn string_set<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
+    Value::set(items.into_iter().map(Value::from), None)
 }
 
 /// Converts a JSON value to a Cedar value; `at` names the position for error messages.
-fn to_cedar(value: &Value, at: &str) -> Result<RestrictedExpression> {
+fn to_cedar(value: &Json, at: &str) -> Result<RestrictedExpression> {
     Ok(match value {
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Number(n) => match n.as_i64() {
+        Json::Bool(b) => RestrictedExpression::new_bool(*b),
+        Json::String(s) => RestrictedExpression::new_string(s.clone()),
+        Json::Number(n) => match n.as_i64() {
             Some(i) => RestrictedExpression::new_long(i),
             None => RestrictedExpression::new_decimal(decimal_literal(n, at)?),
         },
-        Value::Array(items) => RestrictedExpression::new_set(
+        Json::Array(items) => RestrictedExpression::new_set(
             items
                 .iter()
                 .enumerate()
                 .map(|(i, v)| to_cedar(v, &format!("{at}[{i}]")))
                 .collect::<Result<Vec<_>>>()?,
         ),
-        Value::Object(map) => RestrictedExpression::new_record(
+        Json::Object(map) => RestrictedExpression::new_record(
             map.iter()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| Ok((k.clone(), to_cedar(v, &format!("{at}.{k}"))?)))
                 .collect::<Result<Vec<_>>>()?,
         )
         .map_err(|e| Error::malformed_request(format!("`{at}`: {e}")))?,
-        Value::Null => return Err(Error::malformed_request(format!("`{at}` is null; null has no policy value"))),
+        Json::Null => return Err(Error::malformed_request(format!("`{at}` is null; null has no policy value"))),
     })
 }
 
@@ -120,17 +193,17 @@ fn decimal_literal(n: &serde_json::Number, at: &str) -> Result<String> {
 }
 
 /// Looks up a dotted path in a JSON object.
-pub(crate) fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
+pub(crate) fn lookup<'v>(value: &'v Json, path: &[String]) -> Option<&'v Json> {
     path.iter().try_fold(value, |v, key| v.as_object()?.get(key))
 }
 
 /// Replaces the value at each path with the redaction marker; missing paths are ignored.
-pub(crate) fn redact(args: &mut Value, paths: &[&[String]]) {
+pub(crate) fn redact(args: &mut Json, paths: &[&[String]]) {
     for path in paths {
         let Some((last, parents)) = path.split_last() else { continue };
         let parent = parents.iter().try_fold(&mut *args, |v, key| v.as_object_mut()?.get_mut(key));
         if let Some(slot) = parent.and_then(|p| p.as_object_mut()).and_then(|m| m.get_mut(last)) {
-            *slot = Value::String(crate::bundle::REDACTED.into());
+            *slot = Json::String(crate::bundle::REDACTED.into());
         }
     }
 }
@@ -142,8 +215,8 @@ mod tests {
 
     #[test]
     fn decimals_are_exact_or_refused() {
-        let n = |v: Value| match v {
-            Value::Number(n) => n,
+        let n = |v: Json| match v {
+            Json::Number(n) => n,
             _ => unreachable!(),
         };
         assert_eq!(decimal_literal(&n(json!(12.5)), "a").unwrap(), "12.5000");

@@ -171,6 +171,8 @@ pub struct VerifiedChain {
     pub not_before: i64,
     /// The chain is valid until this time (earliest `exp`), seconds.
     pub expires_at: i64,
+    /// The chain's part of the Cedar context, built once per verified chain.
+    pub(crate) context: Vec<(&'static str, cedar_policy_core::ast::Value)>,
 }
 
 impl VerifiedChain {
@@ -304,7 +306,7 @@ impl ChainVerifier {
         let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
         let (leaf, ancestors) = links.split_last().ok_or_else(|| Error::internal("empty chain after verification"))?;
         let root = links.first().unwrap_or(leaf);
-        Ok(VerifiedChain {
+        let mut chain = VerifiedChain {
             agent_id: leaf.sub.clone(),
             parent_agent_id: ancestors.last().map(|p| p.sub.clone()),
             initiator: root.sub.clone(),
@@ -317,7 +319,10 @@ impl ChainVerifier {
             credential_ids: links.iter().map(|l| l.jti.clone()).collect(),
             not_before: links.iter().map(|l| l.nbf.max(l.iat)).max().unwrap_or(i64::MAX),
             expires_at: links.iter().map(|l| l.exp).min().unwrap_or(i64::MIN),
-        })
+            context: Vec::new(),
+        };
+        chain.context = crate::context::chain_values(&chain);
+        Ok(chain)
     }
 
     fn check_claims(&self, claims: &CredentialClaims, now: i64) -> Result<()> {

@@ -1,15 +1,18 @@
 //! The `Engine`: one entry point that decides whether a tool call may run.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Decision as CedarDecision, Effect, Entities, EntityId, EntityUid, PolicyId, Request, RestrictedExpression};
+use cedar_policy::{Decision as CedarDecision, Effect, Entities, EntityId, EntityUid, PolicyId, Request};
+use cedar_policy_core::ast::Value;
+use smol_str::SmolStr;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::Value as Json;
 
 use crate::approval::{ApprovalResolution, OverrideClaims, OVERRIDE_TYP};
-use crate::bundle::{evaluate_set, BudgetScope, Bundle, Evaluation, OnExceed, ToolEntry};
+use crate::bundle::{BudgetScope, Bundle, Evaluation, OnExceed, ToolEntry};
 use crate::context::string_set;
 use crate::credential::{ChainPolicy, ChainVerifier, TrustedIssuer, VerifiedChain};
 use crate::decision::{Decision, Outcome, Reason};
@@ -59,7 +62,7 @@ pub struct AuthorizationRequest {
     pub tool: String,
     /// The tool's arguments: a JSON object.
     #[serde(default = "empty_object")]
-    pub args: Value,
+    pub args: Json,
     /// What the call targets; defaults to `<resource_type>::"<tool>"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<ResourceRef>,
@@ -87,8 +90,8 @@ pub struct BreakGlassRequest {
     pub duration_secs: i64,
 }
 
-fn empty_object() -> Value {
-    Value::Object(serde_json::Map::new())
+fn empty_object() -> Json {
+    Json::Object(serde_json::Map::new())
 }
 
 /// Builds an [`Engine`].
@@ -223,6 +226,7 @@ impl EngineBuilder {
             max_depth: self.max_depth,
             max_lifetime_secs: self.max_lifetime_secs,
         };
+        let id_prefix = random_id(self.random.as_ref(), "")?;
         let approval_key = match self.approval_key {
             Some(k) => k,
             None => KeyPair::generate(self.random.as_ref())?,
@@ -239,6 +243,8 @@ impl EngineBuilder {
             override_ttl_secs: self.override_ttl_secs,
             max_break_glass_secs: self.max_break_glass_secs,
             notifier: self.notifier,
+            id_prefix,
+            id_counter: AtomicU64::new(0),
         })
     }
 }
@@ -256,6 +262,8 @@ pub struct Engine {
     override_ttl_secs: i64,
     max_break_glass_secs: i64,
     notifier: Option<ApprovalNotifier>,
+    id_prefix: String,
+    id_counter: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -268,6 +276,12 @@ impl Engine {
     /// Starts building an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
+    }
+
+    /// A unique decision id: a random per-engine prefix and a counter. Decision ids identify,
+    /// they do not authorize, so they need uniqueness, not a system call per decision.
+    fn next_decision_id(&self) -> String {
+        format!("dec_{}{:x}", self.id_prefix, self.id_counter.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The version of the bundle in force.
@@ -323,7 +337,7 @@ impl Engine {
             sanitized_args: None,
             would_block: false,
             break_glass_id: None,
-            decision_id: random_id(self.random.as_ref(), "dec_")?,
+            decision_id: self.next_decision_id(),
             policy_version: bundle.policy_version().to_owned(),
         };
         match self.decide(&bundle, request, now, &mut decision) {
@@ -373,17 +387,10 @@ impl Engine {
             }
             let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, now));
             decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
-            let extra = vec![
-                ("task".to_owned(), task_context(&state, &chain)),
-                ("break_glass".to_owned(), RestrictedExpression::new_bool(grant.is_some())),
-            ];
+            let extra = vec![("task", task_context(&state, &chain)), ("break_glass", Value::from(grant.is_some()))];
             let cedar_request = self.cedar_request(bundle, tool, &chain, &request.args, request.resource.as_ref(), now, extra)?;
-            let eval = evaluate_set(&tool.policies, bundle.effects(), &cedar_request, &self.no_entities);
-            if let Some(shadow) = &tool.shadow {
-                let shadow_eval = evaluate_set(shadow, bundle.shadow_effects(), &cedar_request, &self.no_entities);
-                decision.would_block = !shadow_eval.erroring_forbids.is_empty()
-                    || shadow_eval.determining.iter().any(|id| bundle.shadow_effects().get(id) == Some(&Effect::Forbid));
-            }
+            let (eval, would_block) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
+            decision.would_block = would_block;
             decision.reasons.clear();
             decision.sanitized_args = None;
             apply_evaluation(bundle, &eval, request, decision);
@@ -464,19 +471,15 @@ impl Engine {
         bundle: &Bundle,
         tool: &ToolEntry,
         chain: &VerifiedChain,
-        args: &Value,
+        args: &Json,
         resource: Option<&ResourceRef>,
         now: i64,
-        extra: Vec<(String, RestrictedExpression)>,
+        extra: Vec<(&'static str, Value)>,
     ) -> Result<Request> {
-        let predicates = tool
-            .predicates
-            .iter()
-            .map(|p| {
-                let holds = crate::context::lookup(args, &p.path).and_then(Value::as_str).is_some_and(|s| p.regex.is_match(s));
-                (p.name.clone(), RestrictedExpression::new_bool(holds))
-            })
-            .collect();
+        let predicates = tool.predicates.iter().map(|p| {
+            let holds = crate::context::lookup(args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
+            (SmolStr::from(p.name.as_str()), holds)
+        });
         let context = crate::context::build(chain, args, predicates, now, extra)?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
         let resource = match resource {
@@ -671,24 +674,22 @@ impl Engine {
         let tool = bundle.tool(APPROVE_ACTION).ok_or_else(|| {
             Error::new(ErrorCode::UnknownTool, format!("bundle `{}` has no `{APPROVE_ACTION}` action", bundle.policy_version()))
         })?;
-            let approval = RestrictedExpression::new_record([
-            ("approval_id".to_owned(), RestrictedExpression::new_string(pending.approval_id.clone())),
-            ("tool".to_owned(), RestrictedExpression::new_string(pending.tool.clone())),
-            ("requester".to_owned(), RestrictedExpression::new_string(pending.agent_id.clone())),
-            ("initiator".to_owned(), RestrictedExpression::new_string(pending.initiator.clone())),
-            ("task_id".to_owned(), RestrictedExpression::new_string(pending.task_id.clone())),
-            ("roles".to_owned(), string_set(pending.roles.iter().map(String::as_str))),
-            ("policy_ids".to_owned(), string_set(pending.policy_ids.iter().map(String::as_str))),
-        ])
-        .map_err(|e| Error::internal(format!("approval record: {e}")))?;
-        let extra = vec![
-            ("task".to_owned(), task_context(&state, chain)),
-            ("break_glass".to_owned(), RestrictedExpression::new_bool(false)),
-            ("approval".to_owned(), approval),
-        ];
-        let args = Value::Object(serde_json::Map::new());
+            let approval = Value::record(
+            [
+                ("approval_id", Value::from(pending.approval_id.as_str())),
+                ("tool", Value::from(pending.tool.as_str())),
+                ("requester", Value::from(pending.agent_id.as_str())),
+                ("initiator", Value::from(pending.initiator.as_str())),
+                ("task_id", Value::from(pending.task_id.as_str())),
+                ("roles", string_set(pending.roles.iter().map(String::as_str))),
+                ("policy_ids", string_set(pending.policy_ids.iter().map(String::as_str))),
+            ],
+            None,
+        );
+        let extra = vec![("task", task_context(&state, chain)), ("break_glass", Value::from(false)), ("approval", approval)];
+        let args = Json::Object(serde_json::Map::new());
         let cedar_request = self.cedar_request(&bundle, tool, chain, &args, None, now, extra)?;
-        let eval = evaluate_set(&tool.policies, bundle.effects(), &cedar_request, &self.no_entities);
+        let (eval, _) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
         let mut verdict = Decision {
             outcome: Outcome::Deny,
             reasons: Vec::new(),
@@ -723,7 +724,7 @@ impl Engine {
                     tool: tool.to_owned(),
                     agent_id: chain.agent_id.clone(),
                     lineage: chain.lineage.clone(),
-                    decision_id: random_id(self.random.as_ref(), "dec_")?,
+                    decision_id: self.next_decision_id(),
                     at: now,
                 },
                 reservations: Vec::new(),
@@ -825,21 +826,22 @@ impl Engine {
 }
 
 /// The `task` context record: what was already done in the task, seen from this chain.
-fn task_context(state: &TaskState, chain: &VerifiedChain) -> RestrictedExpression {
+fn task_context(state: &TaskState, chain: &VerifiedChain) -> Value {
     let by_agent = state.duties.iter().filter(|(a, _)| a == &chain.agent_id).map(|(_, t)| t.as_str());
     let by_lineage = state
         .duties
         .iter()
         .filter(|(a, _)| a == &chain.agent_id || chain.lineage.iter().any(|l| l == a))
         .map(|(_, t)| t.as_str());
-    let record = RestrictedExpression::new_record([
-        ("duties_by_agent".to_owned(), string_set(by_agent)),
-        ("duties_by_lineage".to_owned(), string_set(by_lineage)),
-        ("performed".to_owned(), string_set(state.duties.iter().map(|(_, t)| t.as_str()))),
-        ("actors".to_owned(), string_set(state.duties.iter().map(|(a, _)| a.as_str()))),
-    ]);
-    // INVARIANT: the four keys above are distinct, so building the record cannot fail.
-    record.unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+    Value::record(
+        [
+            ("duties_by_agent", string_set(by_agent)),
+            ("duties_by_lineage", string_set(by_lineage)),
+            ("performed", string_set(state.duties.iter().map(|(_, t)| t.as_str()))),
+            ("actors", string_set(state.duties.iter().map(|(a, _)| a.as_str()))),
+        ],
+        None,
+    )
 }
 
 /// Whether every forbid that denied the call is `@breakable` (and nothing errored).
@@ -849,13 +851,13 @@ fn breakable(bundle: &Bundle, eval: &Evaluation) -> bool {
         && eval.determining.iter().all(|id| bundle.policy_meta(id).is_some_and(|m| m.effect == Effect::Forbid && m.breakable))
 }
 
-fn budget_reservations(tool: &ToolEntry, chain: &VerifiedChain, args: &Value, now: i64, enforce: bool) -> Result<Vec<Reservation>> {
+fn budget_reservations(tool: &ToolEntry, chain: &VerifiedChain, args: &Json, now: i64, enforce: bool) -> Result<Vec<Reservation>> {
     tool.budgets
         .iter()
         .map(|b| {
             let amount = match &b.sum {
                 None => 1,
-                Some(path) => crate::context::lookup(args, path).and_then(Value::as_i64).ok_or_else(|| {
+                Some(path) => crate::context::lookup(args, path).and_then(Json::as_i64).ok_or_else(|| {
                     Error::malformed_request(format!("budget `{}` sums `args.{}`, which must be an integer", b.name, path.join(".")))
                 })?,
             };

@@ -125,6 +125,58 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (bindings generate their error classes from it).
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::MalformedRequest,
+        Self::InvalidKey,
+        Self::InvalidBundle,
+        Self::Internal,
+        Self::MissingCredential,
+        Self::MalformedToken,
+        Self::UnsupportedAlgorithm,
+        Self::ForbiddenHeader,
+        Self::WrongTokenType,
+        Self::UntrustedIssuer,
+        Self::SignatureInvalid,
+        Self::CredentialExpired,
+        Self::CredentialNotYetValid,
+        Self::LifetimeTooLong,
+        Self::AudienceMismatch,
+        Self::ParentMismatch,
+        Self::ScopeWidened,
+        Self::LifetimeExceedsParent,
+        Self::TaskMismatch,
+        Self::DelegationCycle,
+        Self::DelegationTooDeep,
+        Self::ToolNotInScope,
+        Self::UnknownTool,
+        Self::ProofRequired,
+        Self::ProofInvalid,
+        Self::ProofReplayed,
+        Self::PolicyForbid,
+        Self::NoMatchingPermit,
+        Self::PolicyError,
+        Self::ApprovalRequired,
+        Self::PolicyPermit,
+        Self::StoreUnavailable,
+        Self::TaskEnded,
+        Self::BudgetExceeded,
+        Self::Contention,
+        Self::ApprovalTokenInvalid,
+        Self::ApprovalExpired,
+        Self::ApprovalReplayed,
+        Self::ApprovalWrongAgent,
+        Self::ApprovalArgsMismatch,
+        Self::ApprovalWrongTask,
+        Self::ApprovalPolicyChanged,
+        Self::ApprovalNotFound,
+        Self::ApprovalNotPending,
+        Self::ApproverConflict,
+        Self::ApprovalGranted,
+        Self::BreakGlassRefused,
+        Self::BreakGlassApplied,
+    ];
+
     /// The stable `snake_case` name of the code, as serialized.
     pub fn as_str(self) -> &'static str {
         match self {

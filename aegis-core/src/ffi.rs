@@ -120,6 +120,12 @@ pub fn engine_from_json(config: &str) -> Result<Engine> {
 
 /// Builds an engine from an [`EngineConfig`].
 pub fn engine_from_config(config: EngineConfig) -> Result<Engine> {
+    engine_with_notifier(config, None)
+}
+
+/// Builds an engine from an [`EngineConfig`], calling `notifier` with every new pending
+/// approval serialized as JSON (bindings wrap their language's callback in it).
+pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(String) + Send + Sync>>) -> Result<Engine> {
     let bundle = load_bundle(config.bundle_dir.as_deref(), config.bundle.as_ref())?;
     let mut builder = Engine::builder().bundle(bundle);
     for issuer in &config.trusted_issuers {
@@ -145,6 +151,13 @@ pub fn engine_from_config(config: EngineConfig) -> Result<Engine> {
     }
     if let Some(ttl) = config.override_ttl_secs {
         builder = builder.override_ttl_secs(ttl);
+    }
+    if let Some(notify) = notifier {
+        builder = builder.notifier(Arc::new(move |pending: &PendingApproval| {
+            if let Ok(json) = serde_json::to_string(pending) {
+                notify(json);
+            }
+        }));
     }
     let clock: Arc<dyn Clock> = match config.fixed_time {
         Some(t) => Arc::new(ManualClock::at_secs(t)),
@@ -358,6 +371,22 @@ pub fn break_glass_json(engine: &Engine, request: &str) -> Result<String> {
 /// Open break-glass grants as a JSON array.
 pub fn open_break_glass_json(engine: &Engine) -> Result<String> {
     to_json(&engine.open_break_glass()?)
+}
+
+/// Closes a break-glass grant with its review reference.
+pub fn close_break_glass(engine: &Engine, id: &str, review_ref: &str) -> Result<()> {
+    engine.close_break_glass(id, review_ref)
+}
+
+/// The call digest of a tool call given as JSON args (what proofs and approvals bind).
+pub fn call_digest_json(tool: &str, args: &str) -> Result<String> {
+    Ok(crate::proof::call_digest(tool, &crate::json::parse_value_strict(args)?))
+}
+
+/// Every error code, as a JSON array of strings.
+pub fn error_codes_json() -> String {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into())
 }
 
 /// An error as JSON: `{"code": "...", "message": "..."}`.

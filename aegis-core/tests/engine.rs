@@ -218,3 +218,17 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn decimal_arguments_decide_like_integers_do() {
+    // A decimal is a Cedar extension value: the context takes its slower construction path.
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let mut args = pay(1200, GOOD_ACCOUNT);
+    args["fee"] = json!(12.5);
+    args["tags"] = json!(["a", {"b": 1.25}]);
+    let d = engine.authorize(&request(fx.chain(), args.clone())).unwrap();
+    assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+    args["amount"] = json!(9000);
+    assert_eq!(engine.authorize(&request(fx.chain(), args)).unwrap().outcome, Outcome::ApprovalNeeded);
+}

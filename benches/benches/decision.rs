@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aegis_benches::*;
 use aegis_core::{AuthorizationRequest, Bundle, Outcome};
-use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, RestrictedExpression};
+use cedar_policy::{Authorizer, Entities, EntityUid};
 use criterion::{black_box, Criterion};
 use serde_json::json;
 
@@ -17,45 +17,6 @@ fn args() -> serde_json::Value {
 
 fn request(chain: Vec<String>) -> AuthorizationRequest {
     AuthorizationRequest { chain, tool: "stripe.create_payment".into(), args: args(), resource: None, proof: None, approval_token: None }
-}
-
-/// The Cedar request the engine builds for the warm case, built once, by hand.
-fn raw_cedar() -> (PolicySet, Request) {
-    let src: String = payments_sources().policies.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("\n");
-    let mut policies = PolicySet::from_str(&src).unwrap();
-    // The shadow policy is not enforced by Aegis; leave it out of the comparison.
-    let shadow: Vec<_> = policies.policies().filter(|p| p.annotation("shadow").is_some()).map(|p| p.id().clone()).collect();
-    for id in shadow {
-        policies.remove_static(id).unwrap();
-    }
-    let s = |v: &str| RestrictedExpression::new_string(v.into());
-    let context = Context::from_pairs([
-        ("args".to_owned(), RestrictedExpression::new_record([
-            ("amount".to_owned(), RestrictedExpression::new_long(1200)),
-            ("currency".to_owned(), s("eur")),
-            ("destination".to_owned(), s("acct_1032D82eZvKYlo2C")),
-        ]).unwrap()),
-        ("agent_id".to_owned(), s("finance-agent")),
-        ("parent_agent_id".to_owned(), s("planner")),
-        ("initiator".to_owned(), s("planner")),
-        ("lineage".to_owned(), RestrictedExpression::new_set([s("planner")])),
-        ("depth".to_owned(), RestrictedExpression::new_long(1)),
-        ("task_id".to_owned(), s("bench-task")),
-        ("intent".to_owned(), s("benchmark")),
-        ("now".to_owned(), RestrictedExpression::new_long(1_767_225_600)),
-        ("predicates".to_owned(), RestrictedExpression::new_record([("destination_account_valid".to_owned(), RestrictedExpression::new_bool(true))]).unwrap()),
-        ("task".to_owned(), RestrictedExpression::new_record([
-            ("duties_by_agent".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
-            ("duties_by_lineage".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
-            ("performed".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
-            ("actors".to_owned(), RestrictedExpression::new_set([s("finance-agent")])),
-        ]).unwrap()),
-        ("break_glass".to_owned(), RestrictedExpression::new_bool(false)),
-    ])
-    .unwrap();
-    let uid = |s: &str| EntityUid::from_str(s).unwrap();
-    let request = Request::new(uid(r#"Agent::"finance-agent""#), uid(r#"Action::"stripe.create_payment""#), uid(r#"Tool::"stripe.create_payment""#), context, None).unwrap();
-    (policies, request)
 }
 
 fn main() {

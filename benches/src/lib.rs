@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+use std::str::FromStr;
+
+use cedar_policy::{Context, EntityUid, PolicySet, Request, RestrictedExpression};
+
 use aegis_core::{delegate, issue_root, Bundle, BundleSources, CredentialSpec, Engine, KeyPair, SystemClock, Clock};
 
 /// The issuer name the fixtures trust.
@@ -12,8 +16,18 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The payments bundle's sources.
+/// The payments bundle's sources, without its budget: the warm benchmark repeats one call in one
+/// task hundreds of thousands of times, which a per-task budget would (rightly) stop after four.
 pub fn payments_sources() -> BundleSources {
+    let mut sources = payments_sources_as_shipped();
+    if let Some(at) = sources.manifest.find("budgets:") {
+        sources.manifest.truncate(at);
+    }
+    sources
+}
+
+/// The payments bundle's sources, as shipped.
+pub fn payments_sources_as_shipped() -> BundleSources {
     let dir = repo_root().join("policies/payments");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
     BundleSources {
@@ -96,3 +110,43 @@ pub fn chain(links: usize, n: usize) -> Vec<String> {
     }
     out
 }
+
+/// The Cedar request the engine builds for the warm case, built once, by hand.
+pub fn raw_cedar() -> (PolicySet, Request) {
+    let src: String = payments_sources().policies.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("\n");
+    let mut policies = PolicySet::from_str(&src).unwrap_or_else(|e| panic!("{e}"));
+    // The shadow policy is not enforced by Aegis; leave it out of the comparison.
+    let shadow: Vec<_> = policies.policies().filter(|p| p.annotation("shadow").is_some()).map(|p| p.id().clone()).collect();
+    for id in shadow {
+        policies.remove_static(id).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let s = |v: &str| RestrictedExpression::new_string(v.into());
+    let context = Context::from_pairs([
+        ("args".to_owned(), RestrictedExpression::new_record([
+            ("amount".to_owned(), RestrictedExpression::new_long(1200)),
+            ("currency".to_owned(), s("eur")),
+            ("destination".to_owned(), s("acct_1032D82eZvKYlo2C")),
+        ]).unwrap_or_else(|e| panic!("{e}"))),
+        ("agent_id".to_owned(), s("finance-agent")),
+        ("parent_agent_id".to_owned(), s("planner")),
+        ("initiator".to_owned(), s("planner")),
+        ("lineage".to_owned(), RestrictedExpression::new_set([s("planner")])),
+        ("depth".to_owned(), RestrictedExpression::new_long(1)),
+        ("task_id".to_owned(), s("bench-task")),
+        ("intent".to_owned(), s("benchmark")),
+        ("now".to_owned(), RestrictedExpression::new_long(1_767_225_600)),
+        ("predicates".to_owned(), RestrictedExpression::new_record([("destination_account_valid".to_owned(), RestrictedExpression::new_bool(true))]).unwrap_or_else(|e| panic!("{e}"))),
+        ("task".to_owned(), RestrictedExpression::new_record([
+            ("duties_by_agent".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+            ("duties_by_lineage".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+            ("performed".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+            ("actors".to_owned(), RestrictedExpression::new_set([s("finance-agent")])),
+        ]).unwrap_or_else(|e| panic!("{e}"))),
+        ("break_glass".to_owned(), RestrictedExpression::new_bool(false)),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let uid = |s: &str| EntityUid::from_str(s).unwrap_or_else(|e| panic!("{e}"));
+    let request = Request::new(uid(r#"Agent::"finance-agent""#), uid(r#"Action::"stripe.create_payment""#), uid(r#"Tool::"stripe.create_payment""#), context, None).unwrap_or_else(|e| panic!("{e}"));
+    (policies, request)
+}
+

@@ -1,0 +1,477 @@
+"""Aegis: decides, before each tool call runs, whether an AI agent may make it.
+
+The engine verifies who is calling and through which chain of agents (Ed25519-signed,
+delegable credentials), evaluates Cedar policies over the call, enforces segregation of duties
+across the chain and the task, routes risky calls to a human for a one-time approval bound to the
+exact arguments, and returns a :class:`Decision`.
+
+Everything is decided by the Rust core; this package converts values and maps errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect as _inspect
+import json
+import os
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+
+from . import _native
+from ._errors import *  # noqa: F401,F403  (one exception class per error code)
+from ._errors import ERRORS_BY_CODE, AegisError, ApprovalRequired, Denied, from_native
+
+__all__ = [
+    "AegisError",
+    "ApprovalRequired",
+    "ApprovalResolution",
+    "BreakGlassGrant",
+    "Decision",
+    "Denied",
+    "Engine",
+    "ERRORS_BY_CODE",
+    "KeyPair",
+    "LedgerEntry",
+    "PendingApproval",
+    "Reason",
+    "call_digest",
+    "create_proof",
+    "delegate",
+    "freeze",
+    "inspect",
+    "issue_root",
+    "slack_message",
+]
+
+Chain = Sequence[str]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except _native.NativeError as e:
+        raise from_native(e) from None
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a decision came out as it did: a stable `code`, the policy (if any), a message."""
+
+    code: str
+    message: str
+    policy_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision on one tool call. `outcome` is `allow`, `deny`, `sanitize` or `approval_needed`."""
+
+    outcome: str
+    reasons: Tuple[Reason, ...]
+    decision_id: str
+    policy_version: str
+    would_block: bool = False
+    approval_id: Optional[str] = None
+    sanitized_args: Optional[Mapping[str, Any]] = None
+    break_glass_id: Optional[str] = None
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the tool may run (`allow` or `sanitize`)."""
+        return self.outcome in ("allow", "sanitize")
+
+    @property
+    def codes(self) -> Tuple[str, ...]:
+        """The reason codes, in order."""
+        return tuple(r.code for r in self.reasons)
+
+    def __repr__(self) -> str:
+        why = ", ".join(f"{r.code}" + (f" {r.policy_id}" if r.policy_id else "") for r in self.reasons)
+        extra = f" approval_id={self.approval_id}" if self.approval_id else ""
+        return f"<Decision {self.outcome} [{why}]{extra} {self.decision_id} {self.policy_version}>"
+
+    @classmethod
+    def _from_json(cls, data: Dict[str, Any]) -> "Decision":
+        return cls(
+            outcome=data["outcome"],
+            reasons=tuple(Reason(r["code"], r["message"], r.get("policy_id")) for r in data["reasons"]),
+            decision_id=data["decision_id"],
+            policy_version=data["policy_version"],
+            would_block=data.get("would_block", False),
+            approval_id=data.get("approval_id"),
+            sanitized_args=freeze(data["sanitized_args"]) if "sanitized_args" in data else None,
+            break_glass_id=data.get("break_glass_id"),
+        )
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A call waiting for a human: who asked, for what, why, and under which policy."""
+
+    approval_id: str
+    call_digest: str
+    tool: str
+    args: Mapping[str, Any]
+    agent_id: str
+    lineage: Tuple[str, ...]
+    initiator: str
+    task_id: str
+    intent: str
+    policy_ids: Tuple[str, ...]
+    reasons: Tuple[str, ...]
+    roles: Tuple[str, ...]
+    policy_version: str
+    created_at_ms: int
+    status: str
+    resolved_by: Optional[str] = None
+    resolved_at_ms: Optional[int] = None
+    note: Optional[str] = None
+    _raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def latency_ms(self) -> Optional[int]:
+        """Milliseconds from the request to its approval or rejection."""
+        return None if self.resolved_at_ms is None else self.resolved_at_ms - self.created_at_ms
+
+    @classmethod
+    def _from_json(cls, d: Dict[str, Any]) -> "PendingApproval":
+        return cls(
+            approval_id=d["approval_id"], call_digest=d["call_digest"], tool=d["tool"], args=freeze(d["args"]),
+            agent_id=d["agent_id"], lineage=tuple(d["lineage"]), initiator=d["initiator"], task_id=d["task_id"],
+            intent=d["intent"], policy_ids=tuple(d["policy_ids"]), reasons=tuple(d["reasons"]),
+            roles=tuple(d["roles"]), policy_version=d["policy_version"], created_at_ms=d["created_at_ms"],
+            status=d["status"], resolved_by=d.get("resolved_by"), resolved_at_ms=d.get("resolved_at_ms"),
+            note=d.get("note"), _raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class ApprovalResolution:
+    """The result of approve/reject; `override_token` is the single-use token for the call."""
+
+    accepted: bool
+    reasons: Tuple[Reason, ...]
+    approval: PendingApproval
+    override_token: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One allowed call (or approval) in a task's ledger."""
+
+    tool: str
+    agent_id: str
+    lineage: Tuple[str, ...]
+    decision_id: str
+    at: int
+
+
+@dataclass(frozen=True)
+class BreakGlassGrant:
+    """A time-boxed emergency grant; listed as open until closed with a review reference."""
+
+    id: str
+    agents: Tuple[str, ...]
+    tools: Tuple[str, ...]
+    reason: str
+    approvers: Tuple[str, ...]
+    opened_at: int
+    expires_at: int
+    closed_at: Optional[int] = None
+    review_ref: Optional[str] = None
+
+    @classmethod
+    def _from_json(cls, d: Dict[str, Any]) -> "BreakGlassGrant":
+        return cls(d["id"], tuple(d["agents"]), tuple(d["tools"]), d["reason"], tuple(d["approvers"]),
+                   d["opened_at"], d["expires_at"], d.get("closed_at"), d.get("review_ref"))
+
+
+def freeze(value: Any) -> Any:
+    """A deep, immutable view: dicts become read-only mappings, lists become tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_thaw(value), separators=(",", ":"))
+
+
+# --- keys and credentials -----------------------------------------------------------------------
+
+
+class KeyPair:
+    """An Ed25519 key pair. The private JWK is never shown by `repr`."""
+
+    __slots__ = ("_jwk",)
+
+    def __init__(self, private_jwk: Mapping[str, Any]) -> None:
+        self._jwk = dict(private_jwk)
+        if "d" not in self._jwk:
+            raise InvalidKey("a key pair needs a private jwk (with `d`)", "invalid_key")  # noqa: F405
+        _call(_native.public_jwk, json.dumps(self._jwk))
+
+    @classmethod
+    def generate(cls) -> "KeyPair":
+        """A fresh key from the operating system's randomness."""
+        return cls(json.loads(_call(_native.generate_key, None)))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> "KeyPair":
+        """The deterministic key for a 32-byte seed (fixtures and tests)."""
+        return cls(json.loads(_call(_native.generate_key, seed.hex())))
+
+    @property
+    def private_jwk(self) -> Dict[str, Any]:
+        """The private JWK (contains the secret)."""
+        return dict(self._jwk)
+
+    @property
+    def public_jwk(self) -> Dict[str, Any]:
+        """The public JWK, `kid` = RFC 7638 thumbprint."""
+        return dict(json.loads(_call(_native.public_jwk, json.dumps(self._jwk))))
+
+    @property
+    def kid(self) -> str:
+        """The RFC 7638 thumbprint."""
+        return str(self.public_jwk["kid"])
+
+    def __repr__(self) -> str:
+        return f"KeyPair(kid={self.kid!r})"
+
+
+def _jwk_of(key: Union[KeyPair, Mapping[str, Any]]) -> Dict[str, Any]:
+    return key.public_jwk if isinstance(key, KeyPair) else dict(key)
+
+
+def issue_root(
+    issuer: str, issuer_key: KeyPair, agent_id: str, agent_key: Union[KeyPair, Mapping[str, Any]], *,
+    task_id: str, intent: str, scope: Sequence[str], ttl_secs: int = 900, issued_at: Optional[int] = None,
+    jti: Optional[str] = None, audience: Optional[str] = None,
+) -> str:
+    """Issues a root credential for `agent_id`, signed by a trusted issuer key."""
+    request = {"issuer": issuer, "signing_key": issuer_key.private_jwk, "agent_id": agent_id,
+               "agent_key": _jwk_of(agent_key), "task_id": task_id, "intent": intent, "scope": list(scope),
+               "ttl_secs": ttl_secs, "issued_at": issued_at, "jti": jti, "audience": audience}
+    return str(_call(_native.issue, json.dumps(request)))
+
+
+def delegate(
+    parent: str, parent_key: KeyPair, agent_id: str, agent_key: Union[KeyPair, Mapping[str, Any]], *,
+    scope: Sequence[str], ttl_secs: int = 600, issued_at: Optional[int] = None, jti: Optional[str] = None,
+) -> str:
+    """Delegates from `parent` (bound to `parent_key`) to `agent_id`; may only narrow."""
+    request = {"parent": parent, "signing_key": parent_key.private_jwk, "agent_id": agent_id,
+               "agent_key": _jwk_of(agent_key), "scope": list(scope), "ttl_secs": ttl_secs,
+               "issued_at": issued_at, "jti": jti}
+    return str(_call(_native.issue, json.dumps(request)))
+
+
+def inspect(token: str) -> Dict[str, Any]:
+    """Decodes a credential without verifying it (for display only)."""
+    return dict(json.loads(_call(_native.inspect, token)))
+
+
+def create_proof(key: KeyPair, tool: str, args: Mapping[str, Any], *, ttl_secs: int = 60,
+                 jti: Optional[str] = None, issued_at: Optional[int] = None) -> str:
+    """A proof of possession by the leaf agent's key for exactly this call."""
+    request = {"key": key.private_jwk, "tool": tool, "args": _thaw(args), "ttl_secs": ttl_secs, "jti": jti,
+               "issued_at": issued_at}
+    return str(_call(_native.create_proof, json.dumps(request)))
+
+
+def call_digest(tool: str, args: Mapping[str, Any]) -> str:
+    """The digest approvals and proofs bind to: SHA-256 of the RFC 8785 form of the call."""
+    return str(_call(_native.call_digest, tool, _dumps(args)))
+
+
+def slack_message(pending: PendingApproval) -> Dict[str, Any]:
+    """A Slack Block Kit message body asking a human to approve or reject `pending`."""
+    return dict(json.loads(_call(_native.slack_message, json.dumps(pending._raw))))
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+def _store_config(store: Optional[str], redis_prefix: Optional[str]) -> Optional[Dict[str, Any]]:
+    if store is None or store == "memory":
+        return None
+    if store.startswith("sqlite:"):
+        return {"sqlite": {"path": store[len("sqlite:"):]}}
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        return {"redis": {"url": store, "prefix": redis_prefix}}
+    raise MalformedRequest(  # noqa: F405
+        f"store `{store}` is not `memory`, `sqlite:<path>` or a `redis://` url", "malformed_request")
+
+
+class Engine:
+    """Decides, before each tool call runs, whether it may. Safe to share between threads."""
+
+    def __init__(
+        self,
+        bundle_dir: Union[str, "os.PathLike[str]"],
+        *,
+        trusted_issuers: Mapping[str, Union[KeyPair, Mapping[str, Any]]],
+        store: Optional[str] = None,
+        redis_prefix: Optional[str] = None,
+        approval_key: Optional[KeyPair] = None,
+        audience: Optional[str] = None,
+        leeway_secs: Optional[int] = None,
+        max_delegation_depth: Optional[int] = None,
+        override_ttl_secs: Optional[int] = None,
+        fixed_time: Optional[int] = None,
+        notifier: Optional[Callable[[PendingApproval], None]] = None,
+    ) -> None:
+        config = {
+            "bundle_dir": os.fspath(bundle_dir),
+            "trusted_issuers": [{"issuer": name, "jwk": _jwk_of(k)} for name, k in trusted_issuers.items()],
+            "store": _store_config(store, redis_prefix),
+            "approval_key": approval_key.private_jwk if approval_key else None,
+            "audience": audience,
+            "leeway_secs": leeway_secs,
+            "max_delegation_depth": max_delegation_depth,
+            "override_ttl_secs": override_ttl_secs,
+            "fixed_time": fixed_time,
+        }
+        callback = None
+        if notifier is not None:
+            user_notifier = notifier
+
+            def callback(pending: str) -> None:
+                user_notifier(PendingApproval._from_json(json.loads(pending)))
+
+        self._native = _call(_native.Engine, json.dumps({k: v for k, v in config.items() if v is not None}), callback)
+
+    @property
+    def policy_version(self) -> str:
+        """The version of the bundle in force."""
+        return str(self._native.policy_version())
+
+    def reload_bundle(self, bundle_dir: Union[str, "os.PathLike[str]"]) -> str:
+        """Loads a bundle and swaps it in atomically; on error the old one stays in force."""
+        return str(_call(self._native.reload_bundle, os.fspath(bundle_dir)))
+
+    def authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
+                  resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
+                  approval_token: Optional[str] = None) -> Decision:
+        """Decides on one call; problems with credentials or policies are a `deny`, not an error."""
+        return self._authorize_json(chain, tool, _dumps(args), resource, proof, approval_token)
+
+    def _authorize_json(self, chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[str, str]],
+                        proof: Optional[str], approval_token: Optional[str]) -> Decision:
+        parts = [f'"chain":{json.dumps(list(chain))}', f'"tool":{json.dumps(tool)}', f'"args":{args_json}']
+        if resource is not None:
+            parts.append(f'"resource":{json.dumps({"type": resource[0], "id": resource[1]})}')
+        if proof is not None:
+            parts.append(f'"proof":{json.dumps(proof)}')
+        if approval_token is not None:
+            parts.append(f'"approval_token":{json.dumps(approval_token)}')
+        return Decision._from_json(json.loads(_call(self._native.authorize, "{" + ",".join(parts) + "}")))
+
+    def approve(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
+        """Approves as `approver_chain`; returns the single-use override token when accepted."""
+        return self._resolve(self._native.approve, approval_id, approver_chain, note)
+
+    def reject(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
+        """Rejects a pending approval."""
+        return self._resolve(self._native.reject, approval_id, approver_chain, note)
+
+    def _resolve(self, fn: Callable[[str], str], approval_id: str, chain: Chain, note: Optional[str]) -> ApprovalResolution:
+        out = json.loads(_call(fn, json.dumps({"approval_id": approval_id, "approver_chain": list(chain), "note": note})))
+        return ApprovalResolution(
+            accepted=out["accepted"],
+            reasons=tuple(Reason(r["code"], r["message"], r.get("policy_id")) for r in out["reasons"]),
+            approval=PendingApproval._from_json(out["approval"]),
+            override_token=out.get("override_token"),
+        )
+
+    def pending_approvals(self) -> List[PendingApproval]:
+        """Approvals waiting for a human, oldest first."""
+        return [PendingApproval._from_json(p) for p in json.loads(_call(self._native.pending_approvals))]
+
+    def approval(self, approval_id: str) -> Optional[PendingApproval]:
+        """An approval in any state, or None."""
+        data = json.loads(_call(self._native.approval, approval_id))
+        return None if data is None else PendingApproval._from_json(data)
+
+    def ledger(self, task_id: str) -> List[LedgerEntry]:
+        """Every allowed call and approval of a task, oldest first."""
+        return [LedgerEntry(e["tool"], e["agent_id"], tuple(e["lineage"]), e["decision_id"], e["at"])
+                for e in json.loads(_call(self._native.ledger, task_id))]
+
+    def end_task(self, task_id: str) -> None:
+        """Ends a task: every credential of it is refused from now on."""
+        _call(self._native.end_task, task_id)
+
+    def break_glass(self, *, agents: Sequence[str], tools: Sequence[str], reason: str,
+                    approvers: Sequence[Chain], duration_secs: int) -> BreakGlassGrant:
+        """Opens a time-boxed emergency grant (two distinct approvers, a reason)."""
+        request = {"agents": list(agents), "tools": list(tools), "reason": reason,
+                   "approvers": [list(c) for c in approvers], "duration_secs": duration_secs}
+        return BreakGlassGrant._from_json(json.loads(_call(self._native.break_glass, json.dumps(request))))
+
+    def open_break_glass(self) -> List[BreakGlassGrant]:
+        """Grants not yet closed, expired ones included."""
+        return [BreakGlassGrant._from_json(g) for g in json.loads(_call(self._native.open_break_glass))]
+
+    def close_break_glass(self, grant_id: str, review_ref: str) -> None:
+        """Closes a grant with its post-incident review reference."""
+        _call(self._native.close_break_glass, grant_id, review_ref)
+
+    def guard(self, tool: str, chain: Union[Chain, Callable[[], Chain]]) -> Callable[[F], F]:
+        """Decorates a function so every call is authorized first.
+
+        The function receives an immutable snapshot of exactly the arguments that were
+        authorized (or the sanitized ones). Deny raises :class:`Denied`; approval needed raises
+        :class:`ApprovalRequired`. Pass `aegis_approval_token=` to redeem an approval.
+        """
+
+        def current_chain() -> Chain:
+            return chain() if callable(chain) else chain
+
+        def decorator(fn: F) -> F:
+            signature = _inspect.signature(fn)
+
+            def check(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+                token = kwargs.pop("aegis_approval_token", None)
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                # The snapshot is taken once, here: what is authorized is exactly what runs.
+                authorized = _dumps(dict(bound.arguments))
+                decision = self._authorize_json(current_chain(), tool, authorized, None, None, token)
+                if decision.outcome == "approval_needed":
+                    raise ApprovalRequired(decision)
+                if not decision.allowed:
+                    raise Denied(decision)
+                final = decision.sanitized_args if decision.sanitized_args is not None else json.loads(authorized)
+                return {k: freeze(v) for k, v in final.items()}
+
+            if _inspect.iscoroutinefunction(fn):
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return await fn(**check(args, kwargs))
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return fn(**check(args, kwargs))
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorator

@@ -1,0 +1,54 @@
+//! Runs the warm decision in a loop for profiling (`perf record`): `profile_warm [seconds]`.
+
+use std::time::{Duration, Instant};
+
+use aegis_benches::*;
+use aegis_core::{AuthorizationRequest, Bundle};
+use serde_json::json;
+
+fn main() {
+    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    // `profile_warm 0 N`: exactly N decisions (for instruction counts under callgrind).
+    let fixed: Option<u64> = std::env::args().nth(2).and_then(|s| s.parse().ok());
+    let mut sources = payments_sources();
+    if std::env::var_os("NO_SHADOW").is_some() {
+        for (_, src) in &mut sources.policies {
+            if let Some(at) = src.find("// Shadow:") {
+                src.truncate(at);
+            }
+        }
+    }
+    let engine = engine(Bundle::from_sources(&sources).unwrap_or_else(|e| panic!("{e}")));
+    let request = AuthorizationRequest {
+        chain: chain(2, 0),
+        tool: "stripe.create_payment".into(),
+        args: json!({"amount": 1200, "currency": "eur", "destination": "acct_1032D82eZvKYlo2C"}),
+        resource: None,
+        proof: None,
+        approval_token: None,
+    };
+    if std::env::var_os("RAW").is_some() {
+        let (policies, request) = raw_cedar();
+        let (authorizer, entities) = (cedar_policy::Authorizer::new(), cedar_policy::Entities::empty());
+        for _ in 0..fixed.unwrap_or(100_000) {
+            std::hint::black_box(authorizer.is_authorized(&request, &policies, &entities));
+        }
+        return;
+    }
+    if let Some(n) = fixed {
+        for _ in 0..n {
+            std::hint::black_box(engine.authorize(&request).unwrap_or_else(|e| panic!("{e}")));
+        }
+        return;
+    }
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    let start = Instant::now();
+    while Instant::now() < end {
+        for _ in 0..1000 {
+            std::hint::black_box(engine.authorize(&request).unwrap_or_else(|e| panic!("{e}")));
+        }
+        n += 1000;
+    }
+    println!("{n} decisions, {:.2} µs each", start.elapsed().as_secs_f64() * 1e6 / n as f64);
+}
