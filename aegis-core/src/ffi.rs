@@ -383,6 +383,17 @@ pub fn call_digest_json(tool: &str, args: &str) -> Result<String> {
     Ok(crate::proof::call_digest(tool, &crate::json::parse_value_strict(args)?))
 }
 
+/// Decides `iterations` times on the same JSON request and returns the mean seconds per
+/// decision, measured in Rust: the baseline the bindings' benchmark scripts compare against.
+pub fn time_authorize(engine: &Engine, request: &str, iterations: u32) -> Result<f64> {
+    let request: AuthorizationRequest = from_str_strict(request)?;
+    let start = std::time::Instant::now();
+    for _ in 0..iterations.max(1) {
+        engine.authorize(&request)?;
+    }
+    Ok(start.elapsed().as_secs_f64() / f64::from(iterations.max(1)))
+}
+
 /// Every error code, as a JSON array of strings.
 pub fn error_codes_json() -> String {
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();

@@ -86,6 +86,10 @@ impl Engine {
         py.detach(|| self.inner.reload_bundle(&bundle_dir)).map_err(to_py)
     }
 
+    fn time_authorize(&self, py: Python<'_>, request: String, iterations: u32) -> PyResult<f64> {
+        py.detach(|| ffi::time_authorize(&self.inner, &request, iterations)).map_err(to_py)
+    }
+
     fn policy_version(&self) -> String {
         self.inner.policy_version()
     }
