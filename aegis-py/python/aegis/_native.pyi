@@ -2,11 +2,16 @@
 
 from typing import Callable, Optional
 
+from typing_extensions import final
+
+__all__ = ["Engine", "NativeError", "call_digest", "create_proof", "error_codes", "generate_key", "inspect", "issue", "public_jwk", "slack_message"]
+
 class NativeError(Exception):
     """An error from the core; `args` is `(code, message)`."""
 
+@final
 class Engine:
-    def __init__(self, config: str, notifier: Optional[Callable[[str], None]] = None) -> None: ...
+    def __new__(cls, config: str, notifier: Optional[Callable[[str], None]] = None) -> "Engine": ...
     def authorize(self, request: str) -> str: ...
     def approve(self, request: str) -> str: ...
     def reject(self, request: str) -> str: ...

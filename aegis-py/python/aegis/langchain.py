@@ -25,7 +25,7 @@ from langgraph.types import Command, interrupt
 from . import Decision, Engine
 
 ChainSource = Union[Sequence[str], Callable[[ToolCallRequest], Sequence[str]]]
-Handler = Callable[[ToolCallRequest], Union[ToolMessage, Command]]
+Handler = Callable[[ToolCallRequest], Union[ToolMessage, Command[Any]]]
 
 
 def _error(request: ToolCallRequest, text: str) -> ToolMessage:
@@ -38,11 +38,11 @@ def _explain(decision: Decision) -> str:
     return f"Aegis denied this call: {reasons}"
 
 
-def tool_call_wrapper(engine: Engine, chain: ChainSource) -> Callable[[ToolCallRequest, Handler], Union[ToolMessage, Command]]:
+def tool_call_wrapper(engine: Engine, chain: ChainSource) -> Callable[[ToolCallRequest, Handler], Union[ToolMessage, Command[Any]]]:
     """A ``wrap_tool_call`` function for ``ToolNode``; ``chain`` is the caller's credential chain
     (or a function of the request returning it, e.g. read from the graph state)."""
 
-    def wrap(request: ToolCallRequest, handler: Handler) -> Union[ToolMessage, Command]:
+    def wrap(request: ToolCallRequest, handler: Handler) -> Union[ToolMessage, Command[Any]]:
         call = request.tool_call
         current = chain(request) if callable(chain) else chain
         args: Mapping[str, Any] = call.get("args") or {}
@@ -77,12 +77,12 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-class AegisMiddleware(AgentMiddleware):  # type: ignore[misc]
+class AegisMiddleware(AgentMiddleware):
     """Agent middleware that authorizes every tool call with Aegis before it runs."""
 
     def __init__(self, engine: Engine, chain: ChainSource) -> None:
         super().__init__()
         self._wrap = tool_call_wrapper(engine, chain)
 
-    def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Union[ToolMessage, Command]:
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Union[ToolMessage, Command[Any]]:
         return self._wrap(request, handler)

@@ -1,0 +1,197 @@
+"""The engine from Python: values, errors, threads, guards, approvals."""
+
+import json
+import threading
+
+import pytest
+
+import aegis
+from aegis import _native
+from payments_setup import (ACCOUNT, BUNDLE, ISSUER, ISSUER_KEY, TOOL, approver_chain, engine, finance_chain, pay,
+                            unique_task)
+
+
+def test_every_core_error_code_has_its_exception_class() -> None:
+    codes = json.loads(_native.error_codes())
+    assert len(codes) >= 40
+    for code in codes:
+        cls = aegis.ERRORS_BY_CODE[code]
+        assert issubclass(cls, aegis.AegisError) and cls.code == code
+
+
+def test_errors_are_typed_and_carry_the_code(tmp_path) -> None:
+    with pytest.raises(aegis.InvalidBundle) as e:
+        aegis.Engine(tmp_path, trusted_issuers={ISSUER: ISSUER_KEY})
+    assert e.value.code == "invalid_bundle" and "manifest.yaml" in e.value.message
+    eng = engine()
+    with pytest.raises(aegis.MalformedRequest):
+        eng.authorize(finance_chain(unique_task("t")), TOOL, {"amount": 1e300, "currency": "eur", "destination": ACCOUNT})
+    with pytest.raises(aegis.ApprovalNotFound):
+        eng.approve("apr_nope", approver_chain())
+    with pytest.raises(aegis.StoreUnavailable):
+        aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, store="redis://127.0.0.1:1/0")
+    with pytest.raises(aegis.ScopeWidened):
+        aegis.delegate(finance_chain("t")[0], aegis.KeyPair.from_seed(bytes([2]) * 32), "x",
+                       aegis.KeyPair.generate(), scope=["payroll.run"])
+
+
+def test_decision_is_a_readable_value() -> None:
+    d = engine().authorize(finance_chain(unique_task("t")), TOOL, pay(1200))
+    assert d.outcome == "allow" and d.allowed and d.codes == ("policy_permit",)
+    assert d.policy_version.startswith("payments@1.0.0+")
+    assert repr(d).startswith("<Decision allow [policy_permit payments-by-task-agents]")
+    with pytest.raises(Exception):
+        d.outcome = "deny"  # type: ignore[misc]
+
+
+def test_key_repr_hides_the_secret() -> None:
+    k = aegis.KeyPair.from_seed(bytes([9]) * 32)
+    assert k.private_jwk["d"] not in repr(k) and k.kid in repr(k)
+
+
+def test_guard_runs_with_the_authorized_snapshot_not_the_callers_dict() -> None:
+    eng = engine()
+    seen = []
+    args = {"amount": 1200, "currency": "eur", "destination": ACCOUNT, "meta": {"invoice": "INV-1"}}
+
+    class Sneaky(dict):
+        """A dict the caller keeps a handle on and mutates once the check has read it."""
+
+    @eng.guard(tool=TOOL, chain=finance_chain(unique_task("t")))
+    def create_payment(amount, currency, destination, meta):
+        args["amount"] = 999_999  # the caller's dict changes after the check...
+        args["meta"]["invoice"] = "INV-EVIL"
+        seen.append((amount, meta["invoice"]))
+        with pytest.raises(TypeError):
+            meta["invoice"] = "x"  # ...and the snapshot itself is immutable
+        return "ok"
+
+    assert create_payment(**args) == "ok"
+    assert seen == [(1200, "INV-1")]
+
+
+def test_guard_passes_sanitized_args_and_raises_on_deny_and_approval() -> None:
+    eng = engine()
+    chain = finance_chain(unique_task("t"))
+    received = []
+
+    @eng.guard(tool=TOOL, chain=lambda: chain)
+    def create_payment(amount, currency, destination, card_number=""):
+        received.append(card_number)
+        return amount
+
+    create_payment(**pay(100), card_number="4242424242424242")
+    assert received == ["[REDACTED]"]
+    with pytest.raises(aegis.Denied) as denied:
+        create_payment(100, "eur", "not-an-account")
+    assert denied.value.decision.reasons[0].policy_id == "destination-account-pattern"
+    with pytest.raises(aegis.ApprovalRequired) as approval:
+        create_payment(**pay(9000))
+    token = eng.approve(approval.value.approval_id, approver_chain()).override_token
+    assert create_payment(**pay(9000), aegis_approval_token=token) == 9000
+    with pytest.raises(aegis.Denied) as replay:
+        create_payment(**pay(9000), aegis_approval_token=token)
+    assert replay.value.code == "approval_replayed"
+
+
+def test_one_engine_shared_by_threads_keeps_single_use() -> None:
+    eng = engine()
+    chain = finance_chain(unique_task("threads"))
+    approval_id = eng.authorize(chain, TOOL, pay(9000)).approval_id
+    token = eng.approve(approval_id, approver_chain()).override_token
+    results = []
+    barrier = threading.Barrier(8)
+
+    def redeem() -> None:
+        barrier.wait()
+        results.append(eng.authorize(chain, TOOL, pay(9000), approval_token=token).outcome)
+
+    threads = [threading.Thread(target=redeem) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["allow"] + ["deny"] * 7
+
+    # Many threads deciding at once: every decision is made, none is lost.
+    outcomes = []
+    lock = threading.Lock()
+
+    def decide() -> None:
+        for _ in range(20):
+            d = eng.authorize(finance_chain(unique_task("many")), TOOL, pay(10))
+            with lock:
+                outcomes.append(d.outcome)
+
+    threads = [threading.Thread(target=decide) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == ["allow"] * 80
+
+
+def test_notifier_receives_pending_approvals_and_slack_message() -> None:
+    got = []
+    eng = aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, notifier=got.append)
+    d = eng.authorize(finance_chain(unique_task("n")), TOOL, pay(9000))
+    assert [p.approval_id for p in got] == [d.approval_id]
+    pending = eng.pending_approvals()
+    assert pending[0].roles == ("finance-approver",) and pending[0].args["amount"] == 9000
+    message = aegis.slack_message(pending[0])
+    assert any(b["type"] == "actions" for b in message["blocks"]) and d.approval_id in json.dumps(message)
+
+
+def test_ledger_end_task_budget_and_break_glass() -> None:
+    eng = engine()
+    task = unique_task("state")
+    chain = finance_chain(task)
+    assert [eng.authorize(chain, TOOL, pay(3000)).outcome for _ in range(3)] == ["allow", "deny", "deny"]
+    assert eng.authorize(chain, TOOL, pay(3000)).codes == ("budget_exceeded",)
+    assert [e.tool for e in eng.ledger(task)] == [TOOL]
+    approvers = [approver_chain(),
+                 [aegis.issue_root(ISSUER, ISSUER_KEY, "cfo", aegis.KeyPair.generate(), task_id="desk", intent="x",
+                                   scope=["aegis.break_glass"])]]
+    with pytest.raises(aegis.BreakGlassRefused):
+        eng.break_glass(agents=["finance-agent"], tools=[TOOL], reason="outage", approvers=approvers, duration_secs=60)
+    eng.end_task(task)
+    assert eng.authorize(chain, TOOL, pay(1)).codes == ("task_ended",)
+
+
+def test_sqlite_store_is_shared_by_two_engines(tmp_path) -> None:
+    store = f"sqlite:{tmp_path / 'aegis.db'}"
+    a, b = engine(store), engine(store)
+    chain = finance_chain(unique_task("shared"))
+    approval_id = a.authorize(chain, TOOL, pay(9000)).approval_id
+    assert [p.approval_id for p in b.pending_approvals()] == [approval_id]
+    token = b.approve(approval_id, approver_chain()).override_token
+    assert a.authorize(chain, TOOL, pay(9000), approval_token=token).outcome == "allow"
+    assert b.authorize(chain, TOOL, pay(9000), approval_token=token).codes == ("approval_replayed",)
+
+
+def test_langgraph_tool_node_with_the_aegis_wrapper() -> None:
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    from aegis.langchain import tool_call_wrapper
+
+    ran = []
+
+    @tool(TOOL)
+    def create_payment(amount: int, currency: str, destination: str) -> str:
+        """Create a payment."""
+        ran.append(amount)
+        return "paid"
+
+    node = ToolNode([create_payment], wrap_tool_call=tool_call_wrapper(engine(), finance_chain(unique_task("node"))))
+    calls = [{"name": TOOL, "args": pay(100), "id": "a"}, {"name": TOOL, "args": {**pay(200), "destination": "x"}, "id": "b"}]
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", node)
+    graph.add_edge(START, "tools")
+    graph.add_edge("tools", END)
+    out = graph.compile().invoke({"messages": [AIMessage(content="", tool_calls=calls)]})
+    by_id = {m.tool_call_id: m for m in out["messages"] if hasattr(m, "tool_call_id")}
+    assert by_id["a"].status == "success" and by_id["b"].status == "error"
+    assert ran == [100]
