@@ -1,0 +1,121 @@
+// The engine from Node: typed decisions, errors with codes, guards, async forms, stores.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import util from 'node:util';
+import {
+  AegisApprovalRequired, AegisDenied, AegisError, Engine, KeyPair, delegate, errorCodes, slackMessage,
+} from '../aegis.js';
+import { BUNDLE, ISSUER, ISSUER_KEY, PLANNER_KEY, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
+
+test('errors carry the stable code', async () => {
+  assert.ok(errorCodes().includes('approval_replayed'));
+  assert.throws(() => new Engine({ bundleDir: os.tmpdir(), trustedIssuers: { [ISSUER]: ISSUER_KEY } }),
+    (e) => e instanceof AegisError && e.code === 'invalid_bundle');
+  const eng = engine();
+  assert.throws(() => eng.approve('apr_nope', approverChain()), (e) => e.code === 'approval_not_found');
+  await assert.rejects(eng.approveAsync('apr_nope', approverChain()), (e) => e instanceof AegisError && e.code === 'approval_not_found');
+  assert.throws(() => eng.authorize({ chain: financeChain('t'), tool: TOOL, args: { ...pay(1), amount: 1e300 } }),
+    (e) => e.code === 'malformed_request');
+  assert.throws(() => delegate({ parent: financeChain('t')[0], parentKey: PLANNER_KEY, agentId: 'x', agentKey: KeyPair.generate(), scope: ['payroll.run'] }),
+    (e) => e.code === 'scope_widened');
+  assert.throws(() => new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, store: 'redis://127.0.0.1:1/0' }),
+    (e) => e.code === 'store_unavailable');
+});
+
+test('decisions are frozen plain objects discriminated by outcome', () => {
+  const d = engine().authorize({ chain: financeChain(uniqueTask('t')), tool: TOOL, args: pay(1200) });
+  assert.equal(d.outcome, 'allow');
+  assert.equal(d.reasons[0].policyId, 'payments-by-task-agents');
+  assert.match(d.policyVersion, /^payments@1\.0\.0\+/);
+  assert.ok(Object.isFrozen(d) && Object.isFrozen(d.reasons[0]));
+  const k = KeyPair.fromSeed(new Uint8Array(32).fill(9));
+  assert.ok(!util.inspect(k).includes(k.privateJwk.d) && !JSON.stringify(k).includes(k.privateJwk.d));
+});
+
+test('the guarded function gets a frozen snapshot of exactly the authorized args', async () => {
+  const eng = engine();
+  const args = { ...pay(1200), meta: { invoice: 'INV-1' } };
+  const seen = [];
+  const createPayment = eng.guard({ tool: TOOL, chain: financeChain(uniqueTask('t')) }, async (a) => {
+    args.amount = 999999; // the caller's object changes after the check...
+    args.meta.invoice = 'INV-EVIL';
+    seen.push([a.amount, a.meta.invoice, Object.isFrozen(a.meta)]);
+    return 'ok';
+  });
+  const pending = createPayment(args);
+  args.amount = 5; // ...or right after the call started
+  assert.equal(await pending, 'ok');
+  assert.deepEqual(seen, [[1200, 'INV-1', true]]);
+});
+
+test('guard: sanitize, deny, approval and single redemption', async () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('t'));
+  const cards = [];
+  const createPayment = eng.guard({ tool: TOOL, chain: () => chain }, async (a) => {
+    cards.push(a.card_number ?? '');
+    return a.amount;
+  });
+  await createPayment({ ...pay(100), card_number: '4242424242424242' });
+  assert.deepEqual(cards, ['[REDACTED]']);
+  await assert.rejects(createPayment({ ...pay(100), destination: 'nope' }),
+    (e) => e instanceof AegisDenied && e.decision.reasons[0].policyId === 'destination-account-pattern');
+  let approvalId = '';
+  await assert.rejects(createPayment(pay(9000)), (e) => {
+    approvalId = e.approvalId;
+    return e instanceof AegisApprovalRequired;
+  });
+  const token = eng.approve(approvalId, approverChain()).overrideToken;
+  assert.equal(await createPayment(pay(9000), { approvalToken: token }), 9000);
+  await assert.rejects(createPayment(pay(9000), { approvalToken: token }), (e) => e.code === 'approval_replayed');
+});
+
+test('async forms run off the JS thread and agree with the sync ones', async () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('async'));
+  const decisions = await Promise.all(Array.from({ length: 20 }, () => eng.authorizeAsync({ chain, tool: TOOL, args: pay(10) })));
+  assert.deepEqual(new Set(decisions.map((d) => d.outcome)), new Set(['allow']));
+  assert.equal(new Set(decisions.map((d) => d.decisionId)).size, 20);
+  assert.match(await eng.reloadBundleAsync(BUNDLE), /^payments@/);
+  await assert.rejects(eng.reloadBundleAsync(os.tmpdir()), (e) => e.code === 'invalid_bundle');
+});
+
+test('a token redeemed concurrently is accepted once', async () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('race'));
+  const id = eng.authorize({ chain, tool: TOOL, args: pay(9000) }).approvalId;
+  const token = eng.approve(id, approverChain()).overrideToken;
+  const outcomes = await Promise.all(Array.from({ length: 8 }, () => eng.authorizeAsync({ chain, tool: TOOL, args: pay(9000), approvalToken: token })));
+  assert.deepEqual(outcomes.map((d) => d.outcome).sort(), ['allow', ...Array(7).fill('deny')]);
+});
+
+test('notifier, pending approvals, Slack message, ledger, budget, end_task', () => {
+  const notified = [];
+  const eng = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, notifier: (p) => notified.push(p) });
+  const task = uniqueTask('state');
+  const chain = financeChain(task);
+  const d = eng.authorize({ chain, tool: TOOL, args: pay(9000) });
+  assert.deepEqual(notified.map((p) => p.approvalId), [d.approvalId]);
+  const [pending] = eng.pendingApprovals();
+  assert.deepEqual(pending.roles, ['finance-approver']);
+  assert.ok(slackMessage(pending).blocks.some((b) => b.type === 'actions'));
+  assert.deepEqual([3000, 3000].map((a) => eng.authorize({ chain, tool: TOOL, args: pay(a) }).outcome), ['allow', 'deny']);
+  assert.deepEqual(eng.ledger(task).map((e) => e.tool), [TOOL]);
+  eng.endTask(task);
+  assert.equal(eng.authorize({ chain, tool: TOOL, args: pay(1) }).reasons[0].code, 'task_ended');
+});
+
+test('two engines share one SQLite store', () => {
+  const store = `sqlite:${path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-node-')), 'aegis.db')}`;
+  const a = engine(store);
+  const b = engine(store);
+  const chain = financeChain(uniqueTask('shared'));
+  const id = a.authorize({ chain, tool: TOOL, args: pay(9000) }).approvalId;
+  assert.deepEqual(b.pendingApprovals().map((p) => p.approvalId), [id]);
+  const token = b.approve(id, approverChain()).overrideToken;
+  assert.equal(a.authorize({ chain, tool: TOOL, args: pay(9000), approvalToken: token }).outcome, 'allow');
+  assert.equal(b.authorize({ chain, tool: TOOL, args: pay(9000), approvalToken: token }).reasons[0].code, 'approval_replayed');
+});
