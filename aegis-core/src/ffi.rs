@@ -394,6 +394,16 @@ pub fn time_authorize(engine: &Engine, request: &str, iterations: u32) -> Result
     Ok(start.elapsed().as_secs_f64() / f64::from(iterations.max(1)))
 }
 
+/// The value at an RFC 6901 JSON pointer in `json`, as JSON text (for callers without a JSON
+/// library, such as C programs reading a decision's `/outcome`).
+pub fn json_pointer(json: &str, pointer: &str) -> Result<String> {
+    let value: Value = serde_json::from_str(json).map_err(|e| Error::malformed_request(format!("invalid json: {e}")))?;
+    let found = value
+        .pointer(pointer)
+        .ok_or_else(|| Error::malformed_request(format!("no value at `{pointer}`")))?;
+    to_json(found)
+}
+
 /// Every error code, as a JSON array of strings.
 pub fn error_codes_json() -> String {
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();

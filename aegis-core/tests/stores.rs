@@ -423,3 +423,41 @@ fn thread_races_on_redis() {
     let Some(server) = RedisServer::start() else { return };
     thread_races(redis_config(&server).open().unwrap());
 }
+
+#[test]
+fn redis_replica_acknowledgement_fails_closed_when_no_replica_answers() {
+    let Some(server) = RedisServer::start() else { return };
+    // A lone server has no replica to acknowledge a commit: the step fails, the call is denied.
+    let store = RedisStore::open_with_prefix(&server.url(), "wait").unwrap().wait_for_replicas(1, 50);
+    let Story { fx, engine, .. } = story(Arc::new(store));
+    let chain = chain_in("task-wait", "finance-agent", &fx.finance, &[TOOL], NOW);
+    let d = engine.authorize(&req(&chain, pay(100, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable]));
+}
+
+#[test]
+fn a_budget_can_ask_for_approval_instead_of_denying() {
+    let fx = Fixture::new();
+    let mut sources = aegis_core::BundleSources {
+        manifest: std::fs::read_to_string(payments_dir().join("manifest.yaml")).unwrap().replace("on_exceed: deny", "on_exceed: approval"),
+        ..engine_sources()
+    };
+    sources.manifest.push('\n');
+    let engine = Engine::builder()
+        .bundle(Bundle::from_sources(&sources).unwrap())
+        .trust_issuer(ISSUER, fx.issuer.public_key().clone())
+        .clock(fx.clock.clone())
+        .build()
+        .unwrap();
+    let chain = chain_in("task-budget-approval", "finance-agent", &fx.finance, &[TOOL], NOW);
+    assert_eq!(engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    let d = engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.codes()), (Outcome::ApprovalNeeded, vec![ErrorCode::BudgetExceeded]));
+    let pending = engine.approval(d.approval_id.as_deref().unwrap()).unwrap().unwrap();
+    assert_eq!(pending.roles, vec!["budget-approver"]);
+    let token = engine.approve(&pending.approval_id, &approver_chain("finance-approver", NOW), None).unwrap();
+    // The bundle's approval policy only lets the finance approver answer payment approvals.
+    let token = token.override_token.unwrap();
+    assert_eq!(engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), Some(&token))).unwrap().outcome, Outcome::Allow);
+    assert_eq!(engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), None)).unwrap().codes(), vec![ErrorCode::BudgetExceeded]);
+}
