@@ -1,8 +1,9 @@
 //! The `Engine`: one entry point that decides whether a tool call may run.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cedar_policy::{Decision as CedarDecision, Effect, Entities, EntityId, EntityUid, PolicyId, Request};
@@ -31,6 +32,9 @@ pub const APPROVE_ACTION: &str = "aegis.approve";
 
 /// The scope an approver of break-glass needs.
 pub const BREAK_GLASS_SCOPE: &str = "aegis.break_glass";
+
+/// Tasks whose last `task` context record is kept.
+const TASK_CONTEXT_CACHE_CAPACITY: usize = 4096;
 
 /// How often a decision is re-evaluated when concurrent calls in its task keep committing first.
 const MAX_ATTEMPTS: usize = 64;
@@ -245,6 +249,7 @@ impl EngineBuilder {
             notifier: self.notifier,
             id_prefix,
             id_counter: AtomicU64::new(0),
+            task_contexts: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -264,6 +269,15 @@ pub struct Engine {
     notifier: Option<ApprovalNotifier>,
     id_prefix: String,
     id_counter: AtomicU64,
+    task_contexts: Mutex<HashMap<String, CachedTaskContext>>,
+}
+
+/// The `task` context record last built for a task: most calls find the duties unchanged.
+struct CachedTaskContext {
+    duties: BTreeSet<(String, String)>,
+    agent_id: String,
+    lineage: Vec<String>,
+    value: Value,
 }
 
 impl std::fmt::Debug for Engine {
@@ -282,6 +296,32 @@ impl Engine {
     /// they do not authorize, so they need uniqueness, not a system call per decision.
     fn next_decision_id(&self) -> String {
         format!("dec_{}{:x}", self.id_prefix, self.id_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The `task` context record, reused while the task's duties and the caller are unchanged.
+    fn task_context(&self, state: &TaskState, chain: &VerifiedChain) -> Value {
+        let Ok(mut cache) = self.task_contexts.lock() else {
+            return task_context(state, chain);
+        };
+        if let Some(hit) = cache.get(&chain.task_id) {
+            if hit.duties == state.duties && hit.agent_id == chain.agent_id && hit.lineage == chain.lineage {
+                return hit.value.clone();
+            }
+        }
+        let value = task_context(state, chain);
+        if cache.len() >= TASK_CONTEXT_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(
+            chain.task_id.clone(),
+            CachedTaskContext {
+                duties: state.duties.clone(),
+                agent_id: chain.agent_id.clone(),
+                lineage: chain.lineage.clone(),
+                value: value.clone(),
+            },
+        );
+        value
     }
 
     /// The version of the bundle in force.
@@ -387,7 +427,7 @@ impl Engine {
             }
             let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, now));
             decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
-            let extra = vec![("task", task_context(&state, &chain)), ("break_glass", Value::from(grant.is_some()))];
+            let extra = vec![("task", self.task_context(&state, &chain)), ("break_glass", Value::from(grant.is_some()))];
             let cedar_request = self.cedar_request(bundle, tool, &chain, &request.args, request.resource.as_ref(), now, extra)?;
             let (eval, would_block) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
             decision.would_block = would_block;
@@ -686,7 +726,7 @@ impl Engine {
             ],
             None,
         );
-        let extra = vec![("task", task_context(&state, chain)), ("break_glass", Value::from(false)), ("approval", approval)];
+        let extra = vec![("task", self.task_context(&state, chain)), ("break_glass", Value::from(false)), ("approval", approval)];
         let args = Json::Object(serde_json::Map::new());
         let cedar_request = self.cedar_request(&bundle, tool, chain, &args, None, now, extra)?;
         let (eval, _) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
