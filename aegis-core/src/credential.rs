@@ -20,6 +20,9 @@ pub const CREDENTIAL_TYP: &str = "aegis-credential+jwt";
 /// Upper bound on cached verified chains; expired entries are pruned when it is reached.
 const CHAIN_CACHE_CAPACITY: usize = 16_384;
 
+/// Upper bound on cached decompressed agent keys.
+const KEY_CACHE_CAPACITY: usize = 16_384;
+
 /// The claims of a credential (root or delegated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +209,7 @@ pub(crate) struct ChainVerifier {
     issuers: HashMap<String, TrustedIssuer>,
     policy: ChainPolicy,
     cache: RwLock<HashMap<String, Arc<CachedChain>>>,
+    keys: RwLock<HashMap<String, (Jwk, PublicKey)>>,
 }
 
 #[derive(Debug)]
@@ -217,7 +221,7 @@ struct CachedChain {
 impl ChainVerifier {
     pub fn new(issuers: Vec<TrustedIssuer>, policy: ChainPolicy) -> Self {
         let issuers = issuers.into_iter().map(|i| (i.key.kid().to_owned(), i)).collect();
-        Self { issuers, policy, cache: RwLock::new(HashMap::new()) }
+        Self { issuers, policy, cache: RwLock::new(HashMap::new()), keys: RwLock::new(HashMap::new()) }
     }
 
     /// Verifies `tokens` (root first) at time `now` (seconds).
@@ -298,7 +302,7 @@ impl ChainVerifier {
                 }
             }
             self.check_claims(claims, now).map_err(|e| at_link(depth, e))?;
-            leaf_key = Some(PublicKey::from_jwk(&claims.cnf.jwk).map_err(|e| {
+            leaf_key = Some(self.cnf_key(&claims.cnf.jwk).map_err(|e| {
                 at_link(depth, Error::malformed_token(format!("`cnf` key: {}", e.message())))
             })?);
             links.push(parsed.claims);
@@ -323,6 +327,25 @@ impl ChainVerifier {
         };
         chain.context = crate::context::chain_values(&chain);
         Ok(chain)
+    }
+
+    /// The key a credential binds, decompressed once per distinct key: agents keep their keys
+    /// across many credentials, and point decompression costs as much as the rest of parsing.
+    fn cnf_key(&self, jwk: &Jwk) -> Result<PublicKey> {
+        // A hit must be the identical JWK, so every check `from_jwk` makes has already passed.
+        if let Some((cached, key)) = self.keys.read().ok().and_then(|k| k.get(&jwk.x).cloned()) {
+            if &cached == jwk {
+                return Ok(key);
+            }
+        }
+        let key = PublicKey::from_jwk(jwk)?;
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= KEY_CACHE_CAPACITY {
+                keys.clear();
+            }
+            keys.insert(jwk.x.clone(), (jwk.clone(), key.clone()));
+        }
+        Ok(key)
     }
 
     fn check_claims(&self, claims: &CredentialClaims, now: i64) -> Result<()> {

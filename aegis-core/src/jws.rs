@@ -64,8 +64,10 @@ impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
         };
         let header_value = decode_json_segment(h, "header")?;
         let header = check_header(header_value, expected_typ)?;
-        let claims_value = decode_json_segment(p, "payload")?;
-        let claims = serde_json::from_value(claims_value)
+        // Typed claims are decoded directly: derived deserializers already refuse duplicate and
+        // unknown members, so no intermediate tree is needed.
+        let payload = b64_decode(p)?;
+        let claims = serde_json::from_slice(&payload)
             .map_err(|e| Error::malformed_token(format!("invalid claims: {e}")))?;
         let signature = b64_decode(s)?;
         if signature.len() != 64 {

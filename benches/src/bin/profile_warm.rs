@@ -35,6 +35,17 @@ fn main() {
         }
         return;
     }
+    if std::env::var_os("COLD").is_some() {
+        let n = fixed.unwrap_or(100) as usize;
+        let fresh: Vec<AuthorizationRequest> =
+            (1..=n).map(|i| AuthorizationRequest { chain: chain(3, i), ..request.clone() }).collect();
+        if std::env::var_os("SKIP").is_none() {
+            for r in &fresh {
+                std::hint::black_box(engine.authorize(r).unwrap_or_else(|e| panic!("{e}")));
+            }
+        }
+        return;
+    }
     if let Some(n) = fixed {
         for _ in 0..n {
             std::hint::black_box(engine.authorize(&request).unwrap_or_else(|e| panic!("{e}")));
