@@ -9,10 +9,11 @@ import { AegisApprovalRequired, AegisDenied } from '../aegis.js';
 import { aegisTool } from '../integrations/ai.js';
 import { ROOT, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
 
-test('AI SDK: a wrapped tool executes only what Aegis allows', async () => {
+test('AI SDK: approval_needed goes through the SDK approval flow; deny never executes', async () => {
   const eng = engine();
   const chain = financeChain(uniqueTask('ai'));
   const ran = [];
+  const approvals = [];
   const payment = aegisTool(eng, chain, TOOL, tool({
     description: 'Create a payment',
     inputSchema: z.object({ amount: z.number(), currency: z.string(), destination: z.string() }),
@@ -20,17 +21,25 @@ test('AI SDK: a wrapped tool executes only what Aegis allows', async () => {
       ran.push(input.amount);
       return `paid ${input.amount}`;
     },
-  }));
-  const opts = { toolCallId: 'c1', messages: [] };
-  assert.equal(await payment.execute(pay(1200), opts), 'paid 1200');
-  await assert.rejects(payment.execute({ ...pay(10), destination: 'nope' }, opts), (e) => e instanceof AegisDenied);
-  let approvalId = '';
-  await assert.rejects(payment.execute(pay(9000), opts), (e) => {
-    approvalId = e.approvalId;
-    return e instanceof AegisApprovalRequired;
+  }), {
+    // Stands in for the human answering the SDK's approval request.
+    approve: (approvalId) => {
+      approvals.push(approvalId);
+      return eng.approve(approvalId, approverChain()).overrideToken ?? undefined;
+    },
   });
-  const token = eng.approve(approvalId, approverChain()).overrideToken;
-  assert.equal(await payment.execute(pay(9000), { ...opts, experimental_context: { aegisApprovalToken: token } }), 'paid 9000');
+  const opts = (id) => ({ toolCallId: id, messages: [] });
+  // As the SDK does: ask needsApproval, then execute.
+  assert.equal(await payment.needsApproval(pay(1200), opts('c1')), false);
+  assert.equal(await payment.execute(pay(1200), opts('c1')), 'paid 1200');
+  assert.equal(await payment.needsApproval(pay(9000), opts('c2')), true);
+  assert.equal(await payment.execute(pay(9000), opts('c2')), 'paid 9000');
+  assert.equal(approvals.length, 1);
+  assert.equal(await payment.needsApproval({ ...pay(10), destination: 'nope' }, opts('c3')), false);
+  await assert.rejects(payment.execute({ ...pay(10), destination: 'nope' }, opts('c3')), (e) => e instanceof AegisDenied);
+  // Without an approver the approval surfaces as an error the app can act on.
+  const unattended = aegisTool(eng, chain, TOOL, { execute: async () => 'ran' });
+  await assert.rejects(unattended.execute(pay(7000), opts('c4')), (e) => e instanceof AegisApprovalRequired);
   assert.deepEqual(ran, [1200, 9000]);
 });
 
