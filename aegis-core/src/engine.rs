@@ -612,7 +612,9 @@ impl Engine {
         self.store.insert_pending(&pending)?;
         decision.approval_id = Some(approval_id);
         if let Some(notify) = &self.notifier {
-            notify(&pending);
+            // The approval is already durable; a notifier that panics must not turn the
+            // decision into an error (it is reported by nothing but its own absence).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| notify(&pending)));
         }
         Ok(())
     }

@@ -232,3 +232,18 @@ fn decimal_arguments_decide_like_integers_do() {
     args["amount"] = json!(9000);
     assert_eq!(engine.authorize(&request(fx.chain(), args)).unwrap().outcome, Outcome::ApprovalNeeded);
 }
+
+#[test]
+fn a_panicking_notifier_does_not_change_the_decision() {
+    let fx = Fixture::new();
+    let engine = aegis_core::Engine::builder()
+        .bundle(Bundle::from_dir(payments_dir()).unwrap())
+        .trust_issuer(ISSUER, fx.issuer.public_key().clone())
+        .clock(fx.clock.clone())
+        .notifier(Arc::new(|_: &aegis_core::PendingApproval| panic!("pager down")))
+        .build()
+        .unwrap();
+    let d = engine.authorize(&request(fx.chain(), pay(9000, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(d.outcome, Outcome::ApprovalNeeded);
+    assert_eq!(engine.pending_approvals().unwrap().len(), 1);
+}
