@@ -391,9 +391,12 @@ impl PolicyIndex {
         }
         let by_action = buckets
             .into_iter()
-            .map(|(action, ps)| PolicySet::from_policies(ps).map(|set| (action, set)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))?;
+            .map(|(action, ps)| {
+                PolicySet::from_policies(ps)
+                    .map(|set| (action, set))
+                    .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))
+            })
+            .collect::<Result<_>>()?;
         Ok(Self { all: policies, by_action, effects })
     }
 
