@@ -13,7 +13,11 @@ fn repo_root() -> PathBuf {
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(dir.join("libaegis_ffi.so").is_file(), "libaegis_ffi.so not found in {}", dir.display());
+    assert!(
+        dir.join("libaegis_ffi.so").is_file(),
+        "libaegis_ffi.so not found in {}: build it first with `cargo build -p aegis-ffi` (scripts/test-all does)",
+        dir.display()
+    );
     dir
 }
 
