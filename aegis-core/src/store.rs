@@ -221,6 +221,9 @@ pub(crate) fn store_error(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreUnavailable, format!("store unavailable: {e}"))
 }
 
+/// Consumed ids kept in memory before expired ones are pruned.
+const USED_PRUNE_THRESHOLD: usize = 4096;
+
 /// The in-memory store: fast, per process, gone when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -276,7 +279,10 @@ impl Store for MemoryStore {
         if let Some(r) = c.reservations.iter().find(|r| r.enforce && spent(s.spend.get(&r.key), r.window_start) + r.amount > r.limit) {
             return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
         }
-        s.used.retain(|_, exp| *exp > c.now);
+        // Expired ids are harmless (the check above ignores them); prune in bulk, not per commit.
+        if s.used.len() >= USED_PRUNE_THRESHOLD {
+            s.used.retain(|_, exp| *exp > c.now);
+        }
         for (key, exp) in &c.consume {
             s.used.insert(key.clone(), *exp);
         }
@@ -285,10 +291,23 @@ impl Store for MemoryStore {
             entries.retain(|(at, _)| *at >= r.window_start);
             entries.push((c.now, r.amount));
         }
-        let task = s.tasks.entry(c.task_id.clone()).or_default();
-        task.version += 1;
-        task.duties.insert((c.entry.agent_id.clone(), c.entry.tool.clone()));
-        s.ledgers.entry(c.task_id.clone()).or_default().push(c.entry.clone());
+        // Lookups before inserts: the hot path (a known task, a known duty) allocates nothing
+        // but the ledger entry.
+        if !s.tasks.contains_key(&c.task_id) {
+            s.tasks.insert(c.task_id.clone(), TaskState::default());
+        }
+        if let Some(task) = s.tasks.get_mut(&c.task_id) {
+            task.version += 1;
+            if !task.duties.iter().any(|(a, t)| a == &c.entry.agent_id && t == &c.entry.tool) {
+                task.duties.insert((c.entry.agent_id.clone(), c.entry.tool.clone()));
+            }
+        }
+        match s.ledgers.get_mut(&c.task_id) {
+            Some(ledger) => ledger.push(c.entry.clone()),
+            None => {
+                s.ledgers.insert(c.task_id.clone(), vec![c.entry.clone()]);
+            }
+        }
         Ok(CommitOutcome::Committed)
     }
 
