@@ -53,19 +53,18 @@ pub(crate) fn build(
     now: i64,
     extra: Vec<(&'static str, Value)>,
 ) -> Result<Context> {
-    let args = match to_value(args)? {
-        Some(value) => value,
-        None => return build_with_decimals(chain, args, predicates, now, extra),
+    let mut attributes: Vec<(&'static str, Value)> = Vec::with_capacity(chain.context.len() + extra.len() + 3);
+    attributes.extend(chain.context.iter().cloned());
+    attributes.push(("now", Value::from(now)));
+    attributes.push(("predicates", Value::record(predicates.into_iter().map(|(k, v)| (k, Value::from(v))), None)));
+    attributes.extend(extra);
+    let Some(args) = to_value(args)? else {
+        return build_with_decimals(args, attributes);
     };
+    attributes.push(("args", args));
     // Collected then built in one go: `BTreeMap::from_iter` sorts and bulk-loads, which is
     // cheaper than a dozen separate inserts on the hot path.
-    let mut pairs: Vec<(SmolStr, Value)> = Vec::with_capacity(chain.context.len() + extra.len() + 3);
-    pairs.push(("args".into(), args));
-    pairs.extend(chain.context.iter().map(|(key, value)| (SmolStr::new_static(key), value.clone())));
-    pairs.push(("now".into(), Value::from(now)));
-    pairs.push(("predicates".into(), Value::record(predicates.into_iter().map(|(k, v)| (k, Value::from(v))), None)));
-    pairs.extend(extra.into_iter().map(|(key, value)| (SmolStr::new_static(key), value)));
-    let map: BTreeMap<SmolStr, Value> = pairs.into_iter().collect();
+    let map: BTreeMap<SmolStr, Value> = attributes.into_iter().map(|(k, v)| (SmolStr::new_static(k), v)).collect();
     Ok(Context::from(CoreContext::Value(Arc::new(map))))
 }
 
@@ -85,20 +84,11 @@ pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(&'static str, Value)> 
     out
 }
 
-/// The slow path, for arguments holding decimals.
-fn build_with_decimals(
-    chain: &VerifiedChain,
-    args: &Json,
-    predicates: impl IntoIterator<Item = (SmolStr, bool)>,
-    now: i64,
-    extra: Vec<(&'static str, Value)>,
-) -> Result<Context> {
+/// The slow path, for arguments holding decimals: every attribute goes through
+/// `RestrictedExpression`, which can build the decimal extension value.
+fn build_with_decimals(args: &Json, attributes: Vec<(&'static str, Value)>) -> Result<Context> {
     let mut pairs: Vec<(String, RestrictedExpression)> = vec![("args".into(), to_cedar(args, "args")?)];
-    let mut values: Vec<(&'static str, Value)> = chain.context.clone();
-    values.push(("now", Value::from(now)));
-    values.push(("predicates", Value::record(predicates.into_iter().map(|(k, v)| (k, Value::from(v))), None)));
-    values.extend(extra);
-    for (key, value) in values {
+    for (key, value) in attributes {
         let expr = RestrictedExpression::from_str(&value.to_string())
             .map_err(|e| Error::internal(format!("context value `{key}`: {e}")))?;
         pairs.push((key.to_owned(), expr));

@@ -370,16 +370,7 @@ impl Engine {
         }
         let bundle = self.bundle.load_full();
         let now = self.clock.now_secs();
-        let mut decision = Decision {
-            outcome: Outcome::Deny,
-            reasons: Vec::new(),
-            approval_id: None,
-            sanitized_args: None,
-            would_block: false,
-            break_glass_id: None,
-            decision_id: self.next_decision_id(),
-            policy_version: bundle.policy_version().to_owned(),
-        };
+        let mut decision = undecided(self.next_decision_id(), &bundle);
         match self.decide(&bundle, request, now, &mut decision) {
             Ok(()) => Ok(decision),
             Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => Err(e),
@@ -433,7 +424,7 @@ impl Engine {
             decision.would_block = would_block;
             decision.reasons.clear();
             decision.sanitized_args = None;
-            apply_evaluation(bundle, &eval, request, decision);
+            apply_evaluation(bundle, &eval, &request.tool, &request.args, decision);
             if decision.outcome == Outcome::ApprovalNeeded && approval.is_some() {
                 decision.outcome = Outcome::Allow;
                 for r in &mut decision.reasons {
@@ -732,18 +723,8 @@ impl Engine {
         let args = Json::Object(serde_json::Map::new());
         let cedar_request = self.cedar_request(&bundle, tool, chain, &args, None, now, extra)?;
         let (eval, _) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
-        let mut verdict = Decision {
-            outcome: Outcome::Deny,
-            reasons: Vec::new(),
-            approval_id: None,
-            sanitized_args: None,
-            would_block: false,
-            break_glass_id: None,
-            decision_id: String::new(),
-            policy_version: bundle.policy_version().to_owned(),
-        };
-        let probe = AuthorizationRequest { chain: Vec::new(), tool: APPROVE_ACTION.into(), args, resource: None, proof: None, approval_token: None };
-        apply_evaluation(&bundle, &eval, &probe, &mut verdict);
+        let mut verdict = undecided(String::new(), &bundle);
+        apply_evaluation(&bundle, &eval, APPROVE_ACTION, &args, &mut verdict);
         if verdict.outcome == Outcome::Allow {
             Ok(verdict.reasons)
         } else {
@@ -775,7 +756,8 @@ impl Engine {
             match self.store.commit(&commit)? {
                 CommitOutcome::Conflict => continue,
                 CommitOutcome::Committed => return Ok(()),
-                other => return Err(Error::new(ErrorCode::TaskEnded, format!("cannot record the approval: {other:?}"))),
+                // The commit consumes nothing and reserves nothing: an ended task is all that is left.
+                _ => return Err(Error::new(ErrorCode::TaskEnded, format!("task `{task_id}` has ended"))),
             }
         }
         Err(Error::new(ErrorCode::Contention, format!("task `{task_id}` kept changing")))
@@ -919,7 +901,21 @@ fn budget_reservations(tool: &ToolEntry, chain: &VerifiedChain, args: &Json, now
         .collect()
 }
 
-fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, request: &AuthorizationRequest, decision: &mut Decision) {
+/// A deny with no reasons yet: what a decision is until evaluation says otherwise.
+fn undecided(decision_id: String, bundle: &Bundle) -> Decision {
+    Decision {
+        outcome: Outcome::Deny,
+        reasons: Vec::new(),
+        approval_id: None,
+        sanitized_args: None,
+        would_block: false,
+        break_glass_id: None,
+        decision_id,
+        policy_version: bundle.policy_version().to_owned(),
+    }
+}
+
+fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, args: &Json, decision: &mut Decision) {
     let reason = |code: ErrorCode, id: &PolicyId, fallback: &str| Reason {
         code,
         policy_id: Some(AsRef::<str>::as_ref(id).to_owned()),
@@ -942,7 +938,7 @@ fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, request: &AuthorizationR
             decision.reasons.push(Reason {
                 code: ErrorCode::NoMatchingPermit,
                 policy_id: None,
-                message: format!("no policy permits `{}` for this caller", request.tool),
+                message: format!("no policy permits `{tool}` for this caller"),
             });
         }
         CedarDecision::Deny => {
@@ -964,7 +960,7 @@ fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, request: &AuthorizationR
             if paths.is_empty() {
                 decision.outcome = Outcome::Allow;
             } else {
-                let mut sanitized = request.args.clone();
+                let mut sanitized = args.clone();
                 crate::context::redact(&mut sanitized, &paths);
                 decision.outcome = Outcome::Sanitize;
                 decision.sanitized_args = Some(sanitized);

@@ -10,14 +10,7 @@ fn main() {
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     // `profile_warm 0 N`: exactly N decisions (for instruction counts under callgrind).
     let fixed: Option<u64> = std::env::args().nth(2).and_then(|s| s.parse().ok());
-    let mut sources = payments_sources();
-    if std::env::var_os("NO_SHADOW").is_some() {
-        for (_, src) in &mut sources.policies {
-            if let Some(at) = src.find("// Shadow:") {
-                src.truncate(at);
-            }
-        }
-    }
+    let sources = payments_sources();
     let engine = engine(Bundle::from_sources(&sources).unwrap_or_else(|e| panic!("{e}")));
     let request = AuthorizationRequest {
         chain: chain(2, 0),
