@@ -43,55 +43,62 @@ use smol_str::SmolStr;
 use crate::credential::VerifiedChain;
 use crate::error::{Error, Result};
 
+/// The attributes that do not depend on the call: the chain's, `task` and `break_glass`.
+/// The engine caches this map per task and clones it for each call.
+pub(crate) fn base(chain: &VerifiedChain, task: Value, break_glass: bool) -> BTreeMap<SmolStr, Value> {
+    let mut map: BTreeMap<SmolStr, Value> = chain.context.iter().cloned().collect();
+    map.insert(SmolStr::new_static("task"), task);
+    map.insert(SmolStr::new_static("break_glass"), Value::from(break_glass));
+    map
+}
+
 /// Builds the context as Cedar values directly: the restricted-expression path
 /// (`Context::from_pairs`) re-interprets every literal and costs as much as evaluating the
 /// policies. Arguments holding decimals take that path, since a decimal is an extension value.
 pub(crate) fn build(
-    chain: &VerifiedChain,
+    mut base: BTreeMap<SmolStr, Value>,
     args: &Json,
     predicates: impl IntoIterator<Item = (SmolStr, bool)>,
     now: i64,
-    extra: Vec<(&'static str, Value)>,
+    approval: Option<Value>,
 ) -> Result<Context> {
-    let mut attributes: Vec<(&'static str, Value)> = Vec::with_capacity(chain.context.len() + extra.len() + 3);
-    attributes.extend(chain.context.iter().cloned());
-    attributes.push(("now", Value::from(now)));
-    attributes.push(("predicates", Value::record(predicates.into_iter().map(|(k, v)| (k, Value::from(v))), None)));
-    attributes.extend(extra);
+    let predicates: BTreeMap<SmolStr, Value> = predicates.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+    base.insert(SmolStr::new_static("now"), Value::from(now));
+    base.insert(SmolStr::new_static("predicates"), Value::record_arc(Arc::new(predicates), None));
+    if let Some(approval) = approval {
+        base.insert(SmolStr::new_static("approval"), approval);
+    }
     let Some(args) = to_value(args)? else {
-        return build_with_decimals(args, attributes);
+        return build_with_decimals(args, base);
     };
-    attributes.push(("args", args));
-    // Collected then built in one go: `BTreeMap::from_iter` sorts and bulk-loads, which is
-    // cheaper than a dozen separate inserts on the hot path.
-    let map: BTreeMap<SmolStr, Value> = attributes.into_iter().map(|(k, v)| (SmolStr::new_static(k), v)).collect();
-    Ok(Context::from(CoreContext::Value(Arc::new(map))))
+    base.insert(SmolStr::new_static("args"), args);
+    Ok(Context::from(CoreContext::Value(Arc::new(base))))
 }
 
 /// The context attributes that depend only on the chain.
-pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(&'static str, Value)> {
+pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(SmolStr, Value)> {
     let mut out = vec![
-        ("agent_id", Value::from(chain.agent_id.as_str())),
-        ("initiator", Value::from(chain.initiator.as_str())),
-        ("lineage", string_set(chain.lineage.iter().map(String::as_str))),
-        ("depth", Value::from(i64::try_from(chain.depth).unwrap_or(i64::MAX))),
-        ("task_id", Value::from(chain.task_id.as_str())),
-        ("intent", Value::from(chain.intent.as_str())),
+        (SmolStr::new_static("agent_id"), Value::from(chain.agent_id.as_str())),
+        (SmolStr::new_static("initiator"), Value::from(chain.initiator.as_str())),
+        (SmolStr::new_static("lineage"), string_set(chain.lineage.iter().map(String::as_str))),
+        (SmolStr::new_static("depth"), Value::from(i64::try_from(chain.depth).unwrap_or(i64::MAX))),
+        (SmolStr::new_static("task_id"), Value::from(chain.task_id.as_str())),
+        (SmolStr::new_static("intent"), Value::from(chain.intent.as_str())),
     ];
     if let Some(parent) = &chain.parent_agent_id {
-        out.push(("parent_agent_id", Value::from(parent.as_str())));
+        out.push((SmolStr::new_static("parent_agent_id"), Value::from(parent.as_str())));
     }
     out
 }
 
 /// The slow path, for arguments holding decimals: every attribute goes through
 /// `RestrictedExpression`, which can build the decimal extension value.
-fn build_with_decimals(args: &Json, attributes: Vec<(&'static str, Value)>) -> Result<Context> {
+fn build_with_decimals(args: &Json, attributes: BTreeMap<SmolStr, Value>) -> Result<Context> {
     let mut pairs: Vec<(String, RestrictedExpression)> = vec![("args".into(), to_cedar(args, "args")?)];
     for (key, value) in attributes {
         let expr = RestrictedExpression::from_str(&value.to_string())
             .map_err(|e| Error::internal(format!("context value `{key}`: {e}")))?;
-        pairs.push((key.to_owned(), expr));
+        pairs.push((key.to_string(), expr));
     }
     Context::from_pairs(pairs).map_err(|e| Error::internal(format!("context: {e}")))
 }

@@ -175,7 +175,7 @@ pub struct VerifiedChain {
     /// The chain is valid until this time (earliest `exp`), seconds.
     pub expires_at: i64,
     /// The chain's part of the Cedar context, built once per verified chain.
-    pub(crate) context: Vec<(&'static str, cedar_policy_core::ast::Value)>,
+    pub(crate) context: Vec<(smol_str::SmolStr, cedar_policy_core::ast::Value)>,
 }
 
 impl VerifiedChain {

@@ -1,6 +1,6 @@
 //! The `Engine`: one entry point that decides whether a tool call may run.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -249,7 +249,7 @@ impl EngineBuilder {
             notifier: self.notifier,
             id_prefix,
             id_counter: AtomicU64::new(0),
-            task_contexts: Mutex::new(HashMap::new()),
+            base_contexts: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -269,15 +269,18 @@ pub struct Engine {
     notifier: Option<ApprovalNotifier>,
     id_prefix: String,
     id_counter: AtomicU64,
-    task_contexts: Mutex<HashMap<String, CachedTaskContext>>,
+    base_contexts: Mutex<HashMap<String, CachedBaseContext>>,
 }
 
-/// The `task` context record last built for a task: most calls find the duties unchanged.
-struct CachedTaskContext {
+/// The call-independent part of the context last built for a task: most calls in a task come
+/// from the same verified chain and find the duties unchanged, so only `now`, `args` and
+/// `predicates` are new.
+struct CachedBaseContext {
+    /// Compared by pointer: a verified chain is immutable and cached by the verifier.
+    chain: Arc<VerifiedChain>,
     duties: BTreeSet<(String, String)>,
-    agent_id: String,
-    lineage: Vec<String>,
-    value: Value,
+    break_glass: bool,
+    base: BTreeMap<SmolStr, Value>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -295,33 +298,33 @@ impl Engine {
     /// A unique decision id: a random per-engine prefix and a counter. Decision ids identify,
     /// they do not authorize, so they need uniqueness, not a system call per decision.
     fn next_decision_id(&self) -> String {
-        format!("dec_{}{:x}", self.id_prefix, self.id_counter.fetch_add(1, Ordering::Relaxed))
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(4 + self.id_prefix.len() + 16);
+        id.push_str("dec_");
+        id.push_str(&self.id_prefix);
+        push_hex(&mut id, n);
+        id
     }
 
     /// The `task` context record, reused while the task's duties and the caller are unchanged.
-    fn task_context(&self, state: &TaskState, chain: &VerifiedChain) -> Value {
-        let Ok(mut cache) = self.task_contexts.lock() else {
-            return task_context(state, chain);
+    /// The context attributes that do not depend on the call's arguments or time.
+    fn base_context(&self, state: &TaskState, chain: &Arc<VerifiedChain>, break_glass: bool) -> BTreeMap<SmolStr, Value> {
+        let build = || crate::context::base(chain, task_context(state, chain), break_glass);
+        let Ok(mut cache) = self.base_contexts.lock() else {
+            return build();
         };
         if let Some(hit) = cache.get(&chain.task_id) {
-            if hit.duties == state.duties && hit.agent_id == chain.agent_id && hit.lineage == chain.lineage {
-                return hit.value.clone();
+            if Arc::ptr_eq(&hit.chain, chain) && hit.break_glass == break_glass && hit.duties == state.duties {
+                return hit.base.clone();
             }
         }
-        let value = task_context(state, chain);
+        let base = build();
         if cache.len() >= TASK_CONTEXT_CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(
-            chain.task_id.clone(),
-            CachedTaskContext {
-                duties: state.duties.clone(),
-                agent_id: chain.agent_id.clone(),
-                lineage: chain.lineage.clone(),
-                value: value.clone(),
-            },
-        );
-        value
+        let entry = CachedBaseContext { chain: Arc::clone(chain), duties: state.duties.clone(), break_glass, base: base.clone() };
+        cache.insert(chain.task_id.clone(), entry);
+        base
     }
 
     /// The version of the bundle in force.
@@ -418,8 +421,8 @@ impl Engine {
             }
             let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, now));
             decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
-            let extra = vec![("task", self.task_context(&state, &chain)), ("break_glass", Value::from(grant.is_some()))];
-            let cedar_request = self.cedar_request(bundle, tool, &chain, &request.args, request.resource.as_ref(), now, extra)?;
+            let base = self.base_context(&state, &chain, grant.is_some());
+            let cedar_request = self.cedar_request(bundle, tool, &chain, base, &request.args, request.resource.as_ref(), now, None)?;
             let (eval, would_block) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
             decision.would_block = would_block;
             decision.reasons.clear();
@@ -502,16 +505,17 @@ impl Engine {
         bundle: &Bundle,
         tool: &ToolEntry,
         chain: &VerifiedChain,
+        base: BTreeMap<SmolStr, Value>,
         args: &Json,
         resource: Option<&ResourceRef>,
         now: i64,
-        extra: Vec<(&'static str, Value)>,
+        approval: Option<Value>,
     ) -> Result<Request> {
         let predicates = tool.predicates.iter().map(|p| {
             let holds = crate::context::lookup(args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
         });
-        let context = crate::context::build(chain, args, predicates, now, extra)?;
+        let context = crate::context::build(base, args, predicates, now, approval)?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
         let resource = match resource {
             None => tool.default_resource.clone(),
@@ -680,7 +684,7 @@ impl Engine {
     }
 
     /// Built-in segregation of duties, then the bundle's `aegis.approve` policies.
-    fn check_approver(&self, pending: &PendingApproval, chain: &VerifiedChain, now: i64) -> Result<Vec<Reason>> {
+    fn check_approver(&self, pending: &PendingApproval, chain: &Arc<VerifiedChain>, now: i64) -> Result<Vec<Reason>> {
         let approver = chain.agent_id.as_str();
         let conflict = |why: &str| Err(Error::new(ErrorCode::ApproverConflict, format!("`{approver}` {why}")));
         if approver == pending.agent_id {
@@ -719,9 +723,9 @@ impl Engine {
             ],
             None,
         );
-        let extra = vec![("task", self.task_context(&state, chain)), ("break_glass", Value::from(false)), ("approval", approval)];
+        let base = self.base_context(&state, chain, false);
         let args = Json::Object(serde_json::Map::new());
-        let cedar_request = self.cedar_request(&bundle, tool, chain, &args, None, now, extra)?;
+        let cedar_request = self.cedar_request(&bundle, tool, chain, base, &args, None, now, Some(approval))?;
         let (eval, _) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
         let mut verdict = undecided(String::new(), &bundle);
         apply_evaluation(&bundle, &eval, APPROVE_ACTION, &args, &mut verdict);
@@ -915,6 +919,15 @@ fn undecided(decision_id: String, bundle: &Bundle) -> Decision {
     }
 }
 
+/// Appends `n` in lowercase hex, as `{:x}` would: by hand, because the formatting machinery
+/// costs more than the rest of a decision id.
+fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev().map(|d| d * 4) {
+        out.push(char::from(b"0123456789abcdef"[((n >> shift) & 0xf) as usize]));
+    }
+}
+
 fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, args: &Json, decision: &mut Decision) {
     let reason = |code: ErrorCode, id: &PolicyId, fallback: &str| Reason {
         code,
@@ -975,4 +988,18 @@ fn deny(mut decision: Decision, error: Error) -> Decision {
     decision.sanitized_args = None;
     decision.reasons = vec![Reason { code: error.code(), policy_id: None, message: error.message().to_owned() }];
     decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_id_counters_are_lowercase_hex() {
+        for n in [0, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX >> 4, u64::MAX] {
+            let mut out = String::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("{n:x}"));
+        }
+    }
 }

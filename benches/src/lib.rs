@@ -150,3 +150,20 @@ pub fn raw_cedar() -> (PolicySet, Request) {
     (policies, request)
 }
 
+
+/// The floor of a cold decision on `chain`: each link's own signature checked with
+/// `verify_strict` under the key that signed it (issuer, then each parent), on the link's real
+/// signing input. Returns the (key, message, signature) triples to verify.
+pub fn chain_signatures(chain: &[String]) -> Vec<(aegis_core::PublicKey, Vec<u8>, Vec<u8>)> {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(depth, token)| {
+            let (input, sig) = token.rsplit_once('.').unwrap_or_else(|| panic!("token has no signature"));
+            let signer = if depth == 0 { key(1) } else { key(1 + depth as u8) };
+            let sig = aegis_core::jws::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
+            assert!(signer.public_key().verify_strict(input.as_bytes(), &sig), "fixture link {depth} must verify");
+            (signer.public_key().clone(), input.as_bytes().to_vec(), sig)
+        })
+        .collect()
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Instruction counts (callgrind) per decision, as ratios: stable where wall clock on a shared VM
+# is not. Each figure is (run with N iterations - run with 0) / N, the median of three process
+# runs (hash seeds differ per process, and Cedar's policy order with them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release --locked -q -p aegis-benches --bin profile_warm
+bin=target/x86_64-unknown-linux-gnu/release/profile_warm
+count() { # env n
+  env $1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" 0 "$2" 2>&1 | sed -n 's/.*Collected : //p'
+}
+once() { # env n
+  local a b; a=$(count "$1" 0); b=$(count "$1" "$2"); echo $(( (b - a) / $2 ))
+}
+per() { # env n: median of three
+  printf '%s\n' "$(once "$1" "$2")" "$(once "$1" "$2")" "$(once "$1" "$2")" | sort -n | sed -n 2p
+}
+raw=$(per RAW=1 1000); warm=$(per WARM=1 1000); floor=$(per FLOOR=1 40)
+cold=$(( $(per COLD=1 40) - $(per "COLD=1 SKIP=1" 40) ))  # minus minting the fresh chains
+awk -v r="$raw" -v w="$warm" -v f="$floor" -v c="$cold" 'BEGIN {
+  printf "raw Cedar            %9d instructions\n", r
+  printf "warm decision        %9d instructions = %.3fx raw Cedar (target <= 1.25x)\n", w, w / r
+  printf "3 verify + raw Cedar %9d instructions\n", f
+  printf "cold decision        %9d instructions = %.3fx that floor (target <= 1.05x)\n", c, c / f
+}'
