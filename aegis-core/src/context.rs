@@ -62,9 +62,13 @@ pub(crate) fn build(
     now: i64,
     approval: Option<Value>,
 ) -> Result<Context> {
-    let predicates: BTreeMap<SmolStr, Value> = predicates.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+    // Inserted one by one: a tool has few predicates, and `from_iter` allocates and sorts.
+    let mut holding = BTreeMap::new();
+    for (name, holds) in predicates {
+        holding.insert(name, Value::from(holds));
+    }
     base.insert(SmolStr::new_static("now"), Value::from(now));
-    base.insert(SmolStr::new_static("predicates"), Value::record_arc(Arc::new(predicates), None));
+    base.insert(SmolStr::new_static("predicates"), Value::record_arc(Arc::new(holding), None));
     if let Some(approval) = approval {
         base.insert(SmolStr::new_static("approval"), approval);
     }

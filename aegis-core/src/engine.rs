@@ -477,7 +477,7 @@ impl Engine {
                         reservations,
                         now,
                     };
-                    match self.store.commit(&commit)? {
+                    match self.store.commit(commit)? {
                         CommitOutcome::Committed => return Ok(()),
                         CommitOutcome::Conflict => continue,
                         CommitOutcome::TaskEnded => {
@@ -757,7 +757,7 @@ impl Engine {
                 reservations: Vec::new(),
                 now,
             };
-            match self.store.commit(&commit)? {
+            match self.store.commit(commit)? {
                 CommitOutcome::Conflict => continue,
                 CommitOutcome::Committed => return Ok(()),
                 // The commit consumes nothing and reserves nothing: an ended task is all that is left.

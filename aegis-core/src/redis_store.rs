@@ -238,7 +238,7 @@ impl Store for RedisStore {
         entries.iter().map(|e| parse(e)).collect()
     }
 
-    fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
         let mut reserved = Vec::new();
         for (n, r) in c.reservations.iter().enumerate() {
             let key = self.budget_key(&r.key);

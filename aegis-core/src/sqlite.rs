@@ -92,7 +92,7 @@ impl Store for SqliteStore {
         rows.map(|e| from_json::<LedgerEntry>(&e.map_err(store_error)?)).collect()
     }
 
-    fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
         let (version, ended): (i64, i64) = tx

@@ -195,8 +195,9 @@ pub trait Store: Send + Sync {
     fn task_state(&self, task_id: &str) -> Result<TaskState>;
     /// The task's full ledger, oldest first.
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>>;
-    /// Applies an allowed call, or says why not.
-    fn commit(&self, commit: &Commit) -> Result<CommitOutcome>;
+    /// Applies an allowed call, or says why not. Takes the commit by value: the ledger keeps
+    /// its entry.
+    fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
     /// What has been spent against `key` since `window_start`.
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64>;
     /// Ends a task: later calls with its credentials are denied.
@@ -264,7 +265,7 @@ impl Store for MemoryStore {
         Ok(self.lock()?.ledgers.get(task_id).cloned().unwrap_or_default())
     }
 
-    fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
         let mut s = self.lock()?;
         let (ended, version) = s.tasks.get(&c.task_id).map_or((false, 0), |t| (t.ended, t.version));
         if ended {
@@ -291,21 +292,22 @@ impl Store for MemoryStore {
             entries.retain(|(at, _)| *at >= r.window_start);
             entries.push((c.now, r.amount));
         }
-        // Lookups before inserts: the hot path (a known task, a known duty) allocates nothing
-        // but the ledger entry.
-        if !s.tasks.contains_key(&c.task_id) {
-            s.tasks.insert(c.task_id.clone(), TaskState::default());
-        }
-        if let Some(task) = s.tasks.get_mut(&c.task_id) {
+        // Lookups before inserts: the hot path (a known task, a known duty) allocates nothing;
+        // the ledger takes the commit's entry.
+        let duty = |task: &mut TaskState, entry: &LedgerEntry| {
             task.version += 1;
-            if !task.duties.iter().any(|(a, t)| a == &c.entry.agent_id && t == &c.entry.tool) {
-                task.duties.insert((c.entry.agent_id.clone(), c.entry.tool.clone()));
+            if !task.duties.iter().any(|(a, t)| a == &entry.agent_id && t == &entry.tool) {
+                task.duties.insert((entry.agent_id.clone(), entry.tool.clone()));
             }
+        };
+        match s.tasks.get_mut(&c.task_id) {
+            Some(task) => duty(task, &c.entry),
+            None => duty(s.tasks.entry(c.task_id.clone()).or_default(), &c.entry),
         }
         match s.ledgers.get_mut(&c.task_id) {
-            Some(ledger) => ledger.push(c.entry.clone()),
+            Some(ledger) => ledger.push(c.entry),
             None => {
-                s.ledgers.insert(c.task_id.clone(), vec![c.entry.clone()]);
+                s.ledgers.insert(c.task_id, vec![c.entry]);
             }
         }
         Ok(CommitOutcome::Committed)

@@ -64,35 +64,35 @@ fn pending(id: &str, created: i64) -> PendingApproval {
 
 fn conformance(store: &dyn Store) {
     assert_eq!(store.task_state("t1").unwrap(), Default::default());
-    assert_eq!(store.commit(&commit("t1", 0, &["proof:a"], vec![budget(3000, true)], "d1")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.commit(commit("t1", 0, &["proof:a"], vec![budget(3000, true)], "d1")).unwrap(), CommitOutcome::Committed);
     let state = store.task_state("t1").unwrap();
     assert_eq!(state.version, 1);
     assert!(state.duties.contains(&("finance-agent".to_owned(), TOOL.to_owned())));
     assert_eq!(store.ledger("t1").unwrap(), vec![entry("finance-agent", TOOL, "d1")]);
 
     // Stale version, reused id, exceeded budget: each refused, and nothing of the commit applies.
-    assert_eq!(store.commit(&commit("t1", 0, &[], vec![], "d2")).unwrap(), CommitOutcome::Conflict);
-    assert_eq!(store.commit(&commit("t1", 1, &["fresh", "proof:a"], vec![], "d3")).unwrap(), CommitOutcome::AlreadyUsed("proof:a".into()));
+    assert_eq!(store.commit(commit("t1", 0, &[], vec![], "d2")).unwrap(), CommitOutcome::Conflict);
+    assert_eq!(store.commit(commit("t1", 1, &["fresh", "proof:a"], vec![], "d3")).unwrap(), CommitOutcome::AlreadyUsed("proof:a".into()));
     assert_eq!(
-        store.commit(&commit("t1", 1, &["fresh2"], vec![budget(2001, true)], "d4")).unwrap(),
+        store.commit(commit("t1", 1, &["fresh2"], vec![budget(2001, true)], "d4")).unwrap(),
         CommitOutcome::BudgetExceeded("payments/task/t1".into())
     );
     assert_eq!(store.task_state("t1").unwrap().version, 1);
     assert_eq!(store.ledger("t1").unwrap().len(), 1);
     assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 3000);
     // `fresh` was not consumed by the refused commit.
-    assert_eq!(store.commit(&commit("t1", 1, &["fresh"], vec![budget(2000, true)], "d5")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.commit(commit("t1", 1, &["fresh"], vec![budget(2000, true)], "d5")).unwrap(), CommitOutcome::Committed);
     assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 5000);
     // An approved override records spending without enforcing the limit; the window forgets.
-    assert_eq!(store.commit(&commit("t1", 2, &[], vec![budget(9000, false)], "d6")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.commit(commit("t1", 2, &[], vec![budget(9000, false)], "d6")).unwrap(), CommitOutcome::Committed);
     assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 14_000);
     assert_eq!(store.budget_spent("payments/task/t1", NOW + 1).unwrap(), 0);
     // Tasks are independent.
-    assert_eq!(store.commit(&commit("t2", 0, &[], vec![], "d7")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.commit(commit("t2", 0, &[], vec![], "d7")).unwrap(), CommitOutcome::Committed);
 
     store.end_task("t1", NOW).unwrap();
     assert!(store.task_state("t1").unwrap().ended);
-    assert_eq!(store.commit(&commit("t1", 3, &[], vec![], "d8")).unwrap(), CommitOutcome::TaskEnded);
+    assert_eq!(store.commit(commit("t1", 3, &[], vec![], "d8")).unwrap(), CommitOutcome::TaskEnded);
     assert!(!store.task_state("t2").unwrap().ended);
 
     // Approvals.

@@ -151,19 +151,21 @@ pub fn raw_cedar() -> (PolicySet, Request) {
 }
 
 
-/// The floor of a cold decision on `chain`: each link's own signature checked with
-/// `verify_strict` under the key that signed it (issuer, then each parent), on the link's real
-/// signing input. Returns the (key, message, signature) triples to verify.
-pub fn chain_signatures(chain: &[String]) -> Vec<(aegis_core::PublicKey, Vec<u8>, Vec<u8>)> {
+/// The floor of a cold decision on `chain`: each link's own signature checked by
+/// ed25519-dalek's `verify_strict` under the key that signed it (issuer, then each parent), on
+/// the link's real signing input.
+pub fn chain_signatures(chain: &[String]) -> Vec<(ed25519_dalek::VerifyingKey, Vec<u8>, ed25519_dalek::Signature)> {
     chain
         .iter()
         .enumerate()
         .map(|(depth, token)| {
             let (input, sig) = token.rsplit_once('.').unwrap_or_else(|| panic!("token has no signature"));
             let signer = if depth == 0 { key(1) } else { key(1 + depth as u8) };
+            let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
             let sig = aegis_core::jws::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
-            assert!(signer.public_key().verify_strict(input.as_bytes(), &sig), "fixture link {depth} must verify");
-            (signer.public_key().clone(), input.as_bytes().to_vec(), sig)
+            let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap_or_else(|e| panic!("{e}"));
+            assert!(key.verify_strict(input.as_bytes(), &sig).is_ok(), "fixture link {depth} must verify");
+            (key, input.as_bytes().to_vec(), sig)
         })
         .collect()
 }
