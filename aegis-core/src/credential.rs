@@ -308,21 +308,37 @@ impl ChainVerifier {
             links.push(parsed.claims);
         }
         let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
-        let (leaf, ancestors) = links.split_last().ok_or_else(|| Error::internal("empty chain after verification"))?;
-        let root = links.first().unwrap_or(leaf);
+        let not_before = links.iter().map(|l| l.nbf.max(l.iat)).max().unwrap_or(i64::MAX);
+        let expires_at = links.iter().map(|l| l.exp).min().unwrap_or(i64::MIN);
+        let depth = links.len().saturating_sub(1);
+        let intent = links.first().map(|root| root.intent.clone()).unwrap_or_default();
+        // The claims are taken apart rather than copied: this runs for every cold chain.
+        let mut lineage = Vec::with_capacity(depth);
+        let mut credential_ids = Vec::with_capacity(links.len());
+        let mut leaf = None;
+        for (i, link) in links.into_iter().enumerate() {
+            credential_ids.push(link.jti);
+            if i == depth {
+                leaf = Some((link.sub, link.task, link.scope));
+            } else {
+                lineage.push(link.sub);
+            }
+        }
+        let (agent_id, task_id, scope) = leaf.ok_or_else(|| Error::internal("empty chain after verification"))?;
+        let initiator = lineage.first().unwrap_or(&agent_id).clone();
         let mut chain = VerifiedChain {
-            agent_id: leaf.sub.clone(),
-            parent_agent_id: ancestors.last().map(|p| p.sub.clone()),
-            initiator: root.sub.clone(),
-            lineage: ancestors.iter().map(|l| l.sub.clone()).collect(),
-            task_id: leaf.task.clone(),
-            intent: root.intent.clone(),
-            scope: leaf.scope.clone(),
-            depth: ancestors.len(),
+            agent_id,
+            parent_agent_id: lineage.last().cloned(),
+            initiator,
+            lineage,
+            task_id,
+            intent,
+            scope,
+            depth,
             leaf_key,
-            credential_ids: links.iter().map(|l| l.jti.clone()).collect(),
-            not_before: links.iter().map(|l| l.nbf.max(l.iat)).max().unwrap_or(i64::MAX),
-            expires_at: links.iter().map(|l| l.exp).min().unwrap_or(i64::MIN),
+            credential_ids,
+            not_before,
+            expires_at,
             context: Vec::new(),
         };
         chain.context = crate::context::chain_values(&chain);
@@ -333,9 +349,9 @@ impl ChainVerifier {
     /// across many credentials, and point decompression costs as much as the rest of parsing.
     fn cnf_key(&self, jwk: &Jwk) -> Result<PublicKey> {
         // A hit must be the identical JWK, so every check `from_jwk` makes has already passed.
-        if let Some((cached, key)) = self.keys.read().ok().and_then(|k| k.get(&jwk.x).cloned()) {
-            if &cached == jwk {
-                return Ok(key);
+        if let Ok(keys) = self.keys.read() {
+            if let Some((_, key)) = keys.get(&jwk.x).filter(|(cached, _)| cached == jwk) {
+                return Ok(key.clone());
             }
         }
         let key = PublicKey::from_jwk(jwk)?;

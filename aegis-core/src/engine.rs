@@ -276,7 +276,8 @@ pub struct Engine {
 /// from the same verified chain and find the duties unchanged, so only `now`, `args` and
 /// `predicates` are new.
 struct CachedBaseContext {
-    /// Compared by pointer: a verified chain is immutable and cached by the verifier.
+    /// The chain it was built for; a newly verified chain with the same context values (the
+    /// same agents, task and intent) reuses it.
     chain: Arc<VerifiedChain>,
     duties: BTreeSet<(String, String)>,
     break_glass: bool,
@@ -314,7 +315,8 @@ impl Engine {
             return build();
         };
         if let Some(hit) = cache.get(&chain.task_id) {
-            if Arc::ptr_eq(&hit.chain, chain) && hit.break_glass == break_glass && hit.duties == state.duties {
+            let same_chain = Arc::ptr_eq(&hit.chain, chain) || hit.chain.context == chain.context;
+            if same_chain && hit.break_glass == break_glass && hit.duties == state.duties {
                 return hit.base.clone();
             }
         }

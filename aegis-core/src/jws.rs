@@ -12,9 +12,6 @@ use serde_json::Value;
 use crate::error::{Error, ErrorCode, Result};
 use crate::keys::{KeyPair, PublicKey};
 
-/// Header members that let a token choose its own key or processing rules.
-const FORBIDDEN_HEADERS: &[&str] = &["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip"];
-
 /// Encodes bytes as unpadded base64url.
 pub fn b64_encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -22,14 +19,12 @@ pub fn b64_encode(bytes: &[u8]) -> String {
 
 /// Decodes unpadded base64url, accepting only the canonical encoding (no padding, no stray
 /// trailing bits, no other alphabets): one value has exactly one accepted spelling.
+///
+/// The `URL_SAFE_NO_PAD` engine already refuses padding, non-zero trailing bits and foreign
+/// characters; `every_accepted_spelling_is_canonical` checks that exhaustively for every
+/// final quantum, so no re-encoding is needed here.
 pub fn b64_decode(text: &str) -> Result<Vec<u8>> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| Error::malformed_token("segment is not canonical base64url"))?;
-    if URL_SAFE_NO_PAD.encode(&bytes) != text {
-        return Err(Error::malformed_token("segment is not canonical base64url"));
-    }
-    Ok(bytes)
+    URL_SAFE_NO_PAD.decode(text).map_err(|_| Error::malformed_token("segment is not canonical base64url"))
 }
 
 /// The protected header Aegis writes and accepts.
@@ -62,8 +57,7 @@ impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
         else {
             return Err(Error::malformed_token("a compact jws has exactly three segments"));
         };
-        let header_value = decode_json_segment(h, "header")?;
-        let header = check_header(header_value, expected_typ)?;
+        let header = parse_header(&b64_decode(h)?, expected_typ)?;
         // Typed claims are decoded directly: derived deserializers already refuse duplicate and
         // unknown members, so no intermediate tree is needed.
         let payload = b64_decode(p)?;
@@ -103,19 +97,59 @@ pub fn sign<T: Serialize>(claims: &T, typ: &str, key: &KeyPair) -> Result<String
     Ok(token)
 }
 
-fn decode_json_segment(segment: &str, what: &str) -> Result<Value> {
-    let bytes = b64_decode(segment)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Error::malformed_token(format!("{what} is not utf-8")))?;
-    crate::json::parse_value_strict(text)
-        .map_err(|e| Error::malformed_token(format!("{what}: {}", e.message())))
+/// The members of a protected header, as found (before any check).
+#[derive(Default)]
+struct HeaderMembers {
+    alg: Option<Value>,
+    typ: Option<Value>,
+    kid: Option<Value>,
+    /// The first member that is not `alg`, `typ` or `kid`.
+    other: Option<String>,
 }
 
-fn check_header(value: Value, expected_typ: &str) -> Result<JwsHeader> {
-    let Value::Object(map) = &value else {
-        return Err(Error::malformed_token("header is not a json object"));
-    };
-    match map.get("alg") {
+impl<'de> Deserialize<'de> for HeaderMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_map(HeaderVisitor)
+    }
+}
+
+/// Reads the header's members in one pass, refusing duplicates at any depth, without building
+/// a tree for the whole header: this runs for every link of every cold chain.
+struct HeaderVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
+    type Value = HeaderMembers;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a json object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<HeaderMembers, A::Error> {
+        let mut members = HeaderMembers::default();
+        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if seen.contains(&name) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{name}`")));
+            }
+            let crate::json::StrictValue(value) = map.next_value()?;
+            match name.as_ref() {
+                "alg" => members.alg = Some(value),
+                "typ" => members.typ = Some(value),
+                "kid" => members.kid = Some(value),
+                other => {
+                    members.other.get_or_insert_with(|| other.to_owned());
+                }
+            }
+            seen.push(name);
+        }
+        Ok(members)
+    }
+}
+
+fn parse_header(bytes: &[u8], expected_typ: &str) -> Result<JwsHeader> {
+    let members: HeaderMembers =
+        serde_json::from_slice(bytes).map_err(|e| Error::malformed_token(format!("header: invalid json: {e}")))?;
+    match &members.alg {
         Some(Value::String(alg)) if alg == "EdDSA" => {}
         Some(Value::String(alg)) => {
             return Err(Error::new(
@@ -125,16 +159,16 @@ fn check_header(value: Value, expected_typ: &str) -> Result<JwsHeader> {
         }
         _ => return Err(Error::new(ErrorCode::UnsupportedAlgorithm, "header has no string `alg`")),
     }
-    for name in map.keys() {
-        if FORBIDDEN_HEADERS.contains(&name.as_str()) || !matches!(name.as_str(), "alg" | "typ" | "kid") {
-            return Err(Error::new(
-                ErrorCode::ForbiddenHeader,
-                format!("header member `{name}` is not accepted"),
-            ));
-        }
+    if let Some(name) = &members.other {
+        // `jwk`, `jku`, `x5u`, `x5c`, `crit`, ... would let a token pick its own key or rules.
+        return Err(Error::new(ErrorCode::ForbiddenHeader, format!("header member `{name}` is not accepted")));
     }
-    let header: JwsHeader = serde_json::from_value(value)
-        .map_err(|e| Error::malformed_token(format!("invalid header: {e}")))?;
+    let text = |v: Option<Value>, member: &str| match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::malformed_token(format!("invalid header: `{member}` is not a string"))),
+    };
+    let header = JwsHeader { alg: "EdDSA".into(), typ: text(members.typ, "typ")?, kid: text(members.kid, "kid")? };
     match header.typ.as_deref() {
         Some(typ) if typ.eq_ignore_ascii_case(expected_typ) => Ok(header),
         Some(typ) => Err(Error::new(
@@ -163,6 +197,50 @@ mod tests {
         let mut bad = sig.clone();
         bad[0] ^= 1;
         assert!(!pair.public_key().verify_strict(signing_input.as_bytes(), &bad));
+    }
+
+    #[test]
+    fn every_accepted_spelling_is_canonical() {
+        // Every string of up to 3 characters over the alphabet plus look-alikes covers every
+        // final quantum (the only place a second spelling could hide); longer inputs add only
+        // whole 4-character groups, which have a single spelling.
+        let chars: Vec<char> =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/ .".chars().collect();
+        let mut accepted = 0;
+        let mut strings = vec![String::new()];
+        for _ in 0..3 {
+            strings = strings.iter().flat_map(|s| chars.iter().map(move |c| format!("{s}{c}"))).collect();
+            for text in &strings {
+                for prefixed in [text.clone(), format!("QUJD{text}")] {
+                    if let Ok(bytes) = b64_decode(&prefixed) {
+                        assert_eq!(b64_encode(&bytes), prefixed);
+                        accepted += 1;
+                    }
+                }
+            }
+        }
+        // One character never decodes; two carry 4 spare bits (4 choices for the last one),
+        // three carry 2 (16 choices): alone and after a full group.
+        assert_eq!(accepted, 2 * (64 * 4 + 64 * 64 * 16));
+    }
+
+    #[test]
+    fn header_members_are_checked_in_one_pass() {
+        let header = |json: &str| parse_header(json.as_bytes(), "t").map_err(|e| e.code());
+        assert!(header(r#"{"alg":"EdDSA","typ":"t","kid":"k"}"#).is_ok());
+        assert_eq!(header(r#"{"alg":"EdDSA","typ":"t","alg":"EdDSA"}"#), Err(ErrorCode::MalformedToken));
+        assert_eq!(header(r#"{"alg":"EdDSA","typ":"t","x":{"a":1,"a":2}}"#), Err(ErrorCode::MalformedToken));
+        assert_eq!(header(r#"{"alg":"none","typ":"t"}"#), Err(ErrorCode::UnsupportedAlgorithm));
+        assert_eq!(header(r#"{"alg":1,"typ":"t"}"#), Err(ErrorCode::UnsupportedAlgorithm));
+        assert_eq!(header(r#"{"typ":"t"}"#), Err(ErrorCode::UnsupportedAlgorithm));
+        for member in ["jwk", "jku", "x5u", "x5c", "crit", "b64", "zip", "extra"] {
+            assert_eq!(header(&format!(r#"{{"alg":"EdDSA","typ":"t","{member}":"x"}}"#)), Err(ErrorCode::ForbiddenHeader), "{member}");
+        }
+        assert_eq!(header(r#"{"alg":"EdDSA","typ":"JWT"}"#), Err(ErrorCode::WrongTokenType));
+        assert_eq!(header(r#"{"alg":"EdDSA"}"#), Err(ErrorCode::WrongTokenType));
+        assert_eq!(header(r#"{"alg":"EdDSA","typ":7}"#), Err(ErrorCode::MalformedToken));
+        assert_eq!(header(r#"["alg","EdDSA"]"#), Err(ErrorCode::MalformedToken));
+        assert_eq!(header(r#"{"alg":"EdDSA","typ":"t"} x"#), Err(ErrorCode::MalformedToken));
     }
 
     #[test]
