@@ -81,14 +81,15 @@ pub(crate) fn build(
 
 /// The context attributes that depend only on the chain.
 pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(SmolStr, Value)> {
-    let mut out = vec![
+    let mut out = Vec::with_capacity(7);
+    out.extend([
         (SmolStr::new_static("agent_id"), Value::from(chain.agent_id.as_str())),
         (SmolStr::new_static("initiator"), Value::from(chain.initiator.as_str())),
         (SmolStr::new_static("lineage"), string_set(chain.lineage.iter().map(String::as_str))),
         (SmolStr::new_static("depth"), Value::from(i64::try_from(chain.depth).unwrap_or(i64::MAX))),
         (SmolStr::new_static("task_id"), Value::from(chain.task_id.as_str())),
         (SmolStr::new_static("intent"), Value::from(chain.intent.as_str())),
-    ];
+    ]);
     if let Some(parent) = &chain.parent_agent_id {
         out.push((SmolStr::new_static("parent_agent_id"), Value::from(parent.as_str())));
     }

@@ -46,7 +46,7 @@ pub(crate) struct UnverifiedJws<'a, T> {
     pub header: JwsHeader,
     pub claims: T,
     signing_input: &'a str,
-    signature: Vec<u8>,
+    signature: [u8; 64],
 }
 
 impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
@@ -63,10 +63,16 @@ impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
         let payload = b64_decode(p)?;
         let claims = serde_json::from_slice(&payload)
             .map_err(|e| Error::malformed_token(format!("invalid claims: {e}")))?;
-        let signature = b64_decode(s)?;
-        if signature.len() != 64 {
+        // Exactly 86 characters decode to 64 bytes; other lengths are checked as base64 first,
+        // so a padded or otherwise malformed segment is reported as such.
+        let mut signature = [0u8; 64];
+        if s.len() != 86 {
+            b64_decode(s)?;
             return Err(Error::new(ErrorCode::SignatureInvalid, "an ed25519 signature is 64 bytes"));
         }
+        URL_SAFE_NO_PAD
+            .decode_slice(s, &mut signature)
+            .map_err(|_| Error::malformed_token("segment is not canonical base64url"))?;
         Ok(Self { header, claims, signing_input: &token[..h.len() + 1 + p.len()], signature })
     }
 

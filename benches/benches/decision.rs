@@ -16,14 +16,28 @@ fn args() -> serde_json::Value {
 }
 
 fn request(chain: Vec<String>) -> AuthorizationRequest {
-    AuthorizationRequest { chain, tool: "stripe.create_payment".into(), args: args(), resource: None, proof: None, approval_token: None }
+    AuthorizationRequest {
+        chain,
+        tool: "stripe.create_payment".into(),
+        args: args(),
+        resource: None,
+        proof: None,
+        approval_token: None,
+    }
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     let small = engine(Bundle::from_sources(&payments_sources()).unwrap());
     let padded_bundle = Bundle::from_sources(&padded_sources(100, 1000)).unwrap();
-    let padded_policies = padded_bundle.enforced_policies().for_action(&EntityUid::from_str(r#"Action::"tool_000.run""#).unwrap()).policies().count();
+    let padded_policies = padded_bundle
+        .enforced_policies()
+        .for_action(&EntityUid::from_str(r#"Action::"tool_000.run""#).unwrap())
+        .policies()
+        .count();
     let padded = engine(padded_bundle);
     let warm = request(chain(2, 0));
     assert_eq!(small.authorize(&warm).unwrap().outcome, Outcome::Allow);
@@ -31,41 +45,99 @@ fn main() {
     let (policies, cedar_request) = raw_cedar();
     let authorizer = Authorizer::new();
     let entities = Entities::empty();
-    assert_eq!(authorizer.is_authorized(&cedar_request, &policies, &entities).decision(), cedar_policy::Decision::Allow);
+    assert_eq!(
+        authorizer
+            .is_authorized(&cedar_request, &policies, &entities)
+            .decision(),
+        cedar_policy::Decision::Allow
+    );
 
-    let mut group = c.benchmark_group("decision");
-    group.bench_function("raw_cedar_is_authorized", |b| b.iter(|| authorizer.is_authorized(black_box(&cedar_request), &policies, &entities)));
-    group.bench_function("aegis_warm", |b| b.iter(|| small.authorize(black_box(&warm)).unwrap()));
-    group.bench_function("aegis_warm_1000_policies", |b| b.iter(|| padded.authorize(black_box(&warm)).unwrap()));
-
-    // Cold: every iteration presents a chain never seen before (root + 2 delegations).
+    // Set to skip criterion's runs and print only the paired ratios.
+    let paired_only = std::env::var_os("AEGIS_BENCH_PAIRED_ONLY").is_some();
     // The floor: ed25519-dalek's `verify_strict` on a depth-3 chain's own three links, then raw
     // Cedar on the prebuilt request.
     let links = chain_signatures(&chain(3, 0));
-    group.bench_function("floor_3_verify_strict_plus_raw_cedar", |b| {
-        b.iter(|| {
-            for (key, message, signature) in &links {
-                black_box(key.verify_strict(black_box(message), signature).is_ok());
-            }
-            authorizer.is_authorized(black_box(&cedar_request), &policies, &entities)
-        })
-    });
     let minted = std::sync::atomic::AtomicUsize::new(1);
-    group.bench_function("aegis_cold_depth_3", |b| {
-        b.iter_custom(|iters| {
-            // Unique chains across every sample: none can be in the cache.
-            let first = minted.fetch_add(iters as usize, std::sync::atomic::Ordering::Relaxed);
-            let fresh: Vec<AuthorizationRequest> = (first..first + iters as usize).map(|n| request(chain(3, n))).collect();
-            let start = Instant::now();
-            for r in &fresh {
-                black_box(small.authorize(r).unwrap());
+    if !paired_only {
+        let mut group = c.benchmark_group("decision");
+        group.bench_function("raw_cedar_is_authorized", |b| {
+            b.iter(|| authorizer.is_authorized(black_box(&cedar_request), &policies, &entities))
+        });
+        group.bench_function("aegis_warm", |b| {
+            b.iter(|| small.authorize(black_box(&warm)).unwrap())
+        });
+        group.bench_function("aegis_warm_1000_policies", |b| {
+            b.iter(|| padded.authorize(black_box(&warm)).unwrap())
+        });
+
+        // Cold: every iteration presents a chain never seen before (root + 2 delegations).
+        group.bench_function("floor_3_verify_strict_plus_raw_cedar", |b| {
+            b.iter(|| {
+                for (key, message, signature) in &links {
+                    black_box(key.verify_strict(black_box(message), signature).is_ok());
+                }
+                authorizer.is_authorized(black_box(&cedar_request), &policies, &entities)
+            })
+        });
+        group.bench_function("aegis_cold_depth_3", |b| {
+            b.iter_custom(|iters| {
+                // Unique chains across every sample: none can be in the cache.
+                let first = minted.fetch_add(iters as usize, std::sync::atomic::Ordering::Relaxed);
+                let fresh: Vec<AuthorizationRequest> = (first..first + iters as usize)
+                    .map(|n| request(chain(3, n)))
+                    .collect();
+                let start = Instant::now();
+                for r in &fresh {
+                    black_box(small.authorize(r).unwrap());
+                }
+                start.elapsed()
+            })
+        });
+        group.finish();
+    }
+    if !paired_only {
+        c.final_summary();
+        print_ratios(padded_policies);
+    }
+
+    // The same comparisons as paired ratios: both sides in alternating batches.
+    let warm_ratio = paired_ratio(
+        301,
+        200,
+        |_| {
+            drop(black_box(authorizer.is_authorized(
+                &cedar_request,
+                &policies,
+                &entities,
+            )))
+        },
+        |_| drop(black_box(small.authorize(&warm).unwrap())),
+    );
+    let first = minted.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed);
+    let fresh: Vec<AuthorizationRequest> = (0..301 * 10)
+        .map(|i| request(chain(3, first + i)))
+        .collect();
+    let cold_ratio = paired_ratio(
+        301,
+        10,
+        |_| {
+            for (key, message, signature) in &links {
+                black_box(key.verify_strict(message, signature).is_ok());
             }
-            start.elapsed()
-        })
-    });
-    group.finish();
-    c.final_summary();
-    print_ratios(padded_policies);
+            black_box(authorizer.is_authorized(&cedar_request, &policies, &entities));
+        },
+        |i| drop(black_box(small.authorize(&fresh[i]).unwrap())),
+    );
+    let padded_ratio = paired_ratio(
+        301,
+        200,
+        |_| drop(black_box(small.authorize(&warm).unwrap())),
+        |_| drop(black_box(padded.authorize(&warm).unwrap())),
+    );
+    println!("\nPaired wall-clock ratios (median of 301 rounds of alternating batches):");
+    println!("  warm decision / raw Cedar                       {warm_ratio}   (target <= 1.25x)");
+    println!("  cold decision, depth 3 / (3 verify + raw Cedar) {cold_ratio}   (target <= 1.05x)");
+    println!("  1,000-policy bundle / small bundle              {padded_ratio}   (target <= 1.2x)");
 }
 
 fn mean_ns(name: &str) -> Option<f64> {
@@ -89,9 +161,23 @@ fn print_ratios(padded_per_action: usize) {
         get("aegis_cold_depth_3"),
     );
     println!("\nAegis decision cost, as ratios (this machine):");
-    println!("  raw Cedar is_authorized             {:>9.2} µs", raw / 1e3);
-    println!("  warm decision (chain cached)        {:>9.2} µs  = {:.2}x raw Cedar   (target <= 1.25x)", warm / 1e3, warm / raw);
-    println!("  3x verify_strict + raw Cedar        {:>9.2} µs", floor / 1e3);
-    println!("  cold decision, chain depth 3        {:>9.2} µs  = {:.2}x that floor  (target <= 1.05x)", cold / 1e3, cold / floor);
+    println!(
+        "  raw Cedar is_authorized             {:>9.2} µs",
+        raw / 1e3
+    );
+    println!(
+        "  warm decision (chain cached)        {:>9.2} µs  = {:.2}x raw Cedar   (target <= 1.25x)",
+        warm / 1e3,
+        warm / raw
+    );
+    println!(
+        "  3x verify_strict + raw Cedar        {:>9.2} µs",
+        floor / 1e3
+    );
+    println!(
+        "  cold decision, chain depth 3        {:>9.2} µs  = {:.2}x that floor  (target <= 1.05x)",
+        cold / 1e3,
+        cold / floor
+    );
     println!("  warm decision, 1,000-policy bundle  {:>9.2} µs  = {:.2}x small bundle (target <= 1.2x; {padded_per_action} policies apply to a padded tool)", padded / 1e3, padded / warm);
 }

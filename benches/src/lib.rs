@@ -6,7 +6,10 @@ use std::str::FromStr;
 
 use cedar_policy::{Context, EntityUid, PolicySet, Request, RestrictedExpression};
 
-use aegis_core::{delegate, issue_root, Bundle, BundleSources, CredentialSpec, Engine, KeyPair, SystemClock, Clock};
+use aegis_core::{
+    delegate, issue_root, Bundle, BundleSources, Clock, CredentialSpec, Engine, KeyPair,
+    SystemClock,
+};
 
 /// The issuer name the fixtures trust.
 pub const ISSUER: &str = "https://issuer.bench.example";
@@ -34,14 +37,26 @@ pub fn payments_sources_as_shipped() -> BundleSources {
         manifest: read("manifest.yaml"),
         schema: read("payments.cedarschema"),
         schema_file: "payments.cedarschema".into(),
-        policies: ["approvals.cedar", "permits.cedar", "segregation.cedar", "limits.cedar"].iter().map(|f| ((*f).to_owned(), read(f))).collect(),
+        policies: [
+            "approvals.cedar",
+            "permits.cedar",
+            "segregation.cedar",
+            "limits.cedar",
+        ]
+        .iter()
+        .map(|f| ((*f).to_owned(), read(f)))
+        .collect(),
     }
 }
 
 /// The payments bundle padded to `policies` policies spread over `tools` extra tools.
 pub fn padded_sources(tools: usize, policies: usize) -> BundleSources {
     let mut sources = payments_sources();
-    let base = sources.policies.iter().map(|(_, s)| s.matches("@id(").count()).sum::<usize>();
+    let base = sources
+        .policies
+        .iter()
+        .map(|(_, s)| s.matches("@id(").count())
+        .sum::<usize>();
     let per_tool = (policies.saturating_sub(base)).div_ceil(tools);
     let mut schema = sources.schema.clone();
     let mut extra = String::new();
@@ -99,12 +114,26 @@ fn spec(agent: &str, k: &KeyPair, jti: &str) -> CredentialSpec {
 pub fn chain(links: usize, n: usize) -> Vec<String> {
     let issuer = key(1);
     let mut parent_key = key(2);
-    let root = issue_root(ISSUER, &issuer, spec("planner", &parent_key, &format!("root-{n}"))).unwrap_or_default();
+    let root = issue_root(
+        ISSUER,
+        &issuer,
+        spec("planner", &parent_key, &format!("root-{n}")),
+    )
+    .unwrap_or_default();
     let mut out = vec![root];
     for depth in 1..links {
         let k = key(2 + depth as u8);
-        let agent = if depth == links - 1 { "finance-agent".to_owned() } else { format!("coordinator-{depth}") };
-        let next = delegate(&out[depth - 1], &parent_key, spec(&agent, &k, &format!("link-{n}-{depth}"))).unwrap_or_default();
+        let agent = if depth == links - 1 {
+            "finance-agent".to_owned()
+        } else {
+            format!("coordinator-{depth}")
+        };
+        let next = delegate(
+            &out[depth - 1],
+            &parent_key,
+            spec(&agent, &k, &format!("link-{n}-{depth}")),
+        )
+        .unwrap_or_default();
         out.push(next);
         parent_key = k;
     }
@@ -113,59 +142,187 @@ pub fn chain(links: usize, n: usize) -> Vec<String> {
 
 /// The Cedar request the engine builds for the warm case, built once, by hand.
 pub fn raw_cedar() -> (PolicySet, Request) {
-    let src: String = payments_sources().policies.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("\n");
+    let src: String = payments_sources()
+        .policies
+        .iter()
+        .map(|(_, s)| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut policies = PolicySet::from_str(&src).unwrap_or_else(|e| panic!("{e}"));
     // The shadow policy is not enforced by Aegis; leave it out of the comparison.
-    let shadow: Vec<_> = policies.policies().filter(|p| p.annotation("shadow").is_some()).map(|p| p.id().clone()).collect();
+    let shadow: Vec<_> = policies
+        .policies()
+        .filter(|p| p.annotation("shadow").is_some())
+        .map(|p| p.id().clone())
+        .collect();
     for id in shadow {
         policies.remove_static(id).unwrap_or_else(|e| panic!("{e}"));
     }
     let s = |v: &str| RestrictedExpression::new_string(v.into());
     let context = Context::from_pairs([
-        ("args".to_owned(), RestrictedExpression::new_record([
-            ("amount".to_owned(), RestrictedExpression::new_long(1200)),
-            ("currency".to_owned(), s("eur")),
-            ("destination".to_owned(), s("acct_1032D82eZvKYlo2C")),
-        ]).unwrap_or_else(|e| panic!("{e}"))),
+        (
+            "args".to_owned(),
+            RestrictedExpression::new_record([
+                ("amount".to_owned(), RestrictedExpression::new_long(1200)),
+                ("currency".to_owned(), s("eur")),
+                ("destination".to_owned(), s("acct_1032D82eZvKYlo2C")),
+            ])
+            .unwrap_or_else(|e| panic!("{e}")),
+        ),
         ("agent_id".to_owned(), s("finance-agent")),
         ("parent_agent_id".to_owned(), s("planner")),
         ("initiator".to_owned(), s("planner")),
-        ("lineage".to_owned(), RestrictedExpression::new_set([s("planner")])),
+        (
+            "lineage".to_owned(),
+            RestrictedExpression::new_set([s("planner")]),
+        ),
         ("depth".to_owned(), RestrictedExpression::new_long(1)),
         ("task_id".to_owned(), s("bench-task")),
         ("intent".to_owned(), s("benchmark")),
-        ("now".to_owned(), RestrictedExpression::new_long(1_767_225_600)),
-        ("predicates".to_owned(), RestrictedExpression::new_record([("destination_account_valid".to_owned(), RestrictedExpression::new_bool(true))]).unwrap_or_else(|e| panic!("{e}"))),
-        ("task".to_owned(), RestrictedExpression::new_record([
-            ("duties_by_agent".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
-            ("duties_by_lineage".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
-            ("performed".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
-            ("actors".to_owned(), RestrictedExpression::new_set([s("finance-agent")])),
-        ]).unwrap_or_else(|e| panic!("{e}"))),
-        ("break_glass".to_owned(), RestrictedExpression::new_bool(false)),
+        (
+            "now".to_owned(),
+            RestrictedExpression::new_long(1_767_225_600),
+        ),
+        (
+            "predicates".to_owned(),
+            RestrictedExpression::new_record([(
+                "destination_account_valid".to_owned(),
+                RestrictedExpression::new_bool(true),
+            )])
+            .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        (
+            "task".to_owned(),
+            RestrictedExpression::new_record([
+                (
+                    "duties_by_agent".to_owned(),
+                    RestrictedExpression::new_set([s("stripe.create_payment")]),
+                ),
+                (
+                    "duties_by_lineage".to_owned(),
+                    RestrictedExpression::new_set([s("stripe.create_payment")]),
+                ),
+                (
+                    "performed".to_owned(),
+                    RestrictedExpression::new_set([s("stripe.create_payment")]),
+                ),
+                (
+                    "actors".to_owned(),
+                    RestrictedExpression::new_set([s("finance-agent")]),
+                ),
+            ])
+            .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        (
+            "break_glass".to_owned(),
+            RestrictedExpression::new_bool(false),
+        ),
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     let uid = |s: &str| EntityUid::from_str(s).unwrap_or_else(|e| panic!("{e}"));
-    let request = Request::new(uid(r#"Agent::"finance-agent""#), uid(r#"Action::"stripe.create_payment""#), uid(r#"Tool::"stripe.create_payment""#), context, None).unwrap_or_else(|e| panic!("{e}"));
+    let request = Request::new(
+        uid(r#"Agent::"finance-agent""#),
+        uid(r#"Action::"stripe.create_payment""#),
+        uid(r#"Tool::"stripe.create_payment""#),
+        context,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     (policies, request)
 }
-
 
 /// The floor of a cold decision on `chain`: each link's own signature checked by
 /// ed25519-dalek's `verify_strict` under the key that signed it (issuer, then each parent), on
 /// the link's real signing input.
-pub fn chain_signatures(chain: &[String]) -> Vec<(ed25519_dalek::VerifyingKey, Vec<u8>, ed25519_dalek::Signature)> {
+pub fn chain_signatures(
+    chain: &[String],
+) -> Vec<(
+    ed25519_dalek::VerifyingKey,
+    Vec<u8>,
+    ed25519_dalek::Signature,
+)> {
     chain
         .iter()
         .enumerate()
         .map(|(depth, token)| {
-            let (input, sig) = token.rsplit_once('.').unwrap_or_else(|| panic!("token has no signature"));
-            let signer = if depth == 0 { key(1) } else { key(1 + depth as u8) };
-            let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let (input, sig) = token
+                .rsplit_once('.')
+                .unwrap_or_else(|| panic!("token has no signature"));
+            let signer = if depth == 0 {
+                key(1)
+            } else {
+                key(1 + depth as u8)
+            };
+            let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
             let sig = aegis_core::jws::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
             let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap_or_else(|e| panic!("{e}"));
-            assert!(key.verify_strict(input.as_bytes(), &sig).is_ok(), "fixture link {depth} must verify");
+            assert!(
+                key.verify_strict(input.as_bytes(), &sig).is_ok(),
+                "fixture link {depth} must verify"
+            );
             (key, input.as_bytes().to_vec(), sig)
         })
         .collect()
+}
+
+/// Wall-clock ratio of `measured` to `baseline`, robust to a host whose speed drifts: the two
+/// run in alternating batches of `batch` calls, each round yields one ratio, and the median
+/// (with the quartiles) over `rounds` rounds is reported. Criterion's separate runs of each
+/// side seconds apart do not cancel drift; adjacent batches do.
+pub fn paired_ratio(
+    rounds: usize,
+    batch: usize,
+    mut baseline: impl FnMut(usize),
+    mut measured: impl FnMut(usize),
+) -> PairedRatio {
+    let mut ratios = Vec::with_capacity(rounds);
+    let mut call = 0;
+    for round in 0..rounds {
+        let time = |f: &mut dyn FnMut(usize), call: usize| {
+            let start = std::time::Instant::now();
+            for i in 0..batch {
+                f(call + i);
+            }
+            start.elapsed().as_secs_f64()
+        };
+        // Alternate which side goes first, so neither always runs on a warmer cache.
+        let (b, m) = if round % 2 == 0 {
+            let b = time(&mut baseline, call);
+            (b, time(&mut measured, call))
+        } else {
+            let m = time(&mut measured, call);
+            (time(&mut baseline, call), m)
+        };
+        call += batch;
+        ratios.push(m / b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    PairedRatio {
+        median: at(0.5),
+        lower_quartile: at(0.25),
+        upper_quartile: at(0.75),
+    }
+}
+
+/// The result of [`paired_ratio`].
+#[derive(Debug, Clone, Copy)]
+pub struct PairedRatio {
+    /// The median of the per-round ratios.
+    pub median: f64,
+    /// The 25th percentile.
+    pub lower_quartile: f64,
+    /// The 75th percentile.
+    pub upper_quartile: f64,
+}
+
+impl std::fmt::Display for PairedRatio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3}x (quartiles {:.3}-{:.3})",
+            self.median, self.lower_quartile, self.upper_quartile
+        )
+    }
 }
