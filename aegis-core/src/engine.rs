@@ -33,8 +33,8 @@ pub const APPROVE_ACTION: &str = "aegis.approve";
 /// The scope an approver of break-glass needs.
 pub const BREAK_GLASS_SCOPE: &str = "aegis.break_glass";
 
-/// Tasks whose last `task` context record is kept.
-const TASK_CONTEXT_CACHE_CAPACITY: usize = 4096;
+/// Tasks whose last base context (see `CachedBaseContext`) is kept.
+const BASE_CONTEXT_CACHE_CAPACITY: usize = 4096;
 
 /// How often a decision is re-evaluated when concurrent calls in its task keep committing first.
 const MAX_ATTEMPTS: usize = 64;
@@ -307,8 +307,8 @@ impl Engine {
         id
     }
 
-    /// The `task` context record, reused while the task's duties and the caller are unchanged.
-    /// The context attributes that do not depend on the call's arguments or time.
+    /// The context attributes that do not depend on the call's arguments or time, reused while
+    /// the task's duties, the caller and break-glass are unchanged.
     fn base_context(&self, state: &TaskState, chain: &Arc<VerifiedChain>, break_glass: bool) -> BTreeMap<SmolStr, Value> {
         let build = || crate::context::base(chain, task_context(state, chain), break_glass);
         let Ok(mut cache) = self.base_contexts.lock() else {
@@ -321,7 +321,7 @@ impl Engine {
             }
         }
         let base = build();
-        if cache.len() >= TASK_CONTEXT_CACHE_CAPACITY {
+        if cache.len() >= BASE_CONTEXT_CACHE_CAPACITY {
             cache.clear();
         }
         let entry = CachedBaseContext { chain: Arc::clone(chain), duties: state.duties.clone(), break_glass, base: base.clone() };
