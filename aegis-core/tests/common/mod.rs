@@ -247,7 +247,7 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     let planner_pub = fx.planner.public_key().as_bytes().to_vec();
     let hs_token = format!("{hs_input}.{}", b64_encode(&hmac_sha256(&planner_pub, hs_input.as_bytes())));
     out.push(case("hs256_with_public_key_as_secret", vec![planner.clone(), hs_token], ok.clone(), "deny", &["unsupported_algorithm"]));
-    let dup_payload = payload.replacen('{', &format!(r#"{{"scope":["*"],"#), 1);
+    let dup_payload = payload.replacen('{', r#"{"scope":["*"],"#, 1);
     let header = format!(r#"{{"alg":"EdDSA","typ":"{TYP}","kid":"{}"}}"#, fx.planner.kid());
     out.push(case("duplicate_claims", vec![planner.clone(), sign_verbatim(&header, &dup_payload, &fx.planner)], ok.clone(), "deny", &["malformed_token"]));
     let jwk_header = format!(r#"{{"alg":"EdDSA","typ":"{TYP}","jwk":{}}}"#, serde_json::to_string(&fx.attacker.public_key().to_jwk()).unwrap());
