@@ -61,7 +61,7 @@ pub(crate) fn build(
     predicates: impl IntoIterator<Item = (SmolStr, bool)>,
     now: i64,
     approval: Option<Value>,
-) -> Result<Context> {
+) -> Result<CoreContext> {
     // Inserted one by one: a tool has few predicates, and `from_iter` allocates and sorts.
     let mut holding = BTreeMap::new();
     for (name, holds) in predicates {
@@ -76,7 +76,7 @@ pub(crate) fn build(
         return build_with_decimals(args, base);
     };
     base.insert(SmolStr::new_static("args"), args);
-    Ok(Context::from(CoreContext::Value(Arc::new(base))))
+    Ok(CoreContext::Value(Arc::new(base)))
 }
 
 /// The context attributes that depend only on the chain.
@@ -98,14 +98,15 @@ pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(SmolStr, Value)> {
 
 /// The slow path, for arguments holding decimals: every attribute goes through
 /// `RestrictedExpression`, which can build the decimal extension value.
-fn build_with_decimals(args: &Json, attributes: BTreeMap<SmolStr, Value>) -> Result<Context> {
+fn build_with_decimals(args: &Json, attributes: BTreeMap<SmolStr, Value>) -> Result<CoreContext> {
     let mut pairs: Vec<(String, RestrictedExpression)> = vec![("args".into(), to_cedar(args, "args")?)];
     for (key, value) in attributes {
         let expr = RestrictedExpression::from_str(&value.to_string())
             .map_err(|e| Error::internal(format!("context value `{key}`: {e}")))?;
         pairs.push((key.to_string(), expr));
     }
-    Context::from_pairs(pairs).map_err(|e| Error::internal(format!("context: {e}")))
+    let context = Context::from_pairs(pairs).map_err(|e| Error::internal(format!("context: {e}")))?;
+    Ok(AsRef::<CoreContext>::as_ref(&context).clone())
 }
 
 /// Converts JSON to a Cedar value; `None` if it holds a non-integer number (a decimal).

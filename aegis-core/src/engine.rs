@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Decision as CedarDecision, Effect, Entities, EntityId, EntityUid, PolicyId, Request};
-use cedar_policy_core::ast::Value;
+use cedar_policy::{Decision as CedarDecision, Effect, Entities, EntityId, EntityUid, PolicyId};
+use cedar_policy_core::ast::{self, EntityUIDEntry, Value};
 use smol_str::SmolStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -425,7 +425,7 @@ impl Engine {
             decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
             let base = self.base_context(&state, &chain, grant.is_some());
             let cedar_request = self.cedar_request(bundle, tool, &chain, base, &request.args, request.resource.as_ref(), now, None)?;
-            let (eval, would_block) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
+            let (eval, would_block) = bundle.evaluate(tool, cedar_request, &self.no_entities);
             decision.would_block = would_block;
             decision.reasons.clear();
             decision.sanitized_args = None;
@@ -512,7 +512,7 @@ impl Engine {
         resource: Option<&ResourceRef>,
         now: i64,
         approval: Option<Value>,
-    ) -> Result<Request> {
+    ) -> Result<ast::Request> {
         let predicates = tool.predicates.iter().map(|p| {
             let holds = crate::context::lookup(args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
@@ -522,14 +522,15 @@ impl Engine {
         let resource = match resource {
             None => tool.default_resource.clone(),
             Some(r) => {
-                let ty = r.entity_type.parse().map_err(|e| {
+                let ty: cedar_policy::EntityTypeName = r.entity_type.parse().map_err(|e| {
                     Error::malformed_request(format!("resource type `{}` is not a valid entity type: {e}", r.entity_type))
                 })?;
-                EntityUid::from_type_name_and_id(ty, EntityId::new(&r.id))
+                let uid = EntityUid::from_type_name_and_id(ty, EntityId::new(&r.id));
+                EntityUIDEntry::known(AsRef::<ast::EntityUID>::as_ref(&uid).clone(), None)
             }
         };
-        Request::new(principal, tool.action.clone(), resource, context, None)
-            .map_err(|e| Error::internal(format!("cedar request: {e}")))
+        let principal = EntityUIDEntry::known(AsRef::<ast::EntityUID>::as_ref(&principal).clone(), None);
+        Ok(ast::Request::new_unchecked(principal, tool.action.clone(), resource, Some(context)))
     }
 
     fn verify_override(&self, token: &str, chain: &VerifiedChain, digest: &str, bundle: &Bundle, now: i64) -> Result<OverrideClaims> {
@@ -728,7 +729,7 @@ impl Engine {
         let base = self.base_context(&state, chain, false);
         let args = Json::Object(serde_json::Map::new());
         let cedar_request = self.cedar_request(&bundle, tool, chain, base, &args, None, now, Some(approval))?;
-        let (eval, _) = bundle.evaluate(tool, &cedar_request, &self.no_entities);
+        let (eval, _) = bundle.evaluate(tool, cedar_request, &self.no_entities);
         let mut verdict = undecided(String::new(), &bundle);
         apply_evaluation(&bundle, &eval, APPROVE_ACTION, &args, &mut verdict);
         if verdict.outcome == Outcome::Allow {
