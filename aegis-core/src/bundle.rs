@@ -420,20 +420,46 @@ impl PolicyIndex {
     }
 }
 
-/// A policy set flattened for evaluation, with each policy's public id alongside.
+/// A policy set flattened for evaluation: each policy's condition built once, with its slot
+/// values, effect and public id.
 ///
 /// Policies are evaluated one by one on Cedar's `Evaluator` rather than through its
 /// `Authorizer`, whose response bookkeeping (six hash maps, and a rebuilt policy with cloned
-/// annotations per satisfied policy) cost a fifth of a payments decision. The decision rule is
-/// Cedar's: any satisfied forbid denies, else any satisfied permit allows, else deny; erroring
-/// policies are skipped by Cedar and reported. The Cedar corpus test holds this to Cedar's own
-/// answers on decision, determining policies and errors.
+/// annotations per satisfied policy) cost a fifth of a payments decision, and whose
+/// `Policy::condition` rebuilds each policy's expression tree on every call. The decision rule
+/// is Cedar's: any satisfied forbid denies, else any satisfied permit allows, else deny;
+/// erroring policies are skipped by Cedar and reported. A unit test holds this to Cedar's
+/// `Authorizer`, and the Cedar corpus test to Cedar's own answers.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PolicyList(Vec<(ast::Policy, PolicyId)>);
+pub(crate) struct PolicyList(Vec<CompiledPolicy>);
+
+#[derive(Debug, Clone)]
+struct CompiledPolicy {
+    /// What `ast::Policy::condition` returns: scope constraints and body, in Cedar's order.
+    condition: ast::Expr,
+    slots: ast::SlotEnv,
+    forbid: bool,
+    id: PolicyId,
+    /// For Cedar's own error, should a condition ever yield a non-boolean (its `&&` cannot).
+    policy: ast::Policy,
+}
 
 impl PolicyList {
     fn new(set: &PolicySet) -> Self {
-        Self(set.policies().map(|p| (AsRef::<ast::Policy>::as_ref(p).clone(), p.id().clone())).collect())
+        Self(
+            set.policies()
+                .map(|p| {
+                    let core: &ast::Policy = p.as_ref();
+                    CompiledPolicy {
+                        condition: core.condition(),
+                        slots: core.env().clone(),
+                        forbid: core.effect() == ast::Effect::Forbid,
+                        id: p.id().clone(),
+                        policy: core.clone(),
+                    }
+                })
+                .collect(),
+        )
     }
 
     pub(crate) fn evaluate(&self, request: ast::Request, entities: &CoreEntities) -> Evaluation {
@@ -441,9 +467,15 @@ impl PolicyList {
         let (mut permits, mut forbids) = (Vec::new(), Vec::new());
         let mut erroring: Vec<(PolicyId, String)> = Vec::new();
         let mut erroring_forbids: Vec<PolicyId> = Vec::new();
-        for (policy, id) in &self.0 {
-            let forbid = policy.effect() == ast::Effect::Forbid;
-            match evaluator.evaluate(policy) {
+        for CompiledPolicy { condition, slots, forbid, id, policy } in &self.0 {
+            let forbid = *forbid;
+            // `Evaluator::evaluate`, with the condition built once.
+            let satisfied = match evaluator.interpret(condition, slots) {
+                Ok(ast::Value { value: ast::ValueKind::Lit(ast::Literal::Bool(b)), .. }) => Ok(b),
+                Ok(_) => evaluator.evaluate(policy),
+                Err(e) => Err(e),
+            };
+            match satisfied {
                 Ok(true) if forbid => forbids.push(id.clone()),
                 Ok(true) => permits.push(id.clone()),
                 Ok(false) => {}

@@ -95,8 +95,7 @@ pub fn engine(bundle: Bundle) -> Engine {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn spec(agent: &str, k: &KeyPair, jti: &str) -> CredentialSpec {
-    let now = SystemClock.now_secs();
+fn spec(agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
     CredentialSpec {
         agent_id: agent.into(),
         agent_key: k.public_key().clone(),
@@ -112,14 +111,17 @@ fn spec(agent: &str, k: &KeyPair, jti: &str) -> CredentialSpec {
 
 /// A chain of `links` credentials (root first) ending at a finance agent; `n` makes it unique.
 pub fn chain(links: usize, n: usize) -> Vec<String> {
+    // One instant for every link: a child stamped a second later than its parent would
+    // outlive it, and delegation would (rightly) refuse it.
+    let now = SystemClock.now_secs();
     let issuer = key(1);
     let mut parent_key = key(2);
     let root = issue_root(
         ISSUER,
         &issuer,
-        spec("planner", &parent_key, &format!("root-{n}")),
+        spec("planner", &parent_key, &format!("root-{n}"), now),
     )
-    .unwrap_or_default();
+    .unwrap_or_else(|e| panic!("root credential: {e}"));
     let mut out = vec![root];
     for depth in 1..links {
         let k = key(2 + depth as u8);
@@ -131,9 +133,9 @@ pub fn chain(links: usize, n: usize) -> Vec<String> {
         let next = delegate(
             &out[depth - 1],
             &parent_key,
-            spec(&agent, &k, &format!("link-{n}-{depth}")),
+            spec(&agent, &k, &format!("link-{n}-{depth}"), now),
         )
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("delegation: {e}"));
         out.push(next);
         parent_key = k;
     }
