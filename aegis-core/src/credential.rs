@@ -5,6 +5,7 @@
 //! only narrow what the parent granted.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -120,7 +121,7 @@ pub fn delegate(parent: &str, parent_key: &KeyPair, spec: CredentialSpec) -> Res
         return Err(Error::new(ErrorCode::InvalidKey, "the signing key is not the key the parent credential binds"));
     }
     let claims = spec.into_claims(parent_claims.sub.clone(), Some(digest(parent)));
-    check_narrowing(&parent_claims, &claims)?;
+    check_narrowing(&ParentLink::of_claims(&parent_claims), &claims)?;
     jws::sign(&claims, CREDENTIAL_TYP, parent_key)
 }
 
@@ -210,6 +211,8 @@ pub(crate) struct ChainVerifier {
     policy: ChainPolicy,
     cache: RwLock<HashMap<String, Arc<CachedChain>>>,
     keys: RwLock<HashMap<String, (Jwk, PublicKey)>>,
+    /// Signatures checked so far, so tests can tell what the caches spared.
+    signatures_checked: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -221,7 +224,13 @@ struct CachedChain {
 impl ChainVerifier {
     pub fn new(issuers: Vec<TrustedIssuer>, policy: ChainPolicy) -> Self {
         let issuers = issuers.into_iter().map(|i| (i.key.kid().to_owned(), i)).collect();
-        Self { issuers, policy, cache: RwLock::new(HashMap::new()), keys: RwLock::new(HashMap::new()) }
+        Self {
+            issuers,
+            policy,
+            cache: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+            signatures_checked: AtomicU64::new(0),
+        }
     }
 
     /// Verifies `tokens` (root first) at time `now` (seconds).
@@ -240,7 +249,13 @@ impl ChainVerifier {
                 }
             }
         }
-        let chain = Arc::new(self.verify_uncached(tokens, now)?);
+        // A new delegation under a chain already verified (a planner's own chain, a sibling's
+        // parent) verifies only its new links.
+        let prefix = self.cached_prefix(tokens);
+        if let Some(prefix) = &prefix {
+            self.check_window(prefix.not_before, prefix.expires_at, now)?;
+        }
+        let chain = Arc::new(self.verify_links(tokens, prefix.as_deref(), now)?);
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CHAIN_CACHE_CAPACITY {
                 let leeway = self.policy.leeway_secs;
@@ -254,20 +269,39 @@ impl ChainVerifier {
         Ok(chain)
     }
 
-    fn verify_uncached(&self, tokens: &[String], now: i64) -> Result<VerifiedChain> {
+    /// The longest proper prefix of `tokens` that is cached as a verified chain, matched byte
+    /// for byte like a full hit.
+    fn cached_prefix(&self, tokens: &[String]) -> Option<Arc<VerifiedChain>> {
+        let cache = self.cache.read().ok()?;
+        (1..tokens.len()).rev().find_map(|len| {
+            let key = tokens[len - 1].rsplit('.').next().unwrap_or_default();
+            cache.get(key).filter(|hit| hit.tokens.as_slice() == &tokens[..len]).map(|hit| Arc::clone(&hit.chain))
+        })
+    }
+
+    /// Verifies the links of `tokens` after `prefix` (every link when there is none); `prefix`
+    /// is a verified chain made of the first tokens, whose validity window was checked at `now`.
+    fn verify_links(&self, tokens: &[String], prefix: Option<&VerifiedChain>, now: i64) -> Result<VerifiedChain> {
         if tokens.len() > self.policy.max_depth + 1 {
             return Err(Error::new(
                 ErrorCode::DelegationTooDeep,
                 format!("chain has {} links; at most {} are allowed", tokens.len(), self.policy.max_depth + 1),
             ));
         }
-        let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len());
-        let mut leaf_key: Option<PublicKey> = None;
-        for (depth, token) in tokens.iter().enumerate() {
+        let start = prefix.map_or(0, |p| p.depth + 1);
+        let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len() - start);
+        let mut leaf_key: Option<PublicKey> = prefix.map(|p| p.leaf_key.clone());
+        for (depth, token) in tokens.iter().enumerate().skip(start) {
             let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)
                 .map_err(|e| at_link(depth, e))?;
+            self.signatures_checked.fetch_add(1, Ordering::Relaxed);
             let claims = &parsed.claims;
-            match links.last() {
+            let parent = match (links.last(), prefix) {
+                (Some(link), _) => Some(ParentLink::of_claims(link)),
+                (None, Some(p)) => Some(ParentLink::of_chain(p, &self.policy.audience)),
+                (None, None) => None,
+            };
+            match parent {
                 None => {
                     let issuer = parsed
                         .header
@@ -292,8 +326,9 @@ impl ChainVerifier {
                     if claims.par.as_deref() != Some(digest(&tokens[depth - 1]).as_str()) {
                         return Err(at_link(depth, Error::new(ErrorCode::ParentMismatch, "`par` does not name the previous credential")));
                     }
-                    check_narrowing(parent, claims).map_err(|e| at_link(depth, e))?;
-                    if links.iter().any(|l| l.sub == claims.sub) {
+                    check_narrowing(&parent, claims).map_err(|e| at_link(depth, e))?;
+                    let seen_in_prefix = prefix.is_some_and(|p| p.agent_id == claims.sub || p.lineage.contains(&claims.sub));
+                    if seen_in_prefix || links.iter().any(|l| l.sub == claims.sub) {
                         return Err(at_link(depth, Error::new(
                             ErrorCode::DelegationCycle,
                             format!("agent `{}` appears twice in the chain", claims.sub),
@@ -308,17 +343,26 @@ impl ChainVerifier {
             links.push(parsed.claims);
         }
         let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
-        let not_before = links.iter().map(|l| l.nbf.max(l.iat)).max().unwrap_or(i64::MAX);
-        let expires_at = links.iter().map(|l| l.exp).min().unwrap_or(i64::MIN);
-        let depth = links.len().saturating_sub(1);
-        let intent = links.first().map(|root| root.intent.clone()).unwrap_or_default();
+        let windows = links.iter().map(|l| (l.nbf.max(l.iat), l.exp)).chain(prefix.map(|p| (p.not_before, p.expires_at)));
+        let (not_before, expires_at) = windows.fold((i64::MIN, i64::MAX), |(nb, ex), (n, e)| (nb.max(n), ex.min(e)));
+        let depth = tokens.len() - 1;
+        let intent = match (prefix, links.first()) {
+            (Some(p), _) => p.intent.clone(),
+            (None, Some(root)) => root.intent.clone(),
+            (None, None) => String::new(),
+        };
         // The claims are taken apart rather than copied: this runs for every cold chain.
         let mut lineage = Vec::with_capacity(depth);
-        let mut credential_ids = Vec::with_capacity(links.len());
+        let mut credential_ids = Vec::with_capacity(tokens.len());
+        if let Some(p) = prefix {
+            lineage.extend(p.lineage.iter().cloned());
+            lineage.push(p.agent_id.clone());
+            credential_ids.extend(p.credential_ids.iter().cloned());
+        }
         let mut leaf = None;
         for (i, link) in links.into_iter().enumerate() {
             credential_ids.push(link.jti);
-            if i == depth {
+            if start + i == depth {
                 leaf = Some((link.sub, link.task, link.scope));
             } else {
                 lineage.push(link.sub);
@@ -411,8 +455,30 @@ fn check_spec(spec: &CredentialSpec) -> Result<()> {
     Ok(())
 }
 
+/// What a delegated link is checked against: its parent's claims, taken from the same chain or
+/// from a verified prefix.
+struct ParentLink<'a> {
+    sub: &'a str,
+    task: &'a str,
+    exp: i64,
+    aud: &'a str,
+    scope: &'a [String],
+}
+
+impl<'a> ParentLink<'a> {
+    fn of_claims(claims: &'a CredentialClaims) -> Self {
+        Self { sub: &claims.sub, task: &claims.task, exp: claims.exp, aud: &claims.aud, scope: &claims.scope }
+    }
+
+    /// A verified chain's leaf: every link carried the engine's audience, and since each link
+    /// expires no later than its parent, the leaf's own expiry is the chain's.
+    fn of_chain(chain: &'a VerifiedChain, audience: &'a str) -> Self {
+        Self { sub: &chain.agent_id, task: &chain.task_id, exp: chain.expires_at, aud: audience, scope: &chain.scope }
+    }
+}
+
 /// A delegated link may only narrow its parent.
-fn check_narrowing(parent: &CredentialClaims, child: &CredentialClaims) -> Result<()> {
+fn check_narrowing(parent: &ParentLink<'_>, child: &CredentialClaims) -> Result<()> {
     if child.iss != parent.sub {
         return Err(Error::new(
             ErrorCode::ParentMismatch,
@@ -454,6 +520,49 @@ fn scope_entry_covers(grant: &str, wanted: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(agent: &str, key: &KeyPair, jti: &str) -> CredentialSpec {
+        CredentialSpec {
+            agent_id: agent.into(),
+            agent_key: key.public_key().clone(),
+            audience: "aegis".into(),
+            task_id: "t".into(),
+            intent: "i".into(),
+            scope: vec!["*".into()],
+            issued_at: 1000,
+            expires_at: 1600,
+            jti: jti.into(),
+        }
+    }
+
+    #[test]
+    fn new_delegations_under_a_verified_chain_check_only_their_own_signatures() {
+        let key = |n: u8| KeyPair::from_seed(&[n; 32]).unwrap();
+        let issuer = TrustedIssuer { name: "iss".into(), key: key(1).public_key().clone() };
+        let policy = ChainPolicy { audience: "aegis".into(), leeway_secs: 5, max_depth: 4, max_lifetime_secs: 3600 };
+        let verifier = ChainVerifier::new(vec![issuer], policy);
+        let checked = || verifier.signatures_checked.load(Ordering::Relaxed);
+        let root = issue_root("iss", &key(1), spec("planner", &key(2), "r")).unwrap();
+        let coordinator = delegate(&root, &key(2), spec("coordinator", &key(3), "c")).unwrap();
+        let leaf_a = delegate(&coordinator, &key(3), spec("a", &key(4), "a")).unwrap();
+        let leaf_b = delegate(&coordinator, &key(3), spec("b", &key(5), "b")).unwrap();
+        let at = 1100;
+
+        verifier.verify(&[root.clone(), coordinator.clone()], at).unwrap();
+        assert_eq!(checked(), 2);
+        let a = verifier.verify(&[root.clone(), coordinator.clone(), leaf_a.clone()], at).unwrap();
+        assert_eq!(checked(), 3, "only the new link is checked");
+        assert_eq!(a.lineage, ["planner", "coordinator"]);
+        assert_eq!(a.credential_ids, ["r", "c", "a"]);
+        verifier.verify(&[root.clone(), coordinator.clone(), leaf_a], at).unwrap();
+        assert_eq!(checked(), 3, "a whole chain seen before checks nothing");
+        let b = verifier.verify(&[root.clone(), coordinator.clone(), leaf_b.clone()], at).unwrap();
+        assert_eq!(checked(), 4);
+        assert_eq!((b.agent_id.as_str(), b.depth, b.parent_agent_id.as_deref()), ("b", 2, Some("coordinator")));
+        // A leaf whose parent is not cached is checked from the root.
+        let fresh = ChainVerifier::new(Vec::new(), verifier.policy.clone());
+        assert_eq!(fresh.verify(&[root, coordinator, leaf_b], at).unwrap_err().code(), ErrorCode::UntrustedIssuer);
+    }
 
     #[test]
     fn scope_coverage() {

@@ -247,3 +247,67 @@ fn a_panicking_notifier_does_not_change_the_decision() {
     assert_eq!(d.outcome, Outcome::ApprovalNeeded);
     assert_eq!(engine.pending_approvals().unwrap().len(), 1);
 }
+
+/// A chain whose prefix is already verified (cached) decides exactly as on an engine that has
+/// seen nothing: every shared case, hostile ones included, with each of its proper prefixes
+/// verified first.
+#[test]
+fn chains_under_a_cached_prefix_decide_as_fresh_ones() {
+    let fx = Fixture::new();
+    let mut primed_cases = 0;
+    for case in common::cases(&fx) {
+        let decide = |engine: &aegis_core::Engine| {
+            let d = engine
+                .authorize(&AuthorizationRequest {
+                    chain: case.chain.clone(),
+                    tool: case.tool.into(),
+                    args: case.args.clone(),
+                    resource: None,
+                    proof: None,
+                    approval_token: None,
+                })
+                .map(|d| (d.outcome, d.codes()));
+            (d.map_err(|e| e.code()), engine.verify_chain(&case.chain).map_err(|e| (e.code(), e.message().to_owned())))
+        };
+        let expected = decide(&fx.engine());
+        for len in 1..case.chain.len() {
+            let primed = fx.engine();
+            if primed.verify_chain(&case.chain[..len]).is_err() {
+                continue;
+            }
+            primed_cases += 1;
+            assert_eq!(decide(&primed), expected, "{} with {len} link(s) cached", case.name);
+        }
+    }
+    assert!(primed_cases >= 10, "only {primed_cases} cases had a verifiable prefix");
+}
+
+#[test]
+fn a_cached_prefix_serves_only_its_exact_bytes() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let chain = fx.chain();
+    let root_only = engine.verify_chain(&chain[..1]).unwrap();
+    assert_eq!(root_only.agent_id, "planner");
+    // The delegation verifies on top of the cached root and yields what a fresh engine yields.
+    let delegated = engine.verify_chain(&chain).unwrap();
+    assert_eq!(*delegated, *fx.engine().verify_chain(&chain).unwrap());
+    assert_eq!(delegated.lineage, vec!["planner".to_owned()]);
+    assert_eq!(delegated.credential_ids.len(), 2);
+
+    // A root with the cached root's signature segment (the cache key) but another payload is
+    // not the cached root: it is verified, and fails.
+    let fresh = fx.engine();
+    fresh.verify_chain(&chain[..1]).unwrap();
+    let parts: Vec<&str> = chain[0].split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&aegis_core::jws::b64_decode(parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!(["*"]);
+    let forged_root = format!("{}.{}.{}", parts[0], aegis_core::jws::b64_encode(claims.to_string().as_bytes()), parts[2]);
+    let err = fresh.verify_chain(&[forged_root, chain[1].clone()]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SignatureInvalid);
+
+    // An expired prefix does not carry a new delegation, even though it is cached.
+    fx.clock.advance_secs(900);
+    let err = fresh.verify_chain(&chain).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CredentialExpired);
+}
