@@ -29,7 +29,7 @@ export interface PendingApproval {
   readonly agentId: string; readonly lineage: readonly string[]; readonly initiator: string; readonly taskId: string;
   readonly intent: string; readonly policyIds: readonly string[]; readonly reasons: readonly string[];
   readonly roles: readonly string[]; readonly policyVersion: string; readonly createdAtMs: number;
-  readonly status: 'pending' | 'approved' | 'rejected'; readonly resolvedBy: string | null;
+  readonly status: 'pending' | 'approved' | 'rejected' | 'superseded'; readonly resolvedBy: string | null;
   readonly resolvedAtMs: number | null; readonly note: string | null; readonly latencyMs: number | null;
   readonly raw: unknown;
 }

@@ -480,7 +480,12 @@ impl Engine {
                         now,
                     };
                     match self.store.commit(commit)? {
-                        CommitOutcome::Committed => return Ok(()),
+                        CommitOutcome::Committed => {
+                            if let Some(claims) = &approval {
+                                self.supersede_duplicates(claims, &chain.agent_id);
+                            }
+                            return Ok(());
+                        }
                         CommitOutcome::Conflict => continue,
                         CommitOutcome::TaskEnded => {
                             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id)))
@@ -499,6 +504,27 @@ impl Engine {
             }
         }
         Err(Error::new(ErrorCode::Contention, format!("task `{}` kept changing during the decision", chain.task_id)))
+    }
+
+    /// Closes the other pending requests for the call that just ran under `claims`' approval.
+    ///
+    /// A graph that re-runs its interrupted step (LangGraph does, on resume) asks again before
+    /// it presents the override token, which opens a second request for the same call; left
+    /// pending, a human could approve it into a second run of the same call. Best effort: the
+    /// call is already committed, so a store error here leaves the duplicate pending (as
+    /// before) rather than turning a durable allow into an error.
+    fn supersede_duplicates(&self, claims: &OverrideClaims, agent_id: &str) {
+        let Ok(pending) = self.store.list_pending() else { return };
+        let duplicates = pending.into_iter().filter(|p| {
+            p.approval_id != claims.approval_id && p.task_id == claims.task && p.agent_id == agent_id && p.call_digest == claims.call
+        });
+        for mut duplicate in duplicates {
+            duplicate.status = ApprovalStatus::Superseded;
+            duplicate.resolved_by = Some("aegis".to_owned());
+            duplicate.resolved_at_ms = Some(self.clock.now_millis());
+            duplicate.note = Some(format!("superseded: the call ran under approval `{}`", claims.approval_id));
+            let _ = self.store.resolve(&duplicate);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -61,6 +61,7 @@ fn status_str(s: ApprovalStatus) -> &'static str {
         ApprovalStatus::Pending => "pending",
         ApprovalStatus::Approved => "approved",
         ApprovalStatus::Rejected => "rejected",
+        ApprovalStatus::Superseded => "superseded",
     }
 }
 

@@ -98,6 +98,9 @@ pub enum ApprovalStatus {
     Pending,
     /// Approved; an override token was minted.
     Approved,
+    /// Closed by Aegis without a human: the same call ran under another approval of the same
+    /// task and agent, so this request is moot (approving it would allow the call again).
+    Superseded,
     /// Rejected.
     Rejected,
 }
@@ -133,7 +136,7 @@ pub struct PendingApproval {
     pub policy_version: String,
     /// When it was created, milliseconds since the epoch.
     pub created_at_ms: i64,
-    /// Pending, approved or rejected.
+    /// Pending, approved, rejected or superseded.
     pub status: ApprovalStatus,
     /// Who approved or rejected.
     #[serde(default)]

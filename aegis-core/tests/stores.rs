@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use aegis_core::{
-    create_proof, AuthorizationRequest, BreakGlassGrant, BreakGlassRequest, Bundle, Clock, Commit, CommitOutcome, Engine,
+    create_proof, ApprovalStatus, AuthorizationRequest, BreakGlassGrant, BreakGlassRequest, Bundle, Clock, Commit, CommitOutcome, Engine,
     ErrorCode, LedgerEntry, MemoryStore, Outcome, PendingApproval, RedisStore, Reservation, SqliteStore, Store,
 };
 use common::redis::RedisServer;
@@ -245,8 +245,27 @@ fn run_story(store: Arc<dyn Store>) {
     tampered.insert(tampered.len() - 2, 'x');
     assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&tampered))).1, vec![ErrorCode::ApprovalTokenInvalid]);
 
+    // A graph that re-runs its interrupted step asks again before presenting the token: a
+    // duplicate request for the same call, which the redemption closes. A request for another
+    // call stays pending.
+    let duplicate = engine.authorize(&req(&finance, big.clone(), None)).unwrap();
+    assert_eq!(duplicate.outcome, Outcome::ApprovalNeeded);
+    let duplicate = duplicate.approval_id.unwrap();
+    let other = engine.authorize(&req(&finance, pay(8000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
+    assert_eq!(engine.pending_approvals().unwrap().len(), 2);
+
     // The real redemption, once.
     assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Allow, vec![ErrorCode::ApprovalGranted]));
+    let still_pending: Vec<String> = engine.pending_approvals().unwrap().into_iter().map(|p| p.approval_id).collect();
+    assert_eq!(still_pending, vec![other.clone()]);
+    let closed = engine.approval(&duplicate).unwrap().unwrap();
+    assert_eq!(closed.status, ApprovalStatus::Superseded);
+    assert!(closed.note.unwrap().contains(&approval_id));
+    assert_eq!(
+        engine.approve(&duplicate, &approver_chain("finance-approver", NOW), None).unwrap_err().code(),
+        ErrorCode::ApprovalNotPending
+    );
+    assert_eq!(engine.reject(&other, &approver_chain("finance-approver", NOW), None).unwrap().approval.status, ApprovalStatus::Rejected);
     assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalReplayed]));
     let ledger = engine.ledger(task).unwrap();
     let duties: Vec<(&str, &str)> = ledger.iter().map(|e| (e.agent_id.as_str(), e.tool.as_str())).collect();

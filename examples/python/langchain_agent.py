@@ -68,6 +68,9 @@ def main() -> None:
     assert PAID == [1200, 9000], PAID
     tool_messages = [m for m in result["messages"] if isinstance(m, ToolMessage)]
     print("4. resumed:", tool_messages[-1].content, "|", result["messages"][-1].content)
+    # The resumed graph re-ran the interrupted step, which asked again before presenting the
+    # token; that duplicate request was superseded when the call ran, so none is left to approve.
+    assert eng.pending_approvals() == [], eng.pending_approvals()
 
     replay = eng.authorize(chain, TOOL, pay(9000), approval_token=approved.override_token)
     assert replay.outcome == "deny" and replay.codes == ("approval_replayed",), replay
