@@ -3,7 +3,8 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { tool } from 'ai';
+import { generateText, stepCountIs, tool } from 'ai';
+import { MockLanguageModelV3 } from 'ai/test';
 import { z } from 'zod';
 import { AegisApprovalRequired, AegisDenied } from '../aegis.js';
 import { aegisTool } from '../integrations/ai.js';
@@ -41,6 +42,53 @@ test('AI SDK: approval_needed goes through the SDK approval flow; deny never exe
   const unattended = aegisTool(eng, chain, TOOL, { execute: async () => 'ran' });
   await assert.rejects(unattended.execute(pay(7000), opts('c4')), (e) => e instanceof AegisApprovalRequired);
   assert.deepEqual(ran, [1200, 9000]);
+});
+
+test('AI SDK: generateText with a scripted model runs allowed calls, reports denied ones, and pauses for approval', async () => {
+  const eng = engine();
+  const task = uniqueTask('ai-generate');
+  const chain = financeChain(task);
+  const ran = [];
+  const payment = aegisTool(eng, chain, TOOL, tool({
+    description: 'Create a payment',
+    inputSchema: z.object({ amount: z.number(), currency: z.string(), destination: z.string() }),
+    execute: async (input) => {
+      ran.push(input.amount);
+      return `paid ${input.amount}`;
+    },
+  }), { approve: (approvalId) => eng.approve(approvalId, approverChain()).overrideToken ?? undefined });
+  const usage = { inputTokens: { total: 1, noCache: 1, cacheRead: 0, cacheWrite: 0 }, outputTokens: { total: 1, text: 1, reasoning: 0 } };
+  const calls = (...list) => ({
+    content: list.map(([id, args]) => ({ type: 'tool-call', toolCallId: id, toolName: 'pay', input: JSON.stringify(args) })),
+    finishReason: { unified: 'tool-calls', raw: undefined }, usage, warnings: [],
+  });
+  const model = new MockLanguageModelV3({
+    doGenerate: [
+      calls(['c1', pay(1200)], ['c2', { ...pay(100), destination: 'nope' }]),
+      calls(['c3', pay(9000)]),
+      { content: [{ type: 'text', text: 'done' }], finishReason: { unified: 'stop', raw: undefined }, usage, warnings: [] },
+    ],
+  });
+  const tools = { pay: payment };
+  const first = await generateText({ model, tools, prompt: 'pay the invoices', stopWhen: stepCountIs(5) });
+  assert.deepEqual(ran, [1200]);
+  const denied = first.steps[0].content.find((p) => p.type === 'tool-error');
+  assert.ok(denied && denied.toolCallId === 'c2' && denied.error instanceof AegisDenied, JSON.stringify(first.steps[0].content));
+  const request = first.content.find((p) => p.type === 'tool-approval-request');
+  assert.ok(request && request.toolCall.toolCallId === 'c3', JSON.stringify(first.content));
+  assert.equal(eng.pendingApprovals().length, 1);
+
+  // The user approves in the SDK's flow; the SDK runs the tool, which redeems Aegis's approval.
+  const messages = [
+    { role: 'user', content: 'pay the invoices' },
+    ...first.response.messages,
+    { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] },
+  ];
+  const second = await generateText({ model, tools, messages, stopWhen: stepCountIs(5) });
+  assert.deepEqual(ran, [1200, 9000]);
+  assert.equal(second.text, 'done');
+  assert.equal(eng.pendingApprovals().length, 0);
+  assert.deepEqual(eng.ledger(task).filter((e) => e.tool === TOOL).map((e) => e.agentId), ['finance-agent', 'finance-agent']);
 });
 
 const examples = path.join(ROOT, 'examples', 'node');
