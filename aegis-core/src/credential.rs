@@ -289,7 +289,7 @@ impl ChainVerifier {
             ));
         }
         let start = prefix.map_or(0, |p| p.depth + 1);
-        let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len() - start);
+        let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len().saturating_sub(start));
         let mut leaf_key: Option<PublicKey> = prefix.map(|p| p.leaf_key.clone());
         for (depth, token) in tokens.iter().enumerate().skip(start) {
             let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)
@@ -345,7 +345,7 @@ impl ChainVerifier {
         let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
         let windows = links.iter().map(|l| (l.nbf.max(l.iat), l.exp)).chain(prefix.map(|p| (p.not_before, p.expires_at)));
         let (not_before, expires_at) = windows.fold((i64::MIN, i64::MAX), |(nb, ex), (n, e)| (nb.max(n), ex.min(e)));
-        let depth = tokens.len() - 1;
+        let depth = tokens.len().saturating_sub(1);
         let intent = match (prefix, links.first()) {
             (Some(p), _) => p.intent.clone(),
             (None, Some(root)) => root.intent.clone(),

@@ -110,7 +110,7 @@ pub enum ErrorCode {
     ApprovalPolicyChanged,
     /// No approval has this id.
     ApprovalNotFound,
-    /// The approval was already approved or rejected.
+    /// The approval was already resolved: approved, rejected or superseded.
     ApprovalNotPending,
     /// The approver may not approve this request (segregation of duties).
     ApproverConflict,

@@ -10,24 +10,26 @@ import { AegisApprovalRequired, AegisDenied } from '../aegis.js';
 import { aegisTool } from '../integrations/ai.js';
 import { ROOT, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
 
-test('AI SDK: approval_needed goes through the SDK approval flow; deny never executes', async () => {
-  const eng = engine();
-  const chain = financeChain(uniqueTask('ai'));
-  const ran = [];
-  const approvals = [];
-  const payment = aegisTool(eng, chain, TOOL, tool({
+/** An AI SDK payment tool guarded by Aegis; `approve` stands in for the human answering the SDK's approval request. */
+function paymentTool(eng, chain, ran, approve) {
+  return aegisTool(eng, chain, TOOL, tool({
     description: 'Create a payment',
     inputSchema: z.object({ amount: z.number(), currency: z.string(), destination: z.string() }),
     execute: async (input) => {
       ran.push(input.amount);
       return `paid ${input.amount}`;
     },
-  }), {
-    // Stands in for the human answering the SDK's approval request.
-    approve: (approvalId) => {
-      approvals.push(approvalId);
-      return eng.approve(approvalId, approverChain()).overrideToken ?? undefined;
-    },
+  }), { approve });
+}
+
+test('AI SDK: approval_needed goes through the SDK approval flow; deny never executes', async () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('ai'));
+  const ran = [];
+  const approvals = [];
+  const payment = paymentTool(eng, chain, ran, (approvalId) => {
+    approvals.push(approvalId);
+    return eng.approve(approvalId, approverChain()).overrideToken ?? undefined;
   });
   const opts = (id) => ({ toolCallId: id, messages: [] });
   // As the SDK does: ask needsApproval, then execute.
@@ -49,14 +51,7 @@ test('AI SDK: generateText with a scripted model runs allowed calls, reports den
   const task = uniqueTask('ai-generate');
   const chain = financeChain(task);
   const ran = [];
-  const payment = aegisTool(eng, chain, TOOL, tool({
-    description: 'Create a payment',
-    inputSchema: z.object({ amount: z.number(), currency: z.string(), destination: z.string() }),
-    execute: async (input) => {
-      ran.push(input.amount);
-      return `paid ${input.amount}`;
-    },
-  }), { approve: (approvalId) => eng.approve(approvalId, approverChain()).overrideToken ?? undefined });
+  const payment = paymentTool(eng, chain, ran, (approvalId) => eng.approve(approvalId, approverChain()).overrideToken ?? undefined);
   const usage = { inputTokens: { total: 1, noCache: 1, cacheRead: 0, cacheWrite: 0 }, outputTokens: { total: 1, text: 1, reasoning: 0 } };
   const calls = (...list) => ({
     content: list.map(([id, args]) => ({ type: 'tool-call', toolCallId: id, toolName: 'pay', input: JSON.stringify(args) })),

@@ -238,7 +238,7 @@ class ApprovalNotFound(AegisError):
     code = "approval_not_found"
 
 class ApprovalNotPending(AegisError):
-    """The approval was already approved or rejected."""
+    """The approval was already resolved: approved, rejected or superseded."""
 
     code = "approval_not_pending"
 
