@@ -18,7 +18,8 @@ use crate::keys::{Jwk, KeyPair, PublicKey};
 /// The `typ` of an Aegis credential.
 pub const CREDENTIAL_TYP: &str = "aegis-credential+jwt";
 
-/// Upper bound on cached verified chains; expired entries are pruned when it is reached.
+/// Upper bound on cached verified chains. When it is reached, expired entries are pruned, and
+/// if that frees nothing, half the entries are evicted.
 const CHAIN_CACHE_CAPACITY: usize = 16_384;
 
 /// Upper bound on cached decompressed agent keys.
@@ -210,6 +211,7 @@ pub(crate) struct ChainVerifier {
     issuers: HashMap<String, TrustedIssuer>,
     policy: ChainPolicy,
     cache: RwLock<HashMap<String, Arc<CachedChain>>>,
+    cache_capacity: usize,
     keys: RwLock<HashMap<String, (Jwk, PublicKey)>>,
     /// Signatures checked so far, so tests can tell what the caches spared.
     signatures_checked: AtomicU64,
@@ -228,6 +230,7 @@ impl ChainVerifier {
             issuers,
             policy,
             cache: RwLock::new(HashMap::new()),
+            cache_capacity: CHAIN_CACHE_CAPACITY,
             keys: RwLock::new(HashMap::new()),
             signatures_checked: AtomicU64::new(0),
         }
@@ -257,11 +260,18 @@ impl ChainVerifier {
         }
         let chain = Arc::new(self.verify_links(tokens, prefix.as_deref(), now)?);
         if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= CHAIN_CACHE_CAPACITY {
+            if cache.len() >= self.cache_capacity {
                 let leeway = self.policy.leeway_secs;
                 cache.retain(|_, c| c.chain.expires_at + leeway > now);
-                if cache.len() >= CHAIN_CACHE_CAPACITY {
-                    cache.clear();
+                if cache.len() >= self.cache_capacity {
+                    // Every other entry, in the map's (seeded, unpredictable) order: clearing
+                    // the whole cache would send every live chain back to full verification at
+                    // once.
+                    let mut keep = false;
+                    cache.retain(|_, _| {
+                        keep = !keep;
+                        keep
+                    });
                 }
             }
             cache.insert(key.to_owned(), Arc::new(CachedChain { tokens: tokens.to_vec(), chain: Arc::clone(&chain) }));
@@ -533,6 +543,38 @@ mod tests {
             expires_at: 1600,
             jti: jti.into(),
         }
+    }
+
+    #[test]
+    fn a_full_chain_cache_evicts_half_not_everything() {
+        let key = |n: u8| KeyPair::from_seed(&[n; 32]).unwrap();
+        let issuer = TrustedIssuer { name: "iss".into(), key: key(1).public_key().clone() };
+        let policy = ChainPolicy { audience: "aegis".into(), leeway_secs: 5, max_depth: 4, max_lifetime_secs: 3600 };
+        let mut verifier = ChainVerifier::new(vec![issuer], policy);
+        verifier.cache_capacity = 4;
+        let roots: Vec<String> =
+            (0..5).map(|i| issue_root("iss", &key(1), spec("planner", &key(2), &format!("r{i}"))).unwrap()).collect();
+        let cached = |verifier: &ChainVerifier, token: &String| {
+            verifier.cache.read().unwrap().values().any(|c| c.tokens.as_slice() == std::slice::from_ref(token))
+        };
+        for root in &roots[..4] {
+            verifier.verify(std::slice::from_ref(root), 1100).unwrap();
+        }
+        assert_eq!(verifier.cache.read().unwrap().len(), 4);
+        verifier.verify(std::slice::from_ref(&roots[4]), 1100).unwrap();
+        assert_eq!(verifier.cache.read().unwrap().len(), 3);
+        assert!(cached(&verifier, &roots[4]));
+        assert_eq!(roots[..4].iter().filter(|r| cached(&verifier, r)).count(), 2);
+        // Expired entries go first: when every cached chain has expired, pruning them makes
+        // the room and nothing is halved.
+        verifier.cache.write().unwrap().clear();
+        for root in &roots[..4] {
+            verifier.verify(std::slice::from_ref(root), 1100).unwrap();
+        }
+        let late = issue_root("iss", &key(1), CredentialSpec { issued_at: 1700, expires_at: 2300, ..spec("planner", &key(2), "late") }).unwrap();
+        verifier.verify(std::slice::from_ref(&late), 1700).unwrap();
+        assert_eq!(verifier.cache.read().unwrap().len(), 1);
+        assert!(cached(&verifier, &late));
     }
 
     #[test]
