@@ -272,10 +272,12 @@ impl Bundle {
         let mut tools = HashMap::new();
         for action in schema.actions() {
             let tool = action.id().unescaped().to_owned();
-            let default_resource = EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool));
             let entry = ToolEntry {
                 action: ast::EntityUIDEntry::known(action.as_ref().clone(), None),
-                default_resource: ast::EntityUIDEntry::known(default_resource.as_ref().clone(), None),
+                default_resource: ast::EntityUIDEntry::known(
+                    EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)).into(),
+                    None,
+                ),
                 policies: PolicyList::new(&merge(enforced.for_action(action), shadow_probes.for_action(action))?),
                 predicates: predicates
                     .iter()
@@ -717,7 +719,6 @@ fn content_digest(sources: &BundleSources) -> String {
     let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! only narrow what the parent granted.
 
 use std::collections::HashMap;
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -214,6 +215,7 @@ pub(crate) struct ChainVerifier {
     cache_capacity: usize,
     keys: RwLock<HashMap<String, (Jwk, PublicKey)>>,
     /// Signatures checked so far, so tests can tell what the caches spared.
+    #[cfg(test)]
     signatures_checked: AtomicU64,
 }
 
@@ -232,6 +234,7 @@ impl ChainVerifier {
             cache: RwLock::new(HashMap::new()),
             cache_capacity: CHAIN_CACHE_CAPACITY,
             keys: RwLock::new(HashMap::new()),
+            #[cfg(test)]
             signatures_checked: AtomicU64::new(0),
         }
     }
@@ -241,24 +244,18 @@ impl ChainVerifier {
         let Some(leaf) = tokens.last() else {
             return Err(Error::new(ErrorCode::MissingCredential, "no credential chain was presented"));
         };
-        // The cache key is the leaf's signature segment; a hit must match every token byte for
-        // byte, so a forged token that reuses a cached signature finds nothing.
-        let key = leaf.rsplit('.').next().unwrap_or_default();
-        if let Ok(cache) = self.cache.read() {
-            if let Some(hit) = cache.get(key) {
-                if hit.tokens.as_slice() == tokens {
-                    self.check_window(hit.chain.not_before, hit.chain.expires_at, now)?;
-                    return Ok(Arc::clone(&hit.chain));
-                }
-            }
-        }
-        // A new delegation under a chain already verified (a planner's own chain, a sibling's
-        // parent) verifies only its new links.
+        // The longest cached prefix, the whole chain included. A whole-chain hit verifies
+        // nothing; a new delegation under a chain already verified (a planner's own chain, a
+        // sibling's parent) verifies only its new links.
         let prefix = self.cached_prefix(tokens);
         if let Some(prefix) = &prefix {
             self.check_window(prefix.not_before, prefix.expires_at, now)?;
+            if prefix.depth + 1 == tokens.len() {
+                return Ok(Arc::clone(prefix));
+            }
         }
         let chain = Arc::new(self.verify_links(tokens, prefix.as_deref(), now)?);
+        let key = leaf.rsplit('.').next().unwrap_or_default();
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= self.cache_capacity {
                 let leeway = self.policy.leeway_secs;
@@ -279,11 +276,12 @@ impl ChainVerifier {
         Ok(chain)
     }
 
-    /// The longest proper prefix of `tokens` that is cached as a verified chain, matched byte
-    /// for byte like a full hit.
+    /// The longest prefix of `tokens` (all of them included) cached as a verified chain. The
+    /// cache key is a chain's leaf signature segment, and a hit must match every token byte for
+    /// byte, so a forged token that reuses a cached signature finds nothing.
     fn cached_prefix(&self, tokens: &[String]) -> Option<Arc<VerifiedChain>> {
         let cache = self.cache.read().ok()?;
-        (1..tokens.len()).rev().find_map(|len| {
+        (1..=tokens.len()).rev().find_map(|len| {
             let key = tokens[len - 1].rsplit('.').next().unwrap_or_default();
             cache.get(key).filter(|hit| hit.tokens.as_slice() == &tokens[..len]).map(|hit| Arc::clone(&hit.chain))
         })
@@ -304,6 +302,7 @@ impl ChainVerifier {
         for (depth, token) in tokens.iter().enumerate().skip(start) {
             let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)
                 .map_err(|e| at_link(depth, e))?;
+            #[cfg(test)]
             self.signatures_checked.fetch_add(1, Ordering::Relaxed);
             let claims = &parsed.claims;
             let parent = match (links.last(), prefix) {

@@ -551,11 +551,10 @@ impl Engine {
                 let ty: cedar_policy::EntityTypeName = r.entity_type.parse().map_err(|e| {
                     Error::malformed_request(format!("resource type `{}` is not a valid entity type: {e}", r.entity_type))
                 })?;
-                let uid = EntityUid::from_type_name_and_id(ty, EntityId::new(&r.id));
-                EntityUIDEntry::known(AsRef::<ast::EntityUID>::as_ref(&uid).clone(), None)
+                EntityUIDEntry::known(EntityUid::from_type_name_and_id(ty, EntityId::new(&r.id)).into(), None)
             }
         };
-        let principal = EntityUIDEntry::known(AsRef::<ast::EntityUID>::as_ref(&principal).clone(), None);
+        let principal = EntityUIDEntry::known(principal.into(), None);
         Ok(ast::Request::new_unchecked(principal, tool.action.clone(), resource, Some(context)))
     }
 

@@ -98,11 +98,11 @@ pub enum ApprovalStatus {
     Pending,
     /// Approved; an override token was minted.
     Approved,
+    /// Rejected.
+    Rejected,
     /// Closed by Aegis without a human: the same call ran under another approval of the same
     /// task and agent, so this request is moot (approving it would allow the call again).
     Superseded,
-    /// Rejected.
-    Rejected,
 }
 
 /// A call waiting for a human decision: everything the human needs to decide.
