@@ -6,13 +6,22 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aegis_core::{
+use aegis_sod::{
     delegate, issue_root, slack_message, ApprovalResolution, AuthorizationRequest, Bundle, Clock, CredentialSpec,
     Decision, Engine, KeyPair, Outcome, PendingApproval, SystemClock,
 };
 use serde_json::{json, Value};
 
-use crate::args::{show, Args};
+use clap::Args;
+
+use crate::show;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The payments bundle directory (default: the repository's `policies/payments`).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
 
 const ISSUER: &str = "https://issuer.aegis.example";
 const TOOL: &str = "stripe.create_payment";
@@ -20,9 +29,8 @@ const GOOD_ACCOUNT: &str = "acct_1032D82eZvKYlo2C";
 const TASK: &str = "task-vendor-payouts-q3";
 const SPLIT_TASK: &str = "task-vendor-payouts-q3-batch-2";
 
-pub fn run(words: &[&str]) -> Result<(), String> {
-    let args = Args::parse(words, &[])?;
-    let dir = args.get("bundle").map_or_else(default_bundle, PathBuf::from);
+pub fn run(args: &DemoArgs) -> Result<(), String> {
+    let dir = args.bundle.clone().unwrap_or_else(default_bundle);
     let bundle = Bundle::from_dir(&dir).map_err(show)?;
 
     // Fixed seeds keep the keys (not the ids or times) identical across runs.
@@ -44,7 +52,7 @@ pub fn run(words: &[&str]) -> Result<(), String> {
     let spec_in = |task: &str, agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| CredentialSpec {
         agent_id: agent.into(),
         agent_key: key.public_key().clone(),
-        audience: aegis_core::DEFAULT_AUDIENCE.into(),
+        audience: aegis_sod::DEFAULT_AUDIENCE.into(),
         task_id: task.into(),
         intent: "pay the approved vendor invoices for Q3".into(),
         scope: scope.iter().map(|s| (*s).to_owned()).collect(),
@@ -65,13 +73,10 @@ pub fn run(words: &[&str]) -> Result<(), String> {
     let pay = |amount: i64, destination: &str| json!({"amount": amount, "currency": "eur", "destination": destination});
     let failures = std::cell::Cell::new(0usize);
     let step_with = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| -> Result<Decision, String> {
-        let request = AuthorizationRequest {
-            chain,
-            tool: TOOL.into(),
-            args: args.clone(),
-            resource: None,
-            proof: None,
-            approval_token: token.map(str::to_owned),
+        let request = AuthorizationRequest::new(chain, TOOL, args.clone());
+        let request = match token {
+            Some(t) => request.with_approval_token(t),
+            None => request,
         };
         let decision = engine.authorize(&request).map_err(show)?;
         print_step(title, &args, &decision, expect);
@@ -184,15 +189,16 @@ fn print_step(title: &str, args: &Value, decision: &Decision, expect: Outcome) {
 
 /// Rewrites the payload of a credential to claim every tool, keeping the original signature.
 fn forge_scope(token: &str) -> Result<String, String> {
-    use aegis_core::jws::{b64_decode, b64_encode};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
     let parts: Vec<&str> = token.split('.').collect();
     let [header, payload, signature] = parts.as_slice() else {
         return Err("credential is not a compact jws".into());
     };
-    let mut claims: Value = serde_json::from_slice(&b64_decode(payload).map_err(show)?).map_err(|e| e.to_string())?;
+    let mut claims: Value = serde_json::from_slice(&B64.decode(payload).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     claims["scope"] = json!(["*"]);
     let forged = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
-    Ok(format!("{header}.{}.{signature}", b64_encode(&forged)))
+    Ok(format!("{header}.{}.{signature}", B64.encode(&forged)))
 }
 
 fn default_bundle() -> PathBuf {

@@ -1,6 +1,8 @@
 //! `aegis`: validate bundles, manage keys and credentials, authorize calls, run the demo.
+//!
+//! A thin shell over the core: every subcommand is one file, and each calls the core's JSON
+//! operation table or its typed API.
 
-mod args;
 mod authorize;
 mod demo;
 mod exec;
@@ -10,35 +12,47 @@ mod token;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  aegis demo [--bundle DIR]
-  aegis policy validate <bundle-dir>
-  aegis keys generate [--seed HEX64] [--public]
-  aegis token issue --issuer NAME --key ISSUER.jwk --agent ID --agent-key AGENT.jwk \\
-                    --task ID --intent TEXT --scope a,b [--ttl SECS] [--audience AUD]
-  aegis token delegate --parent TOKEN --key PARENT.jwk --agent ID --agent-key AGENT.jwk \\
-                    --scope a,b [--ttl SECS]
-  aegis token inspect <token>
-  aegis authorize --bundle DIR --trust NAME=ISSUER.jwk --request REQUEST.json
-  aegis exec JOB.json        (a batch of engine operations on a shared store; see exec.rs)";
+use clap::{Parser, Subcommand};
+
+/// Aegis: stops AI agents from authorizing their own high-risk actions.
+#[derive(Parser)]
+#[command(name = "aegis", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the end-to-end payments scenario on the embedded defaults.
+    Demo(demo::DemoArgs),
+    /// Work with policy bundles.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Work with Ed25519 keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Issue, delegate and inspect credentials.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Decide on one request (the JSON of an authorization request).
+    Authorize(authorize::AuthorizeArgs),
+    /// Run a batch of engine operations on a (shared) store, one JSON line per step.
+    Exec(exec::ExecArgs),
+}
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let words: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let result = match words.as_slice() {
-        ["demo", rest @ ..] => demo::run(rest),
-        ["policy", "validate", rest @ ..] => policy::validate(rest),
-        ["keys", "generate", rest @ ..] => keys::generate(rest),
-        ["token", "issue", rest @ ..] => token::issue(rest),
-        ["token", "delegate", rest @ ..] => token::delegate(rest),
-        ["token", "inspect", rest @ ..] => token::inspect(rest),
-        ["authorize", rest @ ..] => authorize::run(rest),
-        ["exec", rest @ ..] => exec::run(rest),
-        ["help" | "--help" | "-h"] | [] => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => Err(format!("unknown command\n{USAGE}")),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_with_usage(e),
+    };
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Policy(command) => policy::run(command),
+        Command::Keys(command) => keys::run(command),
+        Command::Token(command) => token::run(command),
+        Command::Authorize(args) => authorize::run(&args),
+        Command::Exec(args) => exec::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,4 +61,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every parse error carries the usage line of the (sub)command it was found in: clap prints it
+/// for unknown flags, not for bad values.
+fn exit_with_usage(error: clap::Error) -> ! {
+    use clap::CommandFactory;
+    if !error.use_stderr() || error.render().to_string().contains("Usage:") {
+        error.exit();
+    }
+    let mut command = Cli::command();
+    command.build();
+    let mut current = &command;
+    for word in std::env::args().skip(1) {
+        match current.find_subcommand(&word) {
+            Some(sub) => current = sub,
+            None if word.starts_with('-') => continue,
+            None => break,
+        }
+    }
+    eprint!("{}", error.render());
+    eprintln!("\n{}", current.clone().render_usage());
+    std::process::exit(2);
+}
+
+/// Renders a core error with its stable code.
+pub(crate) fn show(error: aegis_sod::Error) -> String {
+    format!("[{}] {}", error.code(), error.message())
+}
+
+/// Reads a file, naming it on failure.
+pub(crate) fn read(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// Calls one operation of the core's JSON operation table.
+pub(crate) fn call(engine: Option<&aegis_sod::Engine>, op: &str, input: &serde_json::Value) -> Result<String, String> {
+    aegis_sod::json_api::call(engine, op, &input.to_string()).map_err(show)
 }

@@ -111,3 +111,22 @@ fn keys_tokens_and_authorize_round_trip() {
     let (ok, _, err) = aegis(&["authorize", "--bundle", "policies/payments", "--trust", &trust, "--request", &broken]);
     assert!(!ok && err.contains("[malformed_request]"), "{err}");
 }
+
+#[test]
+fn unknown_flags_and_bad_values_are_errors_with_a_usage_line() {
+    // A misspelt `--seed` once generated a random key silently.
+    let (ok, out, err) = aegis(&["keys", "generate", "--sed", &"ab".repeat(32)]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("--sed") && err.contains("Usage:"), "{err}");
+    let (ok, _, err) = aegis(&["keys", "generate", "--seed", "not-hex"]);
+    assert!(!ok && err.contains("64 hexadecimal digits") && err.contains("Usage:"), "{err}");
+    let (ok, _, err) = aegis(&["authorize", "--bundle", "policies/payments", "--trust", "no-equals-sign", "--request", "r.json"]);
+    assert!(!ok && err.contains("NAME=ISSUER.jwk"), "{err}");
+    let (ok, _, err) = aegis(&["token", "delegate", "--parent", "x", "--key", "k", "--agent", "a", "--agent-key", "k", "--scope", "s", "--ttl=-5"]);
+    assert!(!ok && err.contains("--ttl"), "{err}");
+    let (ok, _, err) = aegis(&["frobnicate"]);
+    assert!(!ok && err.contains("Usage:"), "{err}");
+    // The same seed always gives the same key.
+    let seed = "07".repeat(32);
+    assert_eq!(aegis(&["keys", "generate", "--seed", &seed]).1, aegis(&["keys", "generate", "--seed", &seed]).1);
+}

@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use aegis_core::ffi::StoreConfig;
-use aegis_core::{create_proof, Clock, Engine, ErrorCode, SystemClock};
+use aegis_sod::json_api::StoreConfig;
+use aegis_sod::{create_proof, Clock, Engine, ErrorCode, SystemClock};
 use common::redis::RedisServer;
 use common::*;
 use serde_json::{json, Value};
@@ -67,7 +67,7 @@ fn real_now() -> i64 {
 }
 
 fn in_process_engine(store: &StoreConfig, bundle_dir: &std::path::Path) -> Engine {
-    aegis_core::ffi::engine_from_json(&engine_config(store, bundle_dir).to_string()).unwrap()
+    aegis_sod::json_api::engine_from_json(&engine_config(store, bundle_dir).to_string()).unwrap()
 }
 
 fn proof_bundle_dir() -> PathBuf {

@@ -1,257 +1,324 @@
 //! The one error type of the core, and the stable codes users branch on.
 //!
-//! Every failure and every deny reason carries an [`ErrorCode`]. Codes are serialized in
-//! `snake_case` and never change meaning once released; bindings map them to exception classes
-//! (Python), `err.code` (Node) and status values (C).
+//! Two code sets, kept apart: an [`ErrorCode`] says what went wrong (a bad token, a store that
+//! is down, malformed input); a [`ReasonCode`] says why a decision came out as it did, which
+//! is either a policy's verdict (`policy_permit`, `approval_granted`, ...) or the error that
+//! denied the call. Codes are serialized in `snake_case` and never change meaning once
+//! released; bindings generate their exception classes (Python) and type unions (TypeScript)
+//! from [`ErrorCode::ALL`] and [`ReasonCode::ALL`], and a test fails when they drift.
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A stable, machine-readable code for an error or a deny reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    // --- malformed input (returned as `Err`) ---
-    /// The request is not well formed (wrong shape, unsupported value, bad JSON).
-    MalformedRequest,
-    /// A key is not a valid Ed25519 key or JWK.
-    InvalidKey,
-    /// A bundle failed to load: unreadable file, parse error or schema validation error.
-    InvalidBundle,
-    /// Something that should be impossible happened; the engine failed closed.
-    Internal,
+/// Declares a code enum with its `ALL` list, its stable names and string serde.
+macro_rules! codes {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[doc = $doc])* $variant,)*
+        }
 
-    // --- credential chain (deny reasons) ---
-    /// The request carried no credential chain.
-    MissingCredential,
-    /// A token is not a well-formed compact JWS (encoding, JSON, duplicate or unknown members).
-    MalformedToken,
-    /// The token's `alg` is not `EdDSA` (for example `none` or `HS256`).
-    UnsupportedAlgorithm,
-    /// The token carries a header Aegis refuses (`jwk`, `jku`, `x5u`, `x5c`, `crit`, ...).
-    ForbiddenHeader,
-    /// The token's `typ` is not the one expected at this position.
-    WrongTokenType,
-    /// The root credential is not signed by a trusted issuer key, or names another issuer.
-    UntrustedIssuer,
-    /// A signature does not verify.
-    SignatureInvalid,
-    /// A credential has expired.
-    CredentialExpired,
-    /// A credential is not valid yet (`nbf` or `iat` in the future).
-    CredentialNotYetValid,
-    /// A credential lives longer than the engine allows.
-    LifetimeTooLong,
-    /// A credential was issued for another audience.
-    AudienceMismatch,
-    /// A delegated link does not name its parent (digest or issuer mismatch).
-    ParentMismatch,
-    /// A delegated link grants a tool its parent does not hold.
-    ScopeWidened,
-    /// A delegated link expires after its parent.
-    LifetimeExceedsParent,
-    /// A delegated link is for another task than its parent.
-    TaskMismatch,
-    /// An agent appears twice in one delegation chain.
-    DelegationCycle,
-    /// The chain is deeper than the engine allows.
-    DelegationTooDeep,
-    /// The leaf credential's scope does not include the requested tool.
-    ToolNotInScope,
-    /// The tool is not an action of the policy bundle.
-    UnknownTool,
+        impl $name {
+            /// Every code, in declaration order (bindings generate their types from it).
+            pub const ALL: &'static [$name] = &[$(Self::$variant,)*];
 
-    // --- proof of possession (deny reasons) ---
-    /// The tool requires a proof of possession and none was presented.
-    ProofRequired,
-    /// The proof does not verify, is stale, or is for another call.
-    ProofInvalid,
-    /// The proof's `jti` was already used.
-    ProofReplayed,
+            /// The stable `snake_case` name, as serialized.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
 
-    // --- policy evaluation (reasons) ---
-    /// A forbid policy matched.
-    PolicyForbid,
-    /// No permit policy matched.
-    NoMatchingPermit,
-    /// A forbid policy failed to evaluate; Aegis counts that as a deny.
-    PolicyError,
-    /// An approvable forbid matched; a human may approve the call.
-    ApprovalRequired,
-    /// Not an error: the permit policy that determined an `allow` or `sanitize`.
-    PolicyPermit,
+            /// The code with this stable name.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($text => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
 
-    // --- state: stores, tasks, budgets (deny reasons) ---
-    /// The store failed; Aegis denies rather than decide without state.
-    StoreUnavailable,
-    /// The task has ended; its credentials are revoked.
-    TaskEnded,
-    /// The call would exceed a budget.
-    BudgetExceeded,
-    /// Concurrent calls in the task kept conflicting; decided as a deny.
-    Contention,
+            /// The first line of the code's documentation (bindings use it as a docstring).
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => first_doc_line(&[$($doc,)*]),)*
+                }
+            }
+        }
 
-    // --- approvals ---
-    /// The override token does not verify or is not a well-formed token.
-    ApprovalTokenInvalid,
-    /// The override token has expired.
-    ApprovalExpired,
-    /// The override token was already used.
-    ApprovalReplayed,
-    /// The override token was approved for another agent.
-    ApprovalWrongAgent,
-    /// The override token was approved for other arguments or another tool.
-    ApprovalArgsMismatch,
-    /// The override token was approved in another task.
-    ApprovalWrongTask,
-    /// The override token was approved under another policy version.
-    ApprovalPolicyChanged,
-    /// No approval has this id.
-    ApprovalNotFound,
-    /// The approval was already resolved: approved, rejected or superseded.
-    ApprovalNotPending,
-    /// The approver may not approve this request (segregation of duties).
-    ApproverConflict,
-    /// Not an error: an override token turned `approval_needed` into `allow`.
-    ApprovalGranted,
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
 
-    // --- break-glass ---
-    /// A break-glass request was refused (reason, approvers, duration).
-    BreakGlassRefused,
-    /// Not an error: an open break-glass grant lifted a breakable forbid.
-    BreakGlassApplied,
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+                let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+                Self::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown code `{name}`")))
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, in declaration order (bindings generate their error classes from it).
-    pub const ALL: &'static [ErrorCode] = &[
-        Self::MalformedRequest,
-        Self::InvalidKey,
-        Self::InvalidBundle,
-        Self::Internal,
-        Self::MissingCredential,
-        Self::MalformedToken,
-        Self::UnsupportedAlgorithm,
-        Self::ForbiddenHeader,
-        Self::WrongTokenType,
-        Self::UntrustedIssuer,
-        Self::SignatureInvalid,
-        Self::CredentialExpired,
-        Self::CredentialNotYetValid,
-        Self::LifetimeTooLong,
-        Self::AudienceMismatch,
-        Self::ParentMismatch,
-        Self::ScopeWidened,
-        Self::LifetimeExceedsParent,
-        Self::TaskMismatch,
-        Self::DelegationCycle,
-        Self::DelegationTooDeep,
-        Self::ToolNotInScope,
-        Self::UnknownTool,
-        Self::ProofRequired,
-        Self::ProofInvalid,
-        Self::ProofReplayed,
-        Self::PolicyForbid,
-        Self::NoMatchingPermit,
-        Self::PolicyError,
-        Self::ApprovalRequired,
-        Self::PolicyPermit,
-        Self::StoreUnavailable,
-        Self::TaskEnded,
-        Self::BudgetExceeded,
-        Self::Contention,
-        Self::ApprovalTokenInvalid,
-        Self::ApprovalExpired,
-        Self::ApprovalReplayed,
-        Self::ApprovalWrongAgent,
-        Self::ApprovalArgsMismatch,
-        Self::ApprovalWrongTask,
-        Self::ApprovalPolicyChanged,
-        Self::ApprovalNotFound,
-        Self::ApprovalNotPending,
-        Self::ApproverConflict,
-        Self::ApprovalGranted,
-        Self::BreakGlassRefused,
-        Self::BreakGlassApplied,
-    ];
+fn first_doc_line(lines: &[&'static str]) -> &'static str {
+    lines.first().map_or("", |l| l.trim())
+}
 
-    /// The stable `snake_case` name of the code, as serialized.
+codes! {
+    /// What went wrong: a stable, machine-readable code for an error.
+    ///
+    /// Returned as `Err` for malformed input and internal failures; every other error on the
+    /// decision path becomes a `deny` whose reason is [`ReasonCode::Error`] with this code.
+    ErrorCode {
+    /// The request is not well formed (wrong shape, unsupported value, bad JSON).
+        MalformedRequest => "malformed_request",
+    /// A key is not a valid Ed25519 key or JWK.
+        InvalidKey => "invalid_key",
+    /// A bundle failed to load: unreadable file, parse error or schema validation error.
+        InvalidBundle => "invalid_bundle",
+    /// Something that should be impossible happened; the engine failed closed.
+        Internal => "internal",
+    /// The request carried no credential chain.
+        MissingCredential => "missing_credential",
+    /// A token is not a well-formed compact JWS (encoding, JSON, duplicate or unknown members).
+        MalformedToken => "malformed_token",
+    /// The token's `alg` is not `EdDSA` (for example `none` or `HS256`).
+        UnsupportedAlgorithm => "unsupported_algorithm",
+    /// The token carries a header Aegis refuses (`jwk`, `jku`, `x5u`, `x5c`, `crit`, ...).
+        ForbiddenHeader => "forbidden_header",
+    /// The token's `typ` is not the one expected at this position.
+        WrongTokenType => "wrong_token_type",
+    /// The root credential is not signed by a trusted issuer key, or names another issuer.
+        UntrustedIssuer => "untrusted_issuer",
+    /// A signature does not verify.
+        SignatureInvalid => "signature_invalid",
+    /// A credential has expired.
+        CredentialExpired => "credential_expired",
+    /// A credential is not valid yet (`nbf` or `iat` in the future).
+        CredentialNotYetValid => "credential_not_yet_valid",
+    /// A credential lives longer than the engine allows.
+        LifetimeTooLong => "lifetime_too_long",
+    /// A credential was issued for another audience.
+        AudienceMismatch => "audience_mismatch",
+    /// A delegated link does not name its parent (digest or issuer mismatch).
+        ParentMismatch => "parent_mismatch",
+    /// A delegated link grants a tool its parent does not hold.
+        ScopeWidened => "scope_widened",
+    /// A delegated link expires after its parent.
+        LifetimeExceedsParent => "lifetime_exceeds_parent",
+    /// A delegated link is for another task than its parent.
+        TaskMismatch => "task_mismatch",
+    /// An agent appears twice in one delegation chain.
+        DelegationCycle => "delegation_cycle",
+    /// The chain is deeper than the engine allows.
+        DelegationTooDeep => "delegation_too_deep",
+    /// The leaf credential's scope does not include the requested tool.
+        ToolNotInScope => "tool_not_in_scope",
+    /// The tool is not an action of the policy bundle.
+        UnknownTool => "unknown_tool",
+    /// The tool requires a proof of possession and none was presented.
+        ProofRequired => "proof_required",
+    /// The proof does not verify, is stale, or is for another call.
+        ProofInvalid => "proof_invalid",
+    /// The proof's `jti` was already used.
+        ProofReplayed => "proof_replayed",
+    /// The store failed; Aegis denies rather than decide without state.
+        StoreUnavailable => "store_unavailable",
+    /// The task has ended; its credentials are revoked.
+        TaskEnded => "task_ended",
+    /// The call would exceed a budget.
+        BudgetExceeded => "budget_exceeded",
+    /// Concurrent calls in the task kept conflicting; decided as a deny.
+        Contention => "contention",
+    /// The override token does not verify or is not a well-formed token.
+        ApprovalTokenInvalid => "approval_token_invalid",
+    /// The override token has expired.
+        ApprovalExpired => "approval_expired",
+    /// The override token was already used.
+        ApprovalReplayed => "approval_replayed",
+    /// The override token was approved for another agent.
+        ApprovalWrongAgent => "approval_wrong_agent",
+    /// The override token was approved for other arguments or another tool.
+        ApprovalArgsMismatch => "approval_args_mismatch",
+    /// The override token was approved in another task.
+        ApprovalWrongTask => "approval_wrong_task",
+    /// The override token was approved under another policy version.
+        ApprovalPolicyChanged => "approval_policy_changed",
+    /// No approval has this id.
+        ApprovalNotFound => "approval_not_found",
+    /// The approval was already resolved: approved, rejected or superseded.
+        ApprovalNotPending => "approval_not_pending",
+    /// The approver may not approve this request (segregation of duties).
+        ApproverConflict => "approver_conflict",
+    /// A break-glass request was refused (reason, approvers, duration).
+        BreakGlassRefused => "break_glass_refused",
+    /// The operation named at the JSON boundary does not exist.
+        UnknownOperation => "unknown_operation",
+    }
+}
+
+codes! {
+    /// Why a decision came out as it did, beside the errors ([`ReasonCode::Error`]).
+    PolicyVerdict {
+    /// A forbid policy matched.
+        PolicyForbid => "policy_forbid",
+    /// No permit policy matched.
+        NoMatchingPermit => "no_matching_permit",
+    /// A forbid policy failed to evaluate; Aegis counts that as a deny.
+        PolicyError => "policy_error",
+    /// An approvable forbid matched; a human may approve the call.
+        ApprovalRequired => "approval_required",
+    /// the permit policy that determined an `allow` or `sanitize`.
+        PolicyPermit => "policy_permit",
+    /// an override token turned `approval_needed` into `allow`.
+        ApprovalGranted => "approval_granted",
+    /// an open break-glass grant lifted a breakable forbid.
+        BreakGlassApplied => "break_glass_applied",
+    }
+}
+
+/// Why a decision came out as it did: a policy's verdict, or the error that denied the call.
+///
+/// Serialized flat, as the verdict's or the error's `snake_case` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// A policy's verdict.
+    Verdict(PolicyVerdict),
+    /// The error that denied the call.
+    Error(ErrorCode),
+}
+
+impl ReasonCode {
+    /// A permit policy determined an `allow` or `sanitize`.
+    pub const POLICY_PERMIT: Self = Self::Verdict(PolicyVerdict::PolicyPermit);
+    /// A forbid policy matched.
+    pub const POLICY_FORBID: Self = Self::Verdict(PolicyVerdict::PolicyForbid);
+    /// No permit policy matched.
+    pub const NO_MATCHING_PERMIT: Self = Self::Verdict(PolicyVerdict::NoMatchingPermit);
+    /// A forbid policy failed to evaluate, which counts as a deny.
+    pub const POLICY_ERROR: Self = Self::Verdict(PolicyVerdict::PolicyError);
+    /// An approvable forbid matched; a human may approve the call.
+    pub const APPROVAL_REQUIRED: Self = Self::Verdict(PolicyVerdict::ApprovalRequired);
+    /// An override token turned `approval_needed` into `allow`.
+    pub const APPROVAL_GRANTED: Self = Self::Verdict(PolicyVerdict::ApprovalGranted);
+    /// An open break-glass grant lifted a breakable forbid.
+    pub const BREAK_GLASS_APPLIED: Self = Self::Verdict(PolicyVerdict::BreakGlassApplied);
+
+    /// Every reason code's name: the verdicts, then the errors.
+    pub fn all_names() -> impl Iterator<Item = &'static str> {
+        PolicyVerdict::ALL.iter().map(|v| v.as_str()).chain(ErrorCode::ALL.iter().map(|e| e.as_str()))
+    }
+
+    /// The stable `snake_case` name, as serialized.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::MalformedRequest => "malformed_request",
-            Self::InvalidKey => "invalid_key",
-            Self::InvalidBundle => "invalid_bundle",
-            Self::Internal => "internal",
-            Self::MissingCredential => "missing_credential",
-            Self::MalformedToken => "malformed_token",
-            Self::UnsupportedAlgorithm => "unsupported_algorithm",
-            Self::ForbiddenHeader => "forbidden_header",
-            Self::WrongTokenType => "wrong_token_type",
-            Self::UntrustedIssuer => "untrusted_issuer",
-            Self::SignatureInvalid => "signature_invalid",
-            Self::CredentialExpired => "credential_expired",
-            Self::CredentialNotYetValid => "credential_not_yet_valid",
-            Self::LifetimeTooLong => "lifetime_too_long",
-            Self::AudienceMismatch => "audience_mismatch",
-            Self::ParentMismatch => "parent_mismatch",
-            Self::ScopeWidened => "scope_widened",
-            Self::LifetimeExceedsParent => "lifetime_exceeds_parent",
-            Self::TaskMismatch => "task_mismatch",
-            Self::DelegationCycle => "delegation_cycle",
-            Self::DelegationTooDeep => "delegation_too_deep",
-            Self::ToolNotInScope => "tool_not_in_scope",
-            Self::UnknownTool => "unknown_tool",
-            Self::ProofRequired => "proof_required",
-            Self::ProofInvalid => "proof_invalid",
-            Self::ProofReplayed => "proof_replayed",
-            Self::PolicyForbid => "policy_forbid",
-            Self::NoMatchingPermit => "no_matching_permit",
-            Self::PolicyError => "policy_error",
-            Self::ApprovalRequired => "approval_required",
-            Self::PolicyPermit => "policy_permit",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::TaskEnded => "task_ended",
-            Self::BudgetExceeded => "budget_exceeded",
-            Self::Contention => "contention",
-            Self::ApprovalTokenInvalid => "approval_token_invalid",
-            Self::ApprovalExpired => "approval_expired",
-            Self::ApprovalReplayed => "approval_replayed",
-            Self::ApprovalWrongAgent => "approval_wrong_agent",
-            Self::ApprovalArgsMismatch => "approval_args_mismatch",
-            Self::ApprovalWrongTask => "approval_wrong_task",
-            Self::ApprovalPolicyChanged => "approval_policy_changed",
-            Self::ApprovalNotFound => "approval_not_found",
-            Self::ApprovalNotPending => "approval_not_pending",
-            Self::ApproverConflict => "approver_conflict",
-            Self::ApprovalGranted => "approval_granted",
-            Self::BreakGlassRefused => "break_glass_refused",
-            Self::BreakGlassApplied => "break_glass_applied",
+            Self::Verdict(v) => v.as_str(),
+            Self::Error(e) => e.as_str(),
+        }
+    }
+
+    /// The error, when an error is the reason.
+    pub fn error(self) -> Option<ErrorCode> {
+        match self {
+            Self::Error(e) => Some(e),
+            Self::Verdict(_) => None,
         }
     }
 }
 
-impl fmt::Display for ErrorCode {
+impl From<ErrorCode> for ReasonCode {
+    fn from(code: ErrorCode) -> Self {
+        Self::Error(code)
+    }
+}
+
+impl From<PolicyVerdict> for ReasonCode {
+    fn from(verdict: PolicyVerdict) -> Self {
+        Self::Verdict(verdict)
+    }
+}
+
+impl PartialEq<ErrorCode> for ReasonCode {
+    fn eq(&self, other: &ErrorCode) -> bool {
+        *self == Self::Error(*other)
+    }
+}
+
+impl fmt::Display for ReasonCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// An error from the core: a stable [`ErrorCode`] and a lowercase, human-readable message.
+impl Serialize for ReasonCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReasonCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        PolicyVerdict::from_name(&name)
+            .map(Self::Verdict)
+            .or_else(|| ErrorCode::from_name(&name).map(Self::Error))
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown reason code `{name}`")))
+    }
+}
+
+/// Where an error was found, when it has a place: which link of a chain, which file and line
+/// of a bundle, which policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorDetails {
+    /// The chain link (0 = the root credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<usize>,
+    /// The bundle file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The 1-based line in `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+}
+
+impl ErrorDetails {
+    fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// An error from the core: a stable [`ErrorCode`], a lowercase, human-readable message, and
+/// where it was found ([`ErrorDetails`]).
 ///
-/// Messages quote user input in backticks and never name Rust types.
+/// Messages quote user input in backticks and never name Rust types. Its JSON form,
+/// `{"code", "message", "link"?, "file"?, "line"?, "policy_id"?}`, is the one encoding every
+/// binding carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct Error {
     code: ErrorCode,
     message: String,
+    #[serde(flatten, default, skip_serializing_if = "ErrorDetails::is_empty")]
+    details: Box<ErrorDetails>,
 }
 
 impl Error {
     /// Creates an error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), details: Box::default() }
     }
 
     /// The stable code.
@@ -262,6 +329,26 @@ impl Error {
     /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Where the error was found.
+    pub fn details(&self) -> &ErrorDetails {
+        &self.details
+    }
+
+    /// The error as found at chain link `link`.
+    pub(crate) fn at_link(mut self, link: usize) -> Self {
+        self.message = format!("link {link}: {}", self.message);
+        self.details.link = Some(link);
+        self
+    }
+
+    /// The error as found in a bundle `file`, at `line` when known, in `policy_id` when known.
+    pub(crate) fn in_file(mut self, file: &str, line: Option<usize>, policy_id: Option<&str>) -> Self {
+        self.details.file = Some(file.to_owned());
+        self.details.line = line;
+        self.details.policy_id = policy_id.map(str::to_owned);
+        self
     }
 
     pub(crate) fn malformed_request(message: impl Into<String>) -> Self {
@@ -279,3 +366,29 @@ impl Error {
 
 /// Shorthand for results of the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_never_collide() {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in ReasonCode::all_names() {
+            assert!(seen.insert(name), "`{name}` is both a verdict and an error");
+            let code: ReasonCode = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(code.as_str(), name);
+        }
+        for code in ErrorCode::ALL {
+            assert!(!code.description().is_empty(), "{code} has no description");
+        }
+    }
+
+    #[test]
+    fn error_json_carries_its_place() {
+        let e = Error::new(ErrorCode::SignatureInvalid, "bad").at_link(2);
+        assert_eq!(serde_json::to_value(&e).unwrap(), serde_json::json!({"code": "signature_invalid", "message": "link 2: bad", "link": 2}));
+        let back: Error = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -87,70 +87,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Serializes a JSON value per RFC 8785 (JCS): object members sorted by their UTF-16 code
-/// units, no whitespace, ECMAScript number formatting for the integers and floats Aegis accepts.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push('{');
-            for (i, (k, v)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_number(n: &Number, out: &mut String) {
-    if let Some(i) = n.as_i64() {
-        out.push_str(&i.to_string());
-    } else if let Some(u) = n.as_u64() {
-        out.push_str(&u.to_string());
-    } else if let Some(f) = n.as_f64() {
-        // ECMAScript prints integral doubles below 1e21 without a fraction or exponent.
-        if f.fract() == 0.0 && f.abs() < 1e21 {
-            out.push_str(&format!("{f:.0}"));
-        } else {
-            out.push_str(&n.to_string());
-        }
-    }
-}
-
-fn write_string(s: &str, out: &mut String) {
-    // serde_json escapes exactly what JCS requires: `"`, `\`, and control characters, with
-    // the short forms for \b \f \n \r \t and lowercase \u00xx otherwise.
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        // INVARIANT: serializing a `&str` cannot fail; keep a valid encoding anyway.
-        Err(_) => out.push_str("\"\""),
-    }
+/// Serializes a JSON value per RFC 8785 (JCS) with the maintained `serde_jcs`: members sorted
+/// by UTF-16 code units, no whitespace, numbers as ECMAScript prints IEEE doubles.
+pub(crate) fn canonical_json(value: &Value) -> String {
+    // Serializing a `Value` cannot fail; an empty string would still never match a digest.
+    serde_jcs::to_string(value).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -172,5 +113,13 @@ mod tests {
         // U+1F600 is a surrogate pair (0xD83D...) and sorts before U+E000 in UTF-16.
         assert_eq!(canonical_json(&v), "{\"a\":true,\"b\":[1,2,\"x\\n\"],\"\u{1f600}\":2,\"\u{e000}\":1}");
         assert_eq!(canonical_json(&json!({"z": null, "y": -5})), r#"{"y":-5,"z":null}"#);
+    }
+
+    /// RFC 8785's number rules, where the hand-written serializer once deviated: exponents
+    /// carry a sign, and integers are printed as the IEEE double they denote.
+    #[test]
+    fn numbers_follow_ecmascript() {
+        let v = parse_value_strict("[1e21, 1e-7, 123456789012345680000, 0.1, -0, 9007199254740993]").unwrap();
+        assert_eq!(canonical_json(&v), "[1e+21,1e-7,123456789012345680000,0.1,0,9007199254740992]");
     }
 }

@@ -1,66 +1,41 @@
-//! Aegis: decides, in-process and before any tool runs, whether an AI agent's tool call may
-//! proceed.
-//!
-//! The [`Engine`] verifies who is calling and through which chain of agents
-//! ([`VerifiedChain`]), evaluates a Cedar policy [`Bundle`] over the call, and returns a
-//! [`Decision`]: `allow`, `deny`, `sanitize` or `approval_needed`, with reasons users can
-//! branch on ([`ErrorCode`]).
-//!
-//! ```no_run
-//! use aegis_core::{AuthorizationRequest, Bundle, Engine, KeyPair, OsRandom};
-//! # fn main() -> aegis_core::Result<()> {
-//! let issuer = KeyPair::generate(&OsRandom)?;
-//! let engine = Engine::builder()
-//!     .bundle(Bundle::from_dir("policies/payments")?)
-//!     .trust_issuer("https://issuer.example", issuer.public_key().clone())
-//!     .build()?;
-//! # let chain = vec![];
-//! let decision = engine.authorize(&AuthorizationRequest {
-//!     chain,
-//!     tool: "stripe.create_payment".into(),
-//!     args: serde_json::json!({"amount": 1200, "currency": "eur", "destination": "acct_1234567890"}),
-//!     resource: None,
-//!     proof: None,
-//!     approval_token: None,
-//! })?;
-//! if !decision.outcome.permits_call() { /* do not run the tool */ }
-//! # Ok(()) }
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-pub mod approval;
-pub mod bundle;
-mod context;
-pub mod credential;
-pub mod decision;
-pub mod engine;
-pub mod error;
-pub mod ffi;
-pub mod json;
-pub mod jws;
-pub mod keys;
-pub mod proof;
-pub mod redis_store;
-pub mod sqlite;
-pub mod store;
-pub mod time;
+mod approval;
+mod break_glass;
+mod budget;
+mod engine;
+mod error;
+mod identity;
+mod json;
+pub mod json_api;
+mod policy;
+mod state;
+mod time;
 
-pub use bundle::{Bundle, BundleSources, Evaluation, Manifest, PolicyIndex, PolicyMeta, PredicateSpec};
-pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential, TrustedIssuer, VerifiedChain};
-pub use decision::{Decision, Outcome, Reason};
-pub use approval::{slack_message, ApprovalResolution, OverrideClaims};
+pub use approval::{slack_message, ApprovalResolution, ApprovalStatus, OverrideClaims, PendingApproval, APPROVE_ACTION};
+pub use break_glass::{BreakGlassGrant, BreakGlassRequest, BREAK_GLASS_SCOPE};
 pub use engine::{
-    ApprovalNotifier, AuthorizationRequest, BreakGlassRequest, Engine, EngineBuilder, ResourceRef, APPROVE_ACTION,
-    BREAK_GLASS_SCOPE, DEFAULT_AUDIENCE,
+    ApprovalNotifier, AuthorizationRequest, Decision, Enforcement, Engine, EngineBuilder, Outcome, Reason, ResourceRef,
+    DEFAULT_AUDIENCE,
 };
-pub use redis_store::RedisStore;
-pub use sqlite::SqliteStore;
-pub use store::{
-    ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, MemoryStore, PendingApproval, Reservation, Store,
-    TaskState,
+pub use error::{Error, ErrorCode, ErrorDetails, PolicyVerdict, ReasonCode, Result};
+pub use identity::{
+    call_digest, create_proof, delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential,
+    Jwk, KeyPair, PublicKey, TrustedIssuer, VerifiedChain,
 };
-pub use error::{Error, ErrorCode, Result};
-pub use keys::{Jwk, KeyPair, PublicKey};
-pub use proof::{call_digest, create_proof};
+pub use json::from_str_strict;
+pub use policy::{BudgetScope, BudgetSpec, Bundle, BundleSources, Manifest, OnExceed, PolicyMeta, PredicateSpec, REDACTED};
+#[cfg(feature = "redis")]
+pub use state::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use state::SqliteStore;
+pub use state::{Commit, CommitOutcome, LedgerEntry, MemoryStore, Reservation, Store, TaskState};
 pub use time::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock};
+
+/// Internals for the project's own tests and benchmarks (feature `testing`): not a stable API.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::identity::jws::{b64_decode, b64_encode, sign};
+    pub use crate::policy::{Evaluation, PolicyIndex};
+}

@@ -80,5 +80,5 @@ impl SecureRandom for OsRandom {
 pub(crate) fn random_id(random: &dyn SecureRandom, prefix: &str) -> Result<String> {
     let mut bytes = [0u8; 16];
     random.fill(&mut bytes)?;
-    Ok(format!("{prefix}{}", crate::jws::b64_encode(&bytes)))
+    Ok(format!("{prefix}{}", crate::identity::jws::b64_encode(&bytes)))
 }

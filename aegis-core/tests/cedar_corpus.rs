@@ -1,4 +1,4 @@
-//! Cedar's integration corpus (../shared/vectors/cedar-corpus) through Aegis's indexed decision
+//! Cedar's integration corpus (tests/vectors/external/cedar-corpus) through Aegis's indexed decision
 //! path: every request must agree with Cedar on decision, determining policies and erroring
 //! policies. Aegis's one intended difference, an erroring forbid that denies a request Cedar
 //! allows, is counted and reported separately, and must occur exactly where Cedar allowed with a
@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 
-use aegis_core::{Bundle, BundleSources, PolicyIndex};
+use aegis_sod::testing::PolicyIndex;
+use aegis_sod::{Bundle, BundleSources};
 use cedar_policy::{Context, Decision, Entities, EntityUid, PolicySet, Request, Schema};
 use serde_json::Value;
 
@@ -31,7 +32,7 @@ struct Tally {
 
 #[test]
 fn cedar_corpus_agrees_with_aegis_decision_path() {
-    let archive = common::repo_root().join("../shared/vectors/cedar-corpus/corpus-tests.tar.gz");
+    let archive = common::repo_root().join("tests/vectors/external/cedar-corpus/corpus-tests.tar.gz");
     assert!(archive.is_file(), "the Cedar corpus is missing at {}", archive.display());
     let root = std::env::temp_dir().join(format!("aegis-cedar-corpus-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();

@@ -6,14 +6,14 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use aegis_core::{
+use aegis_sod::{
     create_proof, AuthorizationRequest, Bundle, BundleSources, ErrorCode, Outcome, PublicKey,
 };
 use common::*;
 use serde_json::{json, Value};
 
 fn request(chain: Vec<String>, args: Value) -> AuthorizationRequest {
-    AuthorizationRequest { chain, tool: TOOL.into(), args, resource: None, proof: None, approval_token: None }
+    AuthorizationRequest::new(chain, TOOL, args)
 }
 
 fn payments_sources() -> BundleSources {
@@ -52,9 +52,9 @@ fn forged_token_reusing_a_cached_signature_is_not_served_from_cache() {
     assert_eq!(engine.authorize(&request(chain.clone(), pay(1200, GOOD_ACCOUNT))).unwrap().outcome, Outcome::Allow);
     // Same signature segment (the cache key), different payload.
     let parts: Vec<&str> = chain[1].split('.').collect();
-    let mut claims: Value = serde_json::from_slice(&aegis_core::jws::b64_decode(parts[1]).unwrap()).unwrap();
+    let mut claims: Value = serde_json::from_slice(&aegis_sod::testing::b64_decode(parts[1]).unwrap()).unwrap();
     claims["scope"] = json!(["*"]);
-    let forged = format!("{}.{}.{}", parts[0], aegis_core::jws::b64_encode(claims.to_string().as_bytes()), parts[2]);
+    let forged = format!("{}.{}.{}", parts[0], aegis_sod::testing::b64_encode(claims.to_string().as_bytes()), parts[2]);
     let d = engine.authorize(&request(vec![chain[0].clone(), forged], pay(1200, GOOD_ACCOUNT))).unwrap();
     assert_eq!(d.codes(), vec![ErrorCode::SignatureInvalid]);
     // And a cached leaf under a different root is verified afresh.
@@ -62,7 +62,7 @@ fn forged_token_reusing_a_cached_signature_is_not_served_from_cache() {
     assert_eq!(d.outcome, Outcome::Deny);
 }
 
-fn proof_engine(fx: &Fixture) -> aegis_core::Engine {
+fn proof_engine(fx: &Fixture) -> aegis_sod::Engine {
     let mut sources = payments_sources();
     sources.manifest.push_str("\n# test\n");
     sources.manifest = sources.manifest.replace("proof_required: []", "proof_required: [stripe.create_payment]");
@@ -180,15 +180,15 @@ fn malformed_requests_are_errors_not_decisions() {
     assert_eq!(err.code(), ErrorCode::MalformedRequest);
     let err = engine.authorize(&request(fx.chain(), json!({"amount": 1e300, "currency": "eur", "destination": GOOD_ACCOUNT}))).unwrap_err();
     assert_eq!(err.code(), ErrorCode::MalformedRequest);
-    let err = aegis_core::ffi::authorize_json(&engine, r#"{"chain":[],"tool":"t","args":{"a":1,"a":2}}"#).unwrap_err();
+    let err = aegis_sod::json_api::call(Some(&engine), "authorize", r#"{"chain":[],"tool":"t","args":{"a":1,"a":2}}"#).unwrap_err();
     assert_eq!(err.code(), ErrorCode::MalformedRequest);
     assert!(err.message().contains("duplicate key `a`"));
 }
 
 #[test]
 fn wycheproof_ed25519_verify_strict_agrees() {
-    let path = repo_root().join("../shared/vectors/wycheproof/ed25519_test.json");
-    let suite: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("wycheproof vectors in ../shared")).unwrap();
+    let path = repo_root().join("tests/vectors/external/wycheproof/ed25519_test.json");
+    let suite: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("tests/vectors/external/wycheproof")).unwrap();
     let unhex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
     let (mut total, mut disagree) = (0, Vec::new());
     for group in suite["testGroups"].as_array().unwrap() {
@@ -236,11 +236,11 @@ fn decimal_arguments_decide_like_integers_do() {
 #[test]
 fn a_panicking_notifier_does_not_change_the_decision() {
     let fx = Fixture::new();
-    let engine = aegis_core::Engine::builder()
+    let engine = aegis_sod::Engine::builder()
         .bundle(Bundle::from_dir(payments_dir()).unwrap())
         .trust_issuer(ISSUER, fx.issuer.public_key().clone())
         .clock(fx.clock.clone())
-        .notifier(Arc::new(|_: &aegis_core::PendingApproval| panic!("pager down")))
+        .notifier(Arc::new(|_: &aegis_sod::PendingApproval| panic!("pager down")))
         .build()
         .unwrap();
     let d = engine.authorize(&request(fx.chain(), pay(9000, GOOD_ACCOUNT))).unwrap();
@@ -256,16 +256,9 @@ fn chains_under_a_cached_prefix_decide_as_fresh_ones() {
     let fx = Fixture::new();
     let mut primed_cases = 0;
     for case in common::cases(&fx) {
-        let decide = |engine: &aegis_core::Engine| {
+        let decide = |engine: &aegis_sod::Engine| {
             let d = engine
-                .authorize(&AuthorizationRequest {
-                    chain: case.chain.clone(),
-                    tool: case.tool.into(),
-                    args: case.args.clone(),
-                    resource: None,
-                    proof: None,
-                    approval_token: None,
-                })
+                .authorize(&AuthorizationRequest::new(case.chain.clone(), case.tool, case.args.clone()))
                 .map(|d| (d.outcome, d.codes()));
             (d.map_err(|e| e.code()), engine.verify_chain(&case.chain).map_err(|e| (e.code(), e.message().to_owned())))
         };
@@ -300,9 +293,9 @@ fn a_cached_prefix_serves_only_its_exact_bytes() {
     let fresh = fx.engine();
     fresh.verify_chain(&chain[..1]).unwrap();
     let parts: Vec<&str> = chain[0].split('.').collect();
-    let mut claims: Value = serde_json::from_slice(&aegis_core::jws::b64_decode(parts[1]).unwrap()).unwrap();
+    let mut claims: Value = serde_json::from_slice(&aegis_sod::testing::b64_decode(parts[1]).unwrap()).unwrap();
     claims["scope"] = json!(["*"]);
-    let forged_root = format!("{}.{}.{}", parts[0], aegis_core::jws::b64_encode(claims.to_string().as_bytes()), parts[2]);
+    let forged_root = format!("{}.{}.{}", parts[0], aegis_sod::testing::b64_encode(claims.to_string().as_bytes()), parts[2]);
     let err = fresh.verify_chain(&[forged_root, chain[1].clone()]).unwrap_err();
     assert_eq!(err.code(), ErrorCode::SignatureInvalid);
 

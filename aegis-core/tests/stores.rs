@@ -6,7 +6,8 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use aegis_core::{
+use aegis_sod::{
+    ReasonCode,
     create_proof, ApprovalStatus, AuthorizationRequest, BreakGlassGrant, BreakGlassRequest, Bundle, Clock, Commit, CommitOutcome, Engine,
     ErrorCode, LedgerEntry, MemoryStore, Outcome, PendingApproval, RedisStore, Reservation, SqliteStore, Store,
 };
@@ -55,7 +56,7 @@ fn pending(id: &str, created: i64) -> PendingApproval {
         roles: vec!["finance-approver".into()],
         policy_version: "payments@1".into(),
         created_at_ms: created,
-        status: aegis_core::ApprovalStatus::Pending,
+        status: aegis_sod::ApprovalStatus::Pending,
         resolved_by: None,
         resolved_at_ms: None,
         note: None,
@@ -101,7 +102,7 @@ fn conformance(store: &dyn Store) {
     let ids: Vec<String> = store.list_pending().unwrap().into_iter().map(|p| p.approval_id).collect();
     assert_eq!(ids, vec!["apr_a", "apr_b"]);
     let mut resolved = pending("apr_a", 10);
-    resolved.status = aegis_core::ApprovalStatus::Approved;
+    resolved.status = aegis_sod::ApprovalStatus::Approved;
     resolved.resolved_by = Some("finance-approver".into());
     resolved.resolved_at_ms = Some(1010);
     assert!(store.resolve(&resolved).unwrap());
@@ -182,7 +183,7 @@ fn story(store: Arc<dyn Store>) -> Story {
     Story { fx, engine, notified }
 }
 
-fn codes(engine: &Engine, r: &AuthorizationRequest) -> (Outcome, Vec<ErrorCode>) {
+fn codes(engine: &Engine, r: &AuthorizationRequest) -> (Outcome, Vec<ReasonCode>) {
     let d = engine.authorize(r).unwrap();
     (d.outcome, d.codes())
 }
@@ -201,20 +202,20 @@ fn run_story(store: Arc<dyn Store>) {
     let pending = notified.lock().unwrap().last().cloned().unwrap();
     assert_eq!(pending.approval_id, approval_id);
     assert_eq!(pending.roles, vec!["finance-approver"]);
-    let slack = aegis_core::slack_message(&pending);
+    let slack = aegis_sod::slack_message(&pending);
     assert!(slack["blocks"].as_array().unwrap().iter().any(|b| b["type"] == "actions"));
     assert!(slack.to_string().contains(&approval_id));
     assert_eq!(engine.pending_approvals().unwrap().len(), 1);
 
     // Who may not approve: the requester, the planner above it, an approver without a permit.
-    let refused = |chain: &[String], code: ErrorCode| {
+    let refused = |chain: &[String], code: ReasonCode| {
         let r = engine.approve(&approval_id, chain, None).unwrap();
         assert!(!r.accepted && r.override_token.is_none());
         assert_eq!(r.reasons[0].code, code, "{:?}", r.reasons);
     };
-    refused(&finance, ErrorCode::ApproverConflict);
-    refused(&planner_only, ErrorCode::ApproverConflict);
-    refused(&approver_chain("random-approver", NOW), ErrorCode::NoMatchingPermit);
+    refused(&finance, ErrorCode::ApproverConflict.into());
+    refused(&planner_only, ErrorCode::ApproverConflict.into());
+    refused(&approver_chain("random-approver", NOW), ReasonCode::NO_MATCHING_PERMIT);
     let forged_approver = {
         let mut c = approver_chain("finance-approver", NOW);
         let at = c[0].len() - 10;
@@ -222,7 +223,7 @@ fn run_story(store: Arc<dyn Store>) {
         c[0].replace_range(at..=at, flipped);
         c
     };
-    refused(&forged_approver, ErrorCode::SignatureInvalid);
+    refused(&forged_approver, ErrorCode::SignatureInvalid.into());
 
     // The finance approver approves: a single-use token bound to the exact call.
     fx.clock.advance_secs(2);
@@ -236,11 +237,11 @@ fn run_story(store: Arc<dyn Store>) {
     // Every misuse is denied with its own code, and none of them burns the token.
     let mut changed = big.clone();
     changed["amount"] = json!(9001);
-    assert_eq!(codes(&engine, &req(&finance, changed, Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalArgsMismatch]));
+    assert_eq!(codes(&engine, &req(&finance, changed, Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalArgsMismatch.into()]));
     let other_agent = chain_in(task, "finance-agent-2", &key(8), &[TOOL], NOW);
-    assert_eq!(codes(&engine, &req(&other_agent, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongAgent]));
+    assert_eq!(codes(&engine, &req(&other_agent, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongAgent.into()]));
     let other_task = chain_in("another-task", "finance-agent", &fx.finance, &[TOOL], NOW);
-    assert_eq!(codes(&engine, &req(&other_task, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongTask]));
+    assert_eq!(codes(&engine, &req(&other_task, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongTask.into()]));
     let mut tampered = token.clone();
     tampered.insert(tampered.len() - 2, 'x');
     assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&tampered))).1, vec![ErrorCode::ApprovalTokenInvalid]);
@@ -255,7 +256,7 @@ fn run_story(store: Arc<dyn Store>) {
     assert_eq!(engine.pending_approvals().unwrap().len(), 2);
 
     // The real redemption, once.
-    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Allow, vec![ErrorCode::ApprovalGranted]));
+    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Allow, vec![ReasonCode::APPROVAL_GRANTED]));
     let still_pending: Vec<String> = engine.pending_approvals().unwrap().into_iter().map(|p| p.approval_id).collect();
     assert_eq!(still_pending, vec![other.clone()]);
     let closed = engine.approval(&duplicate).unwrap().unwrap();
@@ -266,7 +267,7 @@ fn run_story(store: Arc<dyn Store>) {
         ErrorCode::ApprovalNotPending
     );
     assert_eq!(engine.reject(&other, &approver_chain("finance-approver", NOW), None).unwrap().approval.status, ApprovalStatus::Rejected);
-    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalReplayed]));
+    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalReplayed.into()]));
     let ledger = engine.ledger(task).unwrap();
     let duties: Vec<(&str, &str)> = ledger.iter().map(|e| (e.agent_id.as_str(), e.tool.as_str())).collect();
     assert_eq!(duties, vec![("finance-approver", "aegis.approve"), ("finance-agent", TOOL)]);
@@ -275,14 +276,14 @@ fn run_story(store: Arc<dyn Store>) {
     let second = engine.authorize(&req(&finance, pay(7000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
     let token2 = engine.approve(&second, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
     fx.clock.advance_secs(300 + 31);
-    assert_eq!(codes(&engine, &req(&finance, pay(7000, GOOD_ACCOUNT), Some(&token2))), (Outcome::Deny, vec![ErrorCode::ApprovalExpired]));
+    assert_eq!(codes(&engine, &req(&finance, pay(7000, GOOD_ACCOUNT), Some(&token2))), (Outcome::Deny, vec![ErrorCode::ApprovalExpired.into()]));
     let third = engine.authorize(&req(&finance, pay(6000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
     let token3 = engine.approve(&third, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
     let original = engine.policy_version();
     let mut sources = engine_sources();
     sources.manifest.push_str("\n# a new version\n");
     engine.swap_bundle(Bundle::from_sources(&sources).unwrap());
-    assert_eq!(codes(&engine, &req(&finance, pay(6000, GOOD_ACCOUNT), Some(&token3))), (Outcome::Deny, vec![ErrorCode::ApprovalPolicyChanged]));
+    assert_eq!(codes(&engine, &req(&finance, pay(6000, GOOD_ACCOUNT), Some(&token3))), (Outcome::Deny, vec![ErrorCode::ApprovalPolicyChanged.into()]));
     engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap());
     assert_eq!(engine.policy_version(), original);
 
@@ -294,17 +295,17 @@ fn run_story(store: Arc<dyn Store>) {
 
     // Draft then pay in one task: refused for the drafter.
     let drafter = chain_in("task-draft", "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
-    let invoice = AuthorizationRequest { tool: "invoice.create".into(), ..req(&drafter, json!({"customer": "acme", "amount": 900}), None) };
+    let invoice = AuthorizationRequest::new(drafter.clone(), "invoice.create", json!({"customer": "acme", "amount": 900}));
     assert_eq!(engine.authorize(&invoice).unwrap().outcome, Outcome::Allow);
     let d = engine.authorize(&req(&drafter, pay(900, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!((d.outcome, d.reasons[0].policy_id.as_deref()), (Outcome::Deny, Some("drafter-does-not-pay")));
 
     // Splitting 9000 into 3 x 3000 against the 5000 task budget.
     let splitter = chain_in("task-split", "finance-agent", &fx.finance, &[TOOL], NOW);
-    let outcomes: Vec<(Outcome, Vec<ErrorCode>)> = (0..3).map(|_| codes(&engine, &req(&splitter, pay(3000, GOOD_ACCOUNT), None))).collect();
+    let outcomes: Vec<(Outcome, Vec<ReasonCode>)> = (0..3).map(|_| codes(&engine, &req(&splitter, pay(3000, GOOD_ACCOUNT), None))).collect();
     assert_eq!(outcomes[0].0, Outcome::Allow);
-    assert_eq!(outcomes[1], (Outcome::Deny, vec![ErrorCode::BudgetExceeded]));
-    assert_eq!(outcomes[2], (Outcome::Deny, vec![ErrorCode::BudgetExceeded]));
+    assert_eq!(outcomes[1], (Outcome::Deny, vec![ErrorCode::BudgetExceeded.into()]));
+    assert_eq!(outcomes[2], (Outcome::Deny, vec![ErrorCode::BudgetExceeded.into()]));
 
     // Break-glass: two distinct approvers, lifts only breakable forbids, marks decisions, expires.
     // (It does not lift budgets: this part runs on a bundle with a larger one.)
@@ -312,12 +313,8 @@ fn run_story(store: Arc<dyn Store>) {
     roomy.manifest = roomy.manifest.replace("limit: 5000", "limit: 50000");
     engine.swap_bundle(Bundle::from_sources(&roomy).unwrap());
     let now = fx.clock.now_secs();
-    let bg = |approvers: Vec<Vec<String>>, reason: &str| BreakGlassRequest {
-        agents: vec!["finance-agent".into()],
-        tools: vec![TOOL.into()],
-        reason: reason.into(),
-        approvers,
-        duration_secs: 600,
+    let bg = |approvers: Vec<Vec<String>>, reason: &str| {
+        BreakGlassRequest::new(vec!["finance-agent".into()], vec![TOOL.into()], reason, approvers, 600)
     };
     let one = bg(vec![approver_chain("finance-approver", now)], "payroll outage");
     assert_eq!(engine.break_glass(&one).unwrap_err().code(), ErrorCode::BreakGlassRefused);
@@ -333,7 +330,7 @@ fn run_story(store: Arc<dyn Store>) {
     assert_eq!((d.outcome, d.break_glass_id.as_deref()), (Outcome::Deny, Some(grant.id.as_str())));
     let emergency2 = chain_in("task-emergency-2", "finance-agent", &fx.finance, &[TOOL], now);
     let d = engine.authorize(&req(&emergency2, pay(9000, GOOD_ACCOUNT), None)).unwrap();
-    assert_eq!((d.outcome, d.codes()), (Outcome::Allow, vec![ErrorCode::BreakGlassApplied]));
+    assert_eq!((d.outcome, d.codes()), (Outcome::Allow, vec![ReasonCode::BREAK_GLASS_APPLIED]));
     fx.clock.advance_secs(601);
     let emergency3 = chain_in("task-emergency-3", "finance-agent", &fx.finance, &[TOOL], fx.clock.now_secs());
     let d = engine.authorize(&req(&emergency3, pay(9000, GOOD_ACCOUNT), None)).unwrap();
@@ -345,10 +342,10 @@ fn run_story(store: Arc<dyn Store>) {
 
     // Ending the task revokes its credentials.
     engine.end_task(task).unwrap();
-    assert_eq!(codes(&engine, &req(&finance, pay(10, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded]));
+    assert_eq!(codes(&engine, &req(&finance, pay(10, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded.into()]));
 }
 
-fn engine_sources() -> aegis_core::BundleSources {
+fn engine_sources() -> aegis_sod::BundleSources {
     let dir = payments_dir();
     let mut policies: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap()
@@ -357,7 +354,7 @@ fn engine_sources() -> aegis_core::BundleSources {
         .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
         .collect();
     policies.sort();
-    aegis_core::BundleSources {
+    aegis_sod::BundleSources {
         manifest: std::fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
         schema: std::fs::read_to_string(dir.join("payments.cedarschema")).unwrap(),
         schema_file: "payments.cedarschema".into(),
@@ -389,7 +386,7 @@ fn a_store_that_goes_down_denies() {
     assert_eq!(engine.authorize(&req(&chain, pay(100, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
     server.stop();
     let d = engine.authorize(&req(&chain, pay(100, GOOD_ACCOUNT), None)).unwrap();
-    assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable]));
+    assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable.into()]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,13 +448,13 @@ fn redis_replica_acknowledgement_fails_closed_when_no_replica_answers() {
     let Story { fx, engine, .. } = story(Arc::new(store));
     let chain = chain_in("task-wait", "finance-agent", &fx.finance, &[TOOL], NOW);
     let d = engine.authorize(&req(&chain, pay(100, GOOD_ACCOUNT), None)).unwrap();
-    assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable]));
+    assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable.into()]));
 }
 
 #[test]
 fn a_budget_can_ask_for_approval_instead_of_denying() {
     let fx = Fixture::new();
-    let mut sources = aegis_core::BundleSources {
+    let mut sources = aegis_sod::BundleSources {
         manifest: std::fs::read_to_string(payments_dir().join("manifest.yaml")).unwrap().replace("on_exceed: deny", "on_exceed: approval"),
         ..engine_sources()
     };
@@ -471,7 +468,7 @@ fn a_budget_can_ask_for_approval_instead_of_denying() {
     let chain = chain_in("task-budget-approval", "finance-agent", &fx.finance, &[TOOL], NOW);
     assert_eq!(engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
     let d = engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), None)).unwrap();
-    assert_eq!((d.outcome, d.codes()), (Outcome::ApprovalNeeded, vec![ErrorCode::BudgetExceeded]));
+    assert_eq!((d.outcome, d.codes()), (Outcome::ApprovalNeeded, vec![ErrorCode::BudgetExceeded.into()]));
     let pending = engine.approval(d.approval_id.as_deref().unwrap()).unwrap().unwrap();
     assert_eq!(pending.roles, vec!["budget-approver"]);
     let token = engine.approve(&pending.approval_id, &approver_chain("finance-approver", NOW), None).unwrap();

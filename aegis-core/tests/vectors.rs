@@ -6,7 +6,7 @@
 
 mod common;
 
-use aegis_core::ffi;
+use aegis_sod::json_api::{self, call};
 use common::*;
 use serde_json::{json, Value};
 
@@ -65,9 +65,9 @@ fn vectors_decide_as_expected_through_the_json_boundary() {
     assert!(cases.len() >= 30);
     for case in cases {
         // Each case on a fresh engine: cases are independent of each other's ledger and budgets.
-        let engine = ffi::engine_from_json(&engine_config.to_string()).unwrap();
+        let engine = json_api::engine_from_json(&engine_config.to_string()).unwrap();
         let decision: Value =
-            serde_json::from_str(&ffi::authorize_json(&engine, &case["request"].to_string()).unwrap()).unwrap();
+            serde_json::from_str(&call(Some(&engine), "authorize", &case["request"].to_string()).unwrap()).unwrap();
         let codes: Vec<Value> = decision["reasons"].as_array().unwrap().iter().map(|r| r["code"].clone()).collect();
         let mut ids: Vec<Value> =
             decision["reasons"].as_array().unwrap().iter().filter_map(|r| r.get("policy_id").cloned()).collect();
@@ -86,7 +86,7 @@ fn vectors_decide_as_expected_through_the_json_boundary() {
 #[test]
 fn keys_in_vectors_derive_from_their_seeds() {
     for k in generate()["keys"].as_array().unwrap() {
-        let jwk: Value = serde_json::from_str(&ffi::generate_key_json(k["seed_hex"].as_str()).unwrap()).unwrap();
+        let jwk: Value = serde_json::from_str(&call(None, "generate_key", &json!({"seed_hex": k["seed_hex"]}).to_string()).unwrap()).unwrap();
         assert_eq!(jwk["x"], k["x"]);
         assert_eq!(jwk["kid"], k["kid"]);
     }

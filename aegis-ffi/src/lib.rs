@@ -17,7 +17,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, OnceLock};
 
-use aegis_core::{ffi, Engine, Error, ErrorCode};
+use aegis_sod::{ffi, Engine, Error, ErrorCode};
 
 /// The result of every Aegis C function.
 #[repr(C)]
@@ -200,7 +200,7 @@ unsafe fn engine_op(
     input: *const c_char,
     input_name: &str,
     out: *mut *mut c_char,
-    op: fn(&Engine, &str) -> aegis_core::Result<String>,
+    op: fn(&Engine, &str) -> aegis_sod::Result<String>,
 ) -> AegisStatus {
     guarded(|| {
         // SAFETY: forwarded from the caller's contract.
@@ -339,7 +339,7 @@ unsafe fn string_op(
     input: *const c_char,
     input_name: &str,
     out: *mut *mut c_char,
-    op: fn(&str) -> aegis_core::Result<String>,
+    op: fn(&str) -> aegis_sod::Result<String>,
 ) -> AegisStatus {
     guarded(|| {
         // SAFETY: forwarded from the caller's contract.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aegis_core::ffi;
+use aegis_sod::ffi;
 use napi::bindgen_prelude::{AsyncTask, Task};
 use napi::{Env, Error};
 use napi_derive::napi;
@@ -19,14 +19,14 @@ impl AsRef<str> for Code {
 
 type Result<T> = std::result::Result<T, Error<Code>>;
 
-fn to_js(e: aegis_core::Error) -> Error<Code> {
+fn to_js(e: aegis_sod::Error) -> Error<Code> {
     Error::new(Code(e.code().as_str()), e.message().to_owned())
 }
 
 /// One Aegis engine; share it freely, it is thread-safe.
 #[napi]
 pub struct Engine {
-    inner: Arc<aegis_core::Engine>,
+    inner: Arc<aegis_sod::Engine>,
 }
 
 /// Which engine operation an async task runs off the JS thread.
@@ -40,7 +40,7 @@ enum Op {
 
 /// An engine operation run on the libuv thread pool.
 pub struct EngineTask {
-    engine: Arc<aegis_core::Engine>,
+    engine: Arc<aegis_sod::Engine>,
     op: Op,
     input: String,
 }

@@ -4,21 +4,21 @@
 
 use std::sync::Arc;
 
-use aegis_core::ffi;
+use aegis_sod::ffi;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
 create_exception!(_native, NativeError, PyException, "An error from the Aegis core: `args` is `(code, message)`.");
 
-fn to_py(e: aegis_core::Error) -> PyErr {
+fn to_py(e: aegis_sod::Error) -> PyErr {
     NativeError::new_err((e.code().as_str(), e.message().to_owned()))
 }
 
 /// One Aegis engine. Safe to share between threads; the GIL is released while it works.
 #[pyclass(frozen, module = "aegis._native")]
 struct Engine {
-    inner: aegis_core::Engine,
+    inner: aegis_sod::Engine,
 }
 
 #[pymethods]
@@ -37,7 +37,7 @@ impl Engine {
             }) as Arc<dyn Fn(String) + Send + Sync>
         });
         let inner = py
-            .detach(|| aegis_core::json::from_str_strict(&config).and_then(|c| ffi::engine_with_notifier(c, notifier)))
+            .detach(|| aegis_sod::json::from_str_strict(&config).and_then(|c| ffi::engine_with_notifier(c, notifier)))
             .map_err(to_py)?;
         Ok(Self { inner })
     }

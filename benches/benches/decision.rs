@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use aegis_benches::*;
-use aegis_core::{AuthorizationRequest, Bundle, Outcome};
+use aegis_sod::{AuthorizationRequest, Bundle, Outcome};
 use cedar_policy::{Authorizer, Entities, EntityUid};
 use criterion::{black_box, Criterion};
 use serde_json::json;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use cedar_policy::{Context, EntityUid, PolicySet, Request, RestrictedExpression};
 
-use aegis_core::{
+use aegis_sod::{
     delegate, issue_root, Bundle, BundleSources, Clock, CredentialSpec, Engine, KeyPair,
     SystemClock,
 };
@@ -99,7 +99,7 @@ fn spec(agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
     CredentialSpec {
         agent_id: agent.into(),
         agent_key: k.public_key().clone(),
-        audience: aegis_core::DEFAULT_AUDIENCE.into(),
+        audience: aegis_sod::DEFAULT_AUDIENCE.into(),
         task_id: "bench-task".into(),
         intent: "benchmark".into(),
         scope: vec!["stripe.create_payment".into()],
@@ -257,7 +257,7 @@ pub fn chain_signatures(
             };
             let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let sig = aegis_core::jws::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
+            let sig = aegis_sod::jws::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
             let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 key.verify_strict(input.as_bytes(), &sig).is_ok(),

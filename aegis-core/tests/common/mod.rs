@@ -6,9 +6,9 @@ pub mod redis;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aegis_core::jws::{b64_decode, b64_encode, sign};
-use aegis_core::ffi::StoreConfig;
-use aegis_core::{
+use aegis_sod::testing::{b64_decode, b64_encode, sign};
+use aegis_sod::json_api::StoreConfig;
+use aegis_sod::{
     delegate, issue_root, AuthorizationRequest, Bundle, CredentialClaims, CredentialSpec, Engine, KeyPair, ManualClock,
 };
 use serde_json::{json, Value};
@@ -64,7 +64,7 @@ impl Fixture {
         CredentialSpec {
             agent_id: agent.into(),
             agent_key: key.public_key().clone(),
-            audience: aegis_core::DEFAULT_AUDIENCE.into(),
+            audience: aegis_sod::DEFAULT_AUDIENCE.into(),
             task_id: TASK.into(),
             intent: "pay the approved vendor invoices for Q3".into(),
             scope: scope.iter().map(|s| (*s).to_owned()).collect(),
@@ -90,7 +90,7 @@ impl Fixture {
 
     /// The claims of a token, for crafting variants.
     pub fn claims(token: &str) -> CredentialClaims {
-        aegis_core::inspect(token).unwrap().claims
+        aegis_sod::inspect(token).unwrap().claims
     }
 
     /// Signs raw claims (any JSON) as a credential with `key`: bypasses every issuing check.
@@ -218,7 +218,7 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     out.push(case("widened_scope", link(&with(&|c| c["scope"] = json!([TOOL, "payroll.run"])), &fx.planner), ok.clone(), "deny", &["scope_widened"]));
     out.push(case("child_outlives_parent", link(&with(&|c| c["exp"] = json!(NOW + 3600)), &fx.planner), ok.clone(), "deny", &["lifetime_exceeds_parent"]));
     out.push(case("task_changed", link(&with(&|c| c["task"] = json!("another-task")), &fx.planner), ok.clone(), "deny", &["task_mismatch"]));
-    out.push(case("wrong_parent_digest", link(&with(&|c| c["par"] = json!(aegis_core::digest("x"))), &fx.planner), ok.clone(), "deny", &["parent_mismatch"]));
+    out.push(case("wrong_parent_digest", link(&with(&|c| c["par"] = json!(aegis_sod::digest("x"))), &fx.planner), ok.clone(), "deny", &["parent_mismatch"]));
     out.push(case("audience_changed", link(&with(&|c| c["aud"] = json!("other-engine")), &fx.planner), ok.clone(), "deny", &["audience_mismatch"]));
     // Cycle: planner → finance → planner again.
     let back = delegate(&finance, &fx.finance, fx.spec("planner", &fx.planner, &[TOOL], NOW - 20, 300)).unwrap();
@@ -308,7 +308,7 @@ pub fn spec_in(task: &str, agent: &str, key: &KeyPair, scope: &[&str], issued_at
     CredentialSpec {
         agent_id: agent.into(),
         agent_key: key.public_key().clone(),
-        audience: aegis_core::DEFAULT_AUDIENCE.into(),
+        audience: aegis_sod::DEFAULT_AUDIENCE.into(),
         task_id: task.into(),
         intent: "pay the approved vendor invoices".into(),
         scope: scope.iter().map(|s| (*s).to_owned()).collect(),
@@ -331,13 +331,10 @@ pub fn approver_chain(agent: &str, now: i64) -> Vec<String> {
 }
 
 pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationRequest {
-    AuthorizationRequest {
-        chain: chain.to_vec(),
-        tool: TOOL.into(),
-        args,
-        resource: None,
-        proof: None,
-        approval_token: token.map(str::to_owned),
+    let request = AuthorizationRequest::new(chain.to_vec(), TOOL, args);
+    match token {
+        Some(t) => request.with_approval_token(t),
+        None => request,
     }
 }
 

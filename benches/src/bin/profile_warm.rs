@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use aegis_benches::*;
-use aegis_core::{AuthorizationRequest, Bundle};
+use aegis_sod::{AuthorizationRequest, Bundle};
 use serde_json::json;
 
 fn main() {

@@ -31,7 +31,7 @@
 //! a fraction → `decimal` (at most 4 fractional digits), array → `Set`, object → record. A
 //! `null` member of an object is dropped (so `has` is false); `null` elsewhere is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -40,60 +40,131 @@ use cedar_policy_core::ast::{Context as CoreContext, Value};
 use serde_json::Value as Json;
 use smol_str::SmolStr;
 
-use crate::credential::VerifiedChain;
 use crate::error::{Error, Result};
+use crate::identity::VerifiedChain;
+
+/// The context attributes that depend only on the chain, built once per verified chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ChainContext(Vec<(SmolStr, Value)>);
+
+impl ChainContext {
+    /// The chain's attributes: `agent_id`, `initiator`, `lineage`, `depth`, `task_id`,
+    /// `intent` and, below a root, `parent_agent_id`.
+    pub(crate) fn of(chain: &VerifiedChain) -> Self {
+        let mut out = Vec::with_capacity(7);
+        out.extend([
+            (SmolStr::new_static("agent_id"), Value::from(chain.agent_id.as_str())),
+            (SmolStr::new_static("initiator"), Value::from(chain.initiator.as_str())),
+            (SmolStr::new_static("lineage"), string_set(chain.lineage.iter().map(String::as_str))),
+            (SmolStr::new_static("depth"), Value::from(i64::try_from(chain.depth).unwrap_or(i64::MAX))),
+            (SmolStr::new_static("task_id"), Value::from(chain.task_id.as_str())),
+            (SmolStr::new_static("intent"), Value::from(chain.intent.as_str())),
+        ]);
+        if let Some(parent) = &chain.parent_agent_id {
+            out.push((SmolStr::new_static("parent_agent_id"), Value::from(parent.as_str())));
+        }
+        Self(out)
+    }
+}
 
 /// The attributes that do not depend on the call: the chain's, `task` and `break_glass`.
-/// The engine caches this map per task and clones it for each call.
-pub(crate) fn base(chain: &VerifiedChain, task: Value, break_glass: bool) -> BTreeMap<SmolStr, Value> {
-    let mut map: BTreeMap<SmolStr, Value> = chain.context.iter().cloned().collect();
-    map.insert(SmolStr::new_static("task"), task);
-    map.insert(SmolStr::new_static("break_glass"), Value::from(break_glass));
-    map
+/// The engine caches it per task and clones it for each call.
+#[derive(Debug, Clone)]
+pub(crate) struct BaseContext(BTreeMap<SmolStr, Value>);
+
+/// What the task's ledger says, as the `task` record sees it.
+pub(crate) struct TaskFacts<'a> {
+    /// `(agent, tool)` pairs of every duty performed in the task.
+    pub duties: &'a BTreeSet<(String, String)>,
+}
+
+impl BaseContext {
+    /// The chain's attributes, the `task` record seen from this chain, and `break_glass`.
+    pub(crate) fn new(chain: &VerifiedChain, task: TaskFacts<'_>, break_glass: bool) -> Self {
+        let mut map: BTreeMap<SmolStr, Value> = chain.context.0.iter().cloned().collect();
+        map.insert(SmolStr::new_static("task"), task_record(task.duties, chain));
+        map.insert(SmolStr::new_static("break_glass"), Value::from(break_glass));
+        Self(map)
+    }
+}
+
+/// The `task` context record: what was already done in the task, seen from this chain.
+fn task_record(duties: &BTreeSet<(String, String)>, chain: &VerifiedChain) -> Value {
+    let by_agent = duties.iter().filter(|(a, _)| a == &chain.agent_id).map(|(_, t)| t.as_str());
+    let by_lineage = duties
+        .iter()
+        .filter(|(a, _)| a == &chain.agent_id || chain.lineage.iter().any(|l| l == a))
+        .map(|(_, t)| t.as_str());
+    Value::record(
+        [
+            ("duties_by_agent", string_set(by_agent)),
+            ("duties_by_lineage", string_set(by_lineage)),
+            ("performed", string_set(duties.iter().map(|(_, t)| t.as_str()))),
+            ("actors", string_set(duties.iter().map(|(a, _)| a.as_str()))),
+        ],
+        None,
+    )
+}
+
+/// The request being approved, as the `approval` record of an `aegis.approve` decision.
+pub(crate) struct ApprovalFacts<'a> {
+    pub approval_id: &'a str,
+    pub tool: &'a str,
+    pub requester: &'a str,
+    pub initiator: &'a str,
+    pub task_id: &'a str,
+    pub roles: &'a [String],
+    pub policy_ids: &'a [String],
+}
+
+impl ApprovalFacts<'_> {
+    fn to_value(&self) -> Value {
+        Value::record(
+            [
+                ("approval_id", Value::from(self.approval_id)),
+                ("tool", Value::from(self.tool)),
+                ("requester", Value::from(self.requester)),
+                ("initiator", Value::from(self.initiator)),
+                ("task_id", Value::from(self.task_id)),
+                ("roles", string_set(self.roles.iter().map(String::as_str))),
+                ("policy_ids", string_set(self.policy_ids.iter().map(String::as_str))),
+            ],
+            None,
+        )
+    }
+}
+
+/// The per-call attributes, added to a [`BaseContext`].
+pub(crate) struct CallContext<'a> {
+    pub args: &'a Json,
+    pub now: i64,
+    pub approval: Option<ApprovalFacts<'a>>,
 }
 
 /// Builds the context as Cedar values directly: the restricted-expression path
 /// (`Context::from_pairs`) re-interprets every literal and costs as much as evaluating the
 /// policies. Arguments holding decimals take that path, since a decimal is an extension value.
-pub(crate) fn build(
-    mut base: BTreeMap<SmolStr, Value>,
-    args: &Json,
+pub(super) fn build(
+    base: BaseContext,
+    call: CallContext<'_>,
     predicates: impl IntoIterator<Item = (SmolStr, bool)>,
-    now: i64,
-    approval: Option<Value>,
 ) -> Result<CoreContext> {
+    let mut base = base.0;
     // Inserted one by one: a tool has few predicates, and `from_iter` allocates and sorts.
     let mut holding = BTreeMap::new();
     for (name, holds) in predicates {
         holding.insert(name, Value::from(holds));
     }
-    base.insert(SmolStr::new_static("now"), Value::from(now));
+    base.insert(SmolStr::new_static("now"), Value::from(call.now));
     base.insert(SmolStr::new_static("predicates"), Value::record_arc(Arc::new(holding), None));
-    if let Some(approval) = approval {
-        base.insert(SmolStr::new_static("approval"), approval);
+    if let Some(approval) = &call.approval {
+        base.insert(SmolStr::new_static("approval"), approval.to_value());
     }
-    let Some(args) = to_value(args)? else {
-        return build_with_decimals(args, base);
+    let Some(args) = to_value(call.args)? else {
+        return build_with_decimals(call.args, base);
     };
     base.insert(SmolStr::new_static("args"), args);
     Ok(CoreContext::Value(Arc::new(base)))
-}
-
-/// The context attributes that depend only on the chain.
-pub(crate) fn chain_values(chain: &VerifiedChain) -> Vec<(SmolStr, Value)> {
-    let mut out = Vec::with_capacity(7);
-    out.extend([
-        (SmolStr::new_static("agent_id"), Value::from(chain.agent_id.as_str())),
-        (SmolStr::new_static("initiator"), Value::from(chain.initiator.as_str())),
-        (SmolStr::new_static("lineage"), string_set(chain.lineage.iter().map(String::as_str))),
-        (SmolStr::new_static("depth"), Value::from(i64::try_from(chain.depth).unwrap_or(i64::MAX))),
-        (SmolStr::new_static("task_id"), Value::from(chain.task_id.as_str())),
-        (SmolStr::new_static("intent"), Value::from(chain.intent.as_str())),
-    ]);
-    if let Some(parent) = &chain.parent_agent_id {
-        out.push((SmolStr::new_static("parent_agent_id"), Value::from(parent.as_str())));
-    }
-    out
 }
 
 /// The slow path, for arguments holding decimals: every attribute goes through
@@ -143,7 +214,7 @@ fn to_value(value: &Json) -> Result<Option<Value>> {
 }
 
 /// A `Set<String>` from strings.
-pub(crate) fn string_set<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
+fn string_set<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     Value::set(items.into_iter().map(Value::from), None)
 }
 
@@ -194,22 +265,6 @@ fn decimal_literal(n: &serde_json::Number, at: &str) -> Result<String> {
     Ok(format!("{sign}{}.{:04}", abs / 10_000, abs % 10_000))
 }
 
-/// Looks up a dotted path in a JSON object.
-pub(crate) fn lookup<'v>(value: &'v Json, path: &[String]) -> Option<&'v Json> {
-    path.iter().try_fold(value, |v, key| v.as_object()?.get(key))
-}
-
-/// Replaces the value at each path with the redaction marker; missing paths are ignored.
-pub(crate) fn redact(args: &mut Json, paths: &[&[String]]) {
-    for path in paths {
-        let Some((last, parents)) = path.split_last() else { continue };
-        let parent = parents.iter().try_fold(&mut *args, |v, key| v.as_object_mut()?.get_mut(key));
-        if let Some(slot) = parent.and_then(|p| p.as_object_mut()).and_then(|m| m.get_mut(last)) {
-            *slot = Json::String(crate::bundle::REDACTED.into());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,14 +283,4 @@ mod tests {
         assert!(to_cedar(&json!(u64::MAX), "a").is_err());
     }
 
-    #[test]
-    fn redaction_touches_only_named_paths() {
-        let mut args = json!({"card": {"number": "4242", "exp": "12/30"}, "amount": 5});
-        let path = vec!["card".to_owned(), "number".to_owned()];
-        let missing = vec!["nope".to_owned(), "x".to_owned()];
-        redact(&mut args, &[&path, &missing]);
-        assert_eq!(args, json!({"card": {"number": REDACTED_TEXT, "exp": "12/30"}, "amount": 5}));
-    }
-
-    const REDACTED_TEXT: &str = crate::bundle::REDACTED;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::{Connection, Script};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::store::{
+use super::{
     store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
 };
 

@@ -13,118 +13,21 @@
 //! - `@shadow` on any policy: evaluated, never enforced; a matching shadow forbid sets
 //!   `would_block`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Decision as CedarDecision, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicyId,
-    PolicySet, Request, Schema, ValidationMode, Validator,
+    Decision as CedarDecision, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema,
+    ValidationMode, Validator,
 };
-use cedar_policy_core::ast;
-use cedar_policy_core::entities::Entities as CoreEntities;
-use cedar_policy_core::evaluator::Evaluator;
-use cedar_policy_core::extensions::Extensions;
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
+use super::manifest::{BudgetSpec, Manifest};
 use crate::error::{Error, ErrorCode, Result};
-
-/// Text that replaces a redacted argument.
-pub const REDACTED: &str = "[REDACTED]";
-
-/// The bundle manifest (`manifest.yaml`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// The bundle name.
-    pub name: String,
-    /// The bundle version.
-    pub version: String,
-    /// The Cedar namespace of the schema's types and actions, if any.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The entity type of principals (agents).
-    #[serde(default = "default_principal_type")]
-    pub principal_type: String,
-    /// The entity type of the default resource (`<type>::"<tool>"`).
-    #[serde(default = "default_resource_type")]
-    pub resource_type: String,
-    /// Named predicates the engine computes and hands to Cedar as `context.predicates.<name>`.
-    #[serde(default)]
-    pub predicates: BTreeMap<String, PredicateSpec>,
-    /// Tools whose calls need a proof of possession by the leaf key (`*` for all).
-    #[serde(default)]
-    pub proof_required: Vec<String>,
-    /// Budgets: limits on what calls may spend, enforced atomically by the store.
-    #[serde(default)]
-    pub budgets: BTreeMap<String, BudgetSpec>,
-}
-
-/// A budget: a limit over a rolling window on the sum of one argument (or the number of calls).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetSpec {
-    /// The tools that spend from it.
-    pub tools: Vec<String>,
-    /// A dotted path to an integer argument that is summed; absent: each call counts 1.
-    #[serde(default)]
-    pub sum: Option<String>,
-    /// Whose budget: per `task`, per `agent` or per root `initiator`.
-    pub per: BudgetScope,
-    /// The limit over the window.
-    pub limit: i64,
-    /// The rolling window, in seconds.
-    pub window_secs: i64,
-    /// What a call that would exceed it gets: `deny` (default) or `approval`.
-    #[serde(default)]
-    pub on_exceed: OnExceed,
-}
-
-/// Whose spending a budget counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BudgetScope {
-    /// All calls in the task.
-    Task,
-    /// The calling agent's calls, across tasks.
-    Agent,
-    /// The calls of every chain under one root agent, across tasks.
-    Initiator,
-}
-
-/// What happens when a call would exceed a budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExceed {
-    /// The call is denied.
-    #[default]
-    Deny,
-    /// The call needs a human approval (role `budget-approver`).
-    Approval,
-}
-
-fn default_principal_type() -> String {
-    "Agent".into()
-}
-fn default_resource_type() -> String {
-    "Tool".into()
-}
-
-/// A predicate: a regular expression over one string argument.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PredicateSpec {
-    /// A dotted path into the call's arguments, e.g. `destination` or `payee.account`.
-    pub arg: String,
-    /// A regular expression (Rust `regex` syntax), matched against the whole value.
-    pub pattern: String,
-    /// The tools it applies to; all tools when absent.
-    #[serde(default)]
-    pub tools: Option<Vec<String>>,
-}
 
 /// The sources of a bundle, for loading from memory rather than a directory.
 #[derive(Debug, Clone, Default)]
@@ -138,6 +41,7 @@ pub struct BundleSources {
     /// Policy files: `(file name, Cedar source)`.
     pub policies: Vec<(String, String)>,
 }
+
 
 /// Where a policy came from and what its annotations ask of Aegis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,9 +81,8 @@ pub struct Bundle {
 /// What the engine needs per tool, computed once at load.
 #[derive(Debug)]
 pub(crate) struct ToolEntry {
-    /// The action, as the request holds it (shared, not rebuilt per call).
-    pub action: ast::EntityUIDEntry,
-    pub default_resource: ast::EntityUIDEntry,
+    /// The action and default resource, as every request holds them (shared, not rebuilt).
+    pub target: ToolTarget,
     /// The enforced policies for this action, plus its shadow forbids rewritten as permits, so
     /// that one Cedar evaluation answers both the decision and `would_block`.
     pub policies: PolicyList,
@@ -273,10 +176,9 @@ impl Bundle {
         for action in schema.actions() {
             let tool = action.id().unescaped().to_owned();
             let entry = ToolEntry {
-                action: ast::EntityUIDEntry::known(action.as_ref().clone(), None),
-                default_resource: ast::EntityUIDEntry::known(
-                    EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)).into(),
-                    None,
+                target: ToolTarget::new(
+                    action,
+                    EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)),
                 ),
                 policies: PolicyList::new(&merge(enforced.for_action(action), shadow_probes.for_action(action))?),
                 predicates: predicates
@@ -340,180 +242,14 @@ impl Bundle {
         &self.principal_type
     }
 }
-
-/// A policy set indexed by action, evaluated with Aegis's rule: an erroring forbid denies.
-///
-/// Each action gets the policies whose action scope can match it (equality, membership in a
-/// listed action or one of its groups, or no action constraint), so evaluation cost follows the
-/// applicable policies rather than the bundle size. Actions the index does not know fall back to
-/// the full set, which Cedar evaluates exactly as it would without an index.
-#[derive(Debug, Clone)]
-pub struct PolicyIndex {
-    all: PolicySet,
-    all_listed: PolicyList,
-    by_action: HashMap<EntityUid, (PolicySet, PolicyList)>,
-}
-
-/// The result of evaluating a [`PolicyIndex`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evaluation {
-    /// Cedar's own decision.
-    pub cedar_decision: CedarDecision,
-    /// Aegis's decision: Cedar's, except that an erroring forbid turns an allow into a deny.
-    pub decision: CedarDecision,
-    /// The policies that determined Cedar's decision.
-    pub determining: Vec<PolicyId>,
-    /// Policies that failed to evaluate, with the error.
-    pub erroring: Vec<(PolicyId, String)>,
-    /// The erroring policies that are forbids.
-    pub erroring_forbids: Vec<PolicyId>,
-}
-
-impl PolicyIndex {
-    /// Indexes `policies` by the actions in `action_entities` (from the schema).
-    pub fn new(policies: PolicySet, action_entities: &Entities) -> Result<Self> {
-        let actions: Vec<EntityUid> = action_entities.iter().map(|e| e.uid()).collect();
-        let mut buckets: HashMap<EntityUid, Vec<Policy>> = actions.iter().map(|a| (a.clone(), Vec::new())).collect();
-        for policy in policies.policies() {
-            for action in &actions {
-                let applies = match policy.action_constraint() {
-                    ActionConstraint::Any => true,
-                    ActionConstraint::Eq(uid) => &uid == action,
-                    ActionConstraint::In(list) => list.iter().any(|group| {
-                        group == action
-                            || action_entities.ancestors(action).is_some_and(|mut a| a.any(|x| x == group))
-                    }),
-                };
-                if applies {
-                    if let Some(bucket) = buckets.get_mut(action) {
-                        bucket.push(policy.clone());
-                    }
-                }
-            }
-        }
-        let by_action = buckets
-            .into_iter()
-            .map(|(action, ps)| {
-                PolicySet::from_policies(ps)
-                    .map(|set| {
-                        let listed = PolicyList::new(&set);
-                        (action, (set, listed))
-                    })
-                    .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { all_listed: PolicyList::new(&policies), all: policies, by_action })
-    }
-
-    /// The policies that can apply to `action`.
-    pub fn for_action(&self, action: &EntityUid) -> &PolicySet {
-        self.by_action.get(action).map_or(&self.all, |(set, _)| set)
-    }
-
-    /// Whether no policy is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
-    /// Evaluates `request` against the policies that can apply to its action.
-    pub fn evaluate(&self, request: &Request, entities: &Entities) -> Evaluation {
-        let list = request.action().and_then(|a| self.by_action.get(a)).map_or(&self.all_listed, |(_, list)| list);
-        list.evaluate(AsRef::<ast::Request>::as_ref(request).clone(), entities.as_ref())
-    }
-}
-
-/// A policy set flattened for evaluation: each policy's condition built once, with its slot
-/// values, effect and public id.
-///
-/// Policies are evaluated one by one on Cedar's `Evaluator` rather than through its
-/// `Authorizer`, whose response bookkeeping (six hash maps, and a rebuilt policy with cloned
-/// annotations per satisfied policy) cost a fifth of a payments decision, and whose
-/// `Policy::condition` rebuilds each policy's expression tree on every call. The decision rule
-/// is Cedar's: any satisfied forbid denies, else any satisfied permit allows, else deny;
-/// erroring policies are skipped by Cedar and reported. A unit test holds this to Cedar's
-/// `Authorizer`, and the Cedar corpus test to Cedar's own answers.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PolicyList(Vec<CompiledPolicy>);
-
-#[derive(Debug, Clone)]
-struct CompiledPolicy {
-    /// What `ast::Policy::condition` returns: scope constraints and body, in Cedar's order.
-    condition: ast::Expr,
-    slots: ast::SlotEnv,
-    forbid: bool,
-    id: PolicyId,
-    /// For Cedar's own error, should a condition ever yield a non-boolean (its `&&` cannot).
-    policy: ast::Policy,
-}
-
-impl PolicyList {
-    fn new(set: &PolicySet) -> Self {
-        Self(
-            set.policies()
-                .map(|p| {
-                    let core: &ast::Policy = p.as_ref();
-                    CompiledPolicy {
-                        condition: core.condition(),
-                        slots: core.env().clone(),
-                        forbid: core.effect() == ast::Effect::Forbid,
-                        id: p.id().clone(),
-                        policy: core.clone(),
-                    }
-                })
-                .collect(),
-        )
-    }
-
-    pub(crate) fn evaluate(&self, request: ast::Request, entities: &CoreEntities) -> Evaluation {
-        let evaluator = Evaluator::new(request, entities, Extensions::all_available());
-        let (mut permits, mut forbids) = (Vec::new(), Vec::new());
-        let mut erroring: Vec<(PolicyId, String)> = Vec::new();
-        let mut erroring_forbids: Vec<PolicyId> = Vec::new();
-        for CompiledPolicy { condition, slots, forbid, id, policy } in &self.0 {
-            let forbid = *forbid;
-            // `Evaluator::evaluate`, with the condition built once.
-            let satisfied = match evaluator.interpret(condition, slots) {
-                Ok(ast::Value { value: ast::ValueKind::Lit(ast::Literal::Bool(b)), .. }) => Ok(b),
-                Ok(_) => evaluator.evaluate(policy),
-                Err(e) => Err(e),
-            };
-            match satisfied {
-                Ok(true) if forbid => forbids.push(id.clone()),
-                Ok(true) => permits.push(id.clone()),
-                Ok(false) => {}
-                Err(e) => {
-                    erroring.push((id.clone(), format!("error while evaluating policy `{id}`: {e}")));
-                    if forbid {
-                        erroring_forbids.push(id.clone());
-                    }
-                }
-            }
-        }
-        let (cedar_decision, mut determining) = if !forbids.is_empty() {
-            (CedarDecision::Deny, forbids)
-        } else if !permits.is_empty() {
-            (CedarDecision::Allow, permits)
-        } else {
-            (CedarDecision::Deny, permits)
-        };
-        // Set order is unspecified; sorted for stable output.
-        let by_id = |a: &PolicyId, b: &PolicyId| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b));
-        determining.sort_unstable_by(by_id);
-        erroring.sort_unstable_by(|a, b| by_id(&a.0, &b.0));
-        erroring_forbids.sort_unstable_by(by_id);
-        let decision = if erroring_forbids.is_empty() { cedar_decision } else { CedarDecision::Deny };
-        Evaluation { cedar_decision, decision, determining, erroring, erroring_forbids }
-    }
-}
-
 impl Bundle {
     /// Evaluates a tool's policies once; returns the enforced evaluation and `would_block`.
     ///
     /// Shadow forbids ride along as permits: when the enforced policies deny, Cedar reports
     /// only forbids and the shadow result is moot (`would_block` is false); when they allow,
     /// a satisfied shadow "permit" is a shadow forbid that would have blocked the call.
-    pub(crate) fn evaluate(&self, tool: &ToolEntry, request: ast::Request, entities: &Entities) -> (Evaluation, bool) {
-        let mut eval = tool.policies.evaluate(request, entities.as_ref());
+    pub(crate) fn evaluate(&self, tool: &ToolEntry, request: PreparedRequest, entities: &Entities) -> (Evaluation, bool) {
+        let mut eval = tool.policies.evaluate(request, entities);
         let shadow = |id: &PolicyId| self.meta.get(id).is_some_and(|m| m.shadow);
         let would_block = eval.determining.iter().any(shadow) || eval.erroring.iter().any(|(id, _)| shadow(id));
         eval.determining.retain(|id| !shadow(id));
@@ -526,6 +262,7 @@ impl Bundle {
         (eval, would_block)
     }
 }
+
 
 /// Rewrites each shadow forbid as a permit with the same id and conditions.
 fn shadow_forbids_as_permits(shadow: &PolicySet) -> Result<PolicySet> {
@@ -576,7 +313,8 @@ fn parse_policy_files(files: &[(String, String)]) -> Result<(PolicySet, HashMap<
     let mut meta = HashMap::new();
     for (file, src) in files {
         let parsed = PolicySet::from_str(src).map_err(|e| {
-            Error::new(ErrorCode::InvalidBundle, format!("`{file}`: {}", render_diagnostic(&e, src)))
+            let line = first_label_offset(&e).map(|off| line_of(src, off));
+            Error::new(ErrorCode::InvalidBundle, format!("`{file}`: {}", render_diagnostic(&e, src))).in_file(file, line, None)
         })?;
         if parsed.templates().next().is_some() {
             return Err(Error::new(ErrorCode::InvalidBundle, format!("`{file}`: policy templates are not supported in bundles")));
@@ -592,7 +330,8 @@ fn parse_policy_files(files: &[(String, String)]) -> Result<(PolicySet, HashMap<
             let renamed = policy.new_id(PolicyId::new(&id));
             let info = policy_meta(&renamed, &id, file, line)?;
             if meta.insert(renamed.id().clone(), info).is_some() {
-                return Err(Error::new(ErrorCode::InvalidBundle, format!("`{file}` line {line}: duplicate policy id `{id}`")));
+                let e = Error::new(ErrorCode::InvalidBundle, format!("`{file}` line {line}: duplicate policy id `{id}`"));
+                return Err(e.in_file(file, Some(line), Some(&id)));
             }
             all.add(renamed).map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{file}` line {line}: {e}")))?;
         }
@@ -601,6 +340,10 @@ fn parse_policy_files(files: &[(String, String)]) -> Result<(PolicySet, HashMap<
 }
 
 fn policy_meta(policy: &Policy, id: &str, file: &str, line: usize) -> Result<PolicyMeta> {
+    policy_meta_unplaced(policy, id, file, line).map_err(|e| e.in_file(file, Some(line), Some(id)))
+}
+
+fn policy_meta_unplaced(policy: &Policy, id: &str, file: &str, line: usize) -> Result<PolicyMeta> {
     let at = || format!("`{file}` line {line}, policy `{id}`");
     let effect = policy.effect();
     let approval = policy.annotation("approval").map(str::to_owned);
@@ -661,6 +404,7 @@ fn validate(schema: &Schema, all: &PolicySet, meta: &HashMap<PolicyId, PolicyMet
     if result.validation_passed() {
         return Ok(());
     }
+    let mut first_place = None;
     let messages: Vec<String> = result
         .validation_errors()
         .map(|e| {
@@ -669,13 +413,18 @@ fn validate(schema: &Schema, all: &PolicySet, meta: &HashMap<PolicyId, PolicyMet
                 Some(m) => {
                     let src = files.iter().find(|(f, _)| f == &m.file).map_or("", |(_, s)| s.as_str());
                     let line = first_label_offset(e).map_or(m.line, |off| line_of(src, off));
+                    first_place.get_or_insert_with(|| (m.file.clone(), line, m.id.clone()));
                     format!("`{}` line {line}, policy `{id}`: {e}", m.file)
                 }
                 None => format!("policy `{id}`: {e}"),
             }
         })
         .collect();
-    Err(Error::new(ErrorCode::InvalidBundle, format!("schema validation failed: {}", messages.join("; "))))
+    let error = Error::new(ErrorCode::InvalidBundle, format!("schema validation failed: {}", messages.join("; ")));
+    Err(match first_place {
+        Some((file, line, id)) => error.in_file(&file, Some(line), Some(&id)),
+        None => error,
+    })
 }
 
 fn split_shadow(all: &PolicySet, meta: &HashMap<PolicyId, PolicyMeta>) -> Result<(PolicySet, PolicySet)> {
@@ -720,63 +469,3 @@ fn content_digest(sources: &BundleSources) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cedar_policy::{Authorizer, Context};
-
-    /// The flattened evaluation must answer exactly as Cedar's `Authorizer` does, down to the
-    /// error messages, over satisfied, unsatisfied and erroring permits and forbids.
-    #[test]
-    fn policy_list_agrees_with_cedar_authorizer() {
-        let src = r#"
-            @id("p1") permit(principal, action, resource) when { context.amount < 100 };
-            @id("p2") permit(principal, action == Action::"a", resource) when { context.amount < 50 };
-            @id("f1") forbid(principal, action, resource) when { context.amount > 70 };
-            @id("f2") forbid(principal, action, resource) when { context.flag };
-            @id("p3") permit(principal, action, resource) when { context.nested.x == 1 };
-            @id("f3") forbid(principal == Agent::"mallory", action, resource);
-        "#;
-        let set = PolicySet::from_str(src).unwrap();
-        let index = PolicyIndex::new(set.clone(), &Entities::empty()).unwrap();
-        let mut compared = 0;
-        for principal in [r#"Agent::"alice""#, r#"Agent::"mallory""#] {
-            for action in [r#"Action::"a""#, r#"Action::"b""#] {
-                for amount in [10, 60, 80, 200] {
-                    for flag in ["", r#", "flag": true"#, r#", "flag": false"#, r#", "flag": "yes""#] {
-                        for nested in ["", r#", "nested": {"x": 1}"#, r#", "nested": {"x": "1"}"#] {
-                            let context = format!(r#"{{"amount": {amount}{flag}{nested}}}"#);
-                            let request = Request::new(
-                                principal.parse().unwrap(),
-                                action.parse().unwrap(),
-                                r#"Tool::"t""#.parse().unwrap(),
-                                Context::from_json_str(&context, None).unwrap(),
-                                None,
-                            )
-                            .unwrap();
-                            let ours = index.evaluate(&request, &Entities::empty());
-                            let cedar = Authorizer::new().is_authorized(&request, &set, &Entities::empty());
-                            let mut reasons: Vec<PolicyId> = cedar.diagnostics().reason().cloned().collect();
-                            reasons.sort_unstable_by_key(ToString::to_string);
-                            let mut errors: Vec<(PolicyId, String)> = cedar
-                                .diagnostics()
-                                .errors()
-                                .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| {
-                                    (e.policy_id().clone(), e.to_string())
-                                })
-                                .collect();
-                            errors.sort_unstable_by_key(|e| e.0.to_string());
-                            assert_eq!(ours.cedar_decision, cedar.decision(), "{principal} {action} {context}");
-                            assert_eq!(ours.determining, reasons, "{principal} {action} {context}");
-                            assert_eq!(ours.erroring, errors, "{principal} {action} {context}");
-                            let forbid_errors = errors.iter().filter(|(id, _)| set.policy(id).is_some_and(|p| p.effect() == Effect::Forbid));
-                            assert_eq!(ours.erroring_forbids.len(), forbid_errors.count(), "{:?} {:?}", ours.erroring_forbids, errors);
-                            compared += 1;
-                        }
-                    }
-                }
-            }
-        }
-        assert_eq!(compared, 192);
-    }
-}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::keys::{KeyPair, PublicKey};
+use super::keys::{KeyPair, PublicKey};
 
 /// Encodes bytes as unpadded base64url.
 pub fn b64_encode(bytes: &[u8]) -> String {

@@ -1,49 +1,8 @@
-//! Human approvals: override tokens bound to one call, and the message a human answers.
+//! Approval channels: the messages a human answers.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::decision::Reason;
-use crate::store::PendingApproval;
-
-/// The `typ` of an override token.
-pub const OVERRIDE_TYP: &str = "aegis-approval+jwt";
-
-/// The claims of an override token, signed by the engine's approval key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OverrideClaims {
-    /// The approval it redeems; also its single-use id.
-    pub approval_id: String,
-    /// The call digest it is bound to.
-    pub call: String,
-    /// The agent that may present it.
-    pub sub: String,
-    /// The task it is valid in.
-    pub task: String,
-    /// The policy version it was approved under.
-    pub pv: String,
-    /// Who approved.
-    pub approver: String,
-    /// Issued at, seconds.
-    pub iat: i64,
-    /// Expiry, seconds.
-    pub exp: i64,
-}
-
-/// The result of `approve` or `reject`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalResolution {
-    /// Whether the approver's action took effect.
-    pub accepted: bool,
-    /// Why not, or what decided it.
-    pub reasons: Vec<Reason>,
-    /// For an accepted approval: the single-use override token to present with the call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub override_token: Option<String>,
-    /// The approval as it now stands.
-    pub approval: PendingApproval,
-}
+use super::PendingApproval;
 
 /// A Slack Block Kit message body (for `chat.postMessage`) asking a human to approve or
 /// reject a pending approval. The buttons carry the `approval_id` as their `value`, with

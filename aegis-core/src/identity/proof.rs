@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::jws::{self, b64_encode, UnverifiedJws};
-use crate::keys::{KeyPair, PublicKey};
+use super::jws::{self, b64_encode, UnverifiedJws};
+use super::keys::{KeyPair, PublicKey};
 
 /// The `typ` of a proof of possession.
 pub const PROOF_TYP: &str = "aegis-pop+jwt";
@@ -31,9 +31,40 @@ pub struct ProofClaims {
 
 /// The digest that binds a call: SHA-256 over the RFC 8785 canonical JSON of
 /// `{"args": args, "tool": tool}`, base64url. One changed argument changes it.
-pub fn call_digest(tool: &str, args: &Value) -> String {
+///
+/// RFC 8785 writes every number as the IEEE double it denotes, so two integers beyond ±2^53
+/// could share a digest (an approval of one would redeem the other): such arguments are
+/// refused (`malformed_request`) wherever a digest binds the call.
+pub fn call_digest(tool: &str, args: &Value) -> Result<String> {
+    check_exact_numbers(args)?;
     let canonical = crate::json::canonical_json(&json!({ "tool": tool, "args": args }));
-    b64_encode(&Sha256::digest(canonical.as_bytes()))
+    Ok(b64_encode(&Sha256::digest(canonical.as_bytes())))
+}
+
+/// The largest integer every larger one is not confused with as a double: 2^53.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+fn check_exact_numbers(value: &Value) -> Result<()> {
+    match value {
+        Value::Number(n) => {
+            let exact = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u <= MAX_EXACT_INTEGER,
+                (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT_INTEGER,
+                // A float is already a double: its canonical form is exact.
+                (None, None) => true,
+            };
+            if exact {
+                Ok(())
+            } else {
+                Err(Error::malformed_request(format!(
+                    "the integer `{n}` is beyond ±2^53, where RFC 8785 cannot tell it from its neighbours"
+                )))
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(check_exact_numbers),
+        Value::Object(map) => map.values().try_for_each(check_exact_numbers),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
 }
 
 /// Signs a proof of possession for one call with the leaf agent's key.
@@ -41,7 +72,7 @@ pub fn create_proof(key: &KeyPair, tool: &str, args: &Value, jti: &str, issued_a
     if jti.is_empty() {
         return Err(Error::malformed_request("proof `jti` must not be empty"));
     }
-    let claims = ProofClaims { call: call_digest(tool, args), jti: jti.to_owned(), iat: issued_at, exp: issued_at + ttl_secs };
+    let claims = ProofClaims { call: call_digest(tool, args)?, jti: jti.to_owned(), iat: issued_at, exp: issued_at + ttl_secs };
     jws::sign(&claims, PROOF_TYP, key)
 }
 

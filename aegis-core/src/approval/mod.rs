@@ -1,0 +1,311 @@
+//! Human approvals: pending requests, the approver's checks, single-use override tokens bound
+//! to one call, and the channels a human answers in.
+
+mod approver;
+mod channel;
+
+use std::sync::Arc;
+
+use cedar_policy::PolicyId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use channel::slack_message;
+
+use crate::engine::{Decision, Engine, Reason, VerifiedCall};
+use crate::error::{Error, ErrorCode, Result};
+use crate::identity::jws::{self, UnverifiedJws};
+use crate::identity::VerifiedChain;
+use crate::policy::Bundle;
+use crate::time::random_id;
+
+/// The action an approver's decision is evaluated as.
+pub const APPROVE_ACTION: &str = "aegis.approve";
+
+/// The `typ` of an override token.
+pub const OVERRIDE_TYP: &str = "aegis-approval+jwt";
+
+/// The claims of an override token, signed by the engine's approval key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideClaims {
+    /// The approval it redeems; also its single-use id.
+    pub approval_id: String,
+    /// The call digest it is bound to.
+    pub call: String,
+    /// The agent that may present it.
+    pub sub: String,
+    /// The task it is valid in.
+    pub task: String,
+    /// The policy version it was approved under.
+    pub pv: String,
+    /// Who approved.
+    pub approver: String,
+    /// Issued at, seconds.
+    pub iat: i64,
+    /// Expiry, seconds.
+    pub exp: i64,
+}
+
+/// The result of `approve` or `reject`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalResolution {
+    /// Whether the approver's action took effect.
+    pub accepted: bool,
+    /// Why not, or what decided it.
+    pub reasons: Vec<Reason>,
+    /// For an accepted approval: the single-use override token to present with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_token: Option<String>,
+    /// The approval as it now stands.
+    pub approval: PendingApproval,
+}
+
+/// The state of an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for a human.
+    Pending,
+    /// Approved; an override token was minted.
+    Approved,
+    /// Rejected.
+    Rejected,
+    /// Closed by Aegis without a human: the same call ran under another approval of the same
+    /// task and agent, so this request is moot (approving it would allow the call again).
+    Superseded,
+}
+
+/// A call waiting for a human decision: everything the human needs to decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    /// The id handed out with `approval_needed`.
+    pub approval_id: String,
+    /// The call digest the approval is bound to.
+    pub call_digest: String,
+    /// The tool.
+    pub tool: String,
+    /// The arguments.
+    pub args: Value,
+    /// The agent that asked.
+    pub agent_id: String,
+    /// The agents above it, root first.
+    pub lineage: Vec<String>,
+    /// The root agent.
+    pub initiator: String,
+    /// The task.
+    pub task_id: String,
+    /// The task's intent.
+    pub intent: String,
+    /// The policies that require approval.
+    pub policy_ids: Vec<String>,
+    /// Their messages: why approval is needed.
+    pub reasons: Vec<String>,
+    /// The roles that may approve (from `@approval`).
+    pub roles: Vec<String>,
+    /// The bundle version that asked.
+    pub policy_version: String,
+    /// When it was created, milliseconds since the epoch.
+    pub created_at_ms: i64,
+    /// Pending, approved, rejected or superseded.
+    pub status: ApprovalStatus,
+    /// Who approved or rejected.
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+    /// When, milliseconds since the epoch.
+    #[serde(default)]
+    pub resolved_at_ms: Option<i64>,
+    /// The approver's note.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl PendingApproval {
+    /// Milliseconds between the request and its resolution, once resolved.
+    pub fn latency_ms(&self) -> Option<i64> {
+        self.resolved_at_ms.map(|r| r - self.created_at_ms)
+    }
+}
+
+impl Engine {
+    /// Records the call as pending a human and hands out its approval id.
+    pub(crate) fn open_approval(
+        &self,
+        bundle: &Bundle,
+        call: &mut VerifiedCall<'_>,
+        decision: &mut Decision,
+    ) -> Result<()> {
+        let approval_id = random_id(self.random.as_ref(), "apr_")?;
+        let chain = Arc::clone(&call.chain);
+        let mut roles: Vec<String> = decision
+            .reasons
+            .iter()
+            .map(|r| match r.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))) {
+                Some(meta) => meta.approval.clone().unwrap_or_default(),
+                None => "budget-approver".to_owned(),
+            })
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        let pending = PendingApproval {
+            approval_id: approval_id.clone(),
+            call_digest: call.digest()?.to_owned(),
+            tool: call.request.tool.clone(),
+            args: call.request.args.clone(),
+            agent_id: chain.agent_id.clone(),
+            lineage: chain.lineage.clone(),
+            initiator: chain.initiator.clone(),
+            task_id: chain.task_id.clone(),
+            intent: chain.intent.clone(),
+            policy_ids: decision.reasons.iter().map(|r| r.policy_id.clone().unwrap_or_else(|| "budget".into())).collect(),
+            reasons: decision.reasons.iter().map(|r| r.message.clone()).collect(),
+            roles,
+            policy_version: bundle.policy_version().to_owned(),
+            created_at_ms: self.clock.now_millis(),
+            status: ApprovalStatus::Pending,
+            resolved_by: None,
+            resolved_at_ms: None,
+            note: None,
+        };
+        self.store.insert_pending(&pending)?;
+        decision.approval_id = Some(approval_id);
+        if let Some(notify) = &self.notifier {
+            // The approval is already durable; a notifier that panics must not turn the
+            // decision into an error (it is reported by nothing but its own absence).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| notify(&pending)));
+        }
+        Ok(())
+    }
+
+    /// Approves a pending approval as the agent (or human) holding `approver_chain`.
+    ///
+    /// Out of the box the approver may not be the requester, anyone above it in its chain,
+    /// anyone whose own chain derives from the requester, or anyone who already performed a duty
+    /// in the request's task; beyond that the bundle's policies over the `aegis.approve` action
+    /// decide. On success the approval is recorded as the approver's duty in the task and a
+    /// single-use override token bound to the exact call is minted.
+    pub fn approve(&self, approval_id: &str, approver_chain: &[String], note: Option<&str>) -> Result<ApprovalResolution> {
+        self.resolve(approval_id, approver_chain, note, ApprovalStatus::Approved)
+    }
+
+    /// Rejects a pending approval. The rejecter must present a valid credential chain.
+    pub fn reject(&self, approval_id: &str, approver_chain: &[String], note: Option<&str>) -> Result<ApprovalResolution> {
+        self.resolve(approval_id, approver_chain, note, ApprovalStatus::Rejected)
+    }
+
+    fn resolve(&self, approval_id: &str, approver_chain: &[String], note: Option<&str>, status: ApprovalStatus) -> Result<ApprovalResolution> {
+        let pending = self
+            .store
+            .approval(approval_id)?
+            .ok_or_else(|| Error::new(ErrorCode::ApprovalNotFound, format!("no approval `{approval_id}`")))?;
+        if pending.status != ApprovalStatus::Pending {
+            return Err(Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")));
+        }
+        let now = self.clock.now_secs();
+        let refuse = |pending: PendingApproval, e: Error| ApprovalResolution {
+            accepted: false,
+            reasons: vec![Reason::from_error(&e)],
+            override_token: None,
+            approval: pending,
+        };
+        let chain = match self.verifier.verify(approver_chain, now) {
+            Ok(chain) => chain,
+            Err(e) => return Ok(refuse(pending, e)),
+        };
+        let mut reasons = Vec::new();
+        if status == ApprovalStatus::Approved {
+            match self.check_approver(&pending, &chain, now) {
+                Ok(Ok(r)) => reasons = r,
+                Ok(Err(refused)) => {
+                    return Ok(ApprovalResolution { accepted: false, reasons: vec![refused], override_token: None, approval: pending })
+                }
+                Err(e) if e.code() == ErrorCode::StoreUnavailable || e.code() == ErrorCode::Internal => return Err(e),
+                Err(e) => return Ok(refuse(pending, e)),
+            }
+        }
+        let mut resolved = pending.clone();
+        resolved.status = status;
+        resolved.resolved_by = Some(chain.agent_id.clone());
+        resolved.resolved_at_ms = Some(self.clock.now_millis());
+        resolved.note = note.map(str::to_owned);
+        if !self.store.resolve(&resolved)? {
+            return Err(Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")));
+        }
+        if status == ApprovalStatus::Rejected {
+            return Ok(ApprovalResolution { accepted: true, reasons, override_token: None, approval: resolved });
+        }
+        self.record_duty(&pending.task_id, &chain, APPROVE_ACTION, now)?;
+        let claims = OverrideClaims {
+            approval_id: pending.approval_id.clone(),
+            call: pending.call_digest.clone(),
+            sub: pending.agent_id.clone(),
+            task: pending.task_id.clone(),
+            pv: pending.policy_version.clone(),
+            approver: chain.agent_id.clone(),
+            iat: now,
+            exp: now + self.override_ttl_secs,
+        };
+        let token = jws::sign(&claims, OVERRIDE_TYP, &self.approval_key)?;
+        Ok(ApprovalResolution { accepted: true, reasons, override_token: Some(token), approval: resolved })
+    }
+
+    /// Approvals waiting for a human, oldest first.
+    pub fn pending_approvals(&self) -> Result<Vec<PendingApproval>> {
+        self.store.list_pending()
+    }
+
+    /// An approval by id, in any state.
+    pub fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>> {
+        self.store.approval(approval_id)
+    }
+
+    /// Closes the other pending requests for the call that just ran under `claims`' approval.
+    ///
+    /// A graph that re-runs its interrupted step (LangGraph does, on resume) asks again before
+    /// it presents the override token, which opens a second request for the same call; left
+    /// pending, a human could approve it into a second run of the same call. Best effort: the
+    /// call is already committed, so a store error here leaves the duplicate pending (as
+    /// before) rather than turning a durable allow into an error.
+    pub(crate) fn supersede_duplicates(&self, claims: &OverrideClaims, agent_id: &str) {
+        let Ok(pending) = self.store.list_pending() else { return };
+        let duplicates = pending.into_iter().filter(|p| {
+            p.approval_id != claims.approval_id && p.task_id == claims.task && p.agent_id == agent_id && p.call_digest == claims.call
+        });
+        for mut duplicate in duplicates {
+            duplicate.status = ApprovalStatus::Superseded;
+            duplicate.resolved_by = Some("aegis".to_owned());
+            duplicate.resolved_at_ms = Some(self.clock.now_millis());
+            duplicate.note = Some(format!("superseded: the call ran under approval `{}`", claims.approval_id));
+            let _ = self.store.resolve(&duplicate);
+        }
+    }
+
+
+    /// Verifies an override token presented with a call.
+    pub(crate) fn verify_override(&self, token: &str, chain: &VerifiedChain, digest: &str, bundle: &Bundle, now: i64) -> Result<OverrideClaims> {
+        let invalid = |e: Error| Error::new(ErrorCode::ApprovalTokenInvalid, format!("override token: {}", e.message()));
+        let parsed = UnverifiedJws::<OverrideClaims>::parse(token, OVERRIDE_TYP).map_err(invalid)?;
+        parsed.verify(self.approval_key.public_key()).map_err(invalid)?;
+        let c = parsed.claims;
+        if now - self.leeway_secs >= c.exp {
+            return Err(Error::new(ErrorCode::ApprovalExpired, "the override token has expired"));
+        }
+        if c.sub != chain.agent_id {
+            return Err(Error::new(ErrorCode::ApprovalWrongAgent, format!("the approval was for agent `{}`", c.sub)));
+        }
+        if c.task != chain.task_id {
+            return Err(Error::new(ErrorCode::ApprovalWrongTask, format!("the approval was for task `{}`", c.task)));
+        }
+        if c.call != digest {
+            return Err(Error::new(ErrorCode::ApprovalArgsMismatch, "the approval was for another tool or other arguments"));
+        }
+        if c.pv != bundle.policy_version() {
+            return Err(Error::new(
+                ErrorCode::ApprovalPolicyChanged,
+                format!("the approval was under policy version `{}`; `{}` is in force", c.pv, bundle.policy_version()),
+            ));
+        }
+        Ok(c)
+    }
+
+}

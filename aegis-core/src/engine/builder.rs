@@ -1,0 +1,172 @@
+//! Configuring an [`Engine`].
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use cedar_policy::Entities;
+
+use super::{ApprovalNotifier, Engine, DEFAULT_AUDIENCE};
+use crate::error::{Error, Result};
+use crate::identity::{ChainPolicy, ChainVerifier, KeyPair, PublicKey, TrustedIssuer};
+use crate::policy::Bundle;
+use crate::state::{MemoryStore, Store};
+use crate::time::{random_id, Clock, OsRandom, SecureRandom, SystemClock};
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    bundle: Option<Bundle>,
+    issuers: Vec<TrustedIssuer>,
+    audience: String,
+    leeway_secs: i64,
+    max_depth: usize,
+    max_lifetime_secs: i64,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn SecureRandom>,
+    store: Option<Arc<dyn Store>>,
+    approval_key: Option<KeyPair>,
+    override_ttl_secs: i64,
+    max_break_glass_secs: i64,
+    notifier: Option<ApprovalNotifier>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self {
+            bundle: None,
+            issuers: Vec::new(),
+            audience: DEFAULT_AUDIENCE.into(),
+            leeway_secs: 30,
+            max_depth: 4,
+            max_lifetime_secs: 24 * 3600,
+            clock: Arc::new(SystemClock),
+            random: Arc::new(OsRandom),
+            store: None,
+            approval_key: None,
+            override_ttl_secs: 300,
+            max_break_glass_secs: 4 * 3600,
+            notifier: None,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// The policy bundle (required).
+    pub fn bundle(mut self, bundle: Bundle) -> Self {
+        self.bundle = Some(bundle);
+        self
+    }
+
+    /// Trusts `key` to issue root credentials that name `issuer` in `iss`.
+    pub fn trust_issuer(mut self, issuer: impl Into<String>, key: PublicKey) -> Self {
+        self.issuers.push(TrustedIssuer { name: issuer.into(), key });
+        self
+    }
+
+    /// The audience credentials must name (default `aegis`).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
+    }
+
+    /// Clock skew tolerated on `nbf`/`iat`/`exp`, in seconds (default 30, at most 300).
+    pub fn leeway_secs(mut self, secs: i64) -> Self {
+        self.leeway_secs = secs;
+        self
+    }
+
+    /// The longest delegation chain below the root (default 4).
+    pub fn max_delegation_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// The longest lifetime any credential may have, in seconds (default 24 h).
+    pub fn max_credential_lifetime_secs(mut self, secs: i64) -> Self {
+        self.max_lifetime_secs = secs;
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The randomness for ids (default: the operating system's).
+    pub fn random(mut self, random: Arc<dyn SecureRandom>) -> Self {
+        self.random = random;
+        self
+    }
+
+    /// Where state lives (default: a fresh [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The key that signs override tokens. Engines that share a store must share it (default:
+    /// a fresh key, valid for this engine only).
+    pub fn approval_key(mut self, key: KeyPair) -> Self {
+        self.approval_key = Some(key);
+        self
+    }
+
+    /// How long an override token is valid, in seconds (default 300).
+    pub fn override_ttl_secs(mut self, secs: i64) -> Self {
+        self.override_ttl_secs = secs;
+        self
+    }
+
+    /// The longest break-glass grant, in seconds (default 4 h).
+    pub fn max_break_glass_secs(mut self, secs: i64) -> Self {
+        self.max_break_glass_secs = secs;
+        self
+    }
+
+    /// Called with every new pending approval.
+    pub fn notifier(mut self, notifier: ApprovalNotifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Result<Engine> {
+        let bundle = self.bundle.ok_or_else(|| Error::malformed_request("an engine needs a policy bundle"))?;
+        if !(0..=300).contains(&self.leeway_secs) {
+            return Err(Error::malformed_request("leeway must be between 0 and 300 seconds"));
+        }
+        if self.issuers.is_empty() {
+            return Err(Error::malformed_request("an engine needs at least one trusted issuer"));
+        }
+        let policy = ChainPolicy {
+            audience: self.audience,
+            leeway_secs: self.leeway_secs,
+            max_depth: self.max_depth,
+            max_lifetime_secs: self.max_lifetime_secs,
+        };
+        let id_prefix = random_id(self.random.as_ref(), "")?;
+        let approval_key = match self.approval_key {
+            Some(k) => k,
+            None => KeyPair::generate(self.random.as_ref())?,
+        };
+        Ok(Engine {
+            bundle: ArcSwap::from_pointee(bundle),
+            verifier: ChainVerifier::new(self.issuers, policy),
+            clock: self.clock,
+            random: self.random,
+            leeway_secs: self.leeway_secs,
+            no_entities: Entities::empty(),
+            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            approval_key,
+            override_ttl_secs: self.override_ttl_secs,
+            max_break_glass_secs: self.max_break_glass_secs,
+            notifier: self.notifier,
+            id_prefix,
+            id_counter: AtomicU64::new(0),
+            base_contexts: Mutex::new(HashMap::new()),
+        })
+    }
+}
+

@@ -1,0 +1,191 @@
+//! The [`Engine`]: one entry point that decides whether a tool call may run.
+//!
+//! - `builder`: configuration ([`EngineBuilder`]);
+//! - `request`: what a caller asks ([`AuthorizationRequest`]);
+//! - `pipeline`: the decision, stage by stage;
+//! - `verdict`: from Cedar's evaluation to an outcome (pure);
+//! - `decision`: what comes back ([`Decision`]) and [`Decision::enforce`].
+//!
+//! Approvals, break-glass and budgets extend the engine from their own modules.
+
+mod builder;
+mod decision;
+mod pipeline;
+mod request;
+mod verdict;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use cedar_policy::Entities;
+
+pub use builder::EngineBuilder;
+pub use decision::{Decision, Enforcement, Outcome, Reason};
+pub(crate) use pipeline::VerifiedCall;
+pub use request::{AuthorizationRequest, ResourceRef};
+pub(crate) use verdict::{apply_evaluation, undecided};
+
+use crate::error::Result;
+use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
+use crate::policy::eval::{BaseContext, TaskFacts};
+use crate::policy::Bundle;
+use crate::state::{LedgerEntry, PendingApproval, Store, TaskState};
+use crate::time::{Clock, SecureRandom};
+
+/// Tasks whose last base context (see `CachedBaseContext`) is kept.
+const BASE_CONTEXT_CACHE_CAPACITY: usize = 4096;
+
+/// How often a decision is re-evaluated when concurrent calls in its task keep committing first.
+pub(crate) const MAX_ATTEMPTS: usize = 64;
+
+/// Called with every new pending approval (to page a human, post to Slack, ...).
+pub type ApprovalNotifier = Arc<dyn Fn(&PendingApproval) + Send + Sync>;
+
+/// The default audience credentials must name.
+pub const DEFAULT_AUDIENCE: &str = "aegis";
+
+/// Decides, before each tool call runs, whether it may. Safe to share between threads.
+pub struct Engine {
+    pub(crate) bundle: ArcSwap<Bundle>,
+    pub(crate) verifier: ChainVerifier,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) random: Arc<dyn SecureRandom>,
+    pub(crate) leeway_secs: i64,
+    pub(crate) no_entities: Entities,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) approval_key: KeyPair,
+    pub(crate) override_ttl_secs: i64,
+    pub(crate) max_break_glass_secs: i64,
+    pub(crate) notifier: Option<ApprovalNotifier>,
+    pub(crate) id_prefix: String,
+    pub(crate) id_counter: AtomicU64,
+    pub(crate) base_contexts: Mutex<HashMap<String, CachedBaseContext>>,
+}
+
+/// The call-independent part of the context last built for a task: most calls in a task come
+/// from the same verified chain and find the duties unchanged, so only `now`, `args` and
+/// `predicates` are new.
+pub(crate) struct CachedBaseContext {
+    /// The chain it was built for; a newly verified chain with the same context values (the
+    /// same agents, task and intent) reuses it.
+    chain: Arc<VerifiedChain>,
+    duties: BTreeSet<(String, String)>,
+    break_glass: bool,
+    base: BaseContext,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("policy_version", &self.policy_version()).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// A unique decision id: a random per-engine prefix and a counter. Decision ids identify,
+    /// they do not authorize, so they need uniqueness, not a system call per decision.
+    pub(crate) fn next_decision_id(&self) -> String {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(4 + self.id_prefix.len() + 16);
+        id.push_str("dec_");
+        id.push_str(&self.id_prefix);
+        push_hex(&mut id, n);
+        id
+    }
+
+    /// The context attributes that do not depend on the call's arguments or time, reused while
+    /// the task's duties, the caller and break-glass are unchanged.
+    pub(crate) fn base_context(&self, state: &TaskState, chain: &Arc<VerifiedChain>, break_glass: bool) -> BaseContext {
+        let build = || BaseContext::new(chain, TaskFacts { duties: &state.duties }, break_glass);
+        let Ok(mut cache) = self.base_contexts.lock() else {
+            return build();
+        };
+        if let Some(hit) = cache.get(&chain.task_id) {
+            let same_chain = Arc::ptr_eq(&hit.chain, chain) || hit.chain.context == chain.context;
+            if same_chain && hit.break_glass == break_glass && hit.duties == state.duties {
+                return hit.base.clone();
+            }
+        }
+        let base = build();
+        if cache.len() >= BASE_CONTEXT_CACHE_CAPACITY {
+            cache.clear();
+        }
+        let entry = CachedBaseContext { chain: Arc::clone(chain), duties: state.duties.clone(), break_glass, base: base.clone() };
+        cache.insert(chain.task_id.clone(), entry);
+        base
+    }
+
+    /// The version of the bundle in force.
+    pub fn policy_version(&self) -> String {
+        self.bundle.load().policy_version().to_owned()
+    }
+
+    /// The bundle in force.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.load_full()
+    }
+
+    /// Puts `bundle` in force atomically; calls in flight finish on the old one.
+    pub fn swap_bundle(&self, bundle: Bundle) {
+        self.bundle.store(Arc::new(bundle));
+    }
+
+    /// Loads a bundle directory and swaps it in; on any error the old bundle stays in force.
+    pub fn reload_bundle(&self, dir: impl AsRef<Path>) -> Result<String> {
+        let bundle = Bundle::from_dir(dir)?;
+        let version = bundle.policy_version().to_owned();
+        self.swap_bundle(bundle);
+        Ok(version)
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Verifies a credential chain (root first) now.
+    pub fn verify_chain(&self, chain: &[String]) -> Result<Arc<VerifiedChain>> {
+        self.verifier.verify(chain, self.clock.now_secs())
+    }
+
+    /// The task's ledger: every allowed call and approval, oldest first.
+    pub fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
+        self.store.ledger(task_id)
+    }
+
+    /// Ends a task: every credential of the task is refused from now on.
+    pub fn end_task(&self, task_id: &str) -> Result<()> {
+        self.store.end_task(task_id, self.clock.now_secs())
+    }
+
+}
+
+/// Appends `n` in lowercase hex, as `{:x}` would: by hand, because the formatting machinery
+/// costs more than the rest of a decision id.
+fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev().map(|d| d * 4) {
+        out.push(char::from(b"0123456789abcdef"[((n >> shift) & 0xf) as usize]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_id_counters_are_lowercase_hex() {
+        for n in [0, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX >> 4, u64::MAX] {
+            let mut out = String::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("{n:x}"));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The decision pipeline, one call of [`Engine::authorize`], top down: each stage a function.
+//!
+//! 1. [`Engine::verify_call`]: the chain, the tool's scope, the proof of possession and the
+//!    override token (nothing here reads state).
+//! 2. [`Engine::task_state`]: the task's ledger version and duties; ended tasks stop here.
+//! 3. [`Engine::evaluate`]: break-glass, the context, Cedar, the verdict, budgets.
+//! 4. [`Engine::commit`]: consume single-use ids, append to the ledger and reserve budget, all
+//!    or nothing; a conflicting commit in the same task sends the decision back to stage 2.
+
+use std::sync::Arc;
+
+use cedar_policy::{EntityId, EntityUid};
+use serde_json::Value as Json;
+use smol_str::SmolStr;
+
+use super::decision::{Decision, Outcome};
+use super::request::AuthorizationRequest;
+use super::verdict::{apply_evaluation, breakable, deny, undecided};
+use super::{Engine, MAX_ATTEMPTS};
+use crate::approval::OverrideClaims;
+use crate::budget::Reservation;
+use crate::error::{Error, ErrorCode, ReasonCode, Result};
+use crate::identity::proof::{call_digest, verify as verify_proof};
+use crate::identity::VerifiedChain;
+use crate::policy::eval::{CallContext, PreparedRequest};
+use crate::policy::{lookup, Bundle, ToolEntry};
+use crate::state::{Commit, CommitOutcome, LedgerEntry, TaskState};
+
+/// A call whose caller, scope, proof and override token verified: what the stateful stages
+/// decide on.
+pub(crate) struct VerifiedCall<'r> {
+    pub request: &'r AuthorizationRequest,
+    pub chain: Arc<VerifiedChain>,
+    pub tool: Arc<ToolEntry>,
+    /// The call digest, computed once when a proof, a token or an approval needs it.
+    pub digest: Option<String>,
+    /// Single-use ids the commit consumes: the proof's `jti`, the approval's id.
+    pub consume: Vec<(String, i64)>,
+    /// The verified override token, if one was presented.
+    pub approval: Option<OverrideClaims>,
+}
+
+impl VerifiedCall<'_> {
+    /// The call digest (RFC 8785 canonical JSON of tool and arguments).
+    pub fn digest(&mut self) -> Result<&str> {
+        if self.digest.is_none() {
+            self.digest = Some(call_digest(&self.request.tool, &self.request.args)?);
+        }
+        Ok(self.digest.as_deref().unwrap_or_default())
+    }
+}
+
+impl Engine {
+    /// Decides on one tool call and, when it may run, commits it to the task's state.
+    ///
+    /// Returns `Err` only for a malformed request or an internal failure; every problem with
+    /// credentials, proofs, approvals, state or policies is a `deny` with a reason code.
+    pub fn authorize(&self, request: &AuthorizationRequest) -> Result<Decision> {
+        if !request.args.is_object() {
+            return Err(Error::malformed_request("`args` must be a json object"));
+        }
+        if request.tool.is_empty() {
+            return Err(Error::malformed_request("`tool` must not be empty"));
+        }
+        let bundle = self.bundle.load_full();
+        let now = self.clock.now_secs();
+        let mut decision = undecided(self.next_decision_id(), &bundle);
+        match self.decide(&bundle, request, now, &mut decision) {
+            Ok(()) => Ok(decision),
+            Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => Err(e),
+            Err(e) => Ok(deny(decision, e)),
+        }
+    }
+
+    fn decide(&self, bundle: &Bundle, request: &AuthorizationRequest, now: i64, decision: &mut Decision) -> Result<()> {
+        let mut call = self.verify_call(bundle, request, now)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let state = self.task_state(&call.chain)?;
+            let reservations = self.evaluate(bundle, &call, &state, now, decision)?;
+            match decision.outcome {
+                Outcome::Deny => return Ok(()),
+                Outcome::ApprovalNeeded => return self.open_approval(bundle, &mut call, decision),
+                Outcome::Allow | Outcome::Sanitize => {
+                    if self.commit(&call, &state, reservations, decision, now)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(Error::new(ErrorCode::Contention, format!("task `{}` kept changing during the decision", call.chain.task_id)))
+    }
+
+    /// Stage 1: who is calling, whether its scope and the bundle know the tool, and the proof
+    /// and override token it presents.
+    fn verify_call<'r>(&self, bundle: &Bundle, request: &'r AuthorizationRequest, now: i64) -> Result<VerifiedCall<'r>> {
+        let chain = self.verifier.verify(&request.chain, now)?;
+        if !chain.grants(&request.tool) {
+            return Err(Error::new(
+                ErrorCode::ToolNotInScope,
+                format!("agent `{}` holds no credential for tool `{}`", chain.agent_id, request.tool),
+            ));
+        }
+        let tool = bundle.tool(&request.tool).cloned().ok_or_else(|| {
+            Error::new(ErrorCode::UnknownTool, format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()))
+        })?;
+        let mut call = VerifiedCall { request, chain, tool, digest: None, consume: Vec::new(), approval: None };
+        match (&request.proof, call.tool.proof_required) {
+            (None, true) => {
+                return Err(Error::new(ErrorCode::ProofRequired, format!("tool `{}` requires a proof of possession", request.tool)))
+            }
+            (Some(proof), _) => {
+                let leaf_key = call.chain.leaf_key.clone();
+                let used = verify_proof(proof, &leaf_key, call.digest()?, now, self.leeway_secs)?;
+                call.consume.push(used);
+            }
+            (None, false) => {}
+        }
+        if let Some(token) = &request.approval_token {
+            let chain = Arc::clone(&call.chain);
+            let claims = self.verify_override(token, &chain, call.digest()?, bundle, now)?;
+            call.consume.push((format!("approval:{}", claims.approval_id), claims.exp + self.leeway_secs + 1));
+            call.approval = Some(claims);
+        }
+        Ok(call)
+    }
+
+    /// Stage 2: the task's state; an ended task denies.
+    fn task_state(&self, chain: &VerifiedChain) -> Result<TaskState> {
+        let state = self.store.task_state(&chain.task_id)?;
+        if state.ended {
+            return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id)));
+        }
+        Ok(state)
+    }
+
+    /// Stage 3: the verdict on the task's current state, and the budget reservations an
+    /// allowed call makes.
+    fn evaluate(&self, bundle: &Bundle, call: &VerifiedCall<'_>, state: &TaskState, now: i64, decision: &mut Decision) -> Result<Vec<Reservation>> {
+        let (request, chain, tool) = (call.request, &call.chain, &call.tool);
+        let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, now));
+        decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
+        let base = self.base_context(state, chain, grant.is_some());
+        let resource = request.resource.as_ref().map(resource_uid).transpose()?;
+        let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
+        let predicates = tool.predicates.iter().map(|p| {
+            let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
+            (SmolStr::from(p.name.as_str()), holds)
+        });
+        let context = (base, CallContext { args: &request.args, now, approval: None });
+        let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
+        let (eval, would_block) = bundle.evaluate(tool, prepared, &self.no_entities);
+        decision.would_block = would_block;
+        decision.reasons.clear();
+        decision.sanitized_args = None;
+        apply_evaluation(bundle, &eval, &request.tool, &request.args, decision);
+        if decision.outcome == Outcome::ApprovalNeeded && call.approval.is_some() {
+            decision.outcome = Outcome::Allow;
+            for r in &mut decision.reasons {
+                r.code = ReasonCode::APPROVAL_GRANTED;
+            }
+        } else if decision.outcome != Outcome::Allow && grant.is_some() && breakable(bundle, &eval) {
+            decision.outcome = Outcome::Allow;
+            for r in &mut decision.reasons {
+                r.code = ReasonCode::BREAK_GLASS_APPLIED;
+            }
+        }
+        if !decision.outcome.permits_call() {
+            // A call that may not run spends nothing.
+            return Ok(Vec::new());
+        }
+        let reservations = crate::budget::reservations(tool, chain, &request.args, now, call.approval.is_none())?;
+        if let Some(over) = self.budget_needing_approval(tool, &reservations)? {
+            decision.needs_budget_approval(&over);
+        }
+        Ok(reservations)
+    }
+
+    /// Stage 4: makes an allowed call count. `Ok(false)`: the task moved since `state`; decide
+    /// again.
+    fn commit(&self, call: &VerifiedCall<'_>, state: &TaskState, reservations: Vec<Reservation>, decision: &Decision, now: i64) -> Result<bool> {
+        let chain = &call.chain;
+        let commit = Commit {
+            task_id: chain.task_id.clone(),
+            expected_version: state.version,
+            consume: call.consume.clone(),
+            entry: LedgerEntry {
+                tool: call.request.tool.clone(),
+                agent_id: chain.agent_id.clone(),
+                lineage: chain.lineage.clone(),
+                decision_id: decision.decision_id.clone(),
+                at: now,
+            },
+            reservations,
+            now,
+        };
+        match self.store.commit(commit)? {
+            CommitOutcome::Committed => {
+                if let Some(claims) = &call.approval {
+                    self.supersede_duplicates(claims, &chain.agent_id);
+                }
+                Ok(true)
+            }
+            CommitOutcome::Conflict => Ok(false),
+            CommitOutcome::TaskEnded => Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id))),
+            CommitOutcome::BudgetExceeded(key) => {
+                Err(Error::new(ErrorCode::BudgetExceeded, format!("budget `{key}` would be exceeded")))
+            }
+            CommitOutcome::AlreadyUsed(key) if key.starts_with("approval:") => {
+                Err(Error::new(ErrorCode::ApprovalReplayed, "the override token was already used"))
+            }
+            CommitOutcome::AlreadyUsed(_) => Err(Error::new(ErrorCode::ProofReplayed, "the proof of possession was already used")),
+        }
+    }
+}
+
+/// The entity a request's `resource` names.
+fn resource_uid(r: &crate::engine::ResourceRef) -> Result<EntityUid> {
+    let ty: cedar_policy::EntityTypeName = r
+        .entity_type
+        .parse()
+        .map_err(|e| Error::malformed_request(format!("resource type `{}` is not a valid entity type: {e}", r.entity_type)))?;
+    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(&r.id)))
+}

@@ -1,0 +1,86 @@
+//! The verdict: from Cedar's evaluation to an outcome with reasons. Pure: no state, no I/O.
+
+use cedar_policy::{Decision as CedarDecision, Effect, PolicyId};
+use serde_json::Value as Json;
+
+use super::decision::{Decision, Outcome, Reason};
+use crate::error::{Error, ReasonCode};
+use crate::policy::{redact, Bundle, Evaluation};
+
+/// Whether every forbid that denied the call is `@breakable` (and nothing errored).
+pub(crate) fn breakable(bundle: &Bundle, eval: &Evaluation) -> bool {
+    eval.erroring_forbids.is_empty()
+        && !eval.determining.is_empty()
+        && eval.determining.iter().all(|id| bundle.policy_meta(id).is_some_and(|m| m.effect == Effect::Forbid && m.breakable))
+}
+
+/// A deny with no reasons yet: what a decision is until evaluation says otherwise.
+pub(crate) fn undecided(decision_id: String, bundle: &Bundle) -> Decision {
+    Decision {
+        outcome: Outcome::Deny,
+        reasons: Vec::new(),
+        approval_id: None,
+        sanitized_args: None,
+        would_block: false,
+        break_glass_id: None,
+        decision_id,
+        policy_version: bundle.policy_version().to_owned(),
+    }
+}
+
+/// Sets the decision's outcome, reasons and sanitized arguments from an evaluation.
+pub(crate) fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, args: &Json, decision: &mut Decision) {
+    let reason = |code: ReasonCode, id: &PolicyId, fallback: &str| {
+        let message = bundle.policy_meta(id).and_then(|m| m.message.clone()).unwrap_or_else(|| fallback.to_owned());
+        Reason::new(code, message).for_policy(id.as_ref())
+    };
+    if !eval.erroring_forbids.is_empty() {
+        decision.outcome = Outcome::Deny;
+        for (id, error) in eval.erroring.iter().filter(|(id, _)| eval.erroring_forbids.contains(id)) {
+            let message = format!("forbid policy failed to evaluate, which counts as a deny: {error}");
+            decision.reasons.push(Reason::new(ReasonCode::POLICY_ERROR, message).for_policy(id.as_ref()));
+        }
+        return;
+    }
+    match eval.cedar_decision {
+        CedarDecision::Deny if eval.determining.is_empty() => {
+            decision.outcome = Outcome::Deny;
+            decision.reasons.push(Reason::new(ReasonCode::NO_MATCHING_PERMIT, format!("no policy permits `{tool}` for this caller")));
+        }
+        CedarDecision::Deny => {
+            let approvable = eval.determining.iter().all(|id| bundle.policy_meta(id).is_some_and(|m| m.approval.is_some()));
+            let code = if approvable { ReasonCode::APPROVAL_REQUIRED } else { ReasonCode::POLICY_FORBID };
+            for id in &eval.determining {
+                decision.reasons.push(reason(code, id, "forbidden by policy"));
+            }
+            decision.outcome = if approvable { Outcome::ApprovalNeeded } else { Outcome::Deny };
+        }
+        CedarDecision::Allow => {
+            let mut paths: Vec<&[String]> = Vec::new();
+            for id in &eval.determining {
+                decision.reasons.push(reason(ReasonCode::POLICY_PERMIT, id, "permitted by policy"));
+                if let Some(meta) = bundle.policy_meta(id) {
+                    paths.extend(meta.sanitize.iter().map(Vec::as_slice));
+                }
+            }
+            if paths.is_empty() {
+                decision.outcome = Outcome::Allow;
+            } else {
+                let mut sanitized = args.clone();
+                redact(&mut sanitized, &paths);
+                decision.outcome = Outcome::Sanitize;
+                decision.sanitized_args = Some(sanitized);
+            }
+        }
+    }
+}
+
+/// The decision as a deny for `error`.
+pub(crate) fn deny(mut decision: Decision, error: Error) -> Decision {
+    decision.outcome = Outcome::Deny;
+    decision.approval_id = None;
+    decision.sanitized_args = None;
+    decision.reasons = vec![Reason::from_error(&error)];
+    decision
+}
+

@@ -1,0 +1,14 @@
+//! Who is calling: keys, strict JWS, credentials and their delegation chains, proofs of
+//! possession.
+
+mod chain;
+mod credential;
+pub(crate) mod jws;
+mod keys;
+pub(crate) mod proof;
+
+pub(crate) use chain::{ChainPolicy, ChainVerifier};
+pub use chain::{TrustedIssuer, VerifiedChain};
+pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential};
+pub use keys::{Jwk, KeyPair, PublicKey};
+pub use proof::{call_digest, create_proof};

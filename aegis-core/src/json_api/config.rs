@@ -1,0 +1,233 @@
+//! Engine configuration as JSON: what every binding and the CLI build an engine from. Store
+//! URLs and defaults are parsed here, once.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::identity::{Jwk, KeyPair, PublicKey};
+use crate::json::from_str_strict;
+use crate::policy::{Bundle, BundleSources};
+use crate::state::{MemoryStore, PendingApproval, Store};
+use crate::time::{Clock, ManualClock, SystemClock};
+
+/// A trusted issuer in an [`EngineConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` root credentials carry.
+    pub issuer: String,
+    /// The issuer's public key.
+    pub jwk: Jwk,
+}
+
+/// A bundle given inline, file by file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineBundle {
+    /// `manifest.yaml` content.
+    pub manifest: String,
+    /// The Cedar schema.
+    pub schema: String,
+    /// Policy files by name.
+    pub policies: std::collections::BTreeMap<String, String>,
+}
+
+/// Everything needed to build an [`Engine`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// A bundle directory (or give `bundle`).
+    #[serde(default)]
+    pub bundle_dir: Option<String>,
+    /// An inline bundle (or give `bundle_dir`).
+    #[serde(default)]
+    pub bundle: Option<InlineBundle>,
+    /// Issuers whose root credentials are trusted.
+    pub trusted_issuers: Vec<IssuerConfig>,
+    /// The audience credentials must name.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew tolerance in seconds.
+    #[serde(default)]
+    pub leeway_secs: Option<i64>,
+    /// Maximum delegation depth below the root.
+    #[serde(default)]
+    pub max_delegation_depth: Option<usize>,
+    /// Maximum credential lifetime in seconds.
+    #[serde(default)]
+    pub max_credential_lifetime_secs: Option<i64>,
+    /// A fixed time (seconds since the epoch) instead of the system clock: for fixtures and
+    /// tests only.
+    #[serde(default)]
+    pub fixed_time: Option<i64>,
+    /// Where state lives (default: in memory): a URL (`memory`, `sqlite:PATH`,
+    /// `redis://...`) or a [`StoreConfig`] object.
+    #[serde(default)]
+    pub store: Option<StoreSetting>,
+    /// The private JWK that signs override tokens; engines sharing a store must share it.
+    #[serde(default)]
+    pub approval_key: Option<Jwk>,
+    /// Override token lifetime in seconds.
+    #[serde(default)]
+    pub override_ttl_secs: Option<i64>,
+    /// The longest break-glass grant, in seconds.
+    #[serde(default)]
+    pub max_break_glass_secs: Option<i64>,
+}
+
+/// A store, as a URL or as a [`StoreConfig`] object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoreSetting {
+    /// `memory`, `sqlite:PATH` or `redis://...`.
+    Url(String),
+    /// The object form, which can also set a Redis key prefix.
+    Config(StoreConfig),
+}
+
+impl StoreSetting {
+    /// The store's configuration.
+    pub fn config(&self) -> Result<StoreConfig> {
+        match self {
+            Self::Url(url) => StoreConfig::from_url(url),
+            Self::Config(c) => Ok(c.clone()),
+        }
+    }
+}
+
+/// Which store an engine uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// In memory, per engine.
+    Memory,
+    /// A SQLite file.
+    Sqlite {
+        /// The database file.
+        path: String,
+    },
+    /// A Redis server.
+    Redis {
+        /// E.g. `redis://127.0.0.1:6379/0`.
+        url: String,
+        /// Key prefix (default `aegis`).
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+}
+
+impl StoreConfig {
+    /// Parses a store URL: `memory`, `sqlite:PATH` or `redis://HOST:PORT/DB` (`rediss://` too).
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url == "memory" {
+            Ok(Self::Memory)
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(Error::malformed_request("a sqlite store needs a path: `sqlite:PATH`"));
+            }
+            Ok(Self::Sqlite { path: path.to_owned() })
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            Ok(Self::Redis { url: url.to_owned(), prefix: None })
+        } else {
+            Err(Error::malformed_request(format!("store `{url}` is not `memory`, `sqlite:PATH` or `redis://...`")))
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite { .. } => "sqlite",
+            Self::Redis { .. } => "redis",
+        }
+    }
+
+    /// Opens the store.
+    pub fn open(&self) -> Result<Arc<dyn Store>> {
+        Ok(match self {
+            Self::Memory => Arc::new(MemoryStore::new()),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite { path } => Arc::new(crate::state::SqliteStore::open(path)?),
+            #[cfg(feature = "redis")]
+            Self::Redis { url, prefix } => {
+                Arc::new(crate::state::RedisStore::open_with_prefix(url, prefix.as_deref().unwrap_or("aegis"))?)
+            }
+            #[allow(unreachable_patterns)]
+            other => return Err(Error::malformed_request(format!("store `{}` is not compiled in", other.kind()))),
+        })
+    }
+}
+
+/// Builds an engine from a JSON [`EngineConfig`].
+pub fn engine_from_json(config: &str) -> Result<Engine> {
+    let config: EngineConfig = from_str_strict(config)?;
+    engine_from_config(config)
+}
+
+/// Builds an engine from an [`EngineConfig`].
+pub fn engine_from_config(config: EngineConfig) -> Result<Engine> {
+    engine_with_notifier(config, None)
+}
+
+/// Builds an engine from an [`EngineConfig`], calling `notifier` with every new pending
+/// approval serialized as JSON (bindings wrap their language's callback in it).
+pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(String) + Send + Sync>>) -> Result<Engine> {
+    let bundle = load_bundle(config.bundle_dir.as_deref(), config.bundle.as_ref())?;
+    let mut builder = Engine::builder().bundle(bundle);
+    for issuer in &config.trusted_issuers {
+        builder = builder.trust_issuer(issuer.issuer.clone(), PublicKey::from_jwk(&issuer.jwk)?);
+    }
+    if let Some(audience) = config.audience {
+        builder = builder.audience(audience);
+    }
+    if let Some(leeway) = config.leeway_secs {
+        builder = builder.leeway_secs(leeway);
+    }
+    if let Some(depth) = config.max_delegation_depth {
+        builder = builder.max_delegation_depth(depth);
+    }
+    if let Some(lifetime) = config.max_credential_lifetime_secs {
+        builder = builder.max_credential_lifetime_secs(lifetime);
+    }
+    if let Some(store) = &config.store {
+        builder = builder.store(store.config()?.open()?);
+    }
+    if let Some(key) = &config.approval_key {
+        builder = builder.approval_key(KeyPair::from_jwk(key)?);
+    }
+    if let Some(ttl) = config.override_ttl_secs {
+        builder = builder.override_ttl_secs(ttl);
+    }
+    if let Some(secs) = config.max_break_glass_secs {
+        builder = builder.max_break_glass_secs(secs);
+    }
+    if let Some(notify) = notifier {
+        builder = builder.notifier(Arc::new(move |pending: &PendingApproval| {
+            if let Ok(json) = serde_json::to_string(pending) {
+                notify(json);
+            }
+        }));
+    }
+    let clock: Arc<dyn Clock> = match config.fixed_time {
+        Some(t) => Arc::new(ManualClock::at_secs(t)),
+        None => Arc::new(SystemClock),
+    };
+    builder.clock(clock).build()
+}
+
+/// Loads a bundle from a directory or from inline sources (exactly one of them).
+pub fn load_bundle(dir: Option<&str>, inline: Option<&InlineBundle>) -> Result<Bundle> {
+    match (dir, inline) {
+        (Some(dir), None) => Bundle::from_dir(dir),
+        (None, Some(b)) => Bundle::from_sources(&BundleSources {
+            manifest: b.manifest.clone(),
+            schema: b.schema.clone(),
+            schema_file: "schema.cedarschema".into(),
+            policies: b.policies.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }),
+        _ => Err(Error::malformed_request("give exactly one of `bundle_dir` and `bundle`")),
+    }
+}
+

@@ -1,0 +1,273 @@
+//! The JSON boundary: one operation table every binding, the CLI and the vector runners call.
+//!
+//! Each binding forwards one function, [`call`], with an operation name and a JSON input, and
+//! converts strings and errors, nothing more: an operation added here reaches Python, Node, C
+//! and the CLI at once, and a test in each binding fails when it lacks a wrapper for one.
+//! Input JSON is parsed strictly (duplicate keys and unknown members are errors). Errors are
+//! one JSON encoding everywhere ([`error_json`]).
+
+mod config;
+mod requests;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use config::{
+    engine_from_config, engine_from_json, engine_with_notifier, load_bundle, EngineConfig, InlineBundle, IssuerConfig,
+    StoreConfig, StoreSetting,
+};
+pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
+
+use crate::break_glass::BreakGlassRequest;
+use crate::engine::{AuthorizationRequest, Decision, Engine};
+use crate::error::{Error, ErrorCode, ReasonCode, Result};
+use crate::identity::{self, KeyPair, PublicKey};
+use crate::json::{from_str_strict, parse_value_strict};
+use crate::state::PendingApproval;
+use crate::time::OsRandom;
+
+/// One operation of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    /// The name bindings pass to [`call`].
+    pub name: &'static str,
+    /// Whether it acts on an engine (`false`: a free function).
+    pub needs_engine: bool,
+    /// What it takes and returns.
+    pub summary: &'static str,
+}
+
+const fn op(name: &'static str, needs_engine: bool, summary: &'static str) -> Operation {
+    Operation { name, needs_engine, summary }
+}
+
+/// Every operation, engine operations first.
+pub const OPERATIONS: &[Operation] = &[
+    op("authorize", true, "AuthorizationRequest -> Decision"),
+    op("approve", true, "{approval_id, approver_chain, note?} -> ApprovalResolution"),
+    op("reject", true, "{approval_id, approver_chain, note?} -> ApprovalResolution"),
+    op("pending_approvals", true, "{} -> [PendingApproval]"),
+    op("approval", true, "{approval_id} -> PendingApproval | null"),
+    op("ledger", true, "{task_id} -> [LedgerEntry]"),
+    op("end_task", true, "{task_id} -> null"),
+    op("break_glass", true, "BreakGlassRequest -> BreakGlassGrant"),
+    op("open_break_glass", true, "{} -> [BreakGlassGrant]"),
+    op("close_break_glass", true, "{grant_id, review_ref} -> null"),
+    op("reload_bundle", true, "{bundle_dir} -> {policy_version}"),
+    op("policy_version", true, "{} -> {policy_version}"),
+    op("time_authorize", true, "{request, iterations} -> mean seconds per decision (benchmarks)"),
+    op("generate_key", false, "{seed_hex?} -> private JWK"),
+    op("public_jwk", false, "JWK -> public JWK"),
+    op("issue", false, "IssueRequest -> credential (string)"),
+    op("inspect", false, "{token} -> InspectedCredential (unverified, for display)"),
+    op("create_proof", false, "ProofRequest -> proof (string)"),
+    op("call_digest", false, "{tool, args} -> digest (string)"),
+    op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
+    op("enforce", false, "{decision, args} -> Enforcement"),
+    op("json_pointer", false, "{json, pointer} -> the value at an RFC 6901 pointer in json text"),
+    op("error_codes", false, "{} -> [ErrorCode]"),
+    op("reason_codes", false, "{} -> [ReasonCode]"),
+    op("operations", false, "{} -> [Operation]"),
+];
+
+/// Runs operation `op` on `input` (JSON text; empty means `{}`) and returns JSON text.
+///
+/// `engine` is required by the operations marked `needs_engine`.
+pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
+    let input = if input.trim().is_empty() { "{}" } else { input };
+    let engine = || {
+        engine.ok_or_else(|| Error::malformed_request(format!("operation `{op}` needs an engine")))
+    };
+    match op {
+        "authorize" => to_json(&engine()?.authorize(&parse::<AuthorizationRequest>(input)?)?),
+        "approve" => {
+            let r: ResolveRequest = parse(input)?;
+            to_json(&engine()?.approve(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
+        }
+        "reject" => {
+            let r: ResolveRequest = parse(input)?;
+            to_json(&engine()?.reject(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
+        }
+        "pending_approvals" => no_input(input).and_then(|()| to_json(&engine()?.pending_approvals()?)),
+        "approval" => to_json(&engine()?.approval(&parse::<ApprovalId>(input)?.approval_id)?),
+        "ledger" => to_json(&engine()?.ledger(&parse::<TaskId>(input)?.task_id)?),
+        "end_task" => engine()?.end_task(&parse::<TaskId>(input)?.task_id).and_then(|()| to_json(&Value::Null)),
+        "break_glass" => to_json(&engine()?.break_glass(&parse::<BreakGlassRequest>(input)?)?),
+        "open_break_glass" => no_input(input).and_then(|()| to_json(&engine()?.open_break_glass()?)),
+        "close_break_glass" => {
+            let r: CloseBreakGlass = parse(input)?;
+            engine()?.close_break_glass(&r.grant_id, &r.review_ref).and_then(|()| to_json(&Value::Null))
+        }
+        "reload_bundle" => {
+            let policy_version = engine()?.reload_bundle(parse::<BundleDir>(input)?.bundle_dir)?;
+            to_json(&PolicyVersion { policy_version })
+        }
+        "policy_version" => no_input(input).and_then(|()| to_json(&PolicyVersion { policy_version: engine()?.policy_version() })),
+        "time_authorize" => {
+            let r: TimeAuthorize = parse(input)?;
+            to_json(&time_authorize(engine()?, &r.request, r.iterations)?)
+        }
+        "generate_key" => {
+            let pair = match parse::<GenerateKey>(input)?.seed_hex {
+                Some(hex) => KeyPair::from_seed(&decode_seed(&hex)?)?,
+                None => KeyPair::generate(&OsRandom)?,
+            };
+            to_json(&pair.to_private_jwk())
+        }
+        "public_jwk" => to_json(&PublicKey::from_jwk_json(input)?.to_jwk()),
+        "issue" => to_json(&issue(parse(input)?)?),
+        "inspect" => to_json(&identity::inspect(&parse::<Token>(input)?.token)?),
+        "create_proof" => to_json(&create_proof(parse(input)?)?),
+        "call_digest" => {
+            let r: CallDigest = parse(input)?;
+            to_json(&identity::call_digest(&r.tool, &r.args)?)
+        }
+        "slack_message" => to_json(&crate::approval::slack_message(&parse::<PendingApproval>(input)?)),
+        "enforce" => {
+            let r: Enforce = parse(input)?;
+            to_json(&r.decision.enforce(&r.args))
+        }
+        "json_pointer" => {
+            let r: JsonPointer = parse(input)?;
+            json_pointer(&r.json, &r.pointer)
+        }
+        "error_codes" => no_input(input).and_then(|()| to_json(&ErrorCode::ALL)),
+        "reason_codes" => no_input(input).and_then(|()| to_json(&ReasonCode::all_names().collect::<Vec<_>>())),
+        "operations" => no_input(input).and_then(|()| to_json(&OPERATIONS)),
+        _ => Err(Error::new(ErrorCode::UnknownOperation, format!("no operation `{op}`"))),
+    }
+}
+
+/// An error as JSON: `{"code", "message", "link"?, "file"?, "line"?, "policy_id"?}`, the one
+/// encoding every binding carries.
+pub fn error_json(error: &Error) -> String {
+    serde_json::to_string(error).unwrap_or_else(|_| r#"{"code":"internal","message":"error encoding failed"}"#.into())
+}
+
+/// Decides `iterations` times on the same request and returns the mean seconds per decision,
+/// measured in Rust: the baseline the bindings' benchmark scripts compare against.
+pub fn time_authorize(engine: &Engine, request: &AuthorizationRequest, iterations: u32) -> Result<f64> {
+    let start = std::time::Instant::now();
+    for _ in 0..iterations.max(1) {
+        engine.authorize(request)?;
+    }
+    Ok(start.elapsed().as_secs_f64() / f64::from(iterations.max(1)))
+}
+
+fn parse<T: DeserializeOwned>(input: &str) -> Result<T> {
+    from_str_strict(input)
+}
+
+fn no_input(input: &str) -> Result<()> {
+    parse::<Empty>(input).map(|_| ())
+}
+
+/// The value at an RFC 6901 JSON pointer in `json`, as JSON text (for callers without a JSON
+/// library, such as C programs reading a decision's `/outcome`).
+fn json_pointer(json: &str, pointer: &str) -> Result<String> {
+    let value = parse_value_strict(json)?;
+    let found = value.pointer(pointer).ok_or_else(|| Error::malformed_request(format!("no value at `{pointer}`")))?;
+    to_json(found)
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::internal(format!("json encoding failed: {e}")))
+}
+
+fn decode_seed(hex: &str) -> Result<Vec<u8>> {
+    let bad = || Error::new(ErrorCode::InvalidKey, "seed must be 64 hexadecimal digits");
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    hex::decode(hex).map_err(|_| bad())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalId {
+    approval_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskId {
+    task_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBreakGlass {
+    grant_id: String,
+    review_ref: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleDir {
+    bundle_dir: String,
+}
+
+#[derive(Serialize)]
+struct PolicyVersion {
+    policy_version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeAuthorize {
+    request: AuthorizationRequest,
+    iterations: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateKey {
+    #[serde(default)]
+    seed_hex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Token {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallDigest {
+    tool: String,
+    args: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Enforce {
+    decision: Decision,
+    args: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPointer {
+    json: String,
+    pointer: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_dispatched() {
+        for op in OPERATIONS {
+            let err = call(None, op.name, "{\"no_such_member\": 1}").unwrap_err();
+            assert_ne!(err.code(), ErrorCode::UnknownOperation, "`{}` is listed but not dispatched", op.name);
+        }
+        assert_eq!(call(None, "nope", "{}").unwrap_err().code(), ErrorCode::UnknownOperation);
+    }
+}

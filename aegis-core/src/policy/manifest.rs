@@ -1,0 +1,97 @@
+//! The bundle manifest (`manifest.yaml`): name, version, predicates, budgets, proofs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The bundle manifest (`manifest.yaml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The bundle name.
+    pub name: String,
+    /// The bundle version.
+    pub version: String,
+    /// The Cedar namespace of the schema's types and actions, if any.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The entity type of principals (agents).
+    #[serde(default = "default_principal_type")]
+    pub principal_type: String,
+    /// The entity type of the default resource (`<type>::"<tool>"`).
+    #[serde(default = "default_resource_type")]
+    pub resource_type: String,
+    /// Named predicates the engine computes and hands to Cedar as `context.predicates.<name>`.
+    #[serde(default)]
+    pub predicates: BTreeMap<String, PredicateSpec>,
+    /// Tools whose calls need a proof of possession by the leaf key (`*` for all).
+    #[serde(default)]
+    pub proof_required: Vec<String>,
+    /// Budgets: limits on what calls may spend, enforced atomically by the store.
+    #[serde(default)]
+    pub budgets: BTreeMap<String, BudgetSpec>,
+}
+
+/// A budget: a limit over a rolling window on the sum of one argument (or the number of calls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// The tools that spend from it.
+    pub tools: Vec<String>,
+    /// A dotted path to an integer argument that is summed; absent: each call counts 1.
+    #[serde(default)]
+    pub sum: Option<String>,
+    /// Whose budget: per `task`, per `agent` or per root `initiator`.
+    pub per: BudgetScope,
+    /// The limit over the window.
+    pub limit: i64,
+    /// The rolling window, in seconds.
+    pub window_secs: i64,
+    /// What a call that would exceed it gets: `deny` (default) or `approval`.
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+}
+
+/// Whose spending a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// All calls in the task.
+    Task,
+    /// The calling agent's calls, across tasks.
+    Agent,
+    /// The calls of every chain under one root agent, across tasks.
+    Initiator,
+}
+
+/// What happens when a call would exceed a budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceed {
+    /// The call is denied.
+    #[default]
+    Deny,
+    /// The call needs a human approval (role `budget-approver`).
+    Approval,
+}
+
+fn default_principal_type() -> String {
+    "Agent".into()
+}
+fn default_resource_type() -> String {
+    "Tool".into()
+}
+
+/// A predicate: a regular expression over one string argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredicateSpec {
+    /// A dotted path into the call's arguments, e.g. `destination` or `payee.account`.
+    pub arg: String,
+    /// A regular expression (Rust `regex` syntax), matched against the whole value.
+    pub pattern: String,
+    /// The tools it applies to; all tools when absent.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+}
+

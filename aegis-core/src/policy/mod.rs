@@ -1,0 +1,15 @@
+//! Policy bundles: loading, the manifest, evaluation, and the argument helpers obligations use.
+
+mod args;
+mod bundle;
+pub(crate) mod eval;
+mod manifest;
+
+pub(crate) use args::{lookup, redact};
+pub use args::REDACTED;
+pub(crate) use bundle::ToolEntry;
+pub use bundle::{Bundle, BundleSources, PolicyMeta};
+pub use eval::Evaluation;
+#[cfg(feature = "testing")]
+pub use eval::PolicyIndex;
+pub use manifest::{BudgetScope, BudgetSpec, Manifest, OnExceed, PredicateSpec};

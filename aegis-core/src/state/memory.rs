@@ -1,0 +1,155 @@
+//! The in-memory store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::{store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState};
+use crate::error::Result;
+
+/// Consumed ids kept in memory before expired ones are pruned.
+const USED_PRUNE_THRESHOLD: usize = 4096;
+
+/// The in-memory store: fast, per process, gone when the process ends.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    tasks: HashMap<String, TaskState>,
+    ledgers: HashMap<String, Vec<LedgerEntry>>,
+    used: HashMap<String, i64>,
+    spend: HashMap<String, Vec<(i64, i64)>>,
+    approvals: BTreeMap<String, PendingApproval>,
+    grants: BTreeMap<String, BreakGlassGrant>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>> {
+        self.state.lock().map_err(|_| store_error("memory store lock poisoned"))
+    }
+}
+
+fn spent(entries: Option<&Vec<(i64, i64)>>, window_start: i64) -> i64 {
+    entries.map_or(0, |v| v.iter().filter(|(at, _)| *at >= window_start).map(|(_, a)| *a).sum())
+}
+
+impl Store for MemoryStore {
+    fn task_state(&self, task_id: &str) -> Result<TaskState> {
+        Ok(self.lock()?.tasks.get(task_id).cloned().unwrap_or_default())
+    }
+
+    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
+        Ok(self.lock()?.ledgers.get(task_id).cloned().unwrap_or_default())
+    }
+
+    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+        let mut s = self.lock()?;
+        let (ended, version) = s.tasks.get(&c.task_id).map_or((false, 0), |t| (t.ended, t.version));
+        if ended {
+            return Ok(CommitOutcome::TaskEnded);
+        }
+        if version != c.expected_version {
+            return Ok(CommitOutcome::Conflict);
+        }
+        if let Some((key, _)) = c.consume.iter().find(|(k, _)| s.used.get(k).is_some_and(|exp| *exp > c.now)) {
+            return Ok(CommitOutcome::AlreadyUsed(key.clone()));
+        }
+        if let Some(r) = c.reservations.iter().find(|r| r.enforce && spent(s.spend.get(&r.key), r.window_start) + r.amount > r.limit) {
+            return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
+        }
+        // Expired ids are harmless (the check above ignores them); prune in bulk, not per commit.
+        if s.used.len() >= USED_PRUNE_THRESHOLD {
+            s.used.retain(|_, exp| *exp > c.now);
+        }
+        for (key, exp) in &c.consume {
+            s.used.insert(key.clone(), *exp);
+        }
+        for r in &c.reservations {
+            let entries = s.spend.entry(r.key.clone()).or_default();
+            entries.retain(|(at, _)| *at >= r.window_start);
+            entries.push((c.now, r.amount));
+        }
+        // Lookups before inserts: the hot path (a known task, a known duty) allocates nothing;
+        // the ledger takes the commit's entry.
+        let duty = |task: &mut TaskState, entry: &LedgerEntry| {
+            task.version += 1;
+            if !task.duties.iter().any(|(a, t)| a == &entry.agent_id && t == &entry.tool) {
+                task.duties.insert((entry.agent_id.clone(), entry.tool.clone()));
+            }
+        };
+        match s.tasks.get_mut(&c.task_id) {
+            Some(task) => duty(task, &c.entry),
+            None => duty(s.tasks.entry(c.task_id.clone()).or_default(), &c.entry),
+        }
+        match s.ledgers.get_mut(&c.task_id) {
+            Some(ledger) => ledger.push(c.entry),
+            None => {
+                s.ledgers.insert(c.task_id, vec![c.entry]);
+            }
+        }
+        Ok(CommitOutcome::Committed)
+    }
+
+    fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
+        Ok(spent(self.lock()?.spend.get(key), window_start))
+    }
+
+    fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
+        self.lock()?.tasks.entry(task_id.to_owned()).or_default().ended = true;
+        Ok(())
+    }
+
+    fn insert_pending(&self, pending: &PendingApproval) -> Result<()> {
+        self.lock()?.approvals.insert(pending.approval_id.clone(), pending.clone());
+        Ok(())
+    }
+
+    fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>> {
+        Ok(self.lock()?.approvals.get(approval_id).cloned())
+    }
+
+    fn list_pending(&self) -> Result<Vec<PendingApproval>> {
+        let mut out: Vec<_> = self.lock()?.approvals.values().filter(|a| a.status == ApprovalStatus::Pending).cloned().collect();
+        out.sort_by_key(|a| a.created_at_ms);
+        Ok(out)
+    }
+
+    fn resolve(&self, resolved: &PendingApproval) -> Result<bool> {
+        let mut s = self.lock()?;
+        match s.approvals.get_mut(&resolved.approval_id) {
+            Some(a) if a.status == ApprovalStatus::Pending => {
+                *a = resolved.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
+        self.lock()?.grants.insert(grant.id.clone(), grant.clone());
+        Ok(())
+    }
+
+    fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
+        Ok(self.lock()?.grants.values().filter(|g| g.closed_at.is_none()).cloned().collect())
+    }
+
+    fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
+        let mut s = self.lock()?;
+        match s.grants.get_mut(id) {
+            Some(g) if g.closed_at.is_none() => {
+                g.closed_at = Some(now);
+                g.review_ref = Some(review_ref.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! State the engine keeps across calls: task ledgers, single-use ids, budgets, pending
+//! approvals, break-glass grants and ended tasks.
+//!
+//! One [`Store`] trait, three implementations that pass the same conformance suite:
+//! [`MemoryStore`] (the default), `SqliteStore` (one file, shared by the processes of a host;
+//! feature `sqlite`) and `RedisStore` (shared by hosts; feature `redis`). Every method
+//! that changes state is atomic; [`Store::commit`] is the one step that makes an allowed call
+//! count, and it is all-or-nothing and linearizable per task.
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::approval::{ApprovalStatus, PendingApproval};
+pub use crate::break_glass::BreakGlassGrant;
+pub use crate::budget::Reservation;
+use crate::error::{Error, ErrorCode, Result};
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// One allowed call, as the task ledger remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The tool (or `aegis.approve` for an approval).
+    pub tool: String,
+    /// The agent that performed it.
+    pub agent_id: String,
+    /// The agents above it, root first.
+    pub lineage: Vec<String>,
+    /// The decision that allowed it.
+    pub decision_id: String,
+    /// When, in seconds since the epoch.
+    pub at: i64,
+}
+
+/// What a decision needs to know about its task: who has done what, the ledger version, and
+/// whether the task has ended. (The full ledger is [`Store::ledger`].)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// Incremented by every commit; a commit names the version it was decided on.
+    pub version: u64,
+    /// Distinct `(agent_id, tool)` pairs performed in the task.
+    pub duties: BTreeSet<(String, String)>,
+    /// `end_task` was called.
+    pub ended: bool,
+}
+
+/// Everything an allowed call changes, applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The task.
+    pub task_id: String,
+    /// The ledger version the decision was made on; a different version is a conflict.
+    pub expected_version: u64,
+    /// Single-use ids to consume (approval tokens, proof `jti`s), with their expiry.
+    pub consume: Vec<(String, i64)>,
+    /// The ledger entry to append.
+    pub entry: LedgerEntry,
+    /// Budget reservations.
+    pub reservations: Vec<Reservation>,
+    /// Now, in seconds.
+    pub now: i64,
+}
+
+/// Why a commit did not apply (or that it did).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "key")]
+pub enum CommitOutcome {
+    /// Applied.
+    Committed,
+    /// The ledger moved since the decision: decide again.
+    Conflict,
+    /// A single-use id was already consumed.
+    AlreadyUsed(String),
+    /// A budget would be exceeded.
+    BudgetExceeded(String),
+    /// The task has ended.
+    TaskEnded,
+}
+
+/// Where the engine keeps state. Implementations must make every method atomic and
+/// [`Store::commit`] all-or-nothing.
+pub trait Store: Send + Sync {
+    /// The task's duties, version and whether it ended.
+    fn task_state(&self, task_id: &str) -> Result<TaskState>;
+    /// The task's full ledger, oldest first.
+    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>>;
+    /// Applies an allowed call, or says why not. Takes the commit by value: the ledger keeps
+    /// its entry.
+    fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
+    /// What has been spent against `key` since `window_start`.
+    fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64>;
+    /// Ends a task: later calls with its credentials are denied.
+    fn end_task(&self, task_id: &str, now: i64) -> Result<()>;
+    /// Records a pending approval (durably, for stores that persist).
+    fn insert_pending(&self, pending: &PendingApproval) -> Result<()>;
+    /// Looks up an approval by id.
+    fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>>;
+    /// Approvals still pending, oldest first.
+    fn list_pending(&self) -> Result<Vec<PendingApproval>>;
+    /// Moves an approval from pending to `resolved.status`; false if it was not pending.
+    fn resolve(&self, resolved: &PendingApproval) -> Result<bool>;
+    /// Records a break-glass grant.
+    fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()>;
+    /// Every grant not yet closed.
+    fn open_grants(&self) -> Result<Vec<BreakGlassGrant>>;
+    /// Closes a grant with a review reference; false if it was not open.
+    fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool>;
+}
+
+pub(crate) fn store_error(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::StoreUnavailable, format!("store unavailable: {e}"))
+}
+
