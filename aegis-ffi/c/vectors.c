@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
     char *decision = NULL;
     int ok = 0;
     if (aegis_engine_new(config, &engine) == AEGIS_STATUS_OK &&
-        aegis_engine_authorize(engine, request, &decision) == AEGIS_STATUS_OK) {
+        aegis_engine_call(engine, "authorize", request, &decision) == AEGIS_STATUS_OK) {
       char codes[2048], ids[2048];
       collect(decision, "/reasons", "/code", 0, codes, sizeof codes);
       collect(decision, "/reasons", "/policy_id", 1, ids, sizeof ids);
@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
       aegis_string_free(outcome);
       aegis_string_free(would_block);
     } else {
-      fprintf(stderr, "%s: error [%s] %s\n", name, aegis_last_error_code(), aegis_last_error_message());
+      fprintf(stderr, "%s: error %s\n", name, aegis_last_error_json());
     }
     ok ? passed++ : failed++;
     aegis_string_free(decision);

@@ -33,7 +33,7 @@ typedef enum {
   AEGIS_STATUS_ERROR = 9,
 } AegisStatus;
 
-// An Aegis engine (opaque).
+// An Aegis engine (opaque: a handle, never dereferenced).
 typedef struct AegisEngine AegisEngine;
 
 #ifdef __cplusplus
@@ -46,147 +46,36 @@ extern "C" {
 // `config_json` must be a NUL-terminated string; `out` must be valid for one pointer write.
 AegisStatus aegis_engine_new(const char *config_json, AegisEngine **out);
 
-// Frees an engine. NULL is accepted and ignored; a pointer that is not a live handle (double
-// free) is refused with `AEGIS_STATUS_INVALID_HANDLE`.
+// Frees an engine. NULL is accepted and ignored; a handle that is not live (double free) is
+// refused with `AEGIS_STATUS_INVALID_HANDLE`. Calls in flight on other threads finish first.
 //
 // # Safety
-// `engine` must be NULL or a pointer value; it is freed only if it is a live handle.
+// None beyond passing a value: the handle is looked up, never dereferenced.
 AegisStatus aegis_engine_free(AegisEngine *engine);
 
-// Decides on a JSON `AuthorizationRequest`; `*out` receives the decision JSON.
+// Runs engine operation `op` of the core's operation table (`authorize`, `approve`,
+// `reject`, `pending_approvals`, `ledger`, `end_task`, `break_glass`, ...) on `input_json`;
+// `*out` receives the result's JSON.
 //
 // # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `request_json` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_authorize(const AegisEngine *engine,
-                                   const char *request_json,
-                                   char **out);
+// `op` and `input_json` must be NUL-terminated strings; `out` must be valid for one pointer
+// write. Free `*out` with `aegis_string_free`.
+AegisStatus aegis_engine_call(const AegisEngine *engine,
+                              const char *op,
+                              const char *input_json,
+                              char **out);
 
-// Approves (JSON `{approval_id, approver_chain, note}`); `*out` receives the resolution JSON.
+// Runs an operation of the table that needs no engine (`issue`, `create_proof`,
+// `call_digest`, `generate_key`, `json_pointer`, `enforce`, `operations`, ...).
 //
 // # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `request_json` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_approve(const AegisEngine *engine,
-                                 const char *request_json,
-                                 char **out);
-
-// Rejects (JSON `{approval_id, approver_chain, note}`); `*out` receives the resolution JSON.
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `request_json` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_reject(const AegisEngine *engine,
-                                const char *request_json,
-                                char **out);
-
-// One approval by id; `*out` receives its JSON (or `null`).
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `approval_id` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_approval(const AegisEngine *engine,
-                                  const char *approval_id,
-                                  char **out);
-
-// A task's ledger; `*out` receives a JSON array.
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `task_id` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_ledger(const AegisEngine *engine, const char *task_id, char **out);
-
-// Opens a break-glass grant (JSON request); `*out` receives the grant JSON.
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `request_json` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_break_glass(const AegisEngine *engine,
-                                     const char *request_json,
-                                     char **out);
-
-// Loads a bundle directory and swaps it in; `*out` receives the new policy version.
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `bundle_dir` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_reload_bundle(const AegisEngine *engine,
-                                       const char *bundle_dir,
-                                       char **out);
-
-// Ends a task (its credentials are refused from now on); `*out` receives `null`.
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `task_id` must be NUL-terminated;
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_end_task(const AegisEngine *engine, const char *task_id, char **out);
-
-// Pending approvals; `*out` receives a JSON array.
-//
-// # Safety
-// `engine` must be a handle from `aegis_engine_new` (checked); `out` must be valid for one
-// pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_engine_pending_approvals(const AegisEngine *engine, char **out);
-
-// The policy version in force; `*out` receives it.
-//
-// # Safety
-// As for `aegis_engine_pending_approvals`.
-AegisStatus aegis_engine_policy_version(const AegisEngine *engine, char **out);
-
-// A private JWK derived from a 64-hex-digit seed (`aegis_generate_key` makes a random one).
-//
-// # Safety
-// `seed_hex` must be NUL-terminated; `out` must be valid for one pointer write. Free `*out` with
-// `aegis_string_free`.
-AegisStatus aegis_key_from_seed(const char *seed_hex, char **out);
-
-// The public JWK of a JWK.
-//
-// # Safety
-// `jwk_json` must be NUL-terminated; `out` must be valid for one pointer write. Free `*out` with
-// `aegis_string_free`.
-AegisStatus aegis_public_jwk(const char *jwk_json, char **out);
-
-// Issues a root credential or delegates one (JSON `IssueRequest`); `*out` receives the token.
-//
-// # Safety
-// `request_json` must be NUL-terminated; `out` must be valid for one pointer write. Free `*out` with
-// `aegis_string_free`.
-AegisStatus aegis_issue(const char *request_json,
-                        char **out);
-
-// Decodes a credential without verifying it; `*out` receives header, claims and digest.
-//
-// # Safety
-// `token` must be NUL-terminated; `out` must be valid for one pointer write. Free `*out` with
-// `aegis_string_free`.
-AegisStatus aegis_inspect(const char *token, char **out);
-
-// A proof of possession for one call (JSON `ProofRequest`); `*out` receives the proof.
-//
-// # Safety
-// `request_json` must be NUL-terminated; `out` must be valid for one pointer write. Free `*out` with
-// `aegis_string_free`.
-AegisStatus aegis_create_proof(const char *request_json,
-                               char **out);
-
-// The Slack Block Kit message for a pending approval (JSON); `*out` receives the body.
-//
-// # Safety
-// `pending_json` must be NUL-terminated; `out` must be valid for one pointer write. Free `*out` with
-// `aegis_string_free`.
-AegisStatus aegis_slack_message(const char *pending_json,
-                                char **out);
-
-// A fresh private JWK from the operating system's randomness.
-//
-// # Safety
-// `out` must be valid for one pointer write. Free `*out` with `aegis_string_free`.
-AegisStatus aegis_generate_key(char **out);
+// `op` and `input_json` must be NUL-terminated strings; `out` must be valid for one pointer
+// write. Free `*out` with `aegis_string_free`.
+AegisStatus aegis_call(const char *op, const char *input_json, char **out);
 
 // The value at an RFC 6901 JSON pointer (e.g. `/outcome`) in `json`, as JSON text: C programs
-// read decisions with it without a JSON library.
+// read decisions with it without a JSON library (the `json_pointer` operation, without having
+// to quote the JSON into another JSON).
 //
 // # Safety
 // `json` and `pointer` must be NUL-terminated; `out` must be valid for one pointer write.
@@ -204,9 +93,9 @@ void aegis_string_free(char *s);
 // Valid until the next Aegis call on this thread; do not free.
 const char *aegis_last_error_code(void);
 
-// The message of this thread's last error, or `""`. Valid until the next Aegis call on this
-// thread; do not free.
-const char *aegis_last_error_message(void);
+// This thread's last error as JSON (`{"code", "message", "link"?, ...}`, the encoding every
+// binding carries), or `""`. Valid until the next Aegis call on this thread; do not free.
+const char *aegis_last_error_json(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -22,7 +22,7 @@ fn committed_header_matches_the_source() {
     }
     let committed = std::fs::read_to_string(&path).expect("include/aegis.h is missing: run with AEGIS_UPDATE_HEADER=1");
     assert!(committed == fresh, "include/aegis.h is out of date: rerun with AEGIS_UPDATE_HEADER=1 and commit it");
-    for name in ["aegis_engine_new", "aegis_engine_authorize", "aegis_string_free", "AEGIS_STATUS_OK", "AEGIS_STATUS_INVALID_HANDLE"] {
+    for name in ["aegis_engine_new", "aegis_engine_call", "aegis_call", "aegis_string_free", "AEGIS_STATUS_OK", "AEGIS_STATUS_INVALID_HANDLE"] {
         assert!(fresh.contains(name), "header lacks `{name}`");
     }
 }

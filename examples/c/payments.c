@@ -18,7 +18,7 @@ static int failures = 0;
 /* Exits with the error when an Aegis call fails: a real caller would fail closed the same way. */
 static void must(AegisStatus status, const char *what) {
   if (status != AEGIS_STATUS_OK) {
-    fprintf(stderr, "%s failed: status %d [%s] %s\n", what, (int)status, aegis_last_error_code(), aegis_last_error_message());
+    fprintf(stderr, "%s failed: status %d %s\n", what, (int)status, aegis_last_error_json());
     exit(1);
   }
 }
@@ -26,20 +26,29 @@ static void must(AegisStatus status, const char *what) {
 static char *key(int n) {
   char seed[65];
   for (int i = 0; i < 32; i++) snprintf(seed + 2 * i, 3, "%02x", n);
+  char request[128];
+  snprintf(request, sizeof request, "{\"seed_hex\":\"%s\"}", seed);
   char *jwk = NULL;
-  must(aegis_key_from_seed(seed, &jwk), "key");
+  must(aegis_call("generate_key", request, &jwk), "key");
   return jwk;
 }
 
 static char *public_of(const char *jwk) {
   char *pub = NULL;
-  must(aegis_public_jwk(jwk, &pub), "public key");
+  must(aegis_call("public_jwk", jwk, &pub), "public key");
   return pub;
 }
 
+/* Issues a credential; the operation returns a JSON string, whose quotes are dropped here (a
+ * compact JWS holds nothing that JSON escapes). Free with aegis_string_free. */
 static char *issue(const char *request) {
   char *token = NULL;
-  must(aegis_issue(request, &token), "issue");
+  must(aegis_call("issue", request, &token), "issue");
+  size_t n = strlen(token);
+  if (n >= 2 && token[0] == '"') {
+    memmove(token, token + 1, n - 2);
+    token[n - 2] = '\0';
+  }
   return token;
 }
 
@@ -65,7 +74,7 @@ static char *authorize(AegisEngine *engine, const char *chain, int amount, const
            "{\"chain\":%s,\"tool\":\"" TOOL "\",\"args\":{\"amount\":%d,\"currency\":\"eur\",\"destination\":\"acct_1032D82eZvKYlo2C\"}%s%s%s}",
            chain, amount, token ? ",\"approval_token\":\"" : "", token ? token : "", token ? "\"" : "");
   char *decision = NULL;
-  must(aegis_engine_authorize(engine, request, &decision), "authorize");
+  must(aegis_engine_call(engine, "authorize", request, &decision), "authorize");
   char outcome[64], code[64];
   field(decision, "/outcome", outcome, sizeof outcome);
   field(decision, "/reasons/0/code", code, sizeof code);
@@ -120,7 +129,7 @@ int main(int argc, char **argv) {
 
   char *resolution = NULL;
   snprintf(request, sizeof request, "{\"approval_id\":\"%s\",\"approver_chain\":%s}", approval_id, planner_chain);
-  must(aegis_engine_approve(engine, request, &resolution), "approve (planner)");
+  must(aegis_engine_call(engine, "approve", request, &resolution), "approve (planner)");
   char accepted[16];
   field(resolution, "/accepted", accepted, sizeof accepted);
   printf("the planner approves its own delegate's request: %s\n", strcmp(accepted, "false") == 0 ? "refused" : "ACCEPTED");
@@ -128,7 +137,7 @@ int main(int argc, char **argv) {
   aegis_string_free(resolution);
 
   snprintf(request, sizeof request, "{\"approval_id\":\"%s\",\"approver_chain\":%s}", approval_id, approver_chain);
-  must(aegis_engine_approve(engine, request, &resolution), "approve (finance approver)");
+  must(aegis_engine_call(engine, "approve", request, &resolution), "approve (finance approver)");
   char token[2048];
   field(resolution, "/override_token", token, sizeof token);
   aegis_string_free(resolution);

@@ -165,7 +165,7 @@ fn no_input(input: &str) -> Result<()> {
 
 /// The value at an RFC 6901 JSON pointer in `json`, as JSON text (for callers without a JSON
 /// library, such as C programs reading a decision's `/outcome`).
-fn json_pointer(json: &str, pointer: &str) -> Result<String> {
+pub fn json_pointer(json: &str, pointer: &str) -> Result<String> {
     let value = parse_value_strict(json)?;
     let found = value.pointer(pointer).ok_or_else(|| Error::malformed_request(format!("no value at `{pointer}`")))?;
     to_json(found)
