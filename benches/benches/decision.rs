@@ -16,14 +16,7 @@ fn args() -> serde_json::Value {
 }
 
 fn request(chain: Vec<String>) -> AuthorizationRequest {
-    AuthorizationRequest {
-        chain,
-        tool: "stripe.create_payment".into(),
-        args: args(),
-        resource: None,
-        proof: None,
-        approval_token: None,
-    }
+    AuthorizationRequest::new(chain, "stripe.create_payment", args())
 }
 
 fn main() {

@@ -257,7 +257,7 @@ pub fn chain_signatures(
             };
             let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let sig = aegis_sod::jws::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
+            let sig = aegis_sod::testing::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
             let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 key.verify_strict(input.as_bytes(), &sig).is_ok(),

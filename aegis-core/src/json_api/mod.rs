@@ -45,6 +45,7 @@ const fn op(name: &'static str, needs_engine: bool, summary: &'static str) -> Op
 /// Every operation, engine operations first.
 pub const OPERATIONS: &[Operation] = &[
     op("authorize", true, "AuthorizationRequest -> Decision"),
+    op("authorize_enforced", true, "AuthorizationRequest -> {decision, enforcement}: what guards call"),
     op("approve", true, "{approval_id, approver_chain, note?} -> ApprovalResolution"),
     op("reject", true, "{approval_id, approver_chain, note?} -> ApprovalResolution"),
     op("pending_approvals", true, "{} -> [PendingApproval]"),
@@ -81,6 +82,12 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
     };
     match op {
         "authorize" => to_json(&engine()?.authorize(&parse::<AuthorizationRequest>(input)?)?),
+        "authorize_enforced" => {
+            let request = parse::<AuthorizationRequest>(input)?;
+            let decision = engine()?.authorize(&request)?;
+            let enforcement = decision.enforce(&request.args);
+            to_json(&Guarded { decision, enforcement })
+        }
         "approve" => {
             let r: ResolveRequest = parse(input)?;
             to_json(&engine()?.approve(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
@@ -210,6 +217,12 @@ struct CloseBreakGlass {
 #[serde(deny_unknown_fields)]
 struct BundleDir {
     bundle_dir: String,
+}
+
+#[derive(Serialize)]
+struct Guarded {
+    decision: Decision,
+    enforcement: crate::engine::Enforcement,
 }
 
 #[derive(Serialize)]

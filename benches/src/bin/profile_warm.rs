@@ -15,14 +15,8 @@ fn main() {
     let fixed: Option<u64> = std::env::args().nth(2).and_then(|s| s.parse().ok());
     let sources = payments_sources();
     let engine = engine(Bundle::from_sources(&sources).unwrap_or_else(|e| panic!("{e}")));
-    let request = AuthorizationRequest {
-        chain: chain(2, 0),
-        tool: "stripe.create_payment".into(),
-        args: json!({"amount": 1200, "currency": "eur", "destination": "acct_1032D82eZvKYlo2C"}),
-        resource: None,
-        proof: None,
-        approval_token: None,
-    };
+    let args = json!({"amount": 1200, "currency": "eur", "destination": "acct_1032D82eZvKYlo2C"});
+    let request = AuthorizationRequest::new(chain(2, 0), "stripe.create_payment", args.clone());
     if std::env::var_os("RAW").is_some() {
         let (policies, request) = raw_cedar();
         let (authorizer, entities) = (
@@ -53,10 +47,7 @@ fn main() {
     if std::env::var_os("COLD").is_some() {
         let n = fixed.unwrap_or(100) as usize;
         let fresh: Vec<AuthorizationRequest> = (1..=n)
-            .map(|i| AuthorizationRequest {
-                chain: chain(3, i),
-                ..request.clone()
-            })
+            .map(|i| AuthorizationRequest::new(chain(3, i), "stripe.create_payment", args.clone()))
             .collect();
         if std::env::var_os("SKIP").is_none() {
             for r in &fresh {
