@@ -1,13 +1,19 @@
 /** Aegis for Node: decides, before each tool call runs, whether an AI agent may make it. */
 
+import type { ErrorCode, ReasonCode } from './codes';
+export type { ErrorCode, ReasonCode, VerdictCode } from './codes';
+export { ERROR_CODES, VERDICT_CODES } from './codes';
+
 export type Jwk = { kty: 'OKP'; crv: 'Ed25519'; x: string; d?: string; kid?: string };
 export type Chain = readonly string[];
 export type Args = Readonly<Record<string, unknown>>;
 
 export interface Reason {
-  readonly code: string;
+  readonly code: ReasonCode;
   readonly message: string;
   readonly policyId: string | null;
+  /** The chain link (0 = root) a credential error was found at. */
+  readonly link: number | null;
 }
 
 interface DecisionBase {
@@ -23,6 +29,20 @@ export interface DenyDecision extends DecisionBase { readonly outcome: 'deny'; r
 export interface ApprovalNeededDecision extends DecisionBase { readonly outcome: 'approval_needed'; readonly approvalId: string; readonly sanitizedArgs: null }
 /** A decision: a discriminated union on `outcome`. */
 export type Decision = AllowDecision | SanitizeDecision | DenyDecision | ApprovalNeededDecision;
+
+/**
+ * What a guard does with a decision, decided by the core: run the tool with exactly `args`,
+ * wait for a human, or refuse. Treat any other `action` as refuse.
+ */
+export type Enforcement =
+  | { readonly action: 'run'; readonly args: Args }
+  | { readonly action: 'await_approval'; readonly approvalId: string; readonly message: string }
+  | { readonly action: 'refuse'; readonly code: ReasonCode; readonly message: string };
+/** A decision with the core's enforcement of it (`authorizeEnforced`). */
+export interface EnforcedDecision {
+  readonly decision: Decision;
+  readonly enforcement: Enforcement;
+}
 
 export interface PendingApproval {
   readonly approvalId: string; readonly callDigest: string; readonly tool: string; readonly args: Args;
@@ -46,18 +66,34 @@ export interface BreakGlassGrant {
   readonly closedAt: number | null; readonly reviewRef: string | null;
 }
 
-/** An error from Aegis; `code` is the core's stable ErrorCode. */
+/** Where an error was found, when it has a place (`null` otherwise). */
+export interface ErrorDetails {
+  readonly link: number | null;
+  readonly file: string | null;
+  readonly line: number | null;
+  readonly policyId: string | null;
+}
+/**
+ * An error from Aegis: `code` is the core's stable ErrorCode (for AegisDenied and
+ * AegisApprovalRequired, the reason code of the refusal).
+ */
 export class AegisError extends Error {
-  constructor(code: string, message: string);
-  readonly code: string;
+  constructor(code: ReasonCode, message: string, details?: Partial<ErrorDetails>);
+  readonly code: ReasonCode;
+  readonly details: ErrorDetails;
 }
+/** A guarded call was refused. */
 export class AegisDenied extends AegisError {
-  constructor(decision: Decision);
+  constructor(decision: Decision, enforcement?: Enforcement);
   readonly decision: Decision;
+  readonly enforcement: Enforcement | null;
 }
+/** A guarded call needs a human approval of `approvalId`. */
 export class AegisApprovalRequired extends AegisError {
-  constructor(decision: ApprovalNeededDecision);
+  constructor(decision: ApprovalNeededDecision, enforcement?: Extract<Enforcement, { action: 'await_approval' }>);
+  readonly code: 'approval_required';
   readonly decision: ApprovalNeededDecision;
+  readonly enforcement: Extract<Enforcement, { action: 'await_approval' }> | null;
   readonly approvalId: string;
 }
 
@@ -82,24 +118,41 @@ export interface AuthorizationRequest {
 export interface EngineOptions {
   bundleDir: string;
   trustedIssuers: Record<string, KeyPair | Jwk>;
-  /** `memory` (default), `sqlite:<path>` or a `redis://` URL. */
-  store?: string;
+  /**
+   * `memory` (default), `sqlite:<path>` or a `redis://` URL (parsed by the core), or the
+   * core's object form.
+   */
+  store?: string | StoreConfig;
+  /** The Redis key prefix (default `aegis`); only with a `redis://` URL as `store`. */
   redisPrefix?: string;
   approvalKey?: KeyPair;
   audience?: string;
   leewaySecs?: number;
   maxDelegationDepth?: number;
+  maxCredentialLifetimeSecs?: number;
   overrideTtlSecs?: number;
+  /** The longest break-glass grant, in seconds. */
+  maxBreakGlassSecs?: number;
   /** A fixed clock (seconds since the epoch), for fixtures and tests. */
   fixedTime?: number;
+  /**
+   * Called (asynchronously, on the JS thread) with every new pending approval, after it is
+   * stored. A throw is reported as a process warning.
+   */
   notifier?: (pending: PendingApproval) => void;
 }
+
+/** The core's store configuration object. */
+export type StoreConfig = 'memory' | { sqlite: { path: string } } | { redis: { url: string; prefix?: string } };
 
 export class Engine {
   constructor(options: EngineOptions);
   readonly policyVersion: string;
   authorize(request: AuthorizationRequest): Decision;
   authorizeAsync(request: AuthorizationRequest): Promise<Decision>;
+  /** The decision with the core's enforcement of it: what guards act on. */
+  authorizeEnforced(request: AuthorizationRequest): EnforcedDecision;
+  authorizeEnforcedAsync(request: AuthorizationRequest): Promise<EnforcedDecision>;
   approve(approvalId: string, approverChain: Chain, note?: string): ApprovalResolution;
   approveAsync(approvalId: string, approverChain: Chain, note?: string): Promise<ApprovalResolution>;
   reject(approvalId: string, approverChain: Chain, note?: string): ApprovalResolution;
@@ -115,6 +168,11 @@ export class Engine {
   reloadBundle(bundleDir: string): string;
   reloadBundleAsync(bundleDir: string): Promise<string>;
   timeAuthorize(request: AuthorizationRequest, iterations: number): number;
+  /**
+   * Wraps `fn` so every call is authorized first: `fn` receives a frozen copy of exactly the
+   * arguments the core's enforcement says to run with; approval needed throws
+   * AegisApprovalRequired, anything else AegisDenied.
+   */
   guard<A extends Args, R>(
     target: { tool: string; chain: Chain | (() => Chain | Promise<Chain>) },
     fn: (args: A) => R | Promise<R>,
@@ -133,6 +191,18 @@ export function inspect(token: string): { header: Record<string, unknown>; claim
 export function createProof(options: { key: KeyPair; tool: string; args: Args; ttlSecs?: number; jti?: string; issuedAt?: number }): string;
 export function callDigest(tool: string, args: Args): string;
 export function slackMessage(pending: PendingApproval): { text: string; blocks: unknown[] };
+/** The core's enforcement of `decision` for a call with `args`. */
+export function enforce(decision: Decision, args: Args): Enforcement;
+/**
+ * The one rule guards follow: returns a frozen copy of exactly `enforcement.args` for `run`;
+ * throws AegisApprovalRequired for `await_approval` and AegisDenied for anything else.
+ */
+export function argsToRun(enforced: EnforcedDecision): Args;
+/** The value at an RFC 6901 JSON pointer in JSON text. */
+export function jsonPointer(json: string, pointer: string): unknown;
 export function deepFreeze<T>(value: T): T;
 export function snapshot<T>(value: T): T;
-export function errorCodes(): string[];
+export function errorCodes(): ErrorCode[];
+export function reasonCodes(): ReasonCode[];
+/** The core's operation table (each has a wrapper in this package). */
+export function operations(): { name: string; needsEngine: boolean; summary: string }[];

@@ -1,49 +1,62 @@
 'use strict';
 // Aegis for Node: the engine from the Rust core, as typed values and errors with stable codes.
-// Everything is decided by the core (through `index.js`, the napi module); this file converts
-// values and maps errors.
+// Everything is decided by the core: every native use is `call(op, json)` (or `callAsync`) on
+// the core's one operation table (through `index.js`, the napi module). This file converts
+// values between camelCase objects and the core's JSON, and maps the core's error JSON.
 
 const native = require('./index.js');
+const { ERROR_CODES, VERDICT_CODES } = require('./codes.js');
 
-const CODES = new Set(JSON.parse(native.errorCodes()));
-
-/** An error from Aegis; `code` is the core's stable ErrorCode. */
+/** An error from Aegis; `code` is the core's stable code, `details` where it was found. */
 class AegisError extends Error {
-  constructor(code, message) {
+  constructor(code, message, details = {}) {
     super(message);
     this.name = 'AegisError';
     this.code = code;
+    this.details = Object.freeze({
+      link: details.link ?? null, file: details.file ?? null, line: details.line ?? null, policyId: details.policyId ?? null,
+    });
   }
 }
 
-/** A guarded call was denied; `decision` says why. */
+/** A guarded call was refused; `decision` says why, `enforcement` is the core's verdict on running it. */
 class AegisDenied extends AegisError {
-  constructor(decision) {
+  constructor(decision, enforcement) {
     const first = decision.reasons[0];
-    super(first ? first.code : 'no_matching_permit', first ? first.message : 'denied');
+    super(enforcement?.code ?? first?.code ?? 'no_matching_permit', enforcement?.message ?? first?.message ?? 'denied');
     this.name = 'AegisDenied';
     this.decision = decision;
+    this.enforcement = enforcement ?? null;
   }
 }
 
 /** A guarded call needs a human approval of `approvalId`; retry with the override token. */
 class AegisApprovalRequired extends AegisError {
-  constructor(decision) {
-    super('approval_required', `approval ${decision.approvalId} is needed before this call may run`);
+  constructor(decision, enforcement) {
+    const approvalId = enforcement?.approvalId ?? decision.approvalId;
+    super('approval_required', enforcement?.message || `approval ${approvalId} is needed before this call may run`);
     this.name = 'AegisApprovalRequired';
     this.decision = decision;
-    this.approvalId = decision.approvalId;
+    this.enforcement = enforcement ?? null;
+    this.approvalId = approvalId;
   }
 }
 
+/** The core's error JSON (the message of every native error) as an AegisError; others unchanged. */
 function mapError(e) {
   if (e instanceof AegisError || !(e instanceof Error)) return e;
-  if (typeof e.code === 'string' && CODES.has(e.code)) return new AegisError(e.code, e.message);
-  const m = /^\[([a-z_]+)\] ([\s\S]*)$/.exec(e.message);
-  return m && CODES.has(m[1]) ? new AegisError(m[1], m[2]) : e;
+  let body;
+  try {
+    body = JSON.parse(e.message);
+  } catch {
+    return e;
+  }
+  if (!body || typeof body.code !== 'string' || typeof body.message !== 'string') return e;
+  return new AegisError(body.code, body.message, { link: body.link, file: body.file, line: body.line, policyId: body.policy_id });
 }
 
-function call(fn) {
+/** Runs a native call, mapping its error. */
+function mapped(fn) {
   try {
     return fn();
   } catch (e) {
@@ -51,13 +64,8 @@ function call(fn) {
   }
 }
 
-async function callAsync(promise) {
-  try {
-    return await promise;
-  } catch (e) {
-    throw mapError(e);
-  }
-}
+/** Runs engine-free operation `op` of the core's table on `input`; returns the parsed result. */
+const call = (op, input) => JSON.parse(mapped(() => native.call(op, JSON.stringify(input ?? {}))));
 
 /** A deep, frozen copy. */
 function deepFreeze(value) {
@@ -70,11 +78,12 @@ function deepFreeze(value) {
 
 const snapshot = (value) => JSON.parse(JSON.stringify(value ?? {}));
 
-function decisionFrom(json) {
-  const d = JSON.parse(json);
+const reasonFrom = (r) => ({ code: r.code, message: r.message, policyId: r.policy_id ?? null, link: r.link ?? null });
+
+function decisionFrom(d) {
   return deepFreeze({
     outcome: d.outcome,
-    reasons: d.reasons.map((r) => ({ code: r.code, message: r.message, policyId: r.policy_id ?? null })),
+    reasons: d.reasons.map(reasonFrom),
     decisionId: d.decision_id,
     policyVersion: d.policy_version,
     wouldBlock: d.would_block,
@@ -82,6 +91,41 @@ function decisionFrom(json) {
     sanitizedArgs: d.sanitized_args ?? null,
     breakGlassId: d.break_glass_id ?? null,
   });
+}
+
+/** A Decision back in the core's JSON form (for `enforce`). */
+function decisionJson(d) {
+  return {
+    outcome: d.outcome,
+    reasons: d.reasons.map((r) => ({ code: r.code, message: r.message, policy_id: r.policyId, link: r.link })),
+    decision_id: d.decisionId, policy_version: d.policyVersion, would_block: d.wouldBlock,
+    approval_id: d.approvalId, sanitized_args: d.sanitizedArgs, break_glass_id: d.breakGlassId,
+  };
+}
+
+/** The core's Enforcement, camelCased; an action this file does not know is kept as is (and refuses). */
+function enforcementFrom(e) {
+  switch (e.action) {
+    case 'run':
+      return deepFreeze({ action: 'run', args: e.args });
+    case 'await_approval':
+      return deepFreeze({ action: 'await_approval', approvalId: e.approval_id, message: e.message });
+    default:
+      return deepFreeze({ ...e });
+  }
+}
+
+const enforcedFrom = (g) => Object.freeze({ decision: decisionFrom(g.decision), enforcement: enforcementFrom(g.enforcement) });
+
+/**
+ * The one rule guards follow, decided by the core's enforcement: `run` returns a frozen copy of
+ * exactly `enforcement.args`; `await_approval` throws AegisApprovalRequired; anything else
+ * (`refuse`, or an action unknown here) throws AegisDenied.
+ */
+function argsToRun({ decision, enforcement }) {
+  if (enforcement.action === 'run') return deepFreeze(snapshot(enforcement.args));
+  if (enforcement.action === 'await_approval') throw new AegisApprovalRequired(decision, enforcement);
+  throw new AegisDenied(decision, enforcement);
 }
 
 function pendingFrom(p) {
@@ -95,11 +139,10 @@ function pendingFrom(p) {
   });
 }
 
-function resolutionFrom(json) {
-  const r = JSON.parse(json);
+function resolutionFrom(r) {
   return deepFreeze({
     accepted: r.accepted,
-    reasons: r.reasons.map((x) => ({ code: x.code, message: x.message, policyId: x.policy_id ?? null })),
+    reasons: r.reasons.map(reasonFrom),
     overrideToken: r.override_token ?? null,
     approval: pendingFrom(r.approval),
   });
@@ -117,20 +160,20 @@ class KeyPair {
   #jwk;
   constructor(privateJwk) {
     if (!privateJwk || !privateJwk.d) throw new AegisError('invalid_key', 'a key pair needs a private jwk (with `d`)');
-    call(() => native.publicJwk(JSON.stringify(privateJwk)));
+    call('public_jwk', privateJwk);
     this.#jwk = { ...privateJwk };
   }
   static generate() {
-    return new KeyPair(JSON.parse(call(() => native.generateKey())));
+    return new KeyPair(call('generate_key', {}));
   }
   static fromSeed(seed) {
-    return new KeyPair(JSON.parse(call(() => native.generateKey(Buffer.from(seed).toString('hex')))));
+    return new KeyPair(call('generate_key', { seed_hex: Buffer.from(seed).toString('hex') }));
   }
   get privateJwk() {
     return { ...this.#jwk };
   }
   get publicJwk() {
-    return JSON.parse(call(() => native.publicJwk(JSON.stringify(this.#jwk))));
+    return call('public_jwk', this.#jwk);
   }
   get kid() {
     return this.publicJwk.kid;
@@ -146,160 +189,189 @@ class KeyPair {
 const jwkOf = (k) => (k instanceof KeyPair ? k.publicJwk : k);
 
 function issueRoot({ issuer, issuerKey, agentId, agentKey, taskId, intent, scope, ttlSecs = 900, issuedAt, jti, audience }) {
-  const req = { issuer, signing_key: issuerKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey), task_id: taskId,
-    intent, scope, ttl_secs: ttlSecs, issued_at: issuedAt, jti, audience };
-  return call(() => native.issue(JSON.stringify(req)));
+  return call('issue', { issuer, signing_key: issuerKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey),
+    task_id: taskId, intent, scope, ttl_secs: ttlSecs, issued_at: issuedAt, jti, audience });
 }
 
 function delegate({ parent, parentKey, agentId, agentKey, scope, ttlSecs = 600, issuedAt, jti }) {
-  const req = { parent, signing_key: parentKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey), scope,
-    ttl_secs: ttlSecs, issued_at: issuedAt, jti };
-  return call(() => native.issue(JSON.stringify(req)));
+  return call('issue', { parent, signing_key: parentKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey), scope,
+    ttl_secs: ttlSecs, issued_at: issuedAt, jti });
 }
 
-const inspect = (token) => JSON.parse(call(() => native.inspect(token)));
-const callDigest = (tool, args) => call(() => native.callDigest(tool, JSON.stringify(args)));
-const slackMessage = (pending) => JSON.parse(call(() => native.slackMessage(JSON.stringify(pending.raw))));
+const inspect = (token) => call('inspect', { token });
+const callDigest = (tool, args) => call('call_digest', { tool, args });
+const slackMessage = (pending) => call('slack_message', pending.raw);
+/** The core's enforcement of `decision` for a call with `args` (what guards do). */
+const enforce = (decision, args) => enforcementFrom(call('enforce', { decision: decisionJson(decision), args: args ?? {} }));
+/** The value at an RFC 6901 pointer in JSON text. */
+const jsonPointer = (json, pointer) => call('json_pointer', { json, pointer });
+const errorCodes = () => call('error_codes', {});
+const reasonCodes = () => call('reason_codes', {});
+/** The core's operation table. */
+const operations = () => call('operations', {}).map((o) => ({ name: o.name, needsEngine: o.needs_engine, summary: o.summary }));
 
 function createProof({ key, tool, args, ttlSecs = 60, jti, issuedAt }) {
-  const req = { key: key.privateJwk, tool, args, ttl_secs: ttlSecs, jti, issued_at: issuedAt };
-  return call(() => native.createProof(JSON.stringify(req)));
+  return call('create_proof', { key: key.privateJwk, tool, args, ttl_secs: ttlSecs, jti, issued_at: issuedAt });
 }
 
-function storeConfig(store, redisPrefix) {
-  if (store == null || store === 'memory') return undefined;
-  if (store.startsWith('sqlite:')) return { sqlite: { path: store.slice('sqlite:'.length) } };
-  if (/^(rediss?|unix):\/\//.test(store)) return { redis: { url: store, prefix: redisPrefix } };
-  throw new AegisError('malformed_request', `store \`${store}\` is not \`memory\`, \`sqlite:<path>\` or a \`redis://\` url`);
+function requestBody({ chain, tool, args, resource, proof, approvalToken }) {
+  return { chain, tool, args: args ?? {}, resource: resource ? { type: resource.type, id: resource.id } : undefined,
+    proof, approval_token: approvalToken };
 }
 
-function requestJson({ chain, tool, args, resource, proof, approvalToken }) {
-  return JSON.stringify({
-    chain, tool, args: args ?? {},
-    ...(resource ? { resource: { type: resource.type, id: resource.id } } : {}),
-    ...(proof ? { proof } : {}),
-    ...(approvalToken ? { approval_token: approvalToken } : {}),
-  });
+const resolveBody = (approvalId, approverChain, note) => ({ approval_id: approvalId, approver_chain: approverChain, note });
+
+/**
+ * A notifier for the native engine: parses the pending approval and calls `notifier`; a throw
+ * becomes a process warning, never an exception out of the threadsafe call.
+ */
+function nativeNotifier(notifier) {
+  return (json) => {
+    try {
+      notifier(pendingFrom(JSON.parse(json)));
+    } catch (e) {
+      try {
+        process.emitWarning(`the Aegis approval notifier threw: ${e instanceof Error ? e.stack : String(e)}`, 'AegisNotifierWarning');
+      } catch {
+        // nothing more can be done
+      }
+    }
+  };
 }
 
 /** Decides, before each tool call runs, whether it may. */
 class Engine {
   #native;
-  #notifier;
   constructor({ bundleDir, trustedIssuers, store, redisPrefix, approvalKey, audience, leewaySecs, maxDelegationDepth,
-    overrideTtlSecs, fixedTime, notifier }) {
+    maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier }) {
     const config = {
       bundle_dir: bundleDir,
       trusted_issuers: Object.entries(trustedIssuers).map(([issuer, key]) => ({ issuer, jwk: jwkOf(key) })),
-      store: storeConfig(store, redisPrefix),
+      // The core parses store URLs; a Redis prefix needs the object form.
+      store: redisPrefix == null ? store : { redis: { url: store, prefix: redisPrefix } },
       approval_key: approvalKey ? approvalKey.privateJwk : undefined,
-      audience, leeway_secs: leewaySecs, max_delegation_depth: maxDelegationDepth, override_ttl_secs: overrideTtlSecs,
-      fixed_time: fixedTime,
+      audience, leeway_secs: leewaySecs, max_delegation_depth: maxDelegationDepth,
+      max_credential_lifetime_secs: maxCredentialLifetimeSecs, override_ttl_secs: overrideTtlSecs,
+      max_break_glass_secs: maxBreakGlassSecs, fixed_time: fixedTime,
     };
-    this.#native = call(() => new native.Engine(JSON.stringify(config)));
-    this.#notifier = notifier;
+    const notify = notifier ? nativeNotifier(notifier) : undefined;
+    this.#native = mapped(() => new native.Engine(JSON.stringify(config), notify));
+  }
+
+  /** Runs engine operation `op` on `input`; returns the parsed result. */
+  #call(op, input) {
+    return JSON.parse(mapped(() => this.#native.call(op, JSON.stringify(input ?? {}))));
+  }
+  /** `#call` on the libuv pool. */
+  async #callAsync(op, input) {
+    try {
+      return JSON.parse(await this.#native.callAsync(op, JSON.stringify(input ?? {})));
+    } catch (e) {
+      throw mapError(e);
+    }
   }
 
   get policyVersion() {
-    return this.#native.policyVersion();
+    return this.#call('policy_version').policy_version;
   }
-
-  #notify(decision) {
-    if (this.#notifier && decision.outcome === 'approval_needed') {
-      const pending = this.approval(decision.approvalId);
-      if (pending) this.#notifier(pending);
-    }
-    return decision;
-  }
-
   authorize(request) {
-    return this.#notify(decisionFrom(call(() => this.#native.authorize(requestJson(request)))));
+    return decisionFrom(this.#call('authorize', requestBody(request)));
   }
   async authorizeAsync(request) {
-    return this.#notify(decisionFrom(await callAsync(this.#native.authorizeAsync(requestJson(request)))));
+    return decisionFrom(await this.#callAsync('authorize', requestBody(request)));
+  }
+  /** The decision and the core's enforcement of it: what guards act on. */
+  authorizeEnforced(request) {
+    return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
+  }
+  async authorizeEnforcedAsync(request) {
+    return enforcedFrom(await this.#callAsync('authorize_enforced', requestBody(request)));
   }
   approve(approvalId, approverChain, note) {
-    return resolutionFrom(call(() => this.#native.approve(JSON.stringify({ approval_id: approvalId, approver_chain: approverChain, note }))));
+    return resolutionFrom(this.#call('approve', resolveBody(approvalId, approverChain, note)));
   }
   async approveAsync(approvalId, approverChain, note) {
-    return resolutionFrom(await callAsync(this.#native.approveAsync(JSON.stringify({ approval_id: approvalId, approver_chain: approverChain, note }))));
+    return resolutionFrom(await this.#callAsync('approve', resolveBody(approvalId, approverChain, note)));
   }
   reject(approvalId, approverChain, note) {
-    return resolutionFrom(call(() => this.#native.reject(JSON.stringify({ approval_id: approvalId, approver_chain: approverChain, note }))));
+    return resolutionFrom(this.#call('reject', resolveBody(approvalId, approverChain, note)));
   }
   async rejectAsync(approvalId, approverChain, note) {
-    return resolutionFrom(await callAsync(this.#native.rejectAsync(JSON.stringify({ approval_id: approvalId, approver_chain: approverChain, note }))));
+    return resolutionFrom(await this.#callAsync('reject', resolveBody(approvalId, approverChain, note)));
   }
   pendingApprovals() {
-    return JSON.parse(call(() => this.#native.pendingApprovals())).map(pendingFrom);
+    return this.#call('pending_approvals').map(pendingFrom);
   }
   async pendingApprovalsAsync() {
-    return JSON.parse(await callAsync(this.#native.pendingApprovalsAsync())).map(pendingFrom);
+    return (await this.#callAsync('pending_approvals')).map(pendingFrom);
   }
   approval(approvalId) {
-    const p = JSON.parse(call(() => this.#native.approval(approvalId)));
+    const p = this.#call('approval', { approval_id: approvalId });
     return p == null ? null : pendingFrom(p);
   }
   ledger(taskId) {
-    return JSON.parse(call(() => this.#native.ledger(taskId))).map((e) => deepFreeze({
+    return this.#call('ledger', { task_id: taskId }).map((e) => deepFreeze({
       tool: e.tool, agentId: e.agent_id, lineage: e.lineage, decisionId: e.decision_id, at: e.at,
     }));
   }
   endTask(taskId) {
-    call(() => this.#native.endTask(taskId));
+    this.#call('end_task', { task_id: taskId });
   }
   breakGlass({ agents, tools, reason, approvers, durationSecs }) {
-    const req = { agents, tools, reason, approvers, duration_secs: durationSecs };
-    return grantFrom(JSON.parse(call(() => this.#native.breakGlass(JSON.stringify(req)))));
+    return grantFrom(this.#call('break_glass', { agents, tools, reason, approvers, duration_secs: durationSecs }));
   }
   openBreakGlass() {
-    return JSON.parse(call(() => this.#native.openBreakGlass())).map(grantFrom);
+    return this.#call('open_break_glass').map(grantFrom);
   }
   closeBreakGlass(grantId, reviewRef) {
-    call(() => this.#native.closeBreakGlass(grantId, reviewRef));
+    this.#call('close_break_glass', { grant_id: grantId, review_ref: reviewRef });
   }
   reloadBundle(bundleDir) {
-    return call(() => this.#native.reloadBundle(bundleDir));
+    return this.#call('reload_bundle', { bundle_dir: bundleDir }).policy_version;
   }
-  reloadBundleAsync(bundleDir) {
-    return callAsync(this.#native.reloadBundleAsync(bundleDir));
+  async reloadBundleAsync(bundleDir) {
+    return (await this.#callAsync('reload_bundle', { bundle_dir: bundleDir })).policy_version;
   }
   /** Mean seconds per decision of `request`, measured inside Rust (for benchmarks). */
   timeAuthorize(request, iterations) {
-    return call(() => this.#native.timeAuthorize(requestJson(request), iterations));
+    return this.#call('time_authorize', { request: requestBody(request), iterations });
   }
 
   /**
-   * Wraps `fn(args)` so every call is authorized first. `fn` receives a frozen snapshot of
-   * exactly the authorized (or sanitized) arguments. Deny throws AegisDenied; approval needed
-   * throws AegisApprovalRequired; pass `{ approvalToken }` to redeem an approval.
+   * Wraps `fn(args)` so every call is authorized first; the core's enforcement decides: `fn`
+   * receives a frozen copy of exactly the arguments it says to run with (the sanitized ones for
+   * a sanitize); approval needed throws AegisApprovalRequired; anything else throws AegisDenied.
+   * Pass `{ approvalToken }` to redeem an approval.
    */
   guard({ tool, chain }, fn) {
     return async (args, options = {}) => {
-      const authorized = snapshot(args);
+      const authorized = snapshot(args); // before any await: later changes by the caller do not count
       const current = typeof chain === 'function' ? await chain() : chain;
-      const decision = await this.authorizeAsync({ chain: current, tool, args: authorized, approvalToken: options.approvalToken });
-      if (decision.outcome === 'approval_needed') throw new AegisApprovalRequired(decision);
-      if (decision.outcome === 'deny') throw new AegisDenied(decision);
-      return fn(deepFreeze(decision.sanitizedArgs ? snapshot(decision.sanitizedArgs) : authorized));
+      const guarded = await this.authorizeEnforcedAsync({ chain: current, tool, args: authorized, approvalToken: options.approvalToken });
+      return fn(argsToRun(guarded));
     };
   }
 }
-
-const errorCodes = () => [...CODES];
 
 // One assignment per name, so that ES modules can import them by name.
 exports.AegisApprovalRequired = AegisApprovalRequired;
 exports.AegisDenied = AegisDenied;
 exports.AegisError = AegisError;
+exports.ERROR_CODES = ERROR_CODES;
 exports.Engine = Engine;
 exports.KeyPair = KeyPair;
+exports.VERDICT_CODES = VERDICT_CODES;
+exports.argsToRun = argsToRun;
 exports.callDigest = callDigest;
 exports.createProof = createProof;
 exports.deepFreeze = deepFreeze;
 exports.delegate = delegate;
+exports.enforce = enforce;
 exports.errorCodes = errorCodes;
 exports.inspect = inspect;
 exports.issueRoot = issueRoot;
+exports.jsonPointer = jsonPointer;
+exports.operations = operations;
+exports.reasonCodes = reasonCodes;
 exports.slackMessage = slackMessage;
 exports.snapshot = snapshot;

@@ -11,66 +11,17 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** One Aegis engine; share it freely, it is thread-safe. */
 export declare class Engine {
-  /** Builds an engine from a JSON `EngineConfig` (bundle, trusted issuers, store, ...). */
-  constructor(config: string)
-  /** Decides on a JSON request; returns the decision as JSON. */
-  authorize(request: string): string
-  /** `authorize` off the JS thread (for stores that do I/O). */
-  authorizeAsync(request: string): Promise<string>
-  /** Approves; returns the resolution (with the override token) as JSON. */
-  approve(request: string): string
-  /** `approve` off the JS thread. */
-  approveAsync(request: string): Promise<string>
-  /** Rejects; returns the resolution as JSON. */
-  reject(request: string): string
-  /** `reject` off the JS thread. */
-  rejectAsync(request: string): Promise<string>
-  /** Pending approvals as a JSON array. */
-  pendingApprovals(): string
-  /** `pendingApprovals` off the JS thread. */
-  pendingApprovalsAsync(): Promise<string>
-  /** One approval as JSON (or `null`). */
-  approval(approvalId: string): string
-  /** The task ledger as a JSON array. */
-  ledger(taskId: string): string
-  /** Ends a task. */
-  endTask(taskId: string): void
-  /** Opens a break-glass grant; returns it as JSON. */
-  breakGlass(request: string): string
-  /** Open break-glass grants as a JSON array. */
-  openBreakGlass(): string
-  /** Closes a break-glass grant with its review reference. */
-  closeBreakGlass(grantId: string, reviewRef: string): void
-  /** Loads a bundle directory and swaps it in; returns the new policy version. */
-  reloadBundle(bundleDir: string): string
-  /** `reloadBundle` off the JS thread. */
-  reloadBundleAsync(bundleDir: string): Promise<string>
-  /** The version of the bundle in force. */
-  policyVersion(): string
-  /** Mean seconds per `authorize` of this JSON request, measured in Rust (benchmarks). */
-  timeAuthorize(request: string, iterations: number): number
+  /**
+   * Builds an engine from a JSON `EngineConfig`. `notifier`, when given, is called (on the
+   * JS thread, through a threadsafe function) with every new pending approval's JSON, after
+   * the approval is stored.
+   */
+  constructor(config: string, notifier?: ((arg: string) => void) | undefined | null)
+  /** Runs engine operation `op` of the core's table on `input` (JSON), returning JSON. */
+  call(op: string, input: string): string
+  /** `call` off the JS thread, on the libuv pool (for stores that do I/O). */
+  callAsync(op: string, input: string): Promise<string>
 }
 
-/** The call digest approvals and proofs bind to. */
-export declare function callDigest(tool: string, args: string): string
-
-/** A proof of possession for one call (JSON `ProofRequest`). */
-export declare function createProof(request: string): string
-
-/** Every stable error code, as a JSON array. */
-export declare function errorCodes(): string
-
-/** A private JWK, fresh or from a 64-hex-digit seed. */
-export declare function generateKey(seedHex?: string | undefined | null): string
-
-/** Decodes a credential without verifying it. */
-export declare function inspect(token: string): string
-
-/** Issues a root credential or delegates one (JSON `IssueRequest`). */
-export declare function issue(request: string): string
-
-/** The public JWK of a JWK. */
-export declare function publicJwk(jwk: string): string
-
-/** The Slack Block Kit message for a pending approval (JSON). */
-export declare function slackMessage(pending: string): string
+/** Runs an operation of the core's table that needs no engine. */
+export declare function call(op: string, input: string): string

@@ -836,11 +836,4 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Engine = nativeBinding.Engine
-module.exports.callDigest = nativeBinding.callDigest
-module.exports.createProof = nativeBinding.createProof
-module.exports.errorCodes = nativeBinding.errorCodes
-module.exports.generateKey = nativeBinding.generateKey
-module.exports.inspect = nativeBinding.inspect
-module.exports.issue = nativeBinding.issue
-module.exports.publicJwk = nativeBinding.publicJwk
-module.exports.slackMessage = nativeBinding.slackMessage
+module.exports.call = nativeBinding.call

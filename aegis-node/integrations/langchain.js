@@ -1,16 +1,18 @@
 'use strict';
-// LangChain.js (langchain 1.x): agent middleware that authorizes every tool call with Aegis.
-// Deny → an error ToolMessage; approval needed → LangGraph `interrupt` with the approval id;
-// resume with `new Command({ resume: { approvalToken } })` (or `{ rejected: true }`).
+// LangChain.js (langchain 1.x): agent middleware that authorizes every tool call with Aegis. The
+// core's enforcement decides: `run` → the tool runs with exactly its arguments; `await_approval`
+// → LangGraph `interrupt` with the approval id, resumed with
+// `new Command({ resume: { approvalToken } })` (or `{ rejected: true }`); anything else → an
+// error ToolMessage.
 
 const { createMiddleware } = require('langchain');
 const { ToolMessage } = require('@langchain/core/messages');
 const { interrupt } = require('@langchain/langgraph');
-const { snapshot } = require('../aegis.js');
+const { deepFreeze, snapshot } = require('../aegis.js');
 
-function explain(decision) {
-  return 'Aegis denied this call: ' + decision.reasons
-    .map((r) => `${r.code}${r.policyId ? ` (${r.policyId})` : ''}: ${r.message}`).join('; ');
+function explain({ decision, enforcement }) {
+  const reasons = decision.reasons.map((r) => `${r.code}${r.policyId ? ` (${r.policyId})` : ''}: ${r.message}`).join('; ');
+  return `Aegis denied this call: ${reasons || enforcement.message || enforcement.action}`;
 }
 
 function aegisMiddleware(engine, chain) {
@@ -19,21 +21,22 @@ function aegisMiddleware(engine, chain) {
     wrapToolCall: async (request, handler) => {
       const call = request.toolCall;
       const error = (content) => new ToolMessage({ content, tool_call_id: call.id ?? '', name: call.name, status: 'error' });
-      const current = typeof chain === 'function' ? await chain(request) : chain;
       const authorized = snapshot(call.args);
-      let decision = await engine.authorizeAsync({ chain: current, tool: call.name, args: authorized });
-      if (decision.outcome === 'approval_needed') {
+      const current = typeof chain === 'function' ? await chain(request) : chain;
+      const decide = (approvalToken) => engine.authorizeEnforcedAsync({ chain: current, tool: call.name, args: authorized, approvalToken });
+      let guarded = await decide();
+      if (guarded.enforcement.action === 'await_approval') {
+        const { approvalId } = guarded.enforcement;
         const answer = interrupt({
-          type: 'aegis_approval', approvalId: decision.approvalId, tool: call.name, args: authorized,
-          reasons: decision.reasons.map((r) => r.message),
+          type: 'aegis_approval', approvalId, tool: call.name, args: authorized,
+          reasons: guarded.decision.reasons.map((r) => r.message),
         });
         const token = answer && typeof answer === 'object' ? answer.approvalToken : undefined;
-        if (!token) return error(`a human rejected this call (approval ${decision.approvalId})`);
-        decision = await engine.authorizeAsync({ chain: current, tool: call.name, args: authorized, approvalToken: token });
+        if (!token) return error(`a human rejected this call (approval ${approvalId})`);
+        guarded = await decide(token);
       }
-      if (decision.outcome !== 'allow' && decision.outcome !== 'sanitize') return error(explain(decision));
-      const args = decision.sanitizedArgs ? snapshot(decision.sanitizedArgs) : authorized;
-      return handler({ ...request, toolCall: { ...call, args } });
+      if (guarded.enforcement.action !== 'run') return error(explain(guarded));
+      return handler({ ...request, toolCall: { ...call, args: deepFreeze(snapshot(guarded.enforcement.args)) } });
     },
   });
 }

@@ -6,14 +6,26 @@ import os from 'node:os';
 import path from 'node:path';
 import util from 'node:util';
 import {
-  AegisApprovalRequired, AegisDenied, AegisError, Engine, KeyPair, delegate, errorCodes, slackMessage,
+  AegisApprovalRequired, AegisDenied, AegisError, ERROR_CODES, Engine, KeyPair, VERDICT_CODES, argsToRun, delegate, enforce,
+  errorCodes, reasonCodes, slackMessage,
 } from '../aegis.js';
 import { BUNDLE, ISSUER, ISSUER_KEY, PLANNER_KEY, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
 
-test('errors carry the stable code', async () => {
+test('errors carry the stable code and details, sync and async alike', async () => {
   assert.ok(errorCodes().includes('approval_replayed'));
+  // The generated code lists agree with the native build.
+  assert.deepEqual(errorCodes(), [...ERROR_CODES]);
+  assert.deepEqual(reasonCodes(), [...VERDICT_CODES, ...ERROR_CODES]);
   assert.throws(() => new Engine({ bundleDir: os.tmpdir(), trustedIssuers: { [ISSUER]: ISSUER_KEY } }),
-    (e) => e instanceof AegisError && e.code === 'invalid_bundle');
+    (e) => e instanceof AegisError && e.code === 'invalid_bundle' && !e.message.startsWith('{') && e.details.file === null);
+  // Details from the core's error JSON: the file and line of a broken policy.
+  const broken = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-bundle-'));
+  fs.cpSync(BUNDLE, broken, { recursive: true });
+  const lines = fs.readFileSync(path.join(broken, 'limits.cedar'), 'utf8').split('\n').length;
+  fs.appendFileSync(path.join(broken, 'limits.cedar'), 'permit (principal, action, resource) when { nope };\n');
+  assert.throws(() => new Engine({ bundleDir: broken, trustedIssuers: { [ISSUER]: ISSUER_KEY } }),
+    (e) => e.code === 'invalid_bundle' && e.details.file === 'limits.cedar' && e.details.line === lines);
+  await assert.rejects(engine().reloadBundleAsync(broken), (e) => e instanceof AegisError && e.details.line === lines);
   const eng = engine();
   assert.throws(() => eng.approve('apr_nope', approverChain()), (e) => e.code === 'approval_not_found');
   await assert.rejects(eng.approveAsync('apr_nope', approverChain()), (e) => e instanceof AegisError && e.code === 'approval_not_found');
@@ -23,6 +35,31 @@ test('errors carry the stable code', async () => {
     (e) => e.code === 'scope_widened');
   assert.throws(() => new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, store: 'redis://127.0.0.1:1/0' }),
     (e) => e.code === 'store_unavailable');
+  // Store URLs are parsed by the core.
+  assert.throws(() => new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, store: 'ftp://x' }),
+    (e) => e instanceof AegisError && e.code === 'malformed_request');
+  assert.throws(() => new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, maxBreakGlassSecs: 'x' }),
+    (e) => e.code === 'malformed_request');
+  assert.ok(new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, store: 'memory', maxBreakGlassSecs: 600 }).policyVersion);
+});
+
+test('guards follow only the core enforcement; an unknown action refuses', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('enforce'));
+  const allowed = eng.authorizeEnforced({ chain, tool: TOOL, args: pay(10) });
+  assert.deepEqual(allowed.enforcement, { action: 'run', args: pay(10) });
+  assert.deepEqual(enforce(allowed.decision, pay(10)), allowed.enforcement);
+  const sanitized = eng.authorizeEnforced({ chain, tool: TOOL, args: { ...pay(10), card_number: '4242424242424242' } });
+  assert.equal(argsToRun(sanitized).card_number, '[REDACTED]');
+  const waiting = eng.authorizeEnforced({ chain, tool: TOOL, args: pay(9000) });
+  assert.equal(waiting.enforcement.action, 'await_approval');
+  assert.throws(() => argsToRun(waiting), (e) => e instanceof AegisApprovalRequired && e.approvalId === waiting.decision.approvalId);
+  const refused = eng.authorizeEnforced({ chain, tool: TOOL, args: { ...pay(10), destination: 'nope' } });
+  assert.equal(refused.enforcement.action, 'refuse');
+  assert.throws(() => argsToRun(refused), (e) => e instanceof AegisDenied && e.code === refused.decision.reasons[0].code);
+  // Whatever the outcome says, an enforcement this package does not know never runs the tool.
+  const unknown = /** @type {any} */ ({ decision: allowed.decision, enforcement: { action: 'run_later', args: pay(10) } });
+  assert.throws(() => argsToRun(unknown), (e) => e instanceof AegisDenied);
 });
 
 test('decisions are frozen plain objects discriminated by outcome', () => {
@@ -92,13 +129,31 @@ test('a token redeemed concurrently is accepted once', async () => {
   assert.deepEqual(outcomes.map((d) => d.outcome).sort(), ['allow', ...Array(7).fill('deny')]);
 });
 
-test('notifier, pending approvals, Slack message, ledger, budget, end_task', () => {
-  const notified = [];
-  const eng = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, notifier: (p) => notified.push(p) });
+/** A promise of the next `count` values `push` is called with; fails after 5 s (the timer keeps the loop alive). */
+function collect(count) {
+  const seen = [];
+  let push = (_v) => {};
+  const done = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${seen.length} of ${count} arrived`)), 5000);
+    push = (v) => {
+      seen.push(v);
+      if (seen.length === count) {
+        clearTimeout(timer);
+        resolve(seen);
+      }
+    };
+  });
+  return { push: (v) => push(v), done };
+}
+
+test('notifier, pending approvals, Slack message, ledger, budget, end_task', async () => {
+  const notified = collect(1);
+  const eng = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, notifier: notified.push });
   const task = uniqueTask('state');
   const chain = financeChain(task);
   const d = eng.authorize({ chain, tool: TOOL, args: pay(9000) });
-  assert.deepEqual(notified.map((p) => p.approvalId), [d.approvalId]);
+  // The core calls the notifier after storing the approval, on the JS thread, asynchronously.
+  assert.deepEqual((await notified.done).map((p) => [p.approvalId, p.status]), [[d.approvalId, 'pending']]);
   const [pending] = eng.pendingApprovals();
   assert.deepEqual(pending.roles, ['finance-approver']);
   assert.ok(slackMessage(pending).blocks.some((b) => b.type === 'actions'));
@@ -118,4 +173,22 @@ test('two engines share one SQLite store', () => {
   const token = b.approve(id, approverChain()).overrideToken;
   assert.equal(a.authorize({ chain, tool: TOOL, args: pay(9000), approvalToken: token }).outcome, 'allow');
   assert.equal(b.authorize({ chain, tool: TOOL, args: pay(9000), approvalToken: token }).reasons[0].code, 'approval_replayed');
+});
+
+test('a throwing notifier becomes a process warning, never an exception', async () => {
+  const warned = collect(1);
+  const onWarning = (w) => warned.push(w);
+  process.on('warning', onWarning);
+  try {
+    const eng = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, notifier: () => {
+      throw new Error('pager down');
+    } });
+    const d = eng.authorize({ chain: financeChain(uniqueTask('notify')), tool: TOOL, args: pay(9000) });
+    assert.ok(d.approvalId);
+    const [w] = await warned.done;
+    assert.equal(w.name, 'AegisNotifierWarning');
+    assert.match(w.message, /pager down/);
+  } finally {
+    process.off('warning', onWarning);
+  }
 });

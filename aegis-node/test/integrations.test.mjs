@@ -8,6 +8,8 @@ import { MockLanguageModelV3 } from 'ai/test';
 import { z } from 'zod';
 import { AegisApprovalRequired, AegisDenied } from '../aegis.js';
 import { aegisTool } from '../integrations/ai.js';
+import { aegisMiddleware } from '../integrations/langchain.js';
+import { guardClient } from '../integrations/mcp.js';
 import { ROOT, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
 
 /** An AI SDK payment tool guarded by Aegis; `approve` stands in for the human answering the SDK's approval request. */
@@ -84,6 +86,36 @@ test('AI SDK: generateText with a scripted model runs allowed calls, reports den
   assert.equal(second.text, 'done');
   assert.equal(eng.pendingApprovals().length, 0);
   assert.deepEqual(eng.ledger(task).filter((e) => e.tool === TOOL).map((e) => e.agentId), ['finance-agent', 'finance-agent']);
+});
+
+test('integrations act only on the core enforcement: run with exactly its args, refuse an unknown action', async () => {
+  const eng = engine();
+  // An allow decision, paired with enforcements a stub engine hands out.
+  const { decision } = eng.authorizeEnforced({ chain: financeChain(uniqueTask('stub')), tool: TOOL, args: pay(10) });
+  const stub = (enforcement) => /** @type {any} */ ({ authorizeEnforcedAsync: async () => ({ decision, enforcement }) });
+  const unknown = stub({ action: 'run_later', args: pay(10) });
+  const narrowed = stub({ action: 'run', args: { amount: 1 } });
+  const ran = [];
+  const record = async (a) => {
+    ran.push(a);
+    return 'ran';
+  };
+
+  const aiTool = aegisTool(unknown, [], TOOL, { execute: record });
+  assert.equal(await aiTool.needsApproval(pay(10), {}), false);
+  await assert.rejects(aiTool.execute(pay(10), {}), (e) => e instanceof AegisDenied);
+  assert.equal(await aegisTool(narrowed, [], TOOL, { execute: record }).execute(pay(10), {}), 'ran');
+
+  await assert.rejects(guardClient({ callTool: record }, unknown, []).callTool({ name: TOOL, arguments: pay(10) }),
+    (e) => e instanceof AegisDenied);
+  await guardClient({ callTool: async (p) => record(p.arguments) }, narrowed, []).callTool({ name: TOOL, arguments: pay(10) });
+
+  const toolCall = { name: TOOL, args: pay(10), id: 'c1' };
+  const refused = await aegisMiddleware(unknown, []).wrapToolCall({ toolCall }, async (r) => record(r.toolCall.args));
+  assert.equal(refused.status, 'error');
+  await aegisMiddleware(narrowed, []).wrapToolCall({ toolCall }, async (r) => record(r.toolCall.args));
+
+  assert.deepEqual(ran, [{ amount: 1 }, { amount: 1 }, { amount: 1 }]);
 });
 
 const examples = path.join(ROOT, 'examples', 'node');

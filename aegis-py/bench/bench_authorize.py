@@ -9,7 +9,6 @@ cost of the binding: JSON conversion, the GIL hand-off and building the Python `
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 import time
@@ -33,8 +32,7 @@ def main() -> None:
         decision = eng.authorize(chain, TOOL, args)
     python_s = (time.perf_counter() - start) / iterations
     assert decision.outcome == "allow", decision
-    request = json.dumps({"chain": chain, "tool": TOOL, "args": args})
-    rust_s = eng._native.time_authorize(request, iterations)
+    rust_s = eng.time_authorize(chain, TOOL, args, iterations)
     print(f"authorize, warm, {iterations} calls")
     print(f"  from Python: {python_s * 1e6:9.2f} µs per call")
     print(f"  in Rust:     {rust_s * 1e6:9.2f} µs per call")

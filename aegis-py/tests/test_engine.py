@@ -1,22 +1,15 @@
 """The engine from Python: values, errors, threads, guards, approvals."""
 
+import asyncio
 import json
 import threading
+from typing import Any, Dict
 
 import pytest
 
 import aegis
-from aegis import _native
 from payments_setup import (ACCOUNT, BUNDLE, ISSUER, ISSUER_KEY, TOOL, approver_chain, engine, finance_chain, pay,
                             unique_task)
-
-
-def test_every_core_error_code_has_its_exception_class() -> None:
-    codes = json.loads(_native.error_codes())
-    assert len(codes) >= 40
-    for code in codes:
-        cls = aegis.ERRORS_BY_CODE[code]
-        assert issubclass(cls, aegis.AegisError) and cls.code == code
 
 
 def test_errors_are_typed_and_carry_the_code(tmp_path) -> None:
@@ -42,6 +35,58 @@ def test_decision_is_a_readable_value() -> None:
     assert repr(d).startswith("<Decision allow [policy_permit payments-by-task-agents]")
     with pytest.raises(Exception):
         d.outcome = "deny"  # type: ignore[misc]
+
+
+def test_errors_carry_the_cores_details(tmp_path) -> None:
+    import shutil
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle)
+    (bundle / "limits.cedar").write_text("permit (principal, action, resource) when { nonsense };\n")
+    with pytest.raises(aegis.InvalidBundle) as e:
+        aegis.Engine(bundle, trusted_issuers={ISSUER: ISSUER_KEY})
+    assert e.value.details == {"file": "limits.cedar", "line": 1}
+    eng = engine()
+    version = eng.policy_version
+    with pytest.raises(aegis.InvalidBundle):
+        eng.reload_bundle(bundle)
+    assert eng.policy_version == version and eng.reload_bundle(BUNDLE) == version
+
+
+def test_a_reason_names_the_chain_link_at_fault() -> None:
+    planner, finance = finance_chain(unique_task("t"))
+    tampered = finance[:-4] + ("AAAA" if not finance.endswith("AAAA") else "BBBB")
+    d = engine().authorize([planner, tampered], TOOL, pay(10))
+    assert d.outcome == "deny" and d.codes == ("signature_invalid",) and d.reasons[0].link == 1
+    assert not d.allowed
+
+
+def test_tokens_and_digests_are_strings() -> None:
+    planner, finance = finance_chain(unique_task("t"))
+    assert isinstance(planner, str) and planner.count(".") == 2
+    assert aegis.inspect(finance)["claims"]["sub"] == "finance-agent"
+    digest = aegis.call_digest(TOOL, pay(10))
+    assert isinstance(digest, str) and digest == aegis.call_digest(TOOL, dict(reversed(list(pay(10).items()))))
+    proof = aegis.create_proof(aegis.KeyPair.from_seed(bytes([3]) * 32), TOOL, pay(10))
+    assert isinstance(proof, str) and proof.count(".") == 2
+
+
+def test_decision_enforce_is_the_cores_rule() -> None:
+    eng = engine()
+    chain = finance_chain(unique_task("t"))
+    allowed = eng.authorize(chain, TOOL, pay(10))
+    assert allowed.enforce(pay(10)) == aegis.Enforcement("run", aegis.freeze(pay(10)))
+    card = {**pay(10), "card_number": "4242424242424242"}
+    sanitized = eng.authorize(chain, TOOL, card)
+    assert sanitized.outcome == "sanitize" and sanitized.allowed
+    assert sanitized.enforce(card).args == {**card, "card_number": "[REDACTED]"}
+    pending = eng.authorize(chain, TOOL, pay(9000))
+    assert pending.enforce(pay(9000)).action == "await_approval" and not pending.allowed
+    assert pending.enforce(pay(9000)).approval_id == pending.approval_id
+    denied = eng.authorize(chain, TOOL, {**pay(10), "destination": "nope"})
+    refusal = denied.enforce(pay(10))
+    assert (refusal.action, refusal.code, refusal.args) == ("refuse", "policy_forbid", None)
+    enforced = eng.authorize_enforced(chain, TOOL, pay(10))
+    assert enforced.decision.outcome == "allow" and enforced.enforcement.args == pay(10)
 
 
 def test_key_repr_hides_the_secret() -> None:
@@ -92,6 +137,75 @@ def test_guard_passes_sanitized_args_and_raises_on_deny_and_approval() -> None:
     with pytest.raises(aegis.Denied) as replay:
         create_payment(**pay(9000), aegis_approval_token=token)
     assert replay.value.code == "approval_replayed"
+
+
+def forge_enforcement(eng: aegis.Engine, enforcement: Dict[str, Any]) -> None:
+    """Makes `eng` answer `authorize_enforced` with the real decision but `enforcement` instead of
+    the core's: guards must act on the enforcement alone."""
+    real = eng._op_text
+
+    def op_text(op: str, input_json: str) -> Any:
+        out = real(op, input_json)
+        if op == "authorize_enforced":
+            out["enforcement"] = enforcement
+        return out
+
+    eng._op_text = op_text  # type: ignore[method-assign]
+
+
+FORGED_ARGS = {"amount": 1, "currency": "usd", "destination": "acct_from_the_core_only"}
+REFUSALS = [{"action": "launch"}, {"action": "run"}, {"action": "run", "args": [1]}, {}]
+
+
+def test_guard_acts_on_the_enforcement_alone() -> None:
+    eng = engine()
+    chain = finance_chain(unique_task("t"))
+    ran = []
+
+    @eng.guard(tool=TOOL, chain=chain)
+    def create_payment(amount, currency, destination):
+        ran.append((amount, currency, destination))
+
+    # The decision denies (bad destination), the enforcement says run: the enforcement wins.
+    forge_enforcement(eng, {"action": "run", "args": FORGED_ARGS})
+    create_payment(100, "eur", "nope")
+    assert ran == [(1, "usd", "acct_from_the_core_only")]
+    # The decision allows, the enforcement is unknown or malformed: refused.
+    for enforcement in REFUSALS:
+        forge_enforcement(eng, enforcement)
+        with pytest.raises(aegis.Denied) as denied:
+            create_payment(**pay(10))
+        assert denied.value.decision.outcome == "allow"
+    forge_enforcement(eng, {"action": "await_approval", "approval_id": "apr_x", "message": "ask"})
+    with pytest.raises(aegis.ApprovalRequired) as approval:
+        create_payment(**pay(10))
+    assert (approval.value.approval_id, approval.value.message) == ("apr_x", "ask")
+    assert len(ran) == 1
+
+
+def test_mcp_session_acts_on_the_enforcement_alone() -> None:
+    from aegis.mcp import GuardedSession
+
+    received = []
+
+    class Server:
+        async def call_tool(self, name: str, arguments: Dict[str, Any]) -> str:
+            received.append(arguments)
+            return "done"
+
+    eng = engine()
+    guarded = GuardedSession(Server(), eng, finance_chain(unique_task("t")))
+    forge_enforcement(eng, {"action": "run", "args": FORGED_ARGS})
+    assert asyncio.run(guarded.call_tool(TOOL, {**pay(10), "destination": "nope"})) == "done"
+    assert received == [FORGED_ARGS] and type(received[0]) is dict
+    for enforcement in REFUSALS:
+        forge_enforcement(eng, enforcement)
+        with pytest.raises(aegis.Denied):
+            asyncio.run(guarded.call_tool(TOOL, pay(10)))
+    forge_enforcement(eng, {"action": "await_approval", "approval_id": "apr_x", "message": "ask"})
+    with pytest.raises(aegis.ApprovalRequired):
+        asyncio.run(guarded.call_tool(TOOL, pay(10)))
+    assert len(received) == 1
 
 
 def test_one_engine_shared_by_threads_keeps_single_use() -> None:
@@ -158,6 +272,32 @@ def test_ledger_end_task_budget_and_break_glass() -> None:
     assert eng.authorize(chain, TOOL, pay(1)).codes == ("task_ended",)
 
 
+def test_break_glass_is_bounded_by_max_break_glass_secs() -> None:
+    eng = aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, max_break_glass_secs=30)
+    approvers = [[aegis.issue_root(ISSUER, ISSUER_KEY, name, aegis.KeyPair.generate(), task_id="desk", intent="x",
+                                   scope=["aegis.break_glass"])] for name in ("cfo", "ciso")]
+    with pytest.raises(aegis.BreakGlassRefused) as refused:
+        eng.break_glass(agents=["finance-agent"], tools=[TOOL], reason="outage", approvers=approvers, duration_secs=60)
+    assert "30 seconds" in refused.value.message
+    grant = eng.break_glass(agents=["finance-agent"], tools=[TOOL], reason="outage", approvers=approvers,
+                            duration_secs=20)
+    assert grant.expires_at - grant.opened_at == 20 and grant.approvers == ("cfo", "ciso")
+    assert [g.id for g in eng.open_break_glass()] == [grant.id]
+    eng.close_break_glass(grant.id, "INC-1")
+    assert eng.open_break_glass() == []
+
+
+def test_store_urls_are_parsed_by_the_core() -> None:
+    assert engine("memory").pending_approvals() == []
+    for bad in ("bogus", "sqlite:"):
+        with pytest.raises(aegis.MalformedRequest):
+            engine(bad)
+    with pytest.raises(aegis.StoreUnavailable):  # the object form, for the key prefix
+        aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, store="redis://127.0.0.1:1/0", redis_prefix="p")
+    with pytest.raises(aegis.MalformedRequest):
+        aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, redis_prefix="p")
+
+
 def test_sqlite_store_is_shared_by_two_engines(tmp_path) -> None:
     store = f"sqlite:{tmp_path / 'aegis.db'}"
     a, b = engine(store), engine(store)
@@ -195,3 +335,18 @@ def test_langgraph_tool_node_with_the_aegis_wrapper() -> None:
     by_id = {m.tool_call_id: m for m in out["messages"] if hasattr(m, "tool_call_id")}
     assert by_id["a"].status == "success" and by_id["b"].status == "error"
     assert ran == [100]
+
+    # The wrapper acts on the core's enforcement alone.
+    eng = engine()
+    forged = ToolNode([create_payment], wrap_tool_call=tool_call_wrapper(eng, finance_chain(unique_task("node"))))
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", forged)
+    graph.add_edge(START, "tools")
+    graph.add_edge("tools", END)
+    compiled = graph.compile()
+    forge_enforcement(eng, {"action": "run", "args": {"amount": 7, "currency": "eur", "destination": ACCOUNT}})
+    out = compiled.invoke({"messages": [AIMessage(content="", tool_calls=calls[1:])]})
+    assert out["messages"][-1].status == "success" and ran == [100, 7]
+    forge_enforcement(eng, {"action": "launch"})
+    out = compiled.invoke({"messages": [AIMessage(content="", tool_calls=calls[:1])]})
+    assert out["messages"][-1].status == "error" and ran == [100, 7]

@@ -39,7 +39,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path) -> None:
     maturin = os.path.join(os.path.dirname(sys.executable), "maturin")
     out = run([maturin, "build", "--profile", "dev", "--out", str(dist)], cwd=ROOT / "aegis-py")
     assert out.returncode == 0, out.stdout + out.stderr
-    wheels = list(dist.glob("aegis-*.whl"))
+    wheels = list(dist.glob("aegis_sod-*.whl"))
     assert len(wheels) == 1
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _native
 from ._errors import *  # noqa: F401,F403  (one exception class per error code)
-from ._errors import ERRORS_BY_CODE, AegisError, ApprovalRequired, Denied, from_native
+from ._errors import ERRORS_BY_CODE, REASON_CODES, VERDICT_CODES, AegisError, from_native
+from ._guard import ApprovalRequired, Denied, args_to_run
 
 __all__ = [
     "AegisError",
@@ -29,18 +30,28 @@ __all__ = [
     "BreakGlassGrant",
     "Decision",
     "Denied",
+    "Enforced",
+    "Enforcement",
     "Engine",
     "ERRORS_BY_CODE",
     "KeyPair",
     "LedgerEntry",
+    "Operation",
     "PendingApproval",
+    "REASON_CODES",
     "Reason",
+    "VERDICT_CODES",
+    "args_to_run",
     "call_digest",
     "create_proof",
     "delegate",
+    "error_codes",
     "freeze",
     "inspect",
     "issue_root",
+    "json_pointer",
+    "operations",
+    "reason_codes",
     "slack_message",
 ]
 
@@ -55,16 +66,46 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
         raise from_native(e) from None
 
 
+def _free(op: str, payload: Any) -> Any:
+    """Runs operation `op` of the core's table (one that needs no engine) on `payload`."""
+    return json.loads(_call(_native.call, op, _dumps(payload)))
+
+
 # --- values -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a decision came out as it did: a stable `code`, the policy (if any), a message."""
+    """Why a decision came out as it did: a stable `code`, the policy (if any), a message, and
+    the chain link (if a credential is the reason)."""
 
     code: str
     message: str
     policy_id: Optional[str] = None
+    link: Optional[int] = None
+
+    @classmethod
+    def _from_json(cls, d: Dict[str, Any]) -> "Reason":
+        return cls(d["code"], d["message"], d.get("policy_id"), d.get("link"))
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """What a guard does with a decision, as the core rules: `action` is `run` (with exactly
+    `args`), `await_approval` (a human approves `approval_id`) or `refuse` (`code`, `message`).
+    Any other action must be treated as a refusal (see :func:`args_to_run`)."""
+
+    action: str
+    args: Optional[Mapping[str, Any]] = None
+    approval_id: Optional[str] = None
+    code: Optional[str] = None
+    message: Optional[str] = None
+
+    @classmethod
+    def _from_json(cls, d: Dict[str, Any]) -> "Enforcement":
+        args = d.get("args")
+        return cls(str(d.get("action")), None if args is None else freeze(args), d.get("approval_id"),
+                   d.get("code"), d.get("message"))
 
 
 @dataclass(frozen=True)
@@ -82,24 +123,37 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
-        """Whether the tool may run (`allow` or `sanitize`)."""
-        return self.outcome in ("allow", "sanitize")
+        """Whether the tool may run (`allow` or `sanitize`), as the core's enforcement rules."""
+        return self.enforce({}).action == "run"
 
     @property
     def codes(self) -> Tuple[str, ...]:
         """The reason codes, in order."""
         return tuple(r.code for r in self.reasons)
 
+    def enforce(self, args: Mapping[str, Any]) -> Enforcement:
+        """The core's enforcement of this decision for a call with `args`: what a guard does."""
+        return Enforcement._from_json(_free("enforce", {"decision": self._json(), "args": args}))
+
     def __repr__(self) -> str:
         why = ", ".join(f"{r.code}" + (f" {r.policy_id}" if r.policy_id else "") for r in self.reasons)
         extra = f" approval_id={self.approval_id}" if self.approval_id else ""
         return f"<Decision {self.outcome} [{why}]{extra} {self.decision_id} {self.policy_version}>"
 
+    def _json(self) -> Dict[str, Any]:
+        """This decision in the core's JSON form (`null` stands for an absent member)."""
+        return {"outcome": self.outcome,
+                "reasons": [{"code": r.code, "message": r.message, "policy_id": r.policy_id, "link": r.link}
+                            for r in self.reasons],
+                "decision_id": self.decision_id, "policy_version": self.policy_version,
+                "would_block": self.would_block, "approval_id": self.approval_id,
+                "sanitized_args": self.sanitized_args, "break_glass_id": self.break_glass_id}
+
     @classmethod
     def _from_json(cls, data: Dict[str, Any]) -> "Decision":
         return cls(
             outcome=data["outcome"],
-            reasons=tuple(Reason(r["code"], r["message"], r.get("policy_id")) for r in data["reasons"]),
+            reasons=tuple(Reason._from_json(r) for r in data["reasons"]),
             decision_id=data["decision_id"],
             policy_version=data["policy_version"],
             would_block=data.get("would_block", False),
@@ -107,6 +161,18 @@ class Decision:
             sanitized_args=freeze(data["sanitized_args"]) if "sanitized_args" in data else None,
             break_glass_id=data.get("break_glass_id"),
         )
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """A decision with the core's enforcement of it, as :meth:`Engine.authorize_enforced` returns."""
+
+    decision: Decision
+    enforcement: Enforcement
+
+    @classmethod
+    def _from_json(cls, d: Dict[str, Any]) -> "Enforced":
+        return cls(Decision._from_json(d["decision"]), Enforcement._from_json(d["enforcement"]))
 
 
 @dataclass(frozen=True)
@@ -191,6 +257,15 @@ class BreakGlassGrant:
                    d["opened_at"], d["expires_at"], d.get("closed_at"), d.get("review_ref"))
 
 
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the core's table: its name, whether it needs an engine, what it does."""
+
+    name: str
+    needs_engine: bool
+    summary: str
+
+
 def freeze(value: Any) -> Any:
     """A deep, immutable view: dicts become read-only mappings, lists become tuples."""
     if isinstance(value, Mapping):
@@ -212,6 +287,29 @@ def _dumps(value: Any) -> str:
     return json.dumps(_thaw(value), separators=(",", ":"))
 
 
+# --- the core's table, directly ------------------------------------------------------------------
+
+
+def operations() -> List[Operation]:
+    """Every operation of the core's table (each has a wrapper in this package)."""
+    return [Operation(o["name"], o["needs_engine"], o["summary"]) for o in _free("operations", {})]
+
+
+def error_codes() -> Tuple[str, ...]:
+    """Every stable `ErrorCode` of the core (each has its class in :data:`ERRORS_BY_CODE`)."""
+    return tuple(_free("error_codes", {}))
+
+
+def reason_codes() -> Tuple[str, ...]:
+    """Every code a decision's reason can carry: the verdict codes, then the error codes."""
+    return tuple(_free("reason_codes", {}))
+
+
+def json_pointer(json_text: str, pointer: str) -> Any:
+    """The value at RFC 6901 `pointer` in `json_text`, as the core reads it (strictly)."""
+    return _free("json_pointer", {"json": json_text, "pointer": pointer})
+
+
 # --- keys and credentials -----------------------------------------------------------------------
 
 
@@ -224,17 +322,17 @@ class KeyPair:
         self._jwk = dict(private_jwk)
         if "d" not in self._jwk:
             raise InvalidKey("a key pair needs a private jwk (with `d`)", "invalid_key")  # noqa: F405
-        _call(_native.public_jwk, json.dumps(self._jwk))
+        _free("public_jwk", self._jwk)
 
     @classmethod
     def generate(cls) -> "KeyPair":
         """A fresh key from the operating system's randomness."""
-        return cls(json.loads(_call(_native.generate_key, None)))
+        return cls(_free("generate_key", {}))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> "KeyPair":
         """The deterministic key for a 32-byte seed (fixtures and tests)."""
-        return cls(json.loads(_call(_native.generate_key, seed.hex())))
+        return cls(_free("generate_key", {"seed_hex": seed.hex()}))
 
     @property
     def private_jwk(self) -> Dict[str, Any]:
@@ -244,7 +342,7 @@ class KeyPair:
     @property
     def public_jwk(self) -> Dict[str, Any]:
         """The public JWK, `kid` = RFC 7638 thumbprint."""
-        return dict(json.loads(_call(_native.public_jwk, json.dumps(self._jwk))))
+        return dict(_free("public_jwk", self._jwk))
 
     @property
     def kid(self) -> str:
@@ -268,7 +366,7 @@ def issue_root(
     request = {"issuer": issuer, "signing_key": issuer_key.private_jwk, "agent_id": agent_id,
                "agent_key": _jwk_of(agent_key), "task_id": task_id, "intent": intent, "scope": list(scope),
                "ttl_secs": ttl_secs, "issued_at": issued_at, "jti": jti, "audience": audience}
-    return str(_call(_native.issue, json.dumps(request)))
+    return str(_free("issue", request))
 
 
 def delegate(
@@ -279,44 +377,33 @@ def delegate(
     request = {"parent": parent, "signing_key": parent_key.private_jwk, "agent_id": agent_id,
                "agent_key": _jwk_of(agent_key), "scope": list(scope), "ttl_secs": ttl_secs,
                "issued_at": issued_at, "jti": jti}
-    return str(_call(_native.issue, json.dumps(request)))
+    return str(_free("issue", request))
 
 
 def inspect(token: str) -> Dict[str, Any]:
     """Decodes a credential without verifying it (for display only)."""
-    return dict(json.loads(_call(_native.inspect, token)))
+    return dict(_free("inspect", {"token": token}))
 
 
 def create_proof(key: KeyPair, tool: str, args: Mapping[str, Any], *, ttl_secs: int = 60,
                  jti: Optional[str] = None, issued_at: Optional[int] = None) -> str:
     """A proof of possession by the leaf agent's key for exactly this call."""
-    request = {"key": key.private_jwk, "tool": tool, "args": _thaw(args), "ttl_secs": ttl_secs, "jti": jti,
+    request = {"key": key.private_jwk, "tool": tool, "args": args, "ttl_secs": ttl_secs, "jti": jti,
                "issued_at": issued_at}
-    return str(_call(_native.create_proof, json.dumps(request)))
+    return str(_free("create_proof", request))
 
 
 def call_digest(tool: str, args: Mapping[str, Any]) -> str:
     """The digest approvals and proofs bind to: SHA-256 of the RFC 8785 form of the call."""
-    return str(_call(_native.call_digest, tool, _dumps(args)))
+    return str(_free("call_digest", {"tool": tool, "args": args}))
 
 
 def slack_message(pending: PendingApproval) -> Dict[str, Any]:
     """A Slack Block Kit message body asking a human to approve or reject `pending`."""
-    return dict(json.loads(_call(_native.slack_message, json.dumps(pending._raw))))
+    return dict(_free("slack_message", pending._raw))
 
 
 # --- the engine ---------------------------------------------------------------------------------
-
-
-def _store_config(store: Optional[str], redis_prefix: Optional[str]) -> Optional[Dict[str, Any]]:
-    if store is None or store == "memory":
-        return None
-    if store.startswith("sqlite:"):
-        return {"sqlite": {"path": store[len("sqlite:"):]}}
-    if store.startswith(("redis://", "rediss://", "unix://")):
-        return {"redis": {"url": store, "prefix": redis_prefix}}
-    raise MalformedRequest(  # noqa: F405
-        f"store `{store}` is not `memory`, `sqlite:<path>` or a `redis://` url", "malformed_request")
 
 
 class Engine:
@@ -334,18 +421,22 @@ class Engine:
         leeway_secs: Optional[int] = None,
         max_delegation_depth: Optional[int] = None,
         override_ttl_secs: Optional[int] = None,
+        max_break_glass_secs: Optional[int] = None,
         fixed_time: Optional[int] = None,
         notifier: Optional[Callable[[PendingApproval], None]] = None,
     ) -> None:
+        """`store` is a URL the core parses: `memory` (the default), `sqlite:PATH` or
+        `redis://...`; `redis_prefix` sets the key prefix of a Redis store."""
         config = {
             "bundle_dir": os.fspath(bundle_dir),
             "trusted_issuers": [{"issuer": name, "jwk": _jwk_of(k)} for name, k in trusted_issuers.items()],
-            "store": _store_config(store, redis_prefix),
+            "store": store if redis_prefix is None else {"redis": {"url": store, "prefix": redis_prefix}},
             "approval_key": approval_key.private_jwk if approval_key else None,
             "audience": audience,
             "leeway_secs": leeway_secs,
             "max_delegation_depth": max_delegation_depth,
             "override_ttl_secs": override_ttl_secs,
+            "max_break_glass_secs": max_break_glass_secs,
             "fixed_time": fixed_time,
         }
         callback = None
@@ -357,88 +448,100 @@ class Engine:
 
         self._native = _call(_native.Engine, json.dumps({k: v for k, v in config.items() if v is not None}), callback)
 
+    def _op(self, op: str, payload: Any) -> Any:
+        """Runs engine operation `op` of the core's table on `payload`."""
+        return self._op_text(op, _dumps(payload))
+
+    def _op_text(self, op: str, input_json: str) -> Any:
+        return json.loads(_call(self._native.call, op, input_json))
+
     @property
     def policy_version(self) -> str:
         """The version of the bundle in force."""
-        return str(self._native.policy_version())
+        return str(self._op("policy_version", {})["policy_version"])
 
     def reload_bundle(self, bundle_dir: Union[str, "os.PathLike[str]"]) -> str:
         """Loads a bundle and swaps it in atomically; on error the old one stays in force."""
-        return str(_call(self._native.reload_bundle, os.fspath(bundle_dir)))
+        return str(self._op("reload_bundle", {"bundle_dir": os.fspath(bundle_dir)})["policy_version"])
 
     def authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
                   resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
                   approval_token: Optional[str] = None) -> Decision:
         """Decides on one call; problems with credentials or policies are a `deny`, not an error."""
-        return self._authorize_json(chain, tool, _dumps(args), resource, proof, approval_token)
+        request = _request(chain, tool, _dumps(args), resource, proof, approval_token)
+        return Decision._from_json(self._op_text("authorize", request))
 
-    def _authorize_json(self, chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[str, str]],
-                        proof: Optional[str], approval_token: Optional[str]) -> Decision:
-        parts = [f'"chain":{json.dumps(list(chain))}', f'"tool":{json.dumps(tool)}', f'"args":{args_json}']
-        if resource is not None:
-            parts.append(f'"resource":{json.dumps({"type": resource[0], "id": resource[1]})}')
-        if proof is not None:
-            parts.append(f'"proof":{json.dumps(proof)}')
-        if approval_token is not None:
-            parts.append(f'"approval_token":{json.dumps(approval_token)}')
-        return Decision._from_json(json.loads(_call(self._native.authorize, "{" + ",".join(parts) + "}")))
+    def authorize_enforced(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
+                           resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
+                           approval_token: Optional[str] = None) -> Enforced:
+        """Decides on one call and returns the core's enforcement with it: what guards act on
+        (see :func:`args_to_run`)."""
+        request = _request(chain, tool, _dumps(args), resource, proof, approval_token)
+        return Enforced._from_json(self._op_text("authorize_enforced", request))
+
+    def time_authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], iterations: int) -> float:
+        """Mean seconds per decision on this call, measured inside the core (for benchmarks:
+        the baseline a Python-side timing is compared with)."""
+        request = _request(chain, tool, _dumps(args), None, None, None)
+        return float(self._op_text("time_authorize", f'{{"request":{request},"iterations":{int(iterations)}}}'))
 
     def approve(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
         """Approves as `approver_chain`; returns the single-use override token when accepted."""
-        return self._resolve(self._native.approve, approval_id, approver_chain, note)
+        return self._resolve("approve", approval_id, approver_chain, note)
 
     def reject(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
         """Rejects a pending approval."""
-        return self._resolve(self._native.reject, approval_id, approver_chain, note)
+        return self._resolve("reject", approval_id, approver_chain, note)
 
-    def _resolve(self, fn: Callable[[str], str], approval_id: str, chain: Chain, note: Optional[str]) -> ApprovalResolution:
-        out = json.loads(_call(fn, json.dumps({"approval_id": approval_id, "approver_chain": list(chain), "note": note})))
+    def _resolve(self, op: str, approval_id: str, chain: Chain, note: Optional[str]) -> ApprovalResolution:
+        out = self._op(op, {"approval_id": approval_id, "approver_chain": list(chain), "note": note})
         return ApprovalResolution(
             accepted=out["accepted"],
-            reasons=tuple(Reason(r["code"], r["message"], r.get("policy_id")) for r in out["reasons"]),
+            reasons=tuple(Reason._from_json(r) for r in out["reasons"]),
             approval=PendingApproval._from_json(out["approval"]),
             override_token=out.get("override_token"),
         )
 
     def pending_approvals(self) -> List[PendingApproval]:
         """Approvals waiting for a human, oldest first."""
-        return [PendingApproval._from_json(p) for p in json.loads(_call(self._native.pending_approvals))]
+        return [PendingApproval._from_json(p) for p in self._op("pending_approvals", {})]
 
     def approval(self, approval_id: str) -> Optional[PendingApproval]:
         """An approval in any state, or None."""
-        data = json.loads(_call(self._native.approval, approval_id))
+        data = self._op("approval", {"approval_id": approval_id})
         return None if data is None else PendingApproval._from_json(data)
 
     def ledger(self, task_id: str) -> List[LedgerEntry]:
         """Every allowed call and approval of a task, oldest first."""
         return [LedgerEntry(e["tool"], e["agent_id"], tuple(e["lineage"]), e["decision_id"], e["at"])
-                for e in json.loads(_call(self._native.ledger, task_id))]
+                for e in self._op("ledger", {"task_id": task_id})]
 
     def end_task(self, task_id: str) -> None:
         """Ends a task: every credential of it is refused from now on."""
-        _call(self._native.end_task, task_id)
+        self._op("end_task", {"task_id": task_id})
 
     def break_glass(self, *, agents: Sequence[str], tools: Sequence[str], reason: str,
                     approvers: Sequence[Chain], duration_secs: int) -> BreakGlassGrant:
         """Opens a time-boxed emergency grant (two distinct approvers, a reason)."""
         request = {"agents": list(agents), "tools": list(tools), "reason": reason,
                    "approvers": [list(c) for c in approvers], "duration_secs": duration_secs}
-        return BreakGlassGrant._from_json(json.loads(_call(self._native.break_glass, json.dumps(request))))
+        return BreakGlassGrant._from_json(self._op("break_glass", request))
 
     def open_break_glass(self) -> List[BreakGlassGrant]:
         """Grants not yet closed, expired ones included."""
-        return [BreakGlassGrant._from_json(g) for g in json.loads(_call(self._native.open_break_glass))]
+        return [BreakGlassGrant._from_json(g) for g in self._op("open_break_glass", {})]
 
     def close_break_glass(self, grant_id: str, review_ref: str) -> None:
         """Closes a grant with its post-incident review reference."""
-        _call(self._native.close_break_glass, grant_id, review_ref)
+        self._op("close_break_glass", {"grant_id": grant_id, "review_ref": review_ref})
 
     def guard(self, tool: str, chain: Union[Chain, Callable[[], Chain]]) -> Callable[[F], F]:
         """Decorates a function so every call is authorized first.
 
-        The function receives an immutable snapshot of exactly the arguments that were
-        authorized (or the sanitized ones). Deny raises :class:`Denied`; approval needed raises
-        :class:`ApprovalRequired`. Pass `aegis_approval_token=` to redeem an approval.
+        The core's enforcement decides (see :func:`args_to_run`): the function receives an
+        immutable snapshot of exactly the arguments the core says to run with (the authorized
+        ones, or their sanitized form); awaiting an approval raises :class:`ApprovalRequired`,
+        anything else raises :class:`Denied`. Pass `aegis_approval_token=` to redeem an approval.
         """
 
         def current_chain() -> Chain:
@@ -451,15 +554,9 @@ class Engine:
                 token = kwargs.pop("aegis_approval_token", None)
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
-                # The snapshot is taken once, here: what is authorized is exactly what runs.
-                authorized = _dumps(dict(bound.arguments))
-                decision = self._authorize_json(current_chain(), tool, authorized, None, None, token)
-                if decision.outcome == "approval_needed":
-                    raise ApprovalRequired(decision)
-                if not decision.allowed:
-                    raise Denied(decision)
-                final = decision.sanitized_args if decision.sanitized_args is not None else json.loads(authorized)
-                return {k: freeze(v) for k, v in final.items()}
+                # The snapshot is taken once, here: the core decides on exactly these bytes.
+                request = _request(current_chain(), tool, _dumps(dict(bound.arguments)), None, None, token)
+                return dict(args_to_run(Enforced._from_json(self._op_text("authorize_enforced", request))))
 
             if _inspect.iscoroutinefunction(fn):
                 @functools.wraps(fn)
@@ -475,3 +572,16 @@ class Engine:
             return wrapper  # type: ignore[return-value]
 
         return decorator
+
+
+def _request(chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[str, str]],
+             proof: Optional[str], approval_token: Optional[str]) -> str:
+    """An AuthorizationRequest as JSON text, with `args_json` embedded byte for byte."""
+    parts = [f'"chain":{json.dumps(list(chain))}', f'"tool":{json.dumps(tool)}', f'"args":{args_json}']
+    if resource is not None:
+        parts.append(f'"resource":{json.dumps({"type": resource[0], "id": resource[1]})}')
+    if proof is not None:
+        parts.append(f'"proof":{json.dumps(proof)}')
+    if approval_token is not None:
+        parts.append(f'"approval_token":{json.dumps(approval_token)}')
+    return "{" + ",".join(parts) + "}"

@@ -3,26 +3,27 @@
 - :class:`AegisMiddleware` for ``langchain.agents.create_agent(..., middleware=[...])``.
 - :func:`tool_call_wrapper` for ``langgraph.prebuilt.ToolNode(tools, wrap_tool_call=...)``.
 
-On ``deny`` the tool does not run and the model gets a ``ToolMessage`` with ``status="error"``.
-On ``approval_needed`` the graph is interrupted (LangGraph ``interrupt()``) with the approval id;
-resume with ``Command(resume={"approval_token": token})`` after a human approved (the call then
-runs once, with the override token), or ``Command(resume={"rejected": True})``.
+Aegis's core decides whether the tool runs (its enforcement of the decision). When refused,
+the tool does not run and the model gets a ``ToolMessage`` with ``status="error"``. When a human
+must approve, the graph is interrupted (LangGraph ``interrupt()``) with the approval id; resume
+with ``Command(resume={"approval_token": token})`` after a human approved (the call then runs
+once, with the override token), or ``Command(resume={"rejected": True})``.
 Interrupts need a checkpointer, as with any human-in-the-loop graph.
 
-Install with ``pip install aegis[langchain]``.
+Install with ``pip install aegis-sod[langchain]``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from . import Decision, Engine
+from . import ApprovalRequired, Denied, Engine, _thaw, args_to_run
 
 ChainSource = Union[Sequence[str], Callable[[ToolCallRequest], Sequence[str]]]
 Handler = Callable[[ToolCallRequest], Union[ToolMessage, Command[Any]]]
@@ -33,48 +34,50 @@ def _error(request: ToolCallRequest, text: str) -> ToolMessage:
     return ToolMessage(content=text, tool_call_id=call["id"], name=call["name"], status="error")
 
 
-def _explain(decision: Decision) -> str:
-    reasons = "; ".join(f"{r.code}" + (f" ({r.policy_id})" if r.policy_id else "") + f": {r.message}" for r in decision.reasons)
-    return f"Aegis denied this call: {reasons}"
+def _explain(refused: Union[Denied, ApprovalRequired]) -> str:
+    reasons = "; ".join(f"{r.code}" + (f" ({r.policy_id})" if r.policy_id else "") + f": {r.message}"
+                        for r in refused.decision.reasons)
+    return f"Aegis denied this call: {reasons or refused.message}"
+
+
+def _ask_human(pending: ApprovalRequired, tool: str, args: Mapping[str, Any]) -> Optional[str]:
+    """Interrupts the graph for an approval; the override token it is resumed with, if any."""
+    answer = interrupt({
+        "type": "aegis_approval",
+        "approval_id": pending.approval_id,
+        "tool": tool,
+        "args": args,
+        "reasons": [r.message for r in pending.decision.reasons],
+    })
+    token = answer.get("approval_token") if isinstance(answer, Mapping) else None
+    return token if isinstance(token, str) and token else None
 
 
 def tool_call_wrapper(engine: Engine, chain: ChainSource) -> Callable[[ToolCallRequest, Handler], Union[ToolMessage, Command[Any]]]:
     """A ``wrap_tool_call`` function for ``ToolNode``; ``chain`` is the caller's credential chain
-    (or a function of the request returning it, e.g. read from the graph state)."""
+    (or a function of the request returning it, e.g. read from the graph state).
+
+    The core's enforcement decides (:func:`aegis.args_to_run`): the tool runs with exactly the
+    arguments it names, or not at all."""
 
     def wrap(request: ToolCallRequest, handler: Handler) -> Union[ToolMessage, Command[Any]]:
         call = request.tool_call
         current = chain(request) if callable(chain) else chain
-        args: Mapping[str, Any] = call.get("args") or {}
-        # Serialized once: exactly these bytes are authorized, and exactly these run.
-        authorized = json.loads(json.dumps(dict(args)))
-        decision = engine.authorize(current, call["name"], authorized)
-        if decision.outcome == "approval_needed":
-            answer = interrupt({
-                "type": "aegis_approval",
-                "approval_id": decision.approval_id,
-                "tool": call["name"],
-                "args": authorized,
-                "reasons": [r.message for r in decision.reasons],
-            })
-            token: Optional[str] = answer.get("approval_token") if isinstance(answer, Mapping) else None
-            if not token:
-                return _error(request, f"a human rejected this call (approval {decision.approval_id})")
-            decision = engine.authorize(current, call["name"], authorized, approval_token=token)
-        if not decision.allowed:
-            return _error(request, _explain(decision))
-        final = dict(decision.sanitized_args) if decision.sanitized_args is not None else authorized
-        return handler(request.override(tool_call={**call, "args": json.loads(json.dumps(final, default=_plain))}))
+        # A plain JSON copy, taken once: exactly this is authorized.
+        authorized: Dict[str, Any] = json.loads(json.dumps(dict(call.get("args") or {})))
+        try:
+            try:
+                final = args_to_run(engine.authorize_enforced(current, call["name"], authorized))
+            except ApprovalRequired as pending:
+                token = _ask_human(pending, call["name"], authorized)
+                if token is None:
+                    return _error(request, f"a human rejected this call (approval {pending.approval_id})")
+                final = args_to_run(engine.authorize_enforced(current, call["name"], authorized, approval_token=token))
+        except (Denied, ApprovalRequired) as refused:
+            return _error(request, _explain(refused))
+        return handler(request.override(tool_call={**call, "args": _thaw(final)}))
 
     return wrap
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 class AegisMiddleware(AgentMiddleware):

@@ -6,11 +6,13 @@ Wrap an ``mcp.ClientSession`` or an ``mcp.Client``::
         guarded = GuardedSession(client, engine, chain)
         await guarded.call_tool("stripe.create_payment", {"amount": 1200, ...})
 
-Deny raises :class:`aegis.Denied`; approval needed raises :class:`aegis.ApprovalRequired`
-(retry with ``approval_token=``). The server receives exactly the authorized (or sanitized)
-arguments. Everything else is passed through to the wrapped session.
+The core's enforcement of the decision rules (:func:`aegis.args_to_run`): awaiting an approval
+raises :class:`aegis.ApprovalRequired` (retry with ``approval_token=``), any other refusal raises
+:class:`aegis.Denied`, and the server receives exactly the arguments the core says to run with
+(the authorized ones, or their sanitized form). Everything else is passed through to the
+wrapped session.
 
-Install with ``pip install aegis[mcp]``.
+Install with ``pip install aegis-sod[mcp]``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
-from . import ApprovalRequired, Denied, Engine, _thaw
+from . import Engine, _thaw, args_to_run
 
 
 class GuardedSession:
@@ -33,12 +35,9 @@ class GuardedSession:
                         approval_token: Optional[str] = None, **kwargs: Any) -> Any:
         chain = self._chain() if callable(self._chain) else self._chain
         authorized: Dict[str, Any] = json.loads(json.dumps(dict(arguments or {})))
-        decision = self._engine.authorize(chain, name, authorized, approval_token=approval_token)
-        if decision.outcome == "approval_needed":
-            raise ApprovalRequired(decision)
-        if not decision.allowed:
-            raise Denied(decision)
-        final = _thaw(decision.sanitized_args) if decision.sanitized_args is not None else authorized
+        # The core's enforcement decides; the server receives exactly the arguments it names.
+        enforced = self._engine.authorize_enforced(chain, name, authorized, approval_token=approval_token)
+        final = _thaw(args_to_run(enforced))
         return await self._session.call_tool(name, final, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
