@@ -76,6 +76,7 @@ pub struct Bundle {
     meta: HashMap<PolicyId, PolicyMeta>,
     tools: HashMap<String, Arc<ToolEntry>>,
     principal_type: EntityTypeName,
+    role_type: EntityTypeName,
 }
 
 /// What the engine needs per tool, computed once at load.
@@ -167,6 +168,7 @@ impl Bundle {
 
         let ns = manifest.namespace.as_deref().map(|n| format!("{n}::")).unwrap_or_default();
         let principal_type = type_name(&format!("{ns}{}", manifest.principal_type))?;
+        let role_type = type_name(&format!("{ns}{}", manifest.role_type))?;
         let resource_type = type_name(&format!("{ns}{}", manifest.resource_type))?;
         let predicates = compile_predicates(&manifest)?;
         if let Some((name, _)) = manifest.budgets.iter().find(|(_, b)| b.limit < 0 || b.window_secs <= 0) {
@@ -201,7 +203,7 @@ impl Bundle {
             tools.insert(tool, Arc::new(entry));
         }
         let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, content_digest(sources));
-        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type })
+        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, role_type })
     }
 
     /// `name@version+digest`: changes whenever any byte of the bundle changes.
@@ -241,6 +243,10 @@ impl Bundle {
     pub(crate) fn principal_type(&self) -> &EntityTypeName {
         &self.principal_type
     }
+
+    pub(crate) fn role_type(&self) -> &EntityTypeName {
+        &self.role_type
+    }
 }
 impl Bundle {
     /// Evaluates a tool's policies once; returns the enforced evaluation and `would_block`.
@@ -254,6 +260,7 @@ impl Bundle {
         let would_block = eval.determining.iter().any(shadow) || eval.erroring.iter().any(|(id, _)| shadow(id));
         eval.determining.retain(|id| !shadow(id));
         eval.erroring.retain(|(id, _)| !shadow(id));
+        eval.satisfied_permits.retain(|id| !shadow(id));
         if eval.cedar_decision == CedarDecision::Allow && eval.determining.is_empty() {
             // Only shadow probes matched: no enforced permit, which Cedar would call a deny.
             eval.cedar_decision = CedarDecision::Deny;

@@ -71,6 +71,7 @@ impl Fixture {
             issued_at,
             expires_at: issued_at + ttl,
             jti: format!("cred-{agent}-{issued_at}"),
+            roles: Vec::new(),
         }
     }
 
@@ -315,6 +316,7 @@ pub fn spec_in(task: &str, agent: &str, key: &KeyPair, scope: &[&str], issued_at
         issued_at,
         expires_at: issued_at + ttl,
         jti: format!("cred-{task}-{agent}-{issued_at}"),
+        roles: Vec::new(),
     }
 }
 
@@ -325,9 +327,25 @@ pub fn chain_in(task: &str, agent: &str, agent_key: &KeyPair, scope: &[&str], no
     vec![root, leaf]
 }
 
+/// A person's root credential: the issuer attests the role named like the person, and each
+/// person holds a key of its own (`finance-approver` holds `approver_key()`).
 pub fn approver_chain(agent: &str, now: i64) -> Vec<String> {
-    let k = approver_key();
-    vec![issue_root(ISSUER, &key(1), spec_in("approvals-desk", agent, &k, &["aegis.approve", "aegis.break_glass"], now - 60, 3000)).unwrap()]
+    let k = person_key(agent);
+    let mut spec = spec_in("approvals-desk", agent, &k, &["aegis.approve", "aegis.break_glass"], now - 60, 3000);
+    spec.roles = vec![agent.to_owned()];
+    vec![issue_root(ISSUER, &key(1), spec).unwrap()]
+}
+
+/// The key of a person: `approver_key()` for the finance approver, one per name otherwise.
+pub fn person_key(agent: &str) -> KeyPair {
+    if agent == "finance-approver" {
+        return approver_key();
+    }
+    let seed = agent.bytes().fold([7u8; 32], |mut acc, b| {
+        acc[usize::from(b) % 32] = acc[usize::from(b) % 32].wrapping_mul(31).wrapping_add(b);
+        acc
+    });
+    KeyPair::from_seed(&seed).unwrap()
 }
 
 pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationRequest {
