@@ -353,22 +353,6 @@ fn run_story(store: Arc<dyn Store>) {
     assert_eq!(codes(&engine, &req(&finance, pay(10, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded.into()]));
 }
 
-fn engine_sources() -> aegis_sod::BundleSources {
-    let dir = payments_dir();
-    let mut policies: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
-        .collect();
-    policies.sort();
-    aegis_sod::BundleSources {
-        manifest: std::fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
-        schema: std::fs::read_to_string(dir.join("payments.cedarschema")).unwrap(),
-        schema_file: "payments.cedarschema".into(),
-        policies,
-    }
-}
 
 #[test]
 fn payments_story_on_memory() {

@@ -109,6 +109,9 @@ impl Engine {
         let tool = bundle.tool(&request.tool).cloned().ok_or_else(|| {
             Error::new(ErrorCode::UnknownTool, format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()))
         })?;
+        if let Some(ty) = &tool.args_type {
+            ty.check(&request.args, "args").map_err(|why| Error::new(ErrorCode::ArgsInvalid, why))?;
+        }
         let mut call = VerifiedCall {
             request,
             chain,

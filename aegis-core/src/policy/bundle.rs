@@ -25,6 +25,7 @@ use cedar_policy::{
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
+use super::args::ArgsType;
 use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
 use super::manifest::{BudgetSpec, Manifest};
 use crate::error::{Error, ErrorCode, Result};
@@ -89,6 +90,8 @@ pub(crate) struct ToolEntry {
     pub policies: PolicyList,
     pub predicates: Vec<CompiledPredicate>,
     pub proof_required: bool,
+    /// The declared type of `context.args`, checked before every evaluation.
+    pub args_type: Option<ArgsType>,
     pub budgets: Vec<CompiledBudget>,
 }
 
@@ -158,6 +161,10 @@ impl Bundle {
             .action_entities()
             .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{}`: {e}", sources.schema_file)))?;
 
+        let schema_json = cedar_policy::SchemaFragment::from_cedarschema_str(&sources.schema)
+            .ok()
+            .and_then(|(fragment, _)| fragment.to_json_value().ok())
+            .unwrap_or_default();
         let (all, meta) = parse_policy_files(&sources.policies)?;
         validate(&schema, &all, &meta, &sources.policies)?;
 
@@ -189,6 +196,7 @@ impl Bundle {
                     .map(|(p, _)| CompiledPredicate { name: p.name.clone(), path: p.path.clone(), regex: p.regex.clone() })
                     .collect(),
                 proof_required: manifest.proof_required.iter().any(|t| t == "*" || t == &tool),
+                args_type: ArgsType::of_action(&schema_json, &tool),
                 budgets: manifest
                     .budgets
                     .iter()

@@ -194,11 +194,11 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     c.policy_ids = vec!["payments-by-task-agents"];
     c.would_block = true;
     out.push(c);
+    // A string where the schema declares a Long: once a policy error (and a fail-open risk for
+    // forbids written as negative tests), now refused before any policy runs.
     let mut wrong_type = pay(1200, GOOD_ACCOUNT);
     wrong_type["amount"] = json!("1200");
-    let mut c = case("erroring_forbid_denies", good.clone(), wrong_type, "deny", &["policy_error", "policy_error"]);
-    c.policy_ids = vec!["large-payment-needs-approval", "payment-hard-cap"];
-    out.push(c);
+    out.push(case("argument_type_mismatch_denies", good.clone(), wrong_type, "deny", &["args_invalid"]));
     out.push(Case { tool: "invoice.create", ..case("tool_not_in_scope", good.clone(), json!({"customer": "c1", "amount": 5}), "deny", &["tool_not_in_scope"]) });
     let wide_root = issue_root(ISSUER, &fx.issuer, fx.spec("planner", &fx.planner, &["*"], NOW - 60, 900)).unwrap();
     out.push(Case { tool: "payroll.run", ..case("unknown_tool", vec![wide_root], json!({}), "deny", &["unknown_tool"]) });
@@ -356,3 +356,21 @@ pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationR
     }
 }
 
+
+/// The payments bundle's sources, to load variants of it in memory.
+pub fn engine_sources() -> aegis_sod::BundleSources {
+    let dir = payments_dir();
+    let mut policies: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    policies.sort();
+    aegis_sod::BundleSources {
+        manifest: std::fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
+        schema: std::fs::read_to_string(dir.join("payments.cedarschema")).unwrap(),
+        schema_file: "payments.cedarschema".into(),
+        policies,
+    }
+}
