@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'store_unavailable'
   | 'task_ended'
   | 'budget_exceeded'
+  | 'budget_amount_invalid'
+  | 'args_invalid'
   | 'contention'
   | 'approval_token_invalid'
   | 'approval_expired'

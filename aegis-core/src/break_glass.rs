@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
+use crate::identity::DELEGATE_SEPARATOR;
 use crate::error::{Error, ErrorCode, Result};
 use crate::time::random_id;
 
@@ -15,13 +16,15 @@ pub const BREAK_GLASS_SCOPE: &str = "aegis.break_glass";
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BreakGlassRequest {
-    /// The agents it covers.
+    /// The agents it covers: their attested ids (a delegate's is `planner/finance-agent`).
     pub agents: Vec<String>,
     /// The tools it covers (`*` for all).
     pub tools: Vec<String>,
+    /// The tasks it covers: a grant never reaches a chain of another task.
+    pub tasks: Vec<String>,
     /// Why: required, recorded, shown in review.
     pub reason: String,
-    /// At least two credential chains of distinct approvers holding `aegis.break_glass`.
+    /// At least two credential chains of distinct root identities holding `aegis.break_glass`.
     pub approvers: Vec<Vec<String>>,
     /// How long it lifts breakable forbids, in seconds.
     pub duration_secs: i64,
@@ -36,6 +39,9 @@ pub struct BreakGlassGrant {
     pub agents: Vec<String>,
     /// The tools it covers.
     pub tools: Vec<String>,
+    /// The tasks it covers.
+    #[serde(default)]
+    pub tasks: Vec<String>,
     /// Why it was opened.
     pub reason: String,
     /// The two (or more) distinct approvers.
@@ -53,11 +59,12 @@ pub struct BreakGlassGrant {
 }
 
 impl BreakGlassGrant {
-    /// Whether it lifts breakable forbids for `agent` calling `tool` at `now`.
-    pub fn covers(&self, agent: &str, tool: &str, now: i64) -> bool {
+    /// Whether it lifts breakable forbids for `agent` calling `tool` in `task` at `now`.
+    pub fn covers(&self, agent: &str, tool: &str, task: &str, now: i64) -> bool {
         self.closed_at.is_none()
             && now < self.expires_at
             && self.agents.iter().any(|a| a == agent)
+            && self.tasks.iter().any(|t| t == task)
             && self.tools.iter().any(|t| t == tool || t == "*")
     }
 }
@@ -65,41 +72,52 @@ impl BreakGlassGrant {
 impl BreakGlassRequest {
     /// A request to lift breakable forbids for `agents` calling `tools`, for `duration_secs`,
     /// with a `reason` and the credential chains of its approvers.
-    pub fn new(agents: Vec<String>, tools: Vec<String>, reason: impl Into<String>, approvers: Vec<Vec<String>>, duration_secs: i64) -> Self {
-        Self { agents, tools, reason: reason.into(), approvers, duration_secs }
+    pub fn new(
+        agents: Vec<String>,
+        tools: Vec<String>,
+        tasks: Vec<String>,
+        reason: impl Into<String>,
+        approvers: Vec<Vec<String>>,
+        duration_secs: i64,
+    ) -> Self {
+        Self { agents, tools, tasks, reason: reason.into(), approvers, duration_secs }
     }
 }
 
 impl Engine {
     /// Opens a time-boxed break-glass grant: lifts forbids annotated `@breakable` for the named
-    /// agents and tools. Needs a reason and two distinct approvers who hold `aegis.break_glass`
-    /// and are not among the agents covered.
+    /// agents, tools and tasks. Needs a reason and two approvers that are distinct root
+    /// identities (distinct ids and keys) holding `aegis.break_glass` exactly, neither covered by
+    /// the grant nor above a covered agent in its delegation, with their own task not ended.
     pub fn break_glass(&self, request: &BreakGlassRequest) -> Result<BreakGlassGrant> {
         let refuse = |m: String| Err(Error::new(ErrorCode::BreakGlassRefused, m));
         if request.reason.trim().is_empty() {
             return refuse("break-glass needs a reason".into());
         }
-        if request.agents.is_empty() || request.tools.is_empty() {
-            return refuse("break-glass needs at least one agent and one tool".into());
+        if request.agents.is_empty() || request.tools.is_empty() || request.tasks.is_empty() {
+            return refuse("break-glass needs at least one agent, one tool and one task".into());
         }
         if request.duration_secs <= 0 || request.duration_secs > self.max_break_glass_secs {
             return refuse(format!("break-glass lasts between 1 and {} seconds", self.max_break_glass_secs));
         }
         let now = self.clock.now_secs();
         let mut approvers: Vec<String> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
         for chain in &request.approvers {
-            let verified = self.verifier.verify(chain, now).map_err(|e| {
-                Error::new(ErrorCode::BreakGlassRefused, format!("approver credential: [{}] {}", e.code(), e.message()))
+            let verified = self.verify_person(chain, BREAK_GLASS_SCOPE, now).map_err(|e| {
+                Error::new(ErrorCode::BreakGlassRefused, format!("approver: [{}] {}", e.code(), e.message()))
             })?;
-            if !verified.grants(BREAK_GLASS_SCOPE) {
-                return refuse(format!("approver `{}` does not hold `{BREAK_GLASS_SCOPE}`", verified.agent_id));
+            let id = verified.agent_id.as_str();
+            let covers_itself = request.agents.iter().any(|a| a == id || a.starts_with(&format!("{id}{DELEGATE_SEPARATOR}")));
+            if covers_itself {
+                return refuse(format!("approver `{id}` may not open break-glass for itself or its own delegates"));
             }
-            if request.agents.contains(&verified.agent_id) {
-                return refuse(format!("approver `{}` may not open break-glass for itself", verified.agent_id));
+            // Two approvers are two identities: a second name on the same key is the same holder.
+            if approvers.iter().any(|a| a == id) || keys.contains(&verified.root_kid) {
+                return refuse("break-glass needs two distinct approvers".into());
             }
-            if !approvers.contains(&verified.agent_id) {
-                approvers.push(verified.agent_id.clone());
-            }
+            approvers.push(id.to_owned());
+            keys.push(verified.root_kid.clone());
         }
         if approvers.len() < 2 {
             return refuse("break-glass needs two distinct approvers".into());
@@ -108,10 +126,11 @@ impl Engine {
             id: random_id(self.random.as_ref(), "bg_")?,
             agents: request.agents.clone(),
             tools: request.tools.clone(),
+            tasks: request.tasks.clone(),
             reason: request.reason.clone(),
             approvers,
             opened_at: now,
-            expires_at: now + request.duration_secs,
+            expires_at: now.saturating_add(request.duration_secs),
             closed_at: None,
             review_ref: None,
         };

@@ -137,6 +137,10 @@ codes! {
         TaskEnded => "task_ended",
     /// The call would exceed a budget.
         BudgetExceeded => "budget_exceeded",
+        /// A budget contribution is not a whole number from 0 up: budgets only ever consume.
+        BudgetAmountInvalid => "budget_amount_invalid",
+        /// The arguments do not have the types the bundle's schema declares for the tool.
+        ArgsInvalid => "args_invalid",
     /// Concurrent calls in the task kept conflicting; decided as a deny.
         Contention => "contention",
     /// The override token does not verify or is not a well-formed token.

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 pub use channel::slack_message;
 
-use crate::engine::{Decision, Engine, Reason, VerifiedCall};
+use approver::ApproverVerdict;
+
+use crate::engine::{Decision, Engine, Reason, ResourceRef, VerifiedCall};
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::jws::{self, UnverifiedJws};
 use crate::identity::VerifiedChain;
@@ -41,11 +43,20 @@ pub struct OverrideClaims {
     pub pv: String,
     /// Who approved.
     pub approver: String,
+    /// The resource the call targets (`None`: the tool's default resource).
+    #[serde(default)]
+    pub res: Option<ResourceRef>,
+    /// What the approval lifts: the forbid policies it answered and `budget:<name>` for each
+    /// budget it allows to be exceeded. Nothing else is lifted.
+    pub lifts: Vec<String>,
     /// Issued at, seconds.
     pub iat: i64,
     /// Expiry, seconds.
     pub exp: i64,
 }
+
+/// The prefix of a budget in an approval's `lifts`.
+pub(crate) const BUDGET_LIFT_PREFIX: &str = "budget:";
 
 /// The result of `approve` or `reject`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,8 +96,19 @@ pub struct PendingApproval {
     pub call_digest: String,
     /// The tool.
     pub tool: String,
-    /// The arguments.
+    /// The arguments as a human may see them: with every redaction (`@sanitize`) of the
+    /// permits that held already applied. The digest binds the real arguments.
     pub args: Value,
+    /// The resource the call targets (`None`: the tool's default resource).
+    #[serde(default)]
+    pub resource: Option<ResourceRef>,
+    /// The key thumbprints of the requester's chain: an approver holding one of them is the
+    /// requester or above it, whatever its name.
+    #[serde(default)]
+    pub requester_kids: Vec<String>,
+    /// What an approval lifts (see [`OverrideClaims::lifts`]).
+    #[serde(default)]
+    pub lifts: Vec<String>,
     /// The agent that asked.
     pub agent_id: String,
     /// The agents above it, root first.
@@ -123,35 +145,46 @@ pub struct PendingApproval {
 impl PendingApproval {
     /// Milliseconds between the request and its resolution, once resolved.
     pub fn latency_ms(&self) -> Option<i64> {
-        self.resolved_at_ms.map(|r| r - self.created_at_ms)
+        self.resolved_at_ms.map(|r| r.saturating_sub(self.created_at_ms))
     }
 }
 
 impl Engine {
     /// Records the call as pending a human and hands out its approval id.
-    pub(crate) fn open_approval(
-        &self,
-        bundle: &Bundle,
-        call: &mut VerifiedCall<'_>,
-        decision: &mut Decision,
-    ) -> Result<()> {
+    ///
+    /// The approval lifts exactly the forbids that asked for it and the budgets that would be
+    /// exceeded, plus whatever the override token presented with this call already lifted (a
+    /// call approved past its forbids that then exceeds a budget asks again, for both).
+    pub(crate) fn open_approval(&self, bundle: &Bundle, call: &mut VerifiedCall<'_>, decision: &mut Decision) -> Result<()> {
         let approval_id = random_id(self.random.as_ref(), "apr_")?;
         let chain = Arc::clone(&call.chain);
-        let mut roles: Vec<String> = decision
-            .reasons
-            .iter()
-            .map(|r| match r.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))) {
-                Some(meta) => meta.approval.clone().unwrap_or_default(),
-                None => "budget-approver".to_owned(),
-            })
-            .collect();
+        let mut roles = Vec::new();
+        let mut lifts: Vec<String> = call.approval.as_ref().map(|c| c.lifts.clone()).unwrap_or_default();
+        for reason in &decision.reasons {
+            match reason.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))) {
+                Some(meta) => {
+                    roles.push(meta.approval.clone().unwrap_or_default());
+                    lifts.push(meta.id.clone());
+                }
+                None => roles.push("budget-approver".to_owned()),
+            }
+        }
+        if !call.budget_over.is_empty() && !roles.iter().any(|r| r == "budget-approver") {
+            roles.push("budget-approver".to_owned());
+        }
+        lifts.extend(call.budget_over.iter().map(|b| format!("{BUDGET_LIFT_PREFIX}{b}")));
         roles.sort_unstable();
         roles.dedup();
+        lifts.sort_unstable();
+        lifts.dedup();
         let pending = PendingApproval {
             approval_id: approval_id.clone(),
             call_digest: call.digest()?.to_owned(),
             tool: call.request.tool.clone(),
-            args: call.request.args.clone(),
+            args: call.display_args.take().unwrap_or_else(|| call.request.args.clone()),
+            resource: call.request.resource.clone(),
+            requester_kids: chain.kids.clone(),
+            lifts,
             agent_id: chain.agent_id.clone(),
             lineage: chain.lineage.clone(),
             initiator: chain.initiator.clone(),
@@ -177,18 +210,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Approves a pending approval as the agent (or human) holding `approver_chain`.
+    /// Approves a pending approval as the person holding `approver_chain`.
     ///
-    /// Out of the box the approver may not be the requester, anyone above it in its chain,
-    /// anyone whose own chain derives from the requester, or anyone who already performed a duty
-    /// in the request's task; beyond that the bundle's policies over the `aegis.approve` action
-    /// decide. On success the approval is recorded as the approver's duty in the task and a
-    /// single-use override token bound to the exact call is minted.
+    /// The approver must be a root identity (attested by a trusted issuer, never a delegate)
+    /// holding `aegis.approve` by its exact name, whose own task has not ended; it may not be
+    /// the requester, anyone above it in its chain, or hold any key of that chain, and it may
+    /// not have performed another duty in the request's task. Beyond that the bundle's policies
+    /// over the `aegis.approve` action decide (`principal in Role::"..."` matches the roles the
+    /// approver's issuer attests). The check and the approver's duty are one commit; then a
+    /// single-use override token bound to the exact call, resource, agent, task and policy
+    /// version is minted.
     pub fn approve(&self, approval_id: &str, approver_chain: &[String], note: Option<&str>) -> Result<ApprovalResolution> {
         self.resolve(approval_id, approver_chain, note, ApprovalStatus::Approved)
     }
 
-    /// Rejects a pending approval. The rejecter must present a valid credential chain.
+    /// Rejects a pending approval. The rejecter is checked as an approver is (a root identity
+    /// holding `aegis.approve`, outside the requester's chain, not revoked): anyone else could
+    /// silence a request by rejecting it.
     pub fn reject(&self, approval_id: &str, approver_chain: &[String], note: Option<&str>) -> Result<ApprovalResolution> {
         self.resolve(approval_id, approver_chain, note, ApprovalStatus::Rejected)
     }
@@ -202,25 +240,27 @@ impl Engine {
             return Err(Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")));
         }
         let now = self.clock.now_secs();
-        let refuse = |pending: PendingApproval, e: Error| ApprovalResolution {
+        let refused = |pending: PendingApproval, reason: Reason| ApprovalResolution {
             accepted: false,
-            reasons: vec![Reason::from_error(&e)],
+            reasons: vec![reason],
             override_token: None,
             approval: pending,
         };
-        let chain = match self.verifier.verify(approver_chain, now) {
+        let checked = self
+            .verify_person(approver_chain, APPROVE_ACTION, now)
+            .and_then(|chain| self.check_outside_requester(&pending, &chain).map(|()| chain));
+        let chain = match checked {
             Ok(chain) => chain,
-            Err(e) => return Ok(refuse(pending, e)),
+            Err(e) if is_failure(&e) => return Err(e),
+            Err(e) => return Ok(refused(pending, Reason::from_error(&e))),
         };
         let mut reasons = Vec::new();
         if status == ApprovalStatus::Approved {
-            match self.check_approver(&pending, &chain, now) {
-                Ok(Ok(r)) => reasons = r,
-                Ok(Err(refused)) => {
-                    return Ok(ApprovalResolution { accepted: false, reasons: vec![refused], override_token: None, approval: pending })
-                }
-                Err(e) if e.code() == ErrorCode::StoreUnavailable || e.code() == ErrorCode::Internal => return Err(e),
-                Err(e) => return Ok(refuse(pending, e)),
+            match self.approve_atomically(&pending, &chain, now) {
+                Ok(ApproverVerdict::Permitted(r)) => reasons = r,
+                Ok(ApproverVerdict::Refused(reason)) => return Ok(refused(pending, reason)),
+                Err(e) if is_failure(&e) => return Err(e),
+                Err(e) => return Ok(refused(pending, Reason::from_error(&e))),
             }
         }
         let mut resolved = pending.clone();
@@ -229,12 +269,12 @@ impl Engine {
         resolved.resolved_at_ms = Some(self.clock.now_millis());
         resolved.note = note.map(str::to_owned);
         if !self.store.resolve(&resolved)? {
+            // Resolved by someone else in between: the duty may be recorded, no token is minted.
             return Err(Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")));
         }
         if status == ApprovalStatus::Rejected {
             return Ok(ApprovalResolution { accepted: true, reasons, override_token: None, approval: resolved });
         }
-        self.record_duty(&pending.task_id, &chain, APPROVE_ACTION, now)?;
         let claims = OverrideClaims {
             approval_id: pending.approval_id.clone(),
             call: pending.call_digest.clone(),
@@ -242,8 +282,10 @@ impl Engine {
             task: pending.task_id.clone(),
             pv: pending.policy_version.clone(),
             approver: chain.agent_id.clone(),
+            res: pending.resource.clone(),
+            lifts: pending.lifts.clone(),
             iat: now,
-            exp: now + self.override_ttl_secs,
+            exp: now.saturating_add(self.override_ttl_secs),
         };
         let token = jws::sign(&claims, OVERRIDE_TYP, &self.approval_key)?;
         Ok(ApprovalResolution { accepted: true, reasons, override_token: Some(token), approval: resolved })
@@ -282,13 +324,23 @@ impl Engine {
 
 
     /// Verifies an override token presented with a call.
-    pub(crate) fn verify_override(&self, token: &str, chain: &VerifiedChain, digest: &str, bundle: &Bundle, now: i64) -> Result<OverrideClaims> {
+    pub(crate) fn verify_override(
+        &self,
+        token: &str,
+        chain: &VerifiedChain,
+        (digest, resource): (&str, Option<&ResourceRef>),
+        bundle: &Bundle,
+        now: i64,
+    ) -> Result<OverrideClaims> {
         let invalid = |e: Error| Error::new(ErrorCode::ApprovalTokenInvalid, format!("override token: {}", e.message()));
         let parsed = UnverifiedJws::<OverrideClaims>::parse(token, OVERRIDE_TYP).map_err(invalid)?;
         parsed.verify(self.approval_key.public_key()).map_err(invalid)?;
         let c = parsed.claims;
-        if now - self.leeway_secs >= c.exp {
+        if now.saturating_sub(self.leeway_secs) >= c.exp {
             return Err(Error::new(ErrorCode::ApprovalExpired, "the override token has expired"));
+        }
+        if c.res != resource.cloned() {
+            return Err(Error::new(ErrorCode::ApprovalArgsMismatch, "the approval was for another resource"));
         }
         if c.sub != chain.agent_id {
             return Err(Error::new(ErrorCode::ApprovalWrongAgent, format!("the approval was for agent `{}`", c.sub)));
@@ -308,4 +360,9 @@ impl Engine {
         Ok(c)
     }
 
+}
+
+/// Errors that are failures of the engine (the store is down), not refusals of the approver.
+fn is_failure(e: &Error) -> bool {
+    matches!(e.code(), ErrorCode::StoreUnavailable | ErrorCode::Internal)
 }

@@ -5,7 +5,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cedar_policy::Entities;
 
 use super::{ApprovalNotifier, Engine, DEFAULT_AUDIENCE};
 use crate::error::{Error, Result};
@@ -157,7 +156,6 @@ impl EngineBuilder {
             clock: self.clock,
             random: self.random,
             leeway_secs: self.leeway_secs,
-            no_entities: Entities::empty(),
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             approval_key,
             override_ttl_secs: self.override_ttl_secs,

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cedar_policy::Entities;
 
 pub use builder::EngineBuilder;
 pub use decision::{Decision, Enforcement, Outcome, Reason};
@@ -54,7 +53,6 @@ pub struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn SecureRandom>,
     pub(crate) leeway_secs: i64,
-    pub(crate) no_entities: Entities,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) approval_key: KeyPair,
     pub(crate) override_ttl_secs: i64,

@@ -15,14 +15,14 @@ use smol_str::SmolStr;
 
 use super::decision::{Decision, Outcome};
 use super::request::AuthorizationRequest;
-use super::verdict::{apply_evaluation, breakable, deny, undecided};
+use super::verdict::{apply_evaluation, breakable, deny, lift_forbids, lifts_forbids, redacted_by_permits, undecided};
 use super::{Engine, MAX_ATTEMPTS};
 use crate::approval::OverrideClaims;
 use crate::budget::Reservation;
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
-use crate::policy::eval::{CallContext, PreparedRequest};
+use crate::policy::eval::{principal_entities, CallContext, PreparedRequest};
 use crate::policy::{lookup, Bundle, ToolEntry};
 use crate::state::{Commit, CommitOutcome, LedgerEntry, TaskState};
 
@@ -38,6 +38,12 @@ pub(crate) struct VerifiedCall<'r> {
     pub consume: Vec<(String, i64)>,
     /// The verified override token, if one was presented.
     pub approval: Option<OverrideClaims>,
+    /// The arguments with the redactions of every permit that held: what a human approving
+    /// the call is shown.
+    pub display_args: Option<Json>,
+    /// The budgets an approval must also lift: the call would exceed them (`on_exceed:
+    /// approval`).
+    pub budget_over: Vec<String>,
 }
 
 impl VerifiedCall<'_> {
@@ -76,7 +82,7 @@ impl Engine {
         let mut call = self.verify_call(bundle, request, now)?;
         for _ in 0..MAX_ATTEMPTS {
             let state = self.task_state(&call.chain)?;
-            let reservations = self.evaluate(bundle, &call, &state, now, decision)?;
+            let reservations = self.evaluate(bundle, &mut call, &state, now, decision)?;
             match decision.outcome {
                 Outcome::Deny => return Ok(()),
                 Outcome::ApprovalNeeded => return self.open_approval(bundle, &mut call, decision),
@@ -103,7 +109,19 @@ impl Engine {
         let tool = bundle.tool(&request.tool).cloned().ok_or_else(|| {
             Error::new(ErrorCode::UnknownTool, format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()))
         })?;
-        let mut call = VerifiedCall { request, chain, tool, digest: None, consume: Vec::new(), approval: None };
+        if let Some(ty) = &tool.args_type {
+            ty.check(&request.args, "args").map_err(|why| Error::new(ErrorCode::ArgsInvalid, why))?;
+        }
+        let mut call = VerifiedCall {
+            request,
+            chain,
+            tool,
+            digest: None,
+            consume: Vec::new(),
+            approval: None,
+            display_args: None,
+            budget_over: Vec::new(),
+        };
         match (&request.proof, call.tool.proof_required) {
             (None, true) => {
                 return Err(Error::new(ErrorCode::ProofRequired, format!("tool `{}` requires a proof of possession", request.tool)))
@@ -117,8 +135,8 @@ impl Engine {
         }
         if let Some(token) = &request.approval_token {
             let chain = Arc::clone(&call.chain);
-            let claims = self.verify_override(token, &chain, call.digest()?, bundle, now)?;
-            call.consume.push((format!("approval:{}", claims.approval_id), claims.exp + self.leeway_secs + 1));
+            let claims = self.verify_override(token, &chain, (call.digest()?, request.resource.as_ref()), bundle, now)?;
+            call.consume.push((format!("approval:{}", claims.approval_id), claims.exp.saturating_add(self.leeway_secs + 1)));
             call.approval = Some(claims);
         }
         Ok(call)
@@ -135,42 +153,62 @@ impl Engine {
 
     /// Stage 3: the verdict on the task's current state, and the budget reservations an
     /// allowed call makes.
-    fn evaluate(&self, bundle: &Bundle, call: &VerifiedCall<'_>, state: &TaskState, now: i64, decision: &mut Decision) -> Result<Vec<Reservation>> {
-        let (request, chain, tool) = (call.request, &call.chain, &call.tool);
-        let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, now));
+    ///
+    /// An override (an approval's token, an open break-glass grant) lifts only the forbids it
+    /// answers, never a missing permit, and never the obligations: the permits that held still
+    /// redact. Budgets stay enforced unless the approval was for that very budget.
+    fn evaluate(
+        &self,
+        bundle: &Bundle,
+        call: &mut VerifiedCall<'_>,
+        state: &TaskState,
+        now: i64,
+        decision: &mut Decision,
+    ) -> Result<Vec<Reservation>> {
+        let (request, chain, tool) = (call.request, Arc::clone(&call.chain), Arc::clone(&call.tool));
+        let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, &chain.task_id, now));
         decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
-        let base = self.base_context(state, chain, grant.is_some());
+        let base = self.base_context(state, &chain, grant.is_some());
         let resource = request.resource.as_ref().map(resource_uid).transpose()?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
+        let entities = principal_entities(&principal, bundle.role_type(), &chain.roles)?;
         let predicates = tool.predicates.iter().map(|p| {
             let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
         });
         let context = (base, CallContext { args: &request.args, now, approval: None });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
-        let (eval, would_block) = bundle.evaluate(tool, prepared, &self.no_entities);
+        let (eval, would_block) = bundle.evaluate(&tool, prepared, &entities);
         decision.would_block = would_block;
         decision.reasons.clear();
         decision.sanitized_args = None;
         apply_evaluation(bundle, &eval, &request.tool, &request.args, decision);
-        if decision.outcome == Outcome::ApprovalNeeded && call.approval.is_some() {
-            decision.outcome = Outcome::Allow;
-            for r in &mut decision.reasons {
-                r.code = ReasonCode::APPROVAL_GRANTED;
-            }
+        let approved = call.approval.as_ref().is_some_and(|c| decision.outcome == Outcome::ApprovalNeeded && lifts_forbids(&eval, &c.lifts));
+        if approved {
+            lift_forbids(bundle, &eval, &request.args, decision, ReasonCode::APPROVAL_GRANTED);
         } else if decision.outcome != Outcome::Allow && grant.is_some() && breakable(bundle, &eval) {
-            decision.outcome = Outcome::Allow;
-            for r in &mut decision.reasons {
-                r.code = ReasonCode::BREAK_GLASS_APPLIED;
-            }
+            lift_forbids(bundle, &eval, &request.args, decision, ReasonCode::BREAK_GLASS_APPLIED);
         }
-        if !decision.outcome.permits_call() {
+        if !decision.outcome.permits_call() && decision.outcome != Outcome::ApprovalNeeded {
             // A call that may not run spends nothing.
             return Ok(Vec::new());
         }
-        let reservations = crate::budget::reservations(tool, chain, &request.args, now, call.approval.is_none())?;
-        if let Some(over) = self.budget_needing_approval(tool, &reservations)? {
-            decision.needs_budget_approval(&over);
+        // Budgets stay enforced under any override but an approval of that very budget. A call
+        // that needs an approval anyway asks for its budgets in the same approval, and one a
+        // denying budget would refuse is refused now rather than put before a human.
+        let lifted = call.approval.as_ref().map(|c| c.lifts.as_slice()).unwrap_or_default();
+        let reservations = crate::budget::reservations(&tool, &chain, &request.args, now, lifted)?;
+        let overruns = self.overruns(&tool, &reservations)?;
+        if let Some(key) = overruns.denying {
+            return Err(Error::new(ErrorCode::BudgetExceeded, format!("budget `{key}` would be exceeded")));
+        }
+        if decision.outcome.permits_call() && !overruns.approvable.is_empty() {
+            decision.needs_budget_approval(&overruns.approvable.join("`, `"));
+        }
+        if decision.outcome == Outcome::ApprovalNeeded {
+            call.display_args = Some(redacted_by_permits(bundle, &eval, &request.args));
+            call.budget_over = overruns.approvable;
+            return Ok(Vec::new());
         }
         Ok(reservations)
     }
@@ -189,6 +227,7 @@ impl Engine {
                 lineage: chain.lineage.clone(),
                 decision_id: decision.decision_id.clone(),
                 at: now,
+                key: chain.kids.last().cloned().unwrap_or_default(),
             },
             reservations,
             now,

@@ -56,13 +56,10 @@ pub(crate) fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, a
             decision.outcome = if approvable { Outcome::ApprovalNeeded } else { Outcome::Deny };
         }
         CedarDecision::Allow => {
-            let mut paths: Vec<&[String]> = Vec::new();
             for id in &eval.determining {
                 decision.reasons.push(reason(ReasonCode::POLICY_PERMIT, id, "permitted by policy"));
-                if let Some(meta) = bundle.policy_meta(id) {
-                    paths.extend(meta.sanitize.iter().map(Vec::as_slice));
-                }
             }
+            let paths = sanitize_paths(bundle, &eval.determining);
             if paths.is_empty() {
                 decision.outcome = Outcome::Allow;
             } else {
@@ -84,3 +81,43 @@ pub(crate) fn deny(mut decision: Decision, error: Error) -> Decision {
     decision
 }
 
+
+/// Whether an approval that lifts `lifts` answers every forbid that denied the call.
+pub(crate) fn lifts_forbids(eval: &Evaluation, lifts: &[String]) -> bool {
+    eval.erroring_forbids.is_empty()
+        && !eval.determining.is_empty()
+        && eval.determining.iter().all(|id| lifts.iter().any(|l| l.as_str() == AsRef::<str>::as_ref(id)))
+}
+
+/// Lifts the forbids that denied the call (an approval or break-glass answered them): the
+/// call runs if a permit held, with that permit's redactions; with no permit it stays denied.
+pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, decision: &mut Decision, code: ReasonCode) {
+    if eval.satisfied_permits.is_empty() {
+        decision.outcome = Outcome::Deny;
+        decision.reasons = vec![Reason::new(ReasonCode::NO_MATCHING_PERMIT, "no policy permits this call; an override lifts forbids, not a missing permit")];
+        return;
+    }
+    for r in &mut decision.reasons {
+        r.code = code;
+    }
+    let paths = sanitize_paths(bundle, &eval.satisfied_permits);
+    if paths.is_empty() {
+        decision.outcome = Outcome::Allow;
+    } else {
+        let mut sanitized = args.clone();
+        redact(&mut sanitized, &paths);
+        decision.outcome = Outcome::Sanitize;
+        decision.sanitized_args = Some(sanitized);
+    }
+}
+
+/// The arguments with the redactions of every permit that held (what an approver sees).
+pub(crate) fn redacted_by_permits(bundle: &Bundle, eval: &Evaluation, args: &Json) -> Json {
+    let mut shown = args.clone();
+    redact(&mut shown, &sanitize_paths(bundle, &eval.satisfied_permits));
+    shown
+}
+
+fn sanitize_paths<'b>(bundle: &'b Bundle, permits: &[PolicyId]) -> Vec<&'b [String]> {
+    permits.iter().filter_map(|id| bundle.policy_meta(id)).flat_map(|m| m.sanitize.iter().map(Vec::as_slice)).collect()
+}

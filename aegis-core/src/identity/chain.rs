@@ -23,10 +23,21 @@ const CHAIN_CACHE_CAPACITY: usize = 16_384;
 const KEY_CACHE_CAPACITY: usize = 16_384;
 
 /// A chain whose every link verified: who is calling, on whose behalf, for which task.
+///
+/// Every id here is an attested identity, never a name a delegator wrote: the root's id and
+/// roles are what its issuer attests; a delegated agent's id is the `sub` its delegator gave it,
+/// namespaced under the delegator's id (`planner/finance-agent`), so no delegation can produce
+/// the id of anyone else (`finance-approver`), and it holds no roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedChain {
     /// The leaf agent: the one making the call.
     pub agent_id: String,
+    /// The roles the root's issuer attests; empty below the root (roles are not delegated).
+    pub roles: Vec<String>,
+    /// The issuer that attested the root.
+    pub issuer: String,
+    /// The root's bound key thumbprint: the same identity across credentials.
+    pub root_kid: String,
     /// The agent that delegated to the leaf, if any.
     pub parent_agent_id: Option<String>,
     /// The root agent, which initiated the task.
@@ -49,6 +60,10 @@ pub struct VerifiedChain {
     pub not_before: i64,
     /// The chain is valid until this time (earliest `exp`), seconds.
     pub expires_at: i64,
+    /// The leaf's `sub` as its delegator wrote it (a delegated link's `iss` names it).
+    pub(crate) leaf_sub: String,
+    /// Every link's bound key thumbprint, root first: a key appears at most once.
+    pub(crate) kids: Vec<String>,
     /// The chain's part of the Cedar context, built once per verified chain.
     pub(crate) context: ChainContext,
 }
@@ -58,7 +73,28 @@ impl VerifiedChain {
     pub fn grants(&self, tool: &str) -> bool {
         self.scope.iter().any(|s| scope_entry_covers(s, tool))
     }
+
+    /// Whether the caller is a root identity (a person or an agent its issuer attests), not a
+    /// delegate: only roots approve and open break-glass.
+    pub fn is_root(&self) -> bool {
+        self.depth == 0
+    }
+
+    /// The `sub` of every link as written, root first (for the cycle check).
+    fn raw_subs(&self) -> Vec<&str> {
+        let mut subs: Vec<&str> = self.lineage.iter().map(|id| id.rsplit(DELEGATE_SEPARATOR).next().unwrap_or(id)).collect();
+        subs.push(&self.leaf_sub);
+        subs
+    }
+
+    /// Whether `agent` is the caller or anyone above it in its chain.
+    pub fn involves(&self, agent: &str) -> bool {
+        self.agent_id == agent || self.lineage.iter().any(|a| a == agent)
+    }
 }
+
+/// The separator of a delegated id: `planner/finance-agent`.
+pub const DELEGATE_SEPARATOR: char = '/';
 
 /// A trusted issuer of root credentials.
 #[derive(Debug, Clone)]
@@ -131,7 +167,7 @@ impl ChainVerifier {
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= self.cache_capacity {
                 let leeway = self.policy.leeway_secs;
-                cache.retain(|_, c| c.chain.expires_at + leeway > now);
+                cache.retain(|_, c| c.chain.expires_at.saturating_add(leeway) > now);
                 if cache.len() >= self.cache_capacity {
                     // Every other entry, in the map's (seeded, unpredictable) order: clearing
                     // the whole cache would send every live chain back to full verification at
@@ -170,6 +206,7 @@ impl ChainVerifier {
         }
         let start = prefix.map_or(0, |p| p.depth + 1);
         let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len().saturating_sub(start));
+        let mut kids: Vec<String> = Vec::with_capacity(tokens.len().saturating_sub(start));
         let mut leaf_key: Option<PublicKey> = prefix.map(|p| p.leaf_key.clone());
         for (depth, token) in tokens.iter().enumerate().skip(start) {
             let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)
@@ -208,8 +245,11 @@ impl ChainVerifier {
                         return Err(at_link(depth, Error::new(ErrorCode::ParentMismatch, "`par` does not name the previous credential")));
                     }
                     check_narrowing(&parent, claims).map_err(|e| at_link(depth, e))?;
-                    let seen_in_prefix = prefix.is_some_and(|p| p.agent_id == claims.sub || p.lineage.contains(&claims.sub));
-                    if seen_in_prefix || links.iter().any(|l| l.sub == claims.sub) {
+                    if !claims.roles.is_empty() {
+                        return Err(at_link(depth, Error::malformed_token("a delegated credential cannot carry roles")));
+                    }
+                    let raw_subs = prefix.map(|p| p.raw_subs()).unwrap_or_default();
+                    if raw_subs.iter().any(|s| *s == claims.sub) || links.iter().any(|l| l.sub == claims.sub) {
                         return Err(at_link(depth, Error::new(
                             ErrorCode::DelegationCycle,
                             format!("agent `{}` appears twice in the chain", claims.sub),
@@ -217,10 +257,21 @@ impl ChainVerifier {
                     }
                 }
             }
+            if claims.sub.contains(DELEGATE_SEPARATOR) {
+                return Err(at_link(depth, Error::malformed_token(format!("`sub` `{}` contains `{DELEGATE_SEPARATOR}`", claims.sub))));
+            }
             self.check_claims(claims, now).map_err(|e| at_link(depth, e))?;
-            leaf_key = Some(self.cnf_key(&claims.cnf.jwk).map_err(|e| {
+            let key = self.cnf_key(&claims.cnf.jwk).map_err(|e| {
                 at_link(depth, Error::malformed_token(format!("`cnf` key: {}", e.message())))
-            })?);
+            })?;
+            // One key, one holder: a delegator that binds its own key (or an ancestor's) to a
+            // "delegate" is still itself, and segregation of duties must not count it twice.
+            let seen_key = prefix.is_some_and(|p| p.kids.iter().any(|k| k == key.kid())) || kids.iter().any(|k| k == key.kid());
+            if seen_key {
+                return Err(at_link(depth, Error::new(ErrorCode::DelegationCycle, "a key appears twice in the chain")));
+            }
+            kids.push(key.kid().to_owned());
+            leaf_key = Some(key);
             links.push(parsed.claims);
         }
         let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
@@ -232,27 +283,53 @@ impl ChainVerifier {
             (None, Some(root)) => root.intent.clone(),
             (None, None) => String::new(),
         };
-        // The claims are taken apart rather than copied: this runs for every cold chain.
+        // The claims are taken apart rather than copied: this runs for every cold chain. Ids
+        // below the root are namespaced under their delegator.
         let mut lineage = Vec::with_capacity(depth);
         let mut credential_ids = Vec::with_capacity(tokens.len());
+        let (mut issuer, mut roles, mut root_kid, mut all_kids) = (String::new(), Vec::new(), String::new(), Vec::new());
+        let mut current: Option<String> = None;
         if let Some(p) = prefix {
             lineage.extend(p.lineage.iter().cloned());
-            lineage.push(p.agent_id.clone());
             credential_ids.extend(p.credential_ids.iter().cloned());
+            (issuer, root_kid) = (p.issuer.clone(), p.root_kid.clone());
+            roles.clone_from(&p.roles);
+            all_kids.clone_from(&p.kids);
+            current = Some(p.agent_id.clone());
         }
+        all_kids.extend(kids);
         let mut leaf = None;
         for (i, link) in links.into_iter().enumerate() {
             credential_ids.push(link.jti);
+            let id = match current.take() {
+                None => {
+                    (issuer, roles) = (link.iss, link.roles);
+                    root_kid = all_kids.first().cloned().unwrap_or_default();
+                    link.sub.clone()
+                }
+                Some(parent) => {
+                    let id = format!("{parent}{DELEGATE_SEPARATOR}{}", link.sub);
+                    lineage.push(parent);
+                    id
+                }
+            };
+            current = Some(id);
             if start + i == depth {
                 leaf = Some((link.sub, link.task, link.scope));
-            } else {
-                lineage.push(link.sub);
             }
         }
-        let (agent_id, task_id, scope) = leaf.ok_or_else(|| Error::internal("empty chain after verification"))?;
+        let ((leaf_sub, task_id, scope), agent_id) =
+            leaf.zip(current).ok_or_else(|| Error::internal("empty chain after verification"))?;
+        if depth > 0 {
+            // Roles are the root's, attested by its issuer; a delegate holds none.
+            roles.clear();
+        }
         let initiator = lineage.first().unwrap_or(&agent_id).clone();
         let mut chain = VerifiedChain {
             agent_id,
+            roles,
+            issuer,
+            root_kid,
             parent_agent_id: lineage.last().cloned(),
             initiator,
             lineage,
@@ -264,6 +341,8 @@ impl ChainVerifier {
             credential_ids,
             not_before,
             expires_at,
+            leaf_sub,
+            kids: all_kids,
             context: ChainContext::default(),
         };
         chain.context = ChainContext::of(&chain);
@@ -299,10 +378,16 @@ impl ChainVerifier {
         if claims.exp <= claims.nbf {
             return Err(Error::malformed_token("`exp` is not after `nbf`"));
         }
-        if claims.exp - claims.nbf.min(claims.iat) > self.policy.max_lifetime_secs {
+        // Checked: an agent writes these numbers (`nbf = iat = i64::MIN` once panicked here).
+        let lifetime = claims.exp.checked_sub(claims.nbf.min(claims.iat));
+        if lifetime.is_none_or(|l| l > self.policy.max_lifetime_secs) {
             return Err(Error::new(
                 ErrorCode::LifetimeTooLong,
-                format!("credential lives {} s; at most {} s are allowed", claims.exp - claims.nbf, self.policy.max_lifetime_secs),
+                format!(
+                    "credential lives {} s; at most {} s are allowed",
+                    lifetime.map_or_else(|| "too many".to_owned(), |l| l.to_string()),
+                    self.policy.max_lifetime_secs
+                ),
             ));
         }
         if claims.sub.is_empty() || claims.task.is_empty() {
@@ -312,10 +397,10 @@ impl ChainVerifier {
     }
 
     fn check_window(&self, not_before: i64, expires_at: i64, now: i64) -> Result<()> {
-        if now + self.policy.leeway_secs < not_before {
+        if now.saturating_add(self.policy.leeway_secs) < not_before {
             return Err(Error::new(ErrorCode::CredentialNotYetValid, "credential is not valid yet"));
         }
-        if now - self.policy.leeway_secs >= expires_at {
+        if now.saturating_sub(self.policy.leeway_secs) >= expires_at {
             return Err(Error::new(ErrorCode::CredentialExpired, "credential has expired"));
         }
         Ok(())
@@ -344,7 +429,7 @@ impl<'a> ParentLink<'a> {
     /// A verified chain's leaf: every link carried the engine's audience, and since each link
     /// expires no later than its parent, the leaf's own expiry is the chain's.
     fn of_chain(chain: &'a VerifiedChain, audience: &'a str) -> Self {
-        Self { sub: &chain.agent_id, task: &chain.task_id, exp: chain.expires_at, aud: audience, scope: &chain.scope }
+        Self { sub: &chain.leaf_sub, task: &chain.task_id, exp: chain.expires_at, aud: audience, scope: &chain.scope }
     }
 }
 
@@ -377,9 +462,21 @@ pub(super) fn check_narrowing(parent: &ParentLink<'_>, child: &CredentialClaims)
     Ok(())
 }
 
+/// The prefix of Aegis's own actions (`aegis.approve`, `aegis.break_glass`, administration).
+pub const AEGIS_ACTION_PREFIX: &str = "aegis.";
+
 /// Whether scope entry `grant` covers `wanted` (a tool name or another scope entry).
-fn scope_entry_covers(grant: &str, wanted: &str) -> bool {
-    if grant == "*" || grant == wanted {
+///
+/// Wildcards never cover Aegis's own actions: `*` and `aegis.*` grant no `aegis.approve`; only
+/// the exact name does, so holding "every tool" never makes an agent an approver.
+pub(crate) fn scope_entry_covers(grant: &str, wanted: &str) -> bool {
+    if grant == wanted {
+        return true;
+    }
+    if wanted.starts_with(AEGIS_ACTION_PREFIX) {
+        return false;
+    }
+    if grant == "*" {
         return true;
     }
     match grant.strip_suffix('*') {
@@ -405,6 +502,7 @@ mod tests {
             issued_at: 1000,
             expires_at: 1600,
             jti: jti.into(),
+            roles: Vec::new(),
         }
     }
 
@@ -457,13 +555,14 @@ mod tests {
         assert_eq!(checked(), 2);
         let a = verifier.verify(&[root.clone(), coordinator.clone(), leaf_a.clone()], at).unwrap();
         assert_eq!(checked(), 3, "only the new link is checked");
-        assert_eq!(a.lineage, ["planner", "coordinator"]);
+        // Ids below the root are namespaced under their delegator.
+        assert_eq!(a.lineage, ["planner", "planner/coordinator"]);
         assert_eq!(a.credential_ids, ["r", "c", "a"]);
         verifier.verify(&[root.clone(), coordinator.clone(), leaf_a], at).unwrap();
         assert_eq!(checked(), 3, "a whole chain seen before checks nothing");
         let b = verifier.verify(&[root.clone(), coordinator.clone(), leaf_b.clone()], at).unwrap();
         assert_eq!(checked(), 4);
-        assert_eq!((b.agent_id.as_str(), b.depth, b.parent_agent_id.as_deref()), ("b", 2, Some("coordinator")));
+        assert_eq!((b.agent_id.as_str(), b.depth, b.parent_agent_id.as_deref()), ("planner/coordinator/b", 2, Some("planner/coordinator")));
         // A leaf whose parent is not cached is checked from the root.
         let fresh = ChainVerifier::new(Vec::new(), verifier.policy.clone());
         assert_eq!(fresh.verify(&[root, coordinator, leaf_b], at).unwrap_err().code(), ErrorCode::UntrustedIssuer);

@@ -44,6 +44,10 @@ pub struct CredentialClaims {
     /// For delegated links: the digest of the parent credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub par: Option<String>,
+    /// Roots only: the roles the issuer attests for this identity (`finance-approver`, ...).
+    /// A delegated link carries none: roles are never delegated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// The `cnf` claim (RFC 7800): the key the credential is bound to.
@@ -75,6 +79,8 @@ pub struct CredentialSpec {
     pub expires_at: i64,
     /// The credential id.
     pub jti: String,
+    /// Roots only: the roles the issuer attests (empty for a delegation).
+    pub roles: Vec<String>,
 }
 
 impl CredentialSpec {
@@ -92,6 +98,7 @@ impl CredentialSpec {
             scope: self.scope,
             cnf: Confirmation { jwk: self.agent_key.to_jwk() },
             par,
+            roles: self.roles,
         }
     }
 }
@@ -107,6 +114,9 @@ pub fn issue_root(issuer_name: &str, issuer_key: &KeyPair, spec: CredentialSpec)
 /// Narrowing is checked here too, so a delegation the engine would refuse is not minted.
 pub fn delegate(parent: &str, parent_key: &KeyPair, spec: CredentialSpec) -> Result<String> {
     check_spec(&spec)?;
+    if !spec.roles.is_empty() {
+        return Err(Error::malformed_request("roles are attested by issuers; a delegation cannot carry them"));
+    }
     let parent_claims = inspect(parent)?.claims;
     if parent_claims.cnf.jwk.x != parent_key.public_key().to_jwk().x {
         return Err(Error::new(ErrorCode::InvalidKey, "the signing key is not the key the parent credential binds"));

@@ -7,7 +7,7 @@ pub(crate) mod jws;
 mod keys;
 pub(crate) mod proof;
 
-pub(crate) use chain::{ChainPolicy, ChainVerifier};
+pub(crate) use chain::{ChainPolicy, ChainVerifier, DELEGATE_SEPARATOR};
 pub use chain::{TrustedIssuer, VerifiedChain};
 pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential};
 pub use keys::{Jwk, KeyPair, PublicKey};

@@ -43,6 +43,9 @@ pub struct IssueRequest {
     /// The credential id (default: random).
     #[serde(default)]
     pub jti: Option<String>,
+    /// Roots only: the roles the issuer attests.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// Issues a root credential or delegates one.
@@ -63,6 +66,7 @@ pub fn issue(req: IssueRequest) -> Result<String> {
         scope: req.scope,
         issued_at,
         expires_at: issued_at.saturating_add(req.ttl_secs),
+        roles: req.roles,
         jti: match req.jti {
             Some(j) => j,
             None => random_id(&OsRandom, "cred_")?,

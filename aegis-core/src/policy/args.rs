@@ -21,10 +21,161 @@ pub(crate) fn redact(args: &mut Json, paths: &[&[String]]) {
     }
 }
 
+/// The type the schema declares for a tool's `context.args`, checked on every call: a bundle
+/// whose forbid is written as a negative test (`unless { context.args.amount < 5000 }`) would
+/// fail open if a caller could send the amount as a string, so a type mismatch denies
+/// (`args_invalid`) before any policy runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ArgsType {
+    /// A Cedar `Long`: a JSON integer.
+    Long,
+    /// A Cedar `String`.
+    String,
+    /// A Cedar `Bool`.
+    Bool,
+    /// An extension type such as `decimal` (a JSON number) or `ipaddr` (a string).
+    Extension(std::string::String),
+    /// A Cedar `Set`: a JSON array of the element type.
+    Set(Box<ArgsType>),
+    /// A Cedar record: declared attributes (required or not); others are refused unless
+    /// `open`.
+    Record { attributes: Vec<(std::string::String, ArgsType, bool)>, open: bool },
+    /// An entity reference or a type this check does not model: not checked here.
+    Unchecked,
+}
+
+impl ArgsType {
+    /// The declared type of `context.args` for `action` in the schema's JSON form, or `None`
+    /// when the schema declares none.
+    pub(crate) fn of_action(schema: &Json, action: &str) -> Option<Self> {
+        let namespaces = schema.as_object()?;
+        for ns in namespaces.values() {
+            let context = ns.get("actions")?.get(action)?.get("appliesTo")?.get("context")?;
+            let context = resolve(ns, context, 0)?;
+            let args = context.get("attributes")?.get("args")?;
+            return Some(Self::from_json(ns, args, 0));
+        }
+        None
+    }
+
+    fn from_json(ns: &Json, ty: &Json, depth: usize) -> Self {
+        let Some(ty) = resolve(ns, ty, depth) else { return Self::Unchecked };
+        let name = ty.get("name").and_then(Json::as_str).unwrap_or_default();
+        match ty.get("type").and_then(Json::as_str).unwrap_or_default() {
+            "Long" => Self::Long,
+            "String" => Self::String,
+            "Boolean" | "Bool" => Self::Bool,
+            "Extension" => Self::Extension(name.to_owned()),
+            "Set" => ty.get("element").map_or(Self::Unchecked, |e| Self::Set(Box::new(Self::from_json(ns, e, depth + 1)))),
+            "Record" => Self::Record {
+                attributes: ty
+                    .get("attributes")
+                    .and_then(Json::as_object)
+                    .map(|attrs| {
+                        attrs
+                            .iter()
+                            .map(|(k, v)| {
+                                let required = v.get("required").and_then(Json::as_bool).unwrap_or(true);
+                                (k.clone(), Self::from_json(ns, v, depth + 1), required)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                open: ty.get("additionalAttributes").and_then(Json::as_bool).unwrap_or(false),
+            },
+            _ => Self::Unchecked,
+        }
+    }
+
+    /// Checks `value` (at `path`) against the type.
+    pub(crate) fn check(&self, value: &Json, path: &str) -> std::result::Result<(), std::string::String> {
+        let wrong = |what: &str| Err(format!("`{path}` must be {what}"));
+        match (self, value) {
+            (Self::Unchecked, _) => Ok(()),
+            (Self::Long, Json::Number(n)) if n.as_i64().is_some() => Ok(()),
+            (Self::Long, _) => wrong("a whole number (Long)"),
+            (Self::String, Json::String(_)) => Ok(()),
+            (Self::String, _) => wrong("a string"),
+            (Self::Bool, Json::Bool(_)) => Ok(()),
+            (Self::Bool, _) => wrong("a boolean"),
+            (Self::Extension(name), Json::Number(_)) if name == "decimal" => Ok(()),
+            (Self::Extension(name), Json::String(_)) if name != "decimal" => Ok(()),
+            (Self::Extension(name), _) => wrong(&format!("a `{name}`")),
+            (Self::Set(element), Json::Array(items)) => {
+                items.iter().enumerate().try_for_each(|(i, item)| element.check(item, &format!("{path}[{i}]")))
+            }
+            (Self::Set(_), _) => wrong("an array (Set)"),
+            (Self::Record { attributes, open }, Json::Object(map)) => {
+                for (name, ty, required) in attributes {
+                    match map.get(name).filter(|v| !v.is_null()) {
+                        Some(v) => ty.check(v, &format!("{path}.{name}"))?,
+                        None if *required => return Err(format!("`{path}.{name}` is required")),
+                        None => {}
+                    }
+                }
+                let declared = |k: &std::string::String| attributes.iter().any(|(n, _, _)| n == k);
+                match map.iter().find(|(k, v)| !v.is_null() && !declared(k)) {
+                    Some((k, _)) if !open => Err(format!("`{path}.{k}` is not an argument the schema declares")),
+                    _ => Ok(()),
+                }
+            }
+            (Self::Record { .. }, _) => wrong("an object (record)"),
+        }
+    }
+}
+
+/// Follows common-type references (`{"type": "EntityOrCommon", "name": "TaskDuties"}`) to the
+/// type they name; primitive names resolve to themselves.
+fn resolve<'s>(ns: &'s Json, ty: &'s Json, depth: usize) -> Option<std::borrow::Cow<'s, Json>> {
+    if depth > 32 {
+        return None;
+    }
+    let kind = ty.get("type").and_then(Json::as_str)?;
+    if kind != "EntityOrCommon" && !ns.get("commonTypes").is_some_and(|c| c.get(kind).is_some()) {
+        return Some(std::borrow::Cow::Borrowed(ty));
+    }
+    let name = if kind == "EntityOrCommon" { ty.get("name").and_then(Json::as_str)? } else { kind };
+    let local = name.rsplit("::").next().unwrap_or(name);
+    match ns.get("commonTypes").and_then(|c| c.get(local)) {
+        Some(common) => resolve(ns, common, depth + 1),
+        None => Some(std::borrow::Cow::Owned(match local {
+            "Long" | "String" | "Bool" | "Boolean" => serde_json::json!({"type": local}),
+            "decimal" | "ipaddr" | "datetime" | "duration" => serde_json::json!({"type": "Extension", "name": local}),
+            _ => serde_json::json!({"type": "Entity", "name": name}),
+        })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn argument_types_are_checked_against_the_schema() {
+        let schema = json!({"": {"commonTypes": {"Money": {"type": "Record", "attributes": {
+            "amount": {"type": "EntityOrCommon", "name": "Long"},
+            "fee": {"type": "EntityOrCommon", "name": "decimal", "required": false}}}},
+            "actions": {"pay": {"appliesTo": {"context": {"type": "Record", "attributes": {
+                "args": {"type": "Record", "attributes": {
+                    "money": {"type": "EntityOrCommon", "name": "Money"},
+                    "tags": {"type": "Set", "element": {"type": "EntityOrCommon", "name": "String"}},
+                    "memo": {"type": "EntityOrCommon", "name": "String", "required": false}}}}}}}}}});
+        let ty = ArgsType::of_action(&schema, "pay").unwrap();
+        let ok = json!({"money": {"amount": 5, "fee": 1.25}, "tags": ["a"], "memo": null});
+        assert_eq!(ty.check(&ok, "args"), Ok(()));
+        for (bad, why) in [
+            (json!({"money": {"amount": "5"}, "tags": []}), "`args.money.amount` must be a whole number (Long)"),
+            (json!({"money": {"amount": 5.5}, "tags": []}), "`args.money.amount` must be a whole number (Long)"),
+            (json!({"money": {}, "tags": []}), "`args.money.amount` is required"),
+            (json!({"money": {"amount": 5}, "tags": [1]}), "`args.tags[0]` must be a string"),
+            (json!({"money": {"amount": 5}, "tags": [], "extra": true}), "`args.extra` is not an argument the schema declares"),
+            (json!({"money": {"amount": 5, "fee": "1"}, "tags": []}), "`args.money.fee` must be a `decimal`"),
+        ] {
+            assert_eq!(ty.check(&bad, "args"), Err(why.to_owned()), "{bad}");
+        }
+        assert!(ArgsType::of_action(&schema, "other").is_none());
+    }
 
     #[test]
     fn redaction_touches_only_named_paths() {

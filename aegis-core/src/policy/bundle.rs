@@ -25,6 +25,7 @@ use cedar_policy::{
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
+use super::args::ArgsType;
 use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
 use super::manifest::{BudgetSpec, Manifest};
 use crate::error::{Error, ErrorCode, Result};
@@ -76,6 +77,7 @@ pub struct Bundle {
     meta: HashMap<PolicyId, PolicyMeta>,
     tools: HashMap<String, Arc<ToolEntry>>,
     principal_type: EntityTypeName,
+    role_type: EntityTypeName,
 }
 
 /// What the engine needs per tool, computed once at load.
@@ -88,6 +90,8 @@ pub(crate) struct ToolEntry {
     pub policies: PolicyList,
     pub predicates: Vec<CompiledPredicate>,
     pub proof_required: bool,
+    /// The declared type of `context.args`, checked before every evaluation.
+    pub args_type: Option<ArgsType>,
     pub budgets: Vec<CompiledBudget>,
 }
 
@@ -157,6 +161,10 @@ impl Bundle {
             .action_entities()
             .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{}`: {e}", sources.schema_file)))?;
 
+        let schema_json = cedar_policy::SchemaFragment::from_cedarschema_str(&sources.schema)
+            .ok()
+            .and_then(|(fragment, _)| fragment.to_json_value().ok())
+            .unwrap_or_default();
         let (all, meta) = parse_policy_files(&sources.policies)?;
         validate(&schema, &all, &meta, &sources.policies)?;
 
@@ -167,6 +175,7 @@ impl Bundle {
 
         let ns = manifest.namespace.as_deref().map(|n| format!("{n}::")).unwrap_or_default();
         let principal_type = type_name(&format!("{ns}{}", manifest.principal_type))?;
+        let role_type = type_name(&format!("{ns}{}", manifest.role_type))?;
         let resource_type = type_name(&format!("{ns}{}", manifest.resource_type))?;
         let predicates = compile_predicates(&manifest)?;
         if let Some((name, _)) = manifest.budgets.iter().find(|(_, b)| b.limit < 0 || b.window_secs <= 0) {
@@ -187,6 +196,7 @@ impl Bundle {
                     .map(|(p, _)| CompiledPredicate { name: p.name.clone(), path: p.path.clone(), regex: p.regex.clone() })
                     .collect(),
                 proof_required: manifest.proof_required.iter().any(|t| t == "*" || t == &tool),
+                args_type: ArgsType::of_action(&schema_json, &tool),
                 budgets: manifest
                     .budgets
                     .iter()
@@ -201,7 +211,7 @@ impl Bundle {
             tools.insert(tool, Arc::new(entry));
         }
         let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, content_digest(sources));
-        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type })
+        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, role_type })
     }
 
     /// `name@version+digest`: changes whenever any byte of the bundle changes.
@@ -241,6 +251,10 @@ impl Bundle {
     pub(crate) fn principal_type(&self) -> &EntityTypeName {
         &self.principal_type
     }
+
+    pub(crate) fn role_type(&self) -> &EntityTypeName {
+        &self.role_type
+    }
 }
 impl Bundle {
     /// Evaluates a tool's policies once; returns the enforced evaluation and `would_block`.
@@ -254,6 +268,7 @@ impl Bundle {
         let would_block = eval.determining.iter().any(shadow) || eval.erroring.iter().any(|(id, _)| shadow(id));
         eval.determining.retain(|id| !shadow(id));
         eval.erroring.retain(|(id, _)| !shadow(id));
+        eval.satisfied_permits.retain(|id| !shadow(id));
         if eval.cedar_decision == CedarDecision::Allow && eval.determining.is_empty() {
             // Only shadow probes matched: no enforced permit, which Cedar would call a deny.
             eval.cedar_decision = CedarDecision::Deny;

@@ -18,6 +18,9 @@ pub struct Manifest {
     /// The entity type of principals (agents).
     #[serde(default = "default_principal_type")]
     pub principal_type: String,
+    /// The entity type of attested roles: a principal is `in` each of its roles.
+    #[serde(default = "default_role_type")]
+    pub role_type: String,
     /// The entity type of the default resource (`<type>::"<tool>"`).
     #[serde(default = "default_resource_type")]
     pub resource_type: String,
@@ -75,6 +78,9 @@ pub enum OnExceed {
     Approval,
 }
 
+fn default_role_type() -> String {
+    "Role".into()
+}
 fn default_principal_type() -> String {
     "Agent".into()
 }

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState};
+use super::{check_amounts, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState};
+use crate::budget::exceeds;
 use crate::error::Result;
 
 /// Consumed ids kept in memory before expired ones are pruned.
@@ -31,13 +32,17 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// The state. A panic while the lock was held (none is known: every number is checked)
+    /// must not turn into an outage of every task, so a poisoned lock is taken over: each step
+    /// checks before it changes anything.
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>> {
-        self.state.lock().map_err(|_| store_error("memory store lock poisoned"))
+        Ok(self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
+/// What was spent since `window_start`; saturating, since amounts are never negative.
 fn spent(entries: Option<&Vec<(i64, i64)>>, window_start: i64) -> i64 {
-    entries.map_or(0, |v| v.iter().filter(|(at, _)| *at >= window_start).map(|(_, a)| *a).sum())
+    entries.map_or(0, |v| v.iter().filter(|(at, _)| *at >= window_start).fold(0i64, |sum, (_, a)| sum.saturating_add(*a)))
 }
 
 impl Store for MemoryStore {
@@ -61,7 +66,8 @@ impl Store for MemoryStore {
         if let Some((key, _)) = c.consume.iter().find(|(k, _)| s.used.get(k).is_some_and(|exp| *exp > c.now)) {
             return Ok(CommitOutcome::AlreadyUsed(key.clone()));
         }
-        if let Some(r) = c.reservations.iter().find(|r| r.enforce && spent(s.spend.get(&r.key), r.window_start) + r.amount > r.limit) {
+        check_amounts(&c)?;
+        if let Some(r) = c.reservations.iter().find(|r| r.enforce && exceeds(spent(s.spend.get(&r.key), r.window_start), r.amount, r.limit)) {
             return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
         }
         // Expired ids are harmless (the check above ignores them); prune in bulk, not per commit.
@@ -81,7 +87,9 @@ impl Store for MemoryStore {
         let duty = |task: &mut TaskState, entry: &LedgerEntry| {
             task.version += 1;
             if !task.duties.iter().any(|(a, t)| a == &entry.agent_id && t == &entry.tool) {
-                task.duties.insert((entry.agent_id.clone(), entry.tool.clone()));
+                for holder in entry.duty_holders() {
+                    task.duties.insert((holder, entry.tool.clone()));
+                }
             }
         };
         match s.tasks.get_mut(&c.task_id) {

@@ -40,6 +40,25 @@ pub struct LedgerEntry {
     pub decision_id: String,
     /// When, in seconds since the epoch.
     pub at: i64,
+    /// The thumbprint of the key the agent's credential binds: the duty is also recorded under
+    /// `key:<thumbprint>`, so a holder acting under another name still has its duties.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+}
+
+impl LedgerEntry {
+    /// The duty identities this entry records: the agent id, and its key when known.
+    pub fn duty_holders(&self) -> impl Iterator<Item = String> + '_ {
+        std::iter::once(self.agent_id.clone()).chain((!self.key.is_empty()).then(|| key_holder(&self.key)))
+    }
+}
+
+/// The prefix of a key's duty identity.
+pub(crate) const KEY_HOLDER_PREFIX: &str = "key:";
+
+/// The duty identity of a key: `key:<thumbprint>`.
+pub(crate) fn key_holder(kid: &str) -> String {
+    format!("{KEY_HOLDER_PREFIX}{kid}")
 }
 
 /// What a decision needs to know about its task: who has done what, the ledger version, and
@@ -48,7 +67,8 @@ pub struct LedgerEntry {
 pub struct TaskState {
     /// Incremented by every commit; a commit names the version it was decided on.
     pub version: u64,
-    /// Distinct `(agent_id, tool)` pairs performed in the task.
+    /// Distinct `(holder, tool)` pairs performed in the task; a holder is an agent id or a
+    /// `key:<thumbprint>` (see [`LedgerEntry::key`]).
     pub duties: BTreeSet<(String, String)>,
     /// `end_task` was called.
     pub ended: bool,
@@ -115,6 +135,15 @@ pub trait Store: Send + Sync {
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>>;
     /// Closes a grant with a review reference; false if it was not open.
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool>;
+}
+
+/// Every store refuses a reservation that would add room to a budget (defence in depth: the
+/// engine refuses such a call before it reaches the store).
+pub(crate) fn check_amounts(commit: &Commit) -> Result<()> {
+    match commit.reservations.iter().find(|r| r.amount < 0) {
+        Some(r) => Err(Error::new(ErrorCode::BudgetAmountInvalid, format!("budget `{}`: a reservation of {} would add room", r.key, r.amount))),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn store_error(e: impl std::fmt::Display) -> Error {

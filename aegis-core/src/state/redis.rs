@@ -14,22 +14,16 @@ use redis::{Connection, Script};
 
 use crate::error::{Error, ErrorCode, Result};
 use super::{
-    store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
+    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
 };
 
 const COMMIT: &str = r"
 if redis.call('HGET', KEYS[1], 'ended') == '1' then return {'task_ended'} end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if version ~= tonumber(ARGV[1]) then return {'conflict'} end
-for i = 4, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return {'already_used', tostring(i - 3)} end
-end
-for i = 4, #KEYS do
-  redis.call('SET', KEYS[i], '1', 'EX', ARGV[i + 1])
-end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
+for i = 4, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
 return {'committed'}
 ";
 
@@ -42,6 +36,13 @@ end
 if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6])
 return 1
+";
+
+/// Consumes a single-use id in its own slot (ids are global: a proof is accepted once, in any
+/// task), before the task's commit; released if that commit does not apply.
+const CONSUME: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
 ";
 
 const SPENT: &str = r"
@@ -83,6 +84,7 @@ pub struct RedisStore {
 struct Scripts {
     commit: Script,
     reserve: Script,
+    consume: Script,
     spent: Script,
     resolve: Script,
     close_grant: Script,
@@ -111,6 +113,7 @@ impl RedisStore {
             scripts: Scripts {
                 commit: Script::new(COMMIT),
                 reserve: Script::new(RESERVE),
+                consume: Script::new(CONSUME),
                 spent: Script::new(SPENT),
                 resolve: Script::new(RESOLVE),
                 close_grant: Script::new(CLOSE_GRANT),
@@ -174,6 +177,10 @@ impl RedisStore {
         format!("{}:{{budget:{}}}:spend", self.prefix, tag(key))
     }
 
+    fn used_key(&self, key: &str) -> String {
+        format!("{}:{{used:{}}}", self.prefix, tag(key))
+    }
+
     fn approval_key(&self, id: &str) -> String {
         format!("{}:{{approval:{}}}", self.prefix, tag(id))
     }
@@ -186,6 +193,13 @@ impl RedisStore {
         format!("{}:{{grants}}", self.prefix)
     }
 
+    fn unconsume(&self, consumed: &[String]) {
+        for key in consumed {
+            // Best effort: an id left consumed refuses a retry of the same call, never allows more.
+            let _ = self.with(|c| redis::cmd("DEL").arg(key).query::<i64>(c));
+        }
+    }
+
     fn release(&self, reserved: &[(String, String)]) {
         for (key, member) in reserved {
             // Best effort: a failed release only holds budget back, never hands out extra.
@@ -194,9 +208,20 @@ impl RedisStore {
     }
 }
 
-/// Braces inside a user-supplied id would change the hash slot; replace them.
+/// A user-supplied id inside a hash tag, escaped injectively: braces would change the slot and
+/// were once mapped to `_` (so `t{1}` and `t_1_` shared a ledger); now `%`, `{` and `}` are
+/// percent-encoded, so distinct ids give distinct keys.
 fn tag(s: &str) -> String {
-    s.replace(['{', '}'], "_")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A duty as a set member: agent and tool joined by a byte neither can contain in JSON text.
@@ -239,6 +264,7 @@ impl Store for RedisStore {
     }
 
     fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+        check_amounts(&c)?;
         let mut reserved = Vec::new();
         for (n, r) in c.reservations.iter().enumerate() {
             let key = self.budget_key(&r.key);
@@ -261,22 +287,41 @@ impl Store for RedisStore {
             }
             reserved.push((key, member));
         }
+        let mut consumed = Vec::new();
+        for (key, exp) in &c.consume {
+            let used_key = self.used_key(key);
+            // Relative expiry: the commit's `now` is the engine's clock, which need not be Redis's.
+            let ttl = exp.saturating_sub(c.now).max(1);
+            let fresh: std::result::Result<i64, Error> =
+                self.with(|conn| self.scripts.consume.key(&used_key).arg(&c.entry.decision_id).arg(ttl).invoke(conn));
+            match fresh {
+                Ok(1) => consumed.push(used_key),
+                Ok(_) => {
+                    self.unconsume(&consumed);
+                    self.release(&reserved);
+                    return Ok(CommitOutcome::AlreadyUsed(key.clone()));
+                }
+                Err(e) => {
+                    self.unconsume(&consumed);
+                    self.release(&reserved);
+                    return Err(e);
+                }
+            }
+        }
         let mut invocation = self.scripts.commit.prepare_invoke();
         invocation
             .key(self.task_key(&c.task_id, "task"))
             .key(self.task_key(&c.task_id, "ledger"))
             .key(self.task_key(&c.task_id, "duties"));
-        for (key, _) in &c.consume {
-            invocation.key(self.task_key(&c.task_id, &format!("used:{key}")));
-        }
-        invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now).arg(duty(&c.entry.agent_id, &c.entry.tool));
-        // Relative expiry: the commit's `now` is the engine's clock, which need not be Redis's.
-        for (_, exp) in &c.consume {
-            invocation.arg((exp - c.now).max(1));
+        invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now);
+        for holder in c.entry.duty_holders() {
+            invocation.arg(duty(&holder, &c.entry.tool));
         }
         let reply: std::result::Result<Vec<String>, Error> = self.with(|conn| invocation.invoke(conn));
         let outcome = match reply {
             Err(e) => {
+                // Unknown whether the commit applied: the ids stay consumed (fail closed), the
+                // budget reservations are released as before.
                 self.release(&reserved);
                 return Err(e);
             }
@@ -284,10 +329,6 @@ impl Store for RedisStore {
                 Some("committed") => CommitOutcome::Committed,
                 Some("conflict") => CommitOutcome::Conflict,
                 Some("task_ended") => CommitOutcome::TaskEnded,
-                Some("already_used") => {
-                    let index: usize = reply.get(1).and_then(|i| i.parse().ok()).unwrap_or(1);
-                    CommitOutcome::AlreadyUsed(c.consume.get(index - 1).map(|(k, _)| k.clone()).unwrap_or_default())
-                }
                 _ => {
                     self.release(&reserved);
                     return Err(store_error(format!("unexpected commit reply {reply:?}")));
@@ -297,6 +338,7 @@ impl Store for RedisStore {
         if outcome == CommitOutcome::Committed {
             self.replicate()?;
         } else {
+            self.unconsume(&consumed);
             self.release(&reserved);
         }
         Ok(outcome)

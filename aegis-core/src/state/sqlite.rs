@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::budget::exceeds;
 use crate::error::Result;
 use super::{
-    store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
+    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
 };
 
 const SCHEMA: &str = "
@@ -65,8 +66,13 @@ fn status_str(s: ApprovalStatus) -> &'static str {
     }
 }
 
+/// What was spent since `window_start`. `TOTAL` is a float and never overflows (SQLite's `SUM`
+/// raises an error past `i64`): saturated back into `i64`, a sum that large exceeds any limit.
 fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COALESCE(SUM(amount), 0) FROM spend WHERE key = ?1 AND at >= ?2", params![key, window_start], |r| r.get(0))
+    let total: f64 = conn.query_row("SELECT TOTAL(amount) FROM spend WHERE key = ?1 AND at >= ?2", params![key, window_start], |r| r.get(0))?;
+    // `as` saturates; sums below 2^53 are exact.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok(total as i64)
 }
 
 impl Store for SqliteStore {
@@ -116,8 +122,9 @@ impl Store for SqliteStore {
                 return Ok(CommitOutcome::AlreadyUsed(key.clone()));
             }
         }
+        check_amounts(&c)?;
         for r in c.reservations.iter().filter(|r| r.enforce) {
-            if spent(&tx, &r.key, r.window_start).map_err(store_error)? + r.amount > r.limit {
+            if exceeds(spent(&tx, &r.key, r.window_start).map_err(store_error)?, r.amount, r.limit) {
                 return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
             }
         }
@@ -135,11 +142,10 @@ impl Store for SqliteStore {
         .map_err(store_error)?;
         tx.execute("INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)", params![c.task_id, version + 1, to_json(&c.entry)?])
             .map_err(store_error)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)",
-            params![c.task_id, c.entry.agent_id, c.entry.tool],
-        )
-        .map_err(store_error)?;
+        for holder in c.entry.duty_holders() {
+            tx.execute("INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)", params![c.task_id, holder, c.entry.tool])
+                .map_err(store_error)?;
+        }
         tx.commit().map_err(store_error)?;
         Ok(CommitOutcome::Committed)
     }

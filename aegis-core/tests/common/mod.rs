@@ -71,6 +71,7 @@ impl Fixture {
             issued_at,
             expires_at: issued_at + ttl,
             jti: format!("cred-{agent}-{issued_at}"),
+            roles: Vec::new(),
         }
     }
 
@@ -193,11 +194,11 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     c.policy_ids = vec!["payments-by-task-agents"];
     c.would_block = true;
     out.push(c);
+    // A string where the schema declares a Long: once a policy error (and a fail-open risk for
+    // forbids written as negative tests), now refused before any policy runs.
     let mut wrong_type = pay(1200, GOOD_ACCOUNT);
     wrong_type["amount"] = json!("1200");
-    let mut c = case("erroring_forbid_denies", good.clone(), wrong_type, "deny", &["policy_error", "policy_error"]);
-    c.policy_ids = vec!["large-payment-needs-approval", "payment-hard-cap"];
-    out.push(c);
+    out.push(case("argument_type_mismatch_denies", good.clone(), wrong_type, "deny", &["args_invalid"]));
     out.push(Case { tool: "invoice.create", ..case("tool_not_in_scope", good.clone(), json!({"customer": "c1", "amount": 5}), "deny", &["tool_not_in_scope"]) });
     let wide_root = issue_root(ISSUER, &fx.issuer, fx.spec("planner", &fx.planner, &["*"], NOW - 60, 900)).unwrap();
     out.push(Case { tool: "payroll.run", ..case("unknown_tool", vec![wide_root], json!({}), "deny", &["unknown_tool"]) });
@@ -315,6 +316,7 @@ pub fn spec_in(task: &str, agent: &str, key: &KeyPair, scope: &[&str], issued_at
         issued_at,
         expires_at: issued_at + ttl,
         jti: format!("cred-{task}-{agent}-{issued_at}"),
+        roles: Vec::new(),
     }
 }
 
@@ -325,9 +327,25 @@ pub fn chain_in(task: &str, agent: &str, agent_key: &KeyPair, scope: &[&str], no
     vec![root, leaf]
 }
 
+/// A person's root credential: the issuer attests the role named like the person, and each
+/// person holds a key of its own (`finance-approver` holds `approver_key()`).
 pub fn approver_chain(agent: &str, now: i64) -> Vec<String> {
-    let k = approver_key();
-    vec![issue_root(ISSUER, &key(1), spec_in("approvals-desk", agent, &k, &["aegis.approve", "aegis.break_glass"], now - 60, 3000)).unwrap()]
+    let k = person_key(agent);
+    let mut spec = spec_in("approvals-desk", agent, &k, &["aegis.approve", "aegis.break_glass"], now - 60, 3000);
+    spec.roles = vec![agent.to_owned()];
+    vec![issue_root(ISSUER, &key(1), spec).unwrap()]
+}
+
+/// The key of a person: `approver_key()` for the finance approver, one per name otherwise.
+pub fn person_key(agent: &str) -> KeyPair {
+    if agent == "finance-approver" {
+        return approver_key();
+    }
+    let seed = agent.bytes().fold([7u8; 32], |mut acc, b| {
+        acc[usize::from(b) % 32] = acc[usize::from(b) % 32].wrapping_mul(31).wrapping_add(b);
+        acc
+    });
+    KeyPair::from_seed(&seed).unwrap()
 }
 
 pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationRequest {
@@ -338,3 +356,21 @@ pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationR
     }
 }
 
+
+/// The payments bundle's sources, to load variants of it in memory.
+pub fn engine_sources() -> aegis_sod::BundleSources {
+    let dir = payments_dir();
+    let mut policies: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    policies.sort();
+    aegis_sod::BundleSources {
+        manifest: std::fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
+        schema: std::fs::read_to_string(dir.join("payments.cedarschema")).unwrap(),
+        schema_file: "payments.cedarschema".into(),
+        policies,
+    }
+}

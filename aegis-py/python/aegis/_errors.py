@@ -202,6 +202,18 @@ class BudgetExceeded(AegisError):
     code = "budget_exceeded"
 
 
+class BudgetAmountInvalid(AegisError):
+    """A budget contribution is not a whole number from 0 up: budgets only ever consume."""
+
+    code = "budget_amount_invalid"
+
+
+class ArgsInvalid(AegisError):
+    """The arguments do not have the types the bundle's schema declares for the tool."""
+
+    code = "args_invalid"
+
+
 class Contention(AegisError):
     """Concurrent calls in the task kept conflicting; decided as a deny."""
 
@@ -310,6 +322,8 @@ ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "store_unavailable": StoreUnavailable,
     "task_ended": TaskEnded,
     "budget_exceeded": BudgetExceeded,
+    "budget_amount_invalid": BudgetAmountInvalid,
+    "args_invalid": ArgsInvalid,
     "contention": Contention,
     "approval_token_invalid": ApprovalTokenInvalid,
     "approval_expired": ApprovalExpired,

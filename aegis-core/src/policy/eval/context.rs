@@ -42,6 +42,7 @@ use smol_str::SmolStr;
 
 use crate::error::{Error, Result};
 use crate::identity::VerifiedChain;
+use crate::state::{key_holder, KEY_HOLDER_PREFIX};
 
 /// The context attributes that depend only on the chain, built once per verified chain.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -89,18 +90,24 @@ impl BaseContext {
 }
 
 /// The `task` context record: what was already done in the task, seen from this chain.
+///
+/// A duty counts for this chain when its holder is the agent or the agent's key (a holder
+/// acting under another name is still itself); for the lineage, any agent or key of the chain.
 fn task_record(duties: &BTreeSet<(String, String)>, chain: &VerifiedChain) -> Value {
-    let by_agent = duties.iter().filter(|(a, _)| a == &chain.agent_id).map(|(_, t)| t.as_str());
+    let leaf_key = chain.kids.last().map(|k| key_holder(k));
+    let chain_keys: Vec<String> = chain.kids.iter().map(|k| key_holder(k)).collect();
+    let by_agent = duties.iter().filter(|(a, _)| a == &chain.agent_id || leaf_key.as_ref() == Some(a)).map(|(_, t)| t.as_str());
     let by_lineage = duties
         .iter()
-        .filter(|(a, _)| a == &chain.agent_id || chain.lineage.iter().any(|l| l == a))
+        .filter(|(a, _)| a == &chain.agent_id || chain.lineage.iter().any(|l| l == a) || chain_keys.contains(a))
         .map(|(_, t)| t.as_str());
+    let actors = duties.iter().map(|(a, _)| a.as_str()).filter(|a| !a.starts_with(KEY_HOLDER_PREFIX));
     Value::record(
         [
             ("duties_by_agent", string_set(by_agent)),
             ("duties_by_lineage", string_set(by_lineage)),
             ("performed", string_set(duties.iter().map(|(_, t)| t.as_str()))),
-            ("actors", string_set(duties.iter().map(|(a, _)| a.as_str()))),
+            ("actors", string_set(actors)),
         ],
         None,
     )

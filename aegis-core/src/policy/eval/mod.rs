@@ -36,6 +36,22 @@ impl ToolTarget {
     }
 }
 
+/// The principal as an entity whose parents are its attested roles (`principal in
+/// Role::"finance-approver"`), or no entities at all for a principal without roles.
+pub(crate) fn principal_entities(principal: &EntityUid, role_type: &cedar_policy::EntityTypeName, roles: &[String]) -> Result<Entities> {
+    if roles.is_empty() {
+        return Ok(Entities::empty());
+    }
+    let parents: std::collections::HashSet<EntityUid> = roles
+        .iter()
+        .map(|r| EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(r)))
+        .collect();
+    let roles = parents.iter().map(|r| cedar_policy::Entity::new_no_attrs(r.clone(), std::collections::HashSet::new()));
+    let principal = cedar_policy::Entity::new_no_attrs(principal.clone(), parents.clone());
+    Entities::from_entities(roles.chain(std::iter::once(principal)), None)
+        .map_err(|e| Error::internal(format!("principal entities: {e}")))
+}
+
 /// A request ready for evaluation.
 pub(crate) struct PreparedRequest(ast::Request);
 
@@ -86,6 +102,9 @@ pub struct Evaluation {
     pub erroring: Vec<(PolicyId, String)>,
     /// The erroring policies that are forbids.
     pub erroring_forbids: Vec<PolicyId>,
+    /// Every satisfied permit, whatever the decision: the obligations (`@sanitize`) an
+    /// override must still honour when it lifts the forbids that denied the call.
+    pub satisfied_permits: Vec<PolicyId>,
 }
 
 impl PolicyIndex {
@@ -160,6 +179,8 @@ pub(crate) struct PolicyList {
     compiled: Vec<CompiledPolicy>,
     /// The same policies, for Cedar's `Authorizer`.
     set: PolicySet,
+    /// Its permits alone, to tell which permits held when forbids denied.
+    permits: PolicySet,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +212,8 @@ impl PolicyList {
         Self {
             compiled,
             set: set.clone(),
+            permits: PolicySet::from_policies(set.policies().filter(|p| p.effect() == cedar_policy::Effect::Permit).cloned())
+                .unwrap_or_default(),
         }
     }
 
@@ -235,11 +258,11 @@ impl PolicyList {
         let (cedar_decision, determining) = if !forbids.is_empty() {
             (CedarDecision::Deny, forbids)
         } else if !permits.is_empty() {
-            (CedarDecision::Allow, permits)
+            (CedarDecision::Allow, permits.clone())
         } else {
-            (CedarDecision::Deny, permits)
+            (CedarDecision::Deny, Vec::new())
         };
-        Evaluation::sorted(cedar_decision, determining, erroring, erroring_forbids)
+        Evaluation::sorted(cedar_decision, determining, erroring, erroring_forbids, permits)
     }
 
     #[cfg_attr(not(feature = "cedar-authorizer"), allow(dead_code))]
@@ -254,7 +277,14 @@ impl PolicyList {
             .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| (e.policy_id().clone(), e.to_string()))
             .collect();
         let erroring_forbids = erroring.iter().map(|(id, _)| id.clone()).filter(|id| is_forbid(id)).collect();
-        Evaluation::sorted(response.decision(), determining, erroring, erroring_forbids)
+        let satisfied_permits = if response.decision() == CedarDecision::Allow {
+            determining.clone()
+        } else {
+            // Denied by forbids: which permits held is asked of the permits alone.
+            let permits = cedar_policy::Authorizer::new().is_authorized(&request, &self.permits, entities);
+            permits.diagnostics().reason().cloned().collect()
+        };
+        Evaluation::sorted(response.decision(), determining, erroring, erroring_forbids, satisfied_permits)
     }
 }
 
@@ -266,13 +296,15 @@ impl Evaluation {
         mut determining: Vec<PolicyId>,
         mut erroring: Vec<(PolicyId, String)>,
         mut erroring_forbids: Vec<PolicyId>,
+        mut satisfied_permits: Vec<PolicyId>,
     ) -> Self {
         let by_id = |a: &PolicyId, b: &PolicyId| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b));
         determining.sort_unstable_by(by_id);
         erroring.sort_unstable_by(|a, b| by_id(&a.0, &b.0));
         erroring_forbids.sort_unstable_by(by_id);
+        satisfied_permits.sort_unstable_by(by_id);
         let decision = if erroring_forbids.is_empty() { cedar_decision } else { CedarDecision::Deny };
-        Self { cedar_decision, decision, determining, erroring, erroring_forbids }
+        Self { cedar_decision, decision, determining, erroring, erroring_forbids, satisfied_permits }
     }
 }
 
