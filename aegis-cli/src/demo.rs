@@ -59,6 +59,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         issued_at,
         expires_at: issued_at + ttl,
         jti: jti.into(),
+        roles: Vec::new(),
     };
     let spec = |agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| {
         spec_in(TASK, agent, key, scope, issued_at, ttl, jti)
@@ -107,13 +108,20 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     println!("7. the planner tries to approve the 9000 payment its own delegate asked for");
     let refused = engine.approve(&approval_id, std::slice::from_ref(&planner_cred), None).map_err(show)?;
     print_resolution(&refused, false, &failures);
-    println!("8. the finance approver (its own credential, outside the agent chain) approves");
-    let approver_cred = issue_root(
-        ISSUER,
-        &issuer,
-        spec_in("approvals-desk", "finance-approver", &approver, &["aegis.approve"], now, 900, "cred-approver"),
-    )
-    .map_err(show)?;
+    // An over-privileged planner, holding `aegis.approve` itself, names a sibling after the
+    // approver. The sibling's id is `planner/finance-approver`, a delegate: never an approver.
+    let overprivileged = issue_root(ISSUER, &issuer, spec("planner", &planner, &[TOOL, "aegis.approve"], now, 900, "cred-planner-op"))
+        .map_err(show)?;
+    let sibling_key = key(9)?;
+    let sibling = delegate(&overprivileged, &planner, spec("finance-approver", &sibling_key, &["aegis.approve"], now, 600, "cred-sibling"))
+        .map_err(show)?;
+    println!("7b. a planner holding `aegis.approve` names a sibling `finance-approver` and approves through it");
+    let named = engine.approve(&approval_id, &[overprivileged, sibling], None).map_err(show)?;
+    print_resolution(&named, false, &failures);
+    println!("8. the finance approver (a person: its own root credential, its role attested by the issuer) approves");
+    let mut approver_spec = spec_in("approvals-desk", "finance-approver", &approver, &["aegis.approve"], now, 900, "cred-approver");
+    approver_spec.roles = vec!["finance-approver".into()];
+    let approver_cred = issue_root(ISSUER, &issuer, approver_spec).map_err(show)?;
     let approved = engine.approve(&approval_id, &[approver_cred], Some("invoice INV-2291 checked")).map_err(show)?;
     print_resolution(&approved, true, &failures);
     let token = approved.override_token.ok_or("no override token")?;
@@ -129,10 +137,11 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let split_leaf = delegate(&split_root, &planner, spec_in(SPLIT_TASK, "finance-agent", &finance, &[TOOL], now, 600, "cred-finance-2"))
         .map_err(show)?;
     let split = vec![split_root, split_leaf];
-    for (n, expect) in [Outcome::Allow, Outcome::Deny, Outcome::Deny].into_iter().enumerate() {
+    for (n, expect) in [Outcome::Allow, Outcome::ApprovalNeeded, Outcome::ApprovalNeeded].into_iter().enumerate() {
         let title = format!("12.{}. payment {} of 3 x 3000 against the task's 5000 budget", n + 1, n + 1);
         step(&title, split.clone(), pay(3000, GOOD_ACCOUNT), None, expect)?;
     }
+    step("12.4. a negative payment, to make room in the budget", split.clone(), pay(-1_000_000, GOOD_ACCOUNT), None, Outcome::Deny)?;
 
     engine.end_task(TASK).map_err(show)?;
     println!("13. the planner's task ends: every credential of `{TASK}` is revoked\n");
@@ -156,7 +165,7 @@ fn print_resolution(resolution: &ApprovalResolution, expect_accepted: bool, fail
         println!("   latency:  {ms} ms from request to approval");
     }
     if resolution.override_token.is_some() {
-        println!("   override: a single-use token bound to this exact call, agent, task and policy version");
+        println!("   override: a single-use token bound to this exact call, resource, agent, task and policy version");
     }
     println!();
     if resolution.accepted != expect_accepted {
