@@ -63,6 +63,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("issue", false, "IssueRequest -> credential (string)"),
     op("inspect", false, "{token} -> InspectedCredential (unverified, for display)"),
     op("create_proof", false, "ProofRequest -> proof (string)"),
+    op("verify_signature", false, "{public_key_hex, message_hex, signature_hex} -> {valid, key_error?}: the strict Ed25519 check"),
     op("call_digest", false, "{tool, args} -> digest (string)"),
     op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
     op("enforce", false, "{decision, args} -> Enforcement"),
@@ -126,6 +127,18 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
         "issue" => to_json(&issue(parse(input)?)?),
         "inspect" => to_json(&identity::inspect(&parse::<Token>(input)?.token)?),
         "create_proof" => to_json(&create_proof(parse(input)?)?),
+        "verify_signature" => {
+            let r: VerifySignature = parse(input)?;
+            let bytes = |hex_text: &str, what: &str| {
+                hex::decode(hex_text).map_err(|_| Error::malformed_request(format!("`{what}` is not hexadecimal")))
+            };
+            let (message, signature) = (bytes(&r.message_hex, "message_hex")?, bytes(&r.signature_hex, "signature_hex")?);
+            let verdict = match PublicKey::from_bytes(&bytes(&r.public_key_hex, "public_key_hex")?) {
+                Ok(key) => SignatureVerdict { valid: key.verify_strict(&message, &signature), key_error: None },
+                Err(e) => SignatureVerdict { valid: false, key_error: Some(e.code()) },
+            };
+            to_json(&verdict)
+        }
         "call_digest" => {
             let r: CallDigest = parse(input)?;
             to_json(&identity::call_digest(&r.tool, &r.args)?)
@@ -248,6 +261,21 @@ struct GenerateKey {
 #[serde(deny_unknown_fields)]
 struct Token {
     token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifySignature {
+    public_key_hex: String,
+    message_hex: String,
+    signature_hex: String,
+}
+
+#[derive(Serialize)]
+struct SignatureVerdict {
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_error: Option<ErrorCode>,
 }
 
 #[derive(Deserialize)]

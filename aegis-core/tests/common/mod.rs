@@ -374,3 +374,12 @@ pub fn engine_sources() -> aegis_sod::BundleSources {
         policies,
     }
 }
+
+/// The token with one bit of its signature flipped (the middle byte): well-formed, invalid.
+pub fn tamper_signature(token: &str) -> String {
+    let (rest, sig) = token.rsplit_once('.').unwrap();
+    let mut bytes = b64_decode(sig).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    format!("{rest}.{}", b64_encode(&bytes))
+}
