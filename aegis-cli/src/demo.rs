@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aegis_sod::{
-    delegate, issue_root, slack_message, ApprovalResolution, AuthorizationRequest, Bundle, Clock, CredentialSpec,
-    Decision, Engine, KeyPair, Outcome, PendingApproval, SystemClock,
+    delegate, issue_root, slack_message, ApprovalResolution, AuthorizationRequest, Bundle, Clock, CredentialSpec, Decision,
+    Engine, KeyPair, Outcome, PendingApproval, SystemClock,
 };
 use serde_json::{json, Value};
 
@@ -42,7 +42,11 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         .trust_issuer(ISSUER, issuer.public_key().clone())
         .notifier(Arc::new(|p: &PendingApproval| {
             let slack = slack_message(p);
-            println!("   notifier: posted a Slack approval request ({} blocks): {}", slack["blocks"].as_array().map_or(0, Vec::len), slack["text"]);
+            println!(
+                "   notifier: posted a Slack approval request ({} blocks): {}",
+                slack["blocks"].as_array().map_or(0, Vec::len),
+                slack["text"]
+            );
         }))
         .build()
         .map_err(show)?;
@@ -64,39 +68,51 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let spec = |agent: &str, key: &KeyPair, scope: &[&str], issued_at: i64, ttl: i64, jti: &str| {
         spec_in(TASK, agent, key, scope, issued_at, ttl, jti)
     };
-    let planner_cred = issue_root(ISSUER, &issuer, spec("planner", &planner, &["invoice.create", TOOL], now, 900, "cred-planner"))
-        .map_err(show)?;
-    let finance_cred = delegate(&planner_cred, &planner, spec("finance-agent", &finance, &[TOOL], now, 600, "cred-finance"))
-        .map_err(show)?;
+    let planner_cred =
+        issue_root(ISSUER, &issuer, spec("planner", &planner, &["invoice.create", TOOL], now, 900, "cred-planner"))
+            .map_err(show)?;
+    let finance_cred =
+        delegate(&planner_cred, &planner, spec("finance-agent", &finance, &[TOOL], now, 600, "cred-finance")).map_err(show)?;
     println!("planner (root, issued by {ISSUER}) delegates `{TOOL}` to finance-agent\n");
 
     let chain = vec![planner_cred.clone(), finance_cred.clone()];
     let pay = |amount: i64, destination: &str| json!({"amount": amount, "currency": "eur", "destination": destination});
     let failures = std::cell::Cell::new(0usize);
-    let step_with = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| -> Result<Decision, String> {
-        let request = AuthorizationRequest::new(chain, TOOL, args.clone());
-        let request = match token {
-            Some(t) => request.with_approval_token(t),
-            None => request,
+    let step_with =
+        |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| -> Result<Decision, String> {
+            let request = AuthorizationRequest::new(chain, TOOL, args.clone());
+            let request = match token {
+                Some(t) => request.with_approval_token(t),
+                None => request,
+            };
+            let decision = engine.authorize(&request).map_err(show)?;
+            print_step(title, &args, &decision, expect);
+            if decision.outcome != expect {
+                failures.set(failures.get() + 1);
+            }
+            Ok(decision)
         };
-        let decision = engine.authorize(&request).map_err(show)?;
-        print_step(title, &args, &decision, expect);
-        if decision.outcome != expect {
-            failures.set(failures.get() + 1);
-        }
-        Ok(decision)
-    };
 
     let step = |title: &str, chain: Vec<String>, args: Value, expect: Outcome| step_with(title, chain, args, None, expect);
     step("1. finance-agent pays 1200", chain.clone(), pay(1200, GOOD_ACCOUNT), Outcome::Allow)?;
-    step("2. the planner tries to execute the payment itself", vec![planner_cred.clone()], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
+    step(
+        "2. the planner tries to execute the payment itself",
+        vec![planner_cred.clone()],
+        pay(1200, GOOD_ACCOUNT),
+        Outcome::Deny,
+    )?;
     let waiting = step("3. finance-agent pays 9000", chain.clone(), pay(9000, GOOD_ACCOUNT), Outcome::ApprovalNeeded)?;
     let approval_id = waiting.approval_id.ok_or("no approval id")?;
 
     let forged = forge_scope(&finance_cred)?;
-    step("4a. a forged link: finance-agent's credential with its scope rewritten", vec![planner_cred.clone(), forged], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
-    let expired = delegate(&planner_cred, &planner, spec("finance-agent", &finance, &[TOOL], now - 3600, 600, "cred-old"))
-        .map_err(show)?;
+    step(
+        "4a. a forged link: finance-agent's credential with its scope rewritten",
+        vec![planner_cred.clone(), forged],
+        pay(1200, GOOD_ACCOUNT),
+        Outcome::Deny,
+    )?;
+    let expired =
+        delegate(&planner_cred, &planner, spec("finance-agent", &finance, &[TOOL], now - 3600, 600, "cred-old")).map_err(show)?;
     step("4b. an expired link in the chain", vec![planner_cred.clone(), expired], pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
 
     step("5. a destination that is not a Stripe account", chain.clone(), pay(1200, "DE89370400440532013000"), Outcome::Deny)?;
@@ -110,16 +126,19 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     print_resolution(&refused, false, &failures);
     // An over-privileged planner, holding `aegis.approve` itself, names a sibling after the
     // approver. The sibling's id is `planner/finance-approver`, a delegate: never an approver.
-    let overprivileged = issue_root(ISSUER, &issuer, spec("planner", &planner, &[TOOL, "aegis.approve"], now, 900, "cred-planner-op"))
-        .map_err(show)?;
+    let overprivileged =
+        issue_root(ISSUER, &issuer, spec("planner", &planner, &[TOOL, "aegis.approve"], now, 900, "cred-planner-op"))
+            .map_err(show)?;
     let sibling_key = key(9)?;
-    let sibling = delegate(&overprivileged, &planner, spec("finance-approver", &sibling_key, &["aegis.approve"], now, 600, "cred-sibling"))
-        .map_err(show)?;
+    let sibling =
+        delegate(&overprivileged, &planner, spec("finance-approver", &sibling_key, &["aegis.approve"], now, 600, "cred-sibling"))
+            .map_err(show)?;
     println!("7b. a planner holding `aegis.approve` names a sibling `finance-approver` and approves through it");
     let named = engine.approve(&approval_id, &[overprivileged, sibling], None).map_err(show)?;
     print_resolution(&named, false, &failures);
     println!("8. the finance approver (a person: its own root credential, its role attested by the issuer) approves");
-    let mut approver_spec = spec_in("approvals-desk", "finance-approver", &approver, &["aegis.approve"], now, 900, "cred-approver");
+    let mut approver_spec =
+        spec_in("approvals-desk", "finance-approver", &approver, &["aegis.approve"], now, 900, "cred-approver");
     approver_spec.roles = vec!["finance-approver".into()];
     let approver_cred = issue_root(ISSUER, &issuer, approver_spec).map_err(show)?;
     let approved = engine.approve(&approval_id, &[approver_cred], Some("invoice INV-2291 checked")).map_err(show)?;
@@ -128,20 +147,34 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let step = |title: &str, chain: Vec<String>, args: Value, token: Option<&str>, expect: Outcome| {
         step_with(title, chain, args, token, expect)
     };
-    step("9. finance-agent retries the 9000 payment with the override token", chain.clone(), pay(9000, GOOD_ACCOUNT), Some(&token), Outcome::Allow)?;
+    step(
+        "9. finance-agent retries the 9000 payment with the override token",
+        chain.clone(),
+        pay(9000, GOOD_ACCOUNT),
+        Some(&token),
+        Outcome::Allow,
+    )?;
     step("10. the same token again", chain.clone(), pay(9000, GOOD_ACCOUNT), Some(&token), Outcome::Deny)?;
     step("11. the token with the amount changed to 9001", chain.clone(), pay(9001, GOOD_ACCOUNT), Some(&token), Outcome::Deny)?;
 
     // A denied payment comes back split into three, in a fresh task with a 5000 budget.
-    let split_root = issue_root(ISSUER, &issuer, spec_in(SPLIT_TASK, "planner", &planner, &[TOOL], now, 900, "cred-planner-2")).map_err(show)?;
-    let split_leaf = delegate(&split_root, &planner, spec_in(SPLIT_TASK, "finance-agent", &finance, &[TOOL], now, 600, "cred-finance-2"))
+    let split_root = issue_root(ISSUER, &issuer, spec_in(SPLIT_TASK, "planner", &planner, &[TOOL], now, 900, "cred-planner-2"))
         .map_err(show)?;
+    let split_leaf =
+        delegate(&split_root, &planner, spec_in(SPLIT_TASK, "finance-agent", &finance, &[TOOL], now, 600, "cred-finance-2"))
+            .map_err(show)?;
     let split = vec![split_root, split_leaf];
     for (n, expect) in [Outcome::Allow, Outcome::ApprovalNeeded, Outcome::ApprovalNeeded].into_iter().enumerate() {
         let title = format!("12.{}. payment {} of 3 x 3000 against the task's 5000 budget", n + 1, n + 1);
         step(&title, split.clone(), pay(3000, GOOD_ACCOUNT), None, expect)?;
     }
-    step("12.4. a negative payment, to make room in the budget", split.clone(), pay(-1_000_000, GOOD_ACCOUNT), None, Outcome::Deny)?;
+    step(
+        "12.4. a negative payment, to make room in the budget",
+        split.clone(),
+        pay(-1_000_000, GOOD_ACCOUNT),
+        None,
+        Outcome::Deny,
+    )?;
 
     engine.end_task(TASK).map_err(show)?;
     println!("13. the planner's task ends: every credential of `{TASK}` is revoked\n");
@@ -204,7 +237,8 @@ fn forge_scope(token: &str) -> Result<String, String> {
     let [header, payload, signature] = parts.as_slice() else {
         return Err("credential is not a compact jws".into());
     };
-    let mut claims: Value = serde_json::from_slice(&B64.decode(payload).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let mut claims: Value =
+        serde_json::from_slice(&B64.decode(payload).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     claims["scope"] = json!(["*"]);
     let forged = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
     Ok(format!("{header}.{}.{signature}", B64.encode(&forged)))

@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn aegis(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_aegis"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_aegis")).args(args).current_dir(repo_root()).output().unwrap();
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
@@ -75,13 +71,39 @@ fn keys_tokens_and_authorize_round_trip() {
     let finance_pub = write("finance.pub.jwk", &key(3, true));
 
     let (ok, root, err) = aegis(&[
-        "token", "issue", "--issuer", "https://issuer.example", "--key", &issuer, "--agent", "planner",
-        "--agent-key", &planner, "--task", "t-1", "--intent", "pay invoices", "--scope", "stripe.create_payment",
+        "token",
+        "issue",
+        "--issuer",
+        "https://issuer.example",
+        "--key",
+        &issuer,
+        "--agent",
+        "planner",
+        "--agent-key",
+        &planner,
+        "--task",
+        "t-1",
+        "--intent",
+        "pay invoices",
+        "--scope",
+        "stripe.create_payment",
     ]);
     assert!(ok, "{err}");
     let (ok, child, err) = aegis(&[
-        "token", "delegate", "--parent", root.trim(), "--key", &planner, "--agent", "finance-agent",
-        "--agent-key", &finance_pub, "--scope", "stripe.create_payment", "--ttl", "300",
+        "token",
+        "delegate",
+        "--parent",
+        root.trim(),
+        "--key",
+        &planner,
+        "--agent",
+        "finance-agent",
+        "--agent-key",
+        &finance_pub,
+        "--scope",
+        "stripe.create_payment",
+        "--ttl",
+        "300",
     ]);
     assert!(ok, "{err}");
     let (ok, inspected, _) = aegis(&["token", "inspect", child.trim()]);
@@ -89,8 +111,18 @@ fn keys_tokens_and_authorize_round_trip() {
 
     // Widening is refused at issue time, with the stable code.
     let (ok, _, err) = aegis(&[
-        "token", "delegate", "--parent", root.trim(), "--key", &planner, "--agent", "finance-agent",
-        "--agent-key", &finance_pub, "--scope", "stripe.create_payment,payroll.run",
+        "token",
+        "delegate",
+        "--parent",
+        root.trim(),
+        "--key",
+        &planner,
+        "--agent",
+        "finance-agent",
+        "--agent-key",
+        &finance_pub,
+        "--scope",
+        "stripe.create_payment,payroll.run",
     ]);
     assert!(!ok && err.contains("[scope_widened]"), "{err}");
 
@@ -124,7 +156,21 @@ fn unknown_flags_and_bad_values_are_errors_with_a_usage_line() {
     assert!(!ok && err.contains("64 hexadecimal digits") && err.contains("Usage:"), "{err}");
     let (ok, _, err) = aegis(&["authorize", "--bundle", "policies/payments", "--trust", "no-equals-sign", "--request", "r.json"]);
     assert!(!ok && err.contains("NAME=ISSUER.jwk"), "{err}");
-    let (ok, _, err) = aegis(&["token", "delegate", "--parent", "x", "--key", "k", "--agent", "a", "--agent-key", "k", "--scope", "s", "--ttl=-5"]);
+    let (ok, _, err) = aegis(&[
+        "token",
+        "delegate",
+        "--parent",
+        "x",
+        "--key",
+        "k",
+        "--agent",
+        "a",
+        "--agent-key",
+        "k",
+        "--scope",
+        "s",
+        "--ttl=-5",
+    ]);
     assert!(!ok && err.contains("--ttl"), "{err}");
     let (ok, _, err) = aegis(&["frobnicate"]);
     assert!(!ok && err.contains("Usage:"), "{err}");

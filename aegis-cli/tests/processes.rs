@@ -17,8 +17,6 @@ use common::redis::RedisServer;
 use common::*;
 use serde_json::{json, Value};
 
-
-
 fn engine_config(store: &StoreConfig, bundle_dir: &std::path::Path) -> Value {
     json!({
         "bundle_dir": bundle_dir.to_string_lossy(),
@@ -31,7 +29,13 @@ fn engine_config(store: &StoreConfig, bundle_dir: &std::path::Path) -> Value {
 fn spawn_worker(config: &Value, steps: Vec<Value>, start_at_ms: Option<i64>) -> Child {
     let job = temp_path("job.json");
     std::fs::write(&job, json!({"engine": config, "steps": steps, "start_at_ms": start_at_ms}).to_string()).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_aegis")).arg("exec").arg(&job).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_aegis"))
+        .arg("exec")
+        .arg(&job)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
 }
 
 fn finish(child: Child) -> Vec<Value> {
@@ -77,7 +81,9 @@ fn proof_bundle_dir() -> PathBuf {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
-    let manifest = std::fs::read_to_string(dir.join("manifest.yaml")).unwrap().replace("proof_required: []", "proof_required: [stripe.create_payment]");
+    let manifest = std::fs::read_to_string(dir.join("manifest.yaml"))
+        .unwrap()
+        .replace("proof_required: []", "proof_required: [stripe.create_payment]");
     std::fs::write(dir.join("manifest.yaml"), manifest).unwrap();
     dir
 }

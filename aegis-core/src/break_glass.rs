@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
-use crate::identity::DELEGATE_SEPARATOR;
 use crate::error::{Error, ErrorCode, Result};
+use crate::identity::DELEGATE_SEPARATOR;
 use crate::time::random_id;
 
 /// The scope an approver of break-glass needs.
@@ -104,9 +104,9 @@ impl Engine {
         let mut approvers: Vec<String> = Vec::new();
         let mut keys: Vec<String> = Vec::new();
         for chain in &request.approvers {
-            let verified = self.verify_person(chain, BREAK_GLASS_SCOPE, now).map_err(|e| {
-                Error::new(ErrorCode::BreakGlassRefused, format!("approver: [{}] {}", e.code(), e.message()))
-            })?;
+            let verified = self
+                .verify_person(chain, BREAK_GLASS_SCOPE, now)
+                .map_err(|e| Error::new(ErrorCode::BreakGlassRefused, format!("approver: [{}] {}", e.code(), e.message())))?;
             let id = verified.agent_id.as_str();
             let covers_itself = request.agents.iter().any(|a| a == id || a.starts_with(&format!("{id}{DELEGATE_SEPARATOR}")));
             if covers_itself {

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::engine::Engine;
 use crate::approval::BUDGET_LIFT_PREFIX;
+use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::VerifiedChain;
 use crate::policy::{lookup, BudgetScope, OnExceed, ToolEntry};
@@ -32,7 +32,13 @@ pub struct Reservation {
 /// Budgets only consume: a contribution is a whole number from 0 up, and anything else (a
 /// negative amount, a fraction, a number past `i64`, a missing argument) refuses the call with
 /// `budget_amount_invalid` rather than letting it add room to the budget.
-pub(crate) fn reservations(tool: &ToolEntry, chain: &VerifiedChain, args: &Json, now: i64, lifted: &[String]) -> Result<Vec<Reservation>> {
+pub(crate) fn reservations(
+    tool: &ToolEntry,
+    chain: &VerifiedChain,
+    args: &Json,
+    now: i64,
+    lifted: &[String],
+) -> Result<Vec<Reservation>> {
     tool.budgets
         .iter()
         .map(|b| {
@@ -41,7 +47,11 @@ pub(crate) fn reservations(tool: &ToolEntry, chain: &VerifiedChain, args: &Json,
                 Some(path) => lookup(args, path).and_then(Json::as_i64).filter(|a| *a >= 0).ok_or_else(|| {
                     Error::new(
                         ErrorCode::BudgetAmountInvalid,
-                        format!("budget `{}` sums `args.{}`, which must be a whole number from 0 to 2^63-1", b.name, path.join(".")),
+                        format!(
+                            "budget `{}` sums `args.{}`, which must be a whole number from 0 to 2^63-1",
+                            b.name,
+                            path.join(".")
+                        ),
                     )
                 })?,
             };

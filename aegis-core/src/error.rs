@@ -391,7 +391,10 @@ mod tests {
     #[test]
     fn error_json_carries_its_place() {
         let e = Error::new(ErrorCode::SignatureInvalid, "bad").at_link(2);
-        assert_eq!(serde_json::to_value(&e).unwrap(), serde_json::json!({"code": "signature_invalid", "message": "link 2: bad", "link": 2}));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"code": "signature_invalid", "message": "link 2: bad", "link": 2})
+        );
         let back: Error = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
         assert_eq!(back, e);
     }

@@ -19,8 +19,7 @@ pub fn from_str_strict<T: DeserializeOwned>(json: &str) -> Result<T> {
 
 /// Parses a JSON value, rejecting duplicate object keys anywhere in the document.
 pub fn parse_value_strict(json: &str) -> Result<Value> {
-    let StrictValue(value) = serde_json::from_str(json)
-        .map_err(|e| Error::malformed_request(format!("invalid json: {e}")))?;
+    let StrictValue(value) = serde_json::from_str(json).map_err(|e| Error::malformed_request(format!("invalid json: {e}")))?;
     Ok(value)
 }
 
@@ -51,9 +50,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(StrictValue(Value::Number(v.into())))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<StrictValue, E> {
-        Number::from_f64(v)
-            .map(|n| StrictValue(Value::Number(n)))
-            .ok_or_else(|| E::custom("non-finite number"))
+        Number::from_f64(v).map(|n| StrictValue(Value::Number(n))).ok_or_else(|| E::custom("non-finite number"))
     }
     fn visit_str<E>(self, v: &str) -> std::result::Result<StrictValue, E> {
         Ok(StrictValue(Value::String(v.to_owned())))

@@ -71,8 +71,7 @@ pub struct OsRandom;
 
 impl SecureRandom for OsRandom {
     fn fill(&self, dest: &mut [u8]) -> Result<()> {
-        getrandom::getrandom(dest)
-            .map_err(|e| Error::internal(format!("the operating system refused randomness: {e}")))
+        getrandom::getrandom(dest).map_err(|e| Error::internal(format!("the operating system refused randomness: {e}")))
     }
 }
 

@@ -50,12 +50,16 @@ fn a_planner_cannot_approve_through_a_sibling_it_names_finance_approver() {
     on_every_store(|_, engine| {
         let task = "task-named-sibling";
         let root = planner_root(task, &["*", "aegis.approve"]);
-        let finance = vec![root.clone(), delegate(&root, &key(2), spec_in(task, "finance-agent", &key(3), &[TOOL], NOW - 30, 600)).unwrap()];
+        let finance = vec![
+            root.clone(),
+            delegate(&root, &key(2), spec_in(task, "finance-agent", &key(3), &[TOOL], NOW - 30, 600)).unwrap(),
+        ];
         let waiting = ask(&engine, &finance, pay(9000, GOOD_ACCOUNT));
         assert_eq!(waiting.outcome, Outcome::ApprovalNeeded);
         let id = waiting.approval_id.unwrap();
         // A sibling with a fresh key, and one on the planner's own key.
-        let fresh = delegate(&root, &key(2), spec_in(task, "finance-approver", &key(11), &["aegis.approve"], NOW - 30, 600)).unwrap();
+        let fresh =
+            delegate(&root, &key(2), spec_in(task, "finance-approver", &key(11), &["aegis.approve"], NOW - 30, 600)).unwrap();
         let own_key = aegis_sod::testing::sign(
             &{
                 let mut c = serde_json::to_value(aegis_sod::inspect(&fresh).unwrap().claims).unwrap();
@@ -85,7 +89,8 @@ fn a_delegate_named_finance_approver_neither_approves_nor_locks_the_real_approve
         let id = ask(&engine, &finance, pay(9000, GOOD_ACCOUNT)).approval_id.unwrap();
         // Someone holding `aegis.approve` delegates a child it names after the approver.
         let desk = issue_root(ISSUER, &key(1), spec_in("desk", "intern", &key(12), &["aegis.approve"], NOW - 60, 3000)).unwrap();
-        let named = delegate(&desk, &key(12), spec_in("desk", "finance-approver", &key(13), &["aegis.approve"], NOW - 30, 600)).unwrap();
+        let named =
+            delegate(&desk, &key(12), spec_in("desk", "finance-approver", &key(13), &["aegis.approve"], NOW - 30, 600)).unwrap();
         let r = engine.approve(&id, &[desk, named], None).unwrap();
         assert_eq!(r.reasons[0].code, ErrorCode::ApproverConflict, "{r:?}");
         // A task agent named `finance-approver` performs a duty in the task: it is
@@ -119,7 +124,10 @@ fn break_glass_needs_two_people_and_reaches_only_its_own_task() {
         let mut alias = spec_in("approvals-desk", "cfo", &approver_key(), &["aegis.break_glass"], NOW - 60, 3000);
         alias.roles = vec!["cfo".into()];
         let alias = vec![issue_root(ISSUER, &key(1), alias).unwrap()];
-        assert_eq!(engine.break_glass(&bg(vec![person.clone(), alias], &["task-bg"])).unwrap_err().code(), ErrorCode::BreakGlassRefused);
+        assert_eq!(
+            engine.break_glass(&bg(vec![person.clone(), alias], &["task-bg"])).unwrap_err().code(),
+            ErrorCode::BreakGlassRefused
+        );
         // Two people: the grant lifts the breakable forbid in its task only.
         let grant = engine.break_glass(&bg(vec![person, approver_chain("cfo", NOW)], &["task-bg"])).unwrap();
         let inside = chain_in("task-bg", "finance-agent", &key(3), &[TOOL], NOW);
@@ -148,7 +156,8 @@ fn a_negative_amount_adds_no_room_to_a_budget() {
 fn overflowing_numbers_deny_and_never_take_down_other_tasks() {
     on_every_store(|fx, engine| {
         let mut roomy = engine_sources();
-        roomy.manifest = roomy.manifest.replace("limit: 5000", "limit: 9223372036854775807").replace("on_exceed: approval", "on_exceed: deny");
+        roomy.manifest =
+            roomy.manifest.replace("limit: 5000", "limit: 9223372036854775807").replace("on_exceed: approval", "on_exceed: deny");
         roomy.policies.retain(|(f, _)| f != "limits.cedar");
         engine.swap_bundle(Bundle::from_sources(&roomy).unwrap());
         let chain = chain_in("task-overflow", "finance-agent", &key(3), &[TOOL], NOW);
@@ -201,7 +210,10 @@ fn revoked_and_unscoped_approvers_neither_approve_nor_reject() {
         // Rejecting needs what approving needs: an agent of the task cannot silence a request.
         let r = engine.reject(&id, &chain, None).unwrap();
         assert!(!r.accepted);
-        let no_scope = vec![issue_root(ISSUER, &key(1), spec_in("desk", "bystander", &key(16), &["invoice.create"], NOW - 60, 3000)).unwrap()];
+        let no_scope =
+            vec![
+                issue_root(ISSUER, &key(1), spec_in("desk", "bystander", &key(16), &["invoice.create"], NOW - 60, 3000)).unwrap()
+            ];
         assert_eq!(engine.reject(&id, &no_scope, None).unwrap().reasons[0].code, ErrorCode::ToolNotInScope);
         // The approver's own task ended: its credential is revoked for approving and rejecting.
         engine.end_task("approvals-desk").unwrap();
@@ -209,7 +221,14 @@ fn revoked_and_unscoped_approvers_neither_approve_nor_reject() {
         for r in [engine.approve(&id, &approver, None).unwrap(), engine.reject(&id, &approver, None).unwrap()] {
             assert_eq!((r.accepted, r.reasons[0].code), (false, ErrorCode::TaskEnded.into()));
         }
-        let bg = BreakGlassRequest::new(vec!["x".into()], vec![TOOL.into()], vec!["t".into()], "r", vec![approver, approver_chain("cfo", NOW)], 60);
+        let bg = BreakGlassRequest::new(
+            vec!["x".into()],
+            vec![TOOL.into()],
+            vec!["t".into()],
+            "r",
+            vec![approver, approver_chain("cfo", NOW)],
+            60,
+        );
         assert_eq!(engine.break_glass(&bg).unwrap_err().code(), ErrorCode::BreakGlassRefused);
         assert_eq!(engine.approval(&id).unwrap().unwrap().status, aegis_sod::ApprovalStatus::Pending);
     });
@@ -226,7 +245,9 @@ fn a_proof_is_accepted_once_across_tasks_and_brace_ids_do_not_share_a_ledger() {
         let mut outcomes = Vec::new();
         for task in ["task-proof-a", "task-proof-b"] {
             let chain = chain_in(task, "finance-agent", &fx.finance, &[TOOL], NOW);
-            outcomes.push(engine.authorize(&AuthorizationRequest::new(chain, TOOL, args.clone()).with_proof(&proof)).unwrap().codes());
+            outcomes.push(
+                engine.authorize(&AuthorizationRequest::new(chain, TOOL, args.clone()).with_proof(&proof)).unwrap().codes(),
+            );
         }
         assert_eq!(outcomes[1], vec![ErrorCode::ProofReplayed], "{outcomes:?}");
         engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap());
@@ -241,7 +262,9 @@ fn a_proof_is_accepted_once_across_tasks_and_brace_ids_do_not_share_a_ledger() {
 fn an_approval_is_bound_to_the_resource_and_lifts_no_denying_budget() {
     on_every_store(|_, engine| {
         let chain = chain_in("task-resource", "finance-agent", &key(3), &[TOOL], NOW);
-        let on = |r: &str| AuthorizationRequest::new(chain.clone(), TOOL, pay(9000, GOOD_ACCOUNT)).with_resource(ResourceRef::new("Tool", r));
+        let on = |r: &str| {
+            AuthorizationRequest::new(chain.clone(), TOOL, pay(9000, GOOD_ACCOUNT)).with_resource(ResourceRef::new("Tool", r))
+        };
         let id = engine.authorize(&on("vendor-a")).unwrap().approval_id.unwrap();
         let token = engine.approve(&id, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
         let d = engine.authorize(&on("vendor-b").with_approval_token(&token)).unwrap();
@@ -294,7 +317,8 @@ fn the_approver_check_and_its_duty_commit_are_one_step() {
                 let r = AuthorizationRequest::new(drafter, "invoice.create", json!({"customer": "acme", "amount": 900}));
                 e1.authorize(&r).unwrap().outcome
             });
-            let approve = std::thread::spawn(move || e2.approve(&id, &approver_chain("finance-approver", NOW), None).unwrap().accepted);
+            let approve =
+                std::thread::spawn(move || e2.approve(&id, &approver_chain("finance-approver", NOW), None).unwrap().accepted);
             let (drafted, approved) = (draft.join().unwrap(), approve.join().unwrap());
             let ledger = engine.ledger(&task).unwrap();
             let position = |tool: &str| ledger.iter().position(|e| e.tool == tool);
@@ -309,13 +333,16 @@ fn the_approver_check_and_its_duty_commit_are_one_step() {
 fn wildcards_never_cover_aegis_actions() {
     let fx = Fixture::new();
     let engine = fx.engine();
-    let everything = vec![issue_root(ISSUER, &key(1), spec_in("desk", "ops", &key(17), &["*", "aegis.*"], NOW - 60, 3000)).unwrap()];
+    let everything =
+        vec![issue_root(ISSUER, &key(1), spec_in("desk", "ops", &key(17), &["*", "aegis.*"], NOW - 60, 3000)).unwrap()];
     let chain = chain_in("task-wild", "finance-agent", &key(3), &[TOOL], NOW);
     let id = ask(&engine, &chain, pay(9000, GOOD_ACCOUNT)).approval_id.unwrap();
     let r = engine.approve(&id, &everything, None).unwrap();
     assert_eq!(r.reasons[0].code, ErrorCode::ToolNotInScope);
     // Nor can a `*` holder delegate `aegis.approve`.
     let root = planner_root("task-wild", &["*"]);
-    let err = delegate(&root, &key(2), spec_in("task-wild", "x", &KeyPair::from_seed(&[18; 32]).unwrap(), &["aegis.approve"], NOW, 60)).unwrap_err();
+    let err =
+        delegate(&root, &key(2), spec_in("task-wild", "x", &KeyPair::from_seed(&[18; 32]).unwrap(), &["aegis.approve"], NOW, 60))
+            .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ScopeWidened);
 }

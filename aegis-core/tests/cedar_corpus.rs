@@ -74,7 +74,11 @@ fn cedar_corpus_agrees_with_aegis_decision_path() {
     );
     assert_eq!(total.files, 7_809);
     assert_eq!(total.requests, 62_472);
-    assert!(total.disagree.is_empty(), "disagreements:\n{}", total.disagree.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        total.disagree.is_empty(),
+        "disagreements:\n{}",
+        total.disagree.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
     assert!(total.erroring_forbid_requests > 0, "the corpus has erroring forbids; none were seen");
     // Known: 35 files validate under cedar 4.14 though the 4.10 corpus marks them invalid.
     assert!(total.bundle_validation_drift <= 35, "bundle validation differs on {} files", total.bundle_validation_drift);
@@ -112,19 +116,26 @@ fn run_files(root: &Path, files: &[PathBuf]) -> Tally {
             let context = Context::from_json_value(req["context"].clone(), Some((&schema, &action))).unwrap();
             let validate = req["validateRequest"].as_bool().unwrap_or(false);
             let request =
-                Request::new(uid(&req["principal"]), action, uid(&req["resource"]), context, validate.then_some(&schema)).unwrap();
+                Request::new(uid(&req["principal"]), action, uid(&req["resource"]), context, validate.then_some(&schema))
+                    .unwrap();
             let eval = index.evaluate(&request, &entities);
 
             let expected_decision = if req["decision"] == "allow" { Decision::Allow } else { Decision::Deny };
             let set = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect::<BTreeSet<_>>();
             let got_reasons: BTreeSet<String> = eval.determining.iter().map(|p| p.to_string()).collect();
             let got_errors: BTreeSet<String> = eval.erroring.iter().map(|(p, _)| p.to_string()).collect();
-            if eval.cedar_decision == expected_decision && got_reasons == set(&req["reason"]) && got_errors == set(&req["errors"]) {
+            if eval.cedar_decision == expected_decision && got_reasons == set(&req["reason"]) && got_errors == set(&req["errors"])
+            {
                 tally.agree += 1;
             } else {
                 tally.disagree.push(format!(
                     "{} {}: expected {:?} {:?} {:?}, got {:?} {got_reasons:?} {got_errors:?}",
-                    file.display(), req["description"], expected_decision, req["reason"], req["errors"], eval.cedar_decision
+                    file.display(),
+                    req["description"],
+                    expected_decision,
+                    req["reason"],
+                    req["errors"],
+                    eval.cedar_decision
                 ));
             }
             // Aegis differs from Cedar exactly when a forbid errored on a request Cedar allowed.

@@ -6,9 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use aegis_sod::{
-    create_proof, AuthorizationRequest, Bundle, BundleSources, ErrorCode, Outcome,
-};
+use aegis_sod::{create_proof, AuthorizationRequest, Bundle, BundleSources, ErrorCode, Outcome};
 use common::*;
 use serde_json::{json, Value};
 
@@ -134,7 +132,9 @@ fn invalid_policy_names_file_line_and_policy() {
     assert!(msg.contains("`broken.cedar`") && msg.contains("typo-policy") && msg.contains("line 5"), "{msg}");
 
     let mut sources = payments_sources();
-    sources.policies.push(("syntax.cedar".into(), "permit (principal, action, resource);\n\nforbid (principal action, resource);\n".into()));
+    sources
+        .policies
+        .push(("syntax.cedar".into(), "permit (principal, action, resource);\n\nforbid (principal action, resource);\n".into()));
     let err = Bundle::from_sources(&sources).unwrap_err();
     assert!(err.message().contains("`syntax.cedar`") && err.message().contains("line 3"), "{}", err.message());
 }
@@ -179,9 +179,11 @@ fn malformed_requests_are_errors_not_decisions() {
     let err = engine.authorize(&request(fx.chain(), json!([1, 2]))).unwrap_err();
     assert_eq!(err.code(), ErrorCode::MalformedRequest);
     // A number the schema's `Long` cannot hold is refused before any policy sees it.
-    let d = engine.authorize(&request(fx.chain(), json!({"amount": 1e300, "currency": "eur", "destination": GOOD_ACCOUNT}))).unwrap();
+    let d =
+        engine.authorize(&request(fx.chain(), json!({"amount": 1e300, "currency": "eur", "destination": GOOD_ACCOUNT}))).unwrap();
     assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::ArgsInvalid.into()]));
-    let err = aegis_sod::json_api::call(Some(&engine), "authorize", r#"{"chain":[],"tool":"t","args":{"a":1,"a":2}}"#).unwrap_err();
+    let err =
+        aegis_sod::json_api::call(Some(&engine), "authorize", r#"{"chain":[],"tool":"t","args":{"a":1,"a":2}}"#).unwrap_err();
     assert_eq!(err.code(), ErrorCode::MalformedRequest);
     assert!(err.message().contains("duplicate key `a`"));
 }
@@ -205,7 +207,8 @@ fn decimal_arguments_decide_like_integers_do() {
     // A decimal is a Cedar extension value: the context takes its slower construction path.
     let fx = Fixture::new();
     let mut sources = engine_sources();
-    sources.schema = sources.schema.replace("memo?: String,", "memo?: String,\n      fee?: decimal,\n      fees?: Set<{ b: decimal }>,");
+    sources.schema =
+        sources.schema.replace("memo?: String,", "memo?: String,\n      fee?: decimal,\n      fees?: Set<{ b: decimal }>,");
     let engine = fx.engine_with(Bundle::from_sources(&sources).unwrap());
     let mut args = pay(1200, GOOD_ACCOUNT);
     args["fee"] = json!(12.5);

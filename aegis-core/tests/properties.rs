@@ -13,7 +13,8 @@ use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-const TOOLS: [&str; 6] = ["stripe.create_payment", "stripe.refund", "invoice.create", "payroll.run", "aegis.approve", "mail.send"];
+const TOOLS: [&str; 6] =
+    ["stripe.create_payment", "stripe.refund", "invoice.create", "payroll.run", "aegis.approve", "mail.send"];
 
 fn scope_entry() -> impl Strategy<Value = String> {
     prop_oneof![

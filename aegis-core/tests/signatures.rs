@@ -49,7 +49,13 @@ fn cctv_edge_cases_match_ed25519_dalek() {
         let msg = hex::encode(case["msg"].as_str().unwrap());
         let ours = verify(key, &msg, sig);
         let dalek = VerifyingKey::from_bytes(&hex::decode(key).unwrap().try_into().unwrap())
-            .map(|k| k.verify_strict(case["msg"].as_str().unwrap().as_bytes(), &Signature::from_slice(&hex::decode(sig).unwrap()).unwrap()).is_ok())
+            .map(|k| {
+                k.verify_strict(
+                    case["msg"].as_str().unwrap().as_bytes(),
+                    &Signature::from_slice(&hex::decode(sig).unwrap()).unwrap(),
+                )
+                .is_ok()
+            })
             .unwrap_or(false);
         dalek_accepted += usize::from(dalek);
         accepted += usize::from(ours["valid"] == true);

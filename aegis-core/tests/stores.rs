@@ -7,9 +7,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use aegis_sod::{
-    ReasonCode,
-    create_proof, ApprovalStatus, AuthorizationRequest, BreakGlassGrant, BreakGlassRequest, Bundle, Clock, Commit, CommitOutcome, Engine,
-    ErrorCode, LedgerEntry, MemoryStore, Outcome, PendingApproval, RedisStore, Reservation, SqliteStore, Store,
+    create_proof, ApprovalStatus, AuthorizationRequest, BreakGlassGrant, BreakGlassRequest, Bundle, Clock, Commit, CommitOutcome,
+    Engine, ErrorCode, LedgerEntry, MemoryStore, Outcome, PendingApproval, ReasonCode, RedisStore, Reservation, SqliteStore,
+    Store,
 };
 use common::redis::RedisServer;
 use common::*;
@@ -22,7 +22,14 @@ use serde_json::json;
 // Conformance
 
 fn entry(agent: &str, tool: &str, id: &str) -> LedgerEntry {
-    LedgerEntry { tool: tool.into(), agent_id: agent.into(), lineage: vec!["planner".into()], decision_id: id.into(), at: NOW, key: String::new() }
+    LedgerEntry {
+        tool: tool.into(),
+        agent_id: agent.into(),
+        lineage: vec!["planner".into()],
+        decision_id: id.into(),
+        at: NOW,
+        key: String::new(),
+    }
 }
 
 fn commit(task: &str, version: u64, consume: &[&str], reservations: Vec<Reservation>, id: &str) -> Commit {
@@ -76,7 +83,10 @@ fn conformance(store: &dyn Store) {
 
     // Stale version, reused id, exceeded budget: each refused, and nothing of the commit applies.
     assert_eq!(store.commit(commit("t1", 0, &[], vec![], "d2")).unwrap(), CommitOutcome::Conflict);
-    assert_eq!(store.commit(commit("t1", 1, &["fresh", "proof:a"], vec![], "d3")).unwrap(), CommitOutcome::AlreadyUsed("proof:a".into()));
+    assert_eq!(
+        store.commit(commit("t1", 1, &["fresh", "proof:a"], vec![], "d3")).unwrap(),
+        CommitOutcome::AlreadyUsed("proof:a".into())
+    );
     assert_eq!(
         store.commit(commit("t1", 1, &["fresh2"], vec![budget(2001, true)], "d4")).unwrap(),
         CommitOutcome::BudgetExceeded("payments/task/t1".into())
@@ -238,17 +248,29 @@ fn run_story(store: Arc<dyn Store>) {
     assert!(resolution.accepted);
     assert_eq!(resolution.approval.latency_ms(), Some(2000));
     let token = resolution.override_token.unwrap();
-    assert_eq!(engine.approve(&approval_id, &approver_chain("finance-approver", NOW), None).unwrap_err().code(), ErrorCode::ApprovalNotPending);
+    assert_eq!(
+        engine.approve(&approval_id, &approver_chain("finance-approver", NOW), None).unwrap_err().code(),
+        ErrorCode::ApprovalNotPending
+    );
     assert!(engine.pending_approvals().unwrap().is_empty());
 
     // Every misuse is denied with its own code, and none of them burns the token.
     let mut changed = big.clone();
     changed["amount"] = json!(9001);
-    assert_eq!(codes(&engine, &req(&finance, changed, Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalArgsMismatch.into()]));
+    assert_eq!(
+        codes(&engine, &req(&finance, changed, Some(&token))),
+        (Outcome::Deny, vec![ErrorCode::ApprovalArgsMismatch.into()])
+    );
     let other_agent = chain_in(task, "finance-agent-2", &key(8), &[TOOL], NOW);
-    assert_eq!(codes(&engine, &req(&other_agent, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongAgent.into()]));
+    assert_eq!(
+        codes(&engine, &req(&other_agent, big.clone(), Some(&token))),
+        (Outcome::Deny, vec![ErrorCode::ApprovalWrongAgent.into()])
+    );
     let other_task = chain_in("another-task", "finance-agent", &fx.finance, &[TOOL], NOW);
-    assert_eq!(codes(&engine, &req(&other_task, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalWrongTask.into()]));
+    assert_eq!(
+        codes(&engine, &req(&other_task, big.clone(), Some(&token))),
+        (Outcome::Deny, vec![ErrorCode::ApprovalWrongTask.into()])
+    );
     let mut tampered = token.clone();
     tampered.insert(tampered.len() - 2, 'x');
     assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&tampered))).1, vec![ErrorCode::ApprovalTokenInvalid]);
@@ -273,8 +295,14 @@ fn run_story(store: Arc<dyn Store>) {
         engine.approve(&duplicate, &approver_chain("finance-approver", NOW), None).unwrap_err().code(),
         ErrorCode::ApprovalNotPending
     );
-    assert_eq!(engine.reject(&other, &approver_chain("finance-approver", NOW), None).unwrap().approval.status, ApprovalStatus::Rejected);
-    assert_eq!(codes(&engine, &req(&finance, big.clone(), Some(&token))), (Outcome::Deny, vec![ErrorCode::ApprovalReplayed.into()]));
+    assert_eq!(
+        engine.reject(&other, &approver_chain("finance-approver", NOW), None).unwrap().approval.status,
+        ApprovalStatus::Rejected
+    );
+    assert_eq!(
+        codes(&engine, &req(&finance, big.clone(), Some(&token))),
+        (Outcome::Deny, vec![ErrorCode::ApprovalReplayed.into()])
+    );
     let ledger = engine.ledger(task).unwrap();
     let duties: Vec<(&str, &str)> = ledger.iter().map(|e| (e.agent_id.as_str(), e.tool.as_str())).collect();
     assert_eq!(duties, vec![("finance-approver", "aegis.approve"), ("planner/finance-agent", TOOL)]);
@@ -283,14 +311,20 @@ fn run_story(store: Arc<dyn Store>) {
     let second = engine.authorize(&req(&finance, pay(7000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
     let token2 = engine.approve(&second, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
     fx.clock.advance_secs(300 + 31);
-    assert_eq!(codes(&engine, &req(&finance, pay(7000, GOOD_ACCOUNT), Some(&token2))), (Outcome::Deny, vec![ErrorCode::ApprovalExpired.into()]));
+    assert_eq!(
+        codes(&engine, &req(&finance, pay(7000, GOOD_ACCOUNT), Some(&token2))),
+        (Outcome::Deny, vec![ErrorCode::ApprovalExpired.into()])
+    );
     let third = engine.authorize(&req(&finance, pay(6000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
     let token3 = engine.approve(&third, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
     let original = engine.policy_version();
     let mut sources = engine_sources();
     sources.manifest.push_str("\n# a new version\n");
     engine.swap_bundle(Bundle::from_sources(&sources).unwrap());
-    assert_eq!(codes(&engine, &req(&finance, pay(6000, GOOD_ACCOUNT), Some(&token3))), (Outcome::Deny, vec![ErrorCode::ApprovalPolicyChanged.into()]));
+    assert_eq!(
+        codes(&engine, &req(&finance, pay(6000, GOOD_ACCOUNT), Some(&token3))),
+        (Outcome::Deny, vec![ErrorCode::ApprovalPolicyChanged.into()])
+    );
     engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap());
     assert_eq!(engine.policy_version(), original);
 
@@ -309,7 +343,8 @@ fn run_story(store: Arc<dyn Store>) {
 
     // Splitting 9000 into 3 x 3000 against the 5000 task budget.
     let splitter = chain_in("task-split", "finance-agent", &fx.finance, &[TOOL], NOW);
-    let outcomes: Vec<(Outcome, Vec<ReasonCode>)> = (0..3).map(|_| codes(&engine, &req(&splitter, pay(3000, GOOD_ACCOUNT), None))).collect();
+    let outcomes: Vec<(Outcome, Vec<ReasonCode>)> =
+        (0..3).map(|_| codes(&engine, &req(&splitter, pay(3000, GOOD_ACCOUNT), None))).collect();
     assert_eq!(outcomes[0].0, Outcome::Allow);
     assert_eq!(outcomes[1], (Outcome::ApprovalNeeded, vec![ErrorCode::BudgetExceeded.into()]));
     assert_eq!(outcomes[2], (Outcome::ApprovalNeeded, vec![ErrorCode::BudgetExceeded.into()]));
@@ -352,7 +387,6 @@ fn run_story(store: Arc<dyn Store>) {
     engine.end_task(task).unwrap();
     assert_eq!(codes(&engine, &req(&finance, pay(10, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded.into()]));
 }
-
 
 #[test]
 fn payments_story_on_memory() {
@@ -447,7 +481,9 @@ fn redis_replica_acknowledgement_fails_closed_when_no_replica_answers() {
 fn a_budget_can_ask_for_approval_instead_of_denying() {
     let fx = Fixture::new();
     let mut sources = aegis_sod::BundleSources {
-        manifest: std::fs::read_to_string(payments_dir().join("manifest.yaml")).unwrap().replace("on_exceed: deny", "on_exceed: approval"),
+        manifest: std::fs::read_to_string(payments_dir().join("manifest.yaml"))
+            .unwrap()
+            .replace("on_exceed: deny", "on_exceed: approval"),
         ..engine_sources()
     };
     sources.manifest.push('\n');

@@ -51,8 +51,12 @@ fn vectors_match_committed_file() {
     if std::env::var_os("AEGIS_UPDATE_VECTORS").is_some() {
         std::fs::write(&path, &fresh).unwrap();
     }
-    let committed = std::fs::read_to_string(&path).expect("tests/vectors/decisions.json is missing: run with AEGIS_UPDATE_VECTORS=1");
-    assert!(committed == fresh, "tests/vectors/decisions.json drifted from the generator; rerun with AEGIS_UPDATE_VECTORS=1 if intended");
+    let committed =
+        std::fs::read_to_string(&path).expect("tests/vectors/decisions.json is missing: run with AEGIS_UPDATE_VECTORS=1");
+    assert!(
+        committed == fresh,
+        "tests/vectors/decisions.json drifted from the generator; rerun with AEGIS_UPDATE_VECTORS=1 if intended"
+    );
 }
 
 #[test]
@@ -73,7 +77,8 @@ fn vectors_decide_as_expected_through_the_json_boundary() {
             decision["reasons"].as_array().unwrap().iter().filter_map(|r| r.get("policy_id").cloned()).collect();
         ids.sort_by_key(|v| v.as_str().unwrap_or_default().to_owned());
         let expect = &case["expect"];
-        let got = json!({"outcome": decision["outcome"], "codes": codes, "policy_ids": ids, "would_block": decision["would_block"]});
+        let got =
+            json!({"outcome": decision["outcome"], "codes": codes, "policy_ids": ids, "would_block": decision["would_block"]});
         if &got != expect {
             failures.push(format!("{}: expected {expect}, got {got}", case["name"]));
         }
@@ -86,7 +91,8 @@ fn vectors_decide_as_expected_through_the_json_boundary() {
 #[test]
 fn keys_in_vectors_derive_from_their_seeds() {
     for k in generate()["keys"].as_array().unwrap() {
-        let jwk: Value = serde_json::from_str(&call(None, "generate_key", &json!({"seed_hex": k["seed_hex"]}).to_string()).unwrap()).unwrap();
+        let jwk: Value =
+            serde_json::from_str(&call(None, "generate_key", &json!({"seed_hex": k["seed_hex"]}).to_string()).unwrap()).unwrap();
         assert_eq!(jwk["x"], k["x"]);
         assert_eq!(jwk["kid"], k["kid"]);
     }

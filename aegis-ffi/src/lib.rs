@@ -78,9 +78,8 @@ static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x1000);
 
 fn set_error(error: &Error) {
     let clean = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| {
-        *e.borrow_mut() = Some(LastError { code: clean(error.code().as_str()), json: clean(&error_json(error)) })
-    });
+    LAST_ERROR
+        .with(|e| *e.borrow_mut() = Some(LastError { code: clean(error.code().as_str()), json: clean(&error_json(error)) }));
 }
 
 fn status_of(e: &Error) -> AegisStatus {
@@ -131,9 +130,7 @@ unsafe fn arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, AegisStatus
     }
     // SAFETY: non-null, and the caller promises a NUL-terminated string valid for the call.
     let bytes = unsafe { CStr::from_ptr(ptr) };
-    bytes
-        .to_str()
-        .map_err(|_| boundary(AegisStatus::InvalidUtf8, &format!("`{name}` is not valid UTF-8")))
+    bytes.to_str().map_err(|_| boundary(AegisStatus::InvalidUtf8, &format!("`{name}` is not valid UTF-8")))
 }
 
 /// Stores `value` in `*out` as a caller-owned string.
@@ -156,10 +153,7 @@ fn engine(handle: *const AegisEngine) -> Result<Arc<Engine>, AegisStatus> {
         return Err(boundary(AegisStatus::NullPointer, "`engine` is NULL"));
     }
     let live = registry().lock().map_err(|_| AegisStatus::Panic)?.get(&(handle as usize)).cloned();
-    live.ok_or_else(|| {
-        boundary(AegisStatus::InvalidHandle, "`engine` is not a live engine handle (freed or never created)",
-        )
-    })
+    live.ok_or_else(|| boundary(AegisStatus::InvalidHandle, "`engine` is not a live engine handle (freed or never created)"))
 }
 
 /// Creates an engine from a JSON `EngineConfig`; on success `*out` holds the handle.
@@ -202,8 +196,7 @@ pub unsafe extern "C" fn aegis_engine_free(engine: *mut AegisEngine) -> AegisSta
                 drop(engine);
                 Ok(())
             }
-            None => Err(boundary(AegisStatus::InvalidHandle, "`engine` is not a live engine handle (double free?)",
-            )),
+            None => Err(boundary(AegisStatus::InvalidHandle, "`engine` is not a live engine handle (double free?)")),
         }
     })
 }

@@ -53,7 +53,11 @@ fn run(program: &Path, under_valgrind: bool) -> (bool, String, String) {
     } else {
         Command::new(program).arg(&root).output().unwrap()
     };
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::ffi::{c_char, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use aegis_ffi::{aegis_call, aegis_engine_call, aegis_engine_free, aegis_engine_new, aegis_string_free, AegisEngine, AegisStatus};
+use aegis_ffi::{
+    aegis_call, aegis_engine_call, aegis_engine_free, aegis_engine_new, aegis_string_free, AegisEngine, AegisStatus,
+};
 
 fn call_free(op: &str, input: &str) -> String {
     let (op, input) = (CString::new(op).unwrap(), CString::new(input).unwrap());
@@ -49,7 +51,8 @@ fn freeing_while_other_threads_authorize_is_safe() {
                     let was_freed = freed.load(Ordering::SeqCst);
                     let mut out: *mut c_char = std::ptr::null_mut();
                     // SAFETY: the handle is only a value to the library; strings are valid.
-                    let status = unsafe { aegis_engine_call(handle as *const AegisEngine, op.as_ptr(), request.as_ptr(), &mut out) };
+                    let status =
+                        unsafe { aegis_engine_call(handle as *const AegisEngine, op.as_ptr(), request.as_ptr(), &mut out) };
                     match status {
                         AegisStatus::Ok => {
                             decided.fetch_add(1, Ordering::Relaxed);

@@ -9,12 +9,7 @@ fn committed_header_matches_the_source() {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).unwrap();
     let mut fresh = Vec::new();
-    cbindgen::Builder::new()
-        .with_crate(&crate_dir)
-        .with_config(config)
-        .generate()
-        .expect("cbindgen failed")
-        .write(&mut fresh);
+    cbindgen::Builder::new().with_crate(&crate_dir).with_config(config).generate().expect("cbindgen failed").write(&mut fresh);
     let fresh = String::from_utf8(fresh).unwrap();
     let path = crate_dir.join("include/aegis.h");
     if std::env::var_os("AEGIS_UPDATE_HEADER").is_some() {
@@ -22,7 +17,14 @@ fn committed_header_matches_the_source() {
     }
     let committed = std::fs::read_to_string(&path).expect("include/aegis.h is missing: run with AEGIS_UPDATE_HEADER=1");
     assert!(committed == fresh, "include/aegis.h is out of date: rerun with AEGIS_UPDATE_HEADER=1 and commit it");
-    for name in ["aegis_engine_new", "aegis_engine_call", "aegis_call", "aegis_string_free", "AEGIS_STATUS_OK", "AEGIS_STATUS_INVALID_HANDLE"] {
+    for name in [
+        "aegis_engine_new",
+        "aegis_engine_call",
+        "aegis_call",
+        "aegis_string_free",
+        "AEGIS_STATUS_OK",
+        "AEGIS_STATUS_INVALID_HANDLE",
+    ] {
         assert!(fresh.contains(name), "header lacks `{name}`");
     }
 }

@@ -20,10 +20,8 @@ fn request(chain: Vec<String>) -> AuthorizationRequest {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+    let mut c =
+        Criterion::default().configure_from_args().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     let small_bundle = Bundle::from_sources(&payments_sources()).unwrap();
     let small_index = small_bundle.enforced_policies().clone();
     let small = engine(small_bundle);
@@ -40,12 +38,7 @@ fn main() {
     let (policies, cedar_request) = raw_cedar();
     let authorizer = Authorizer::new();
     let entities = Entities::empty();
-    assert_eq!(
-        authorizer
-            .is_authorized(&cedar_request, &policies, &entities)
-            .decision(),
-        cedar_policy::Decision::Allow
-    );
+    assert_eq!(authorizer.is_authorized(&cedar_request, &policies, &entities).decision(), cedar_policy::Decision::Allow);
 
     // Set to skip criterion's runs and print only the paired ratios.
     let paired_only = std::env::var_os("AEGIS_BENCH_PAIRED_ONLY").is_some();
@@ -57,12 +50,8 @@ fn main() {
         group.bench_function("raw_cedar_is_authorized", |b| {
             b.iter(|| authorizer.is_authorized(black_box(&cedar_request), &policies, &entities))
         });
-        group.bench_function("aegis_warm", |b| {
-            b.iter(|| small.authorize(black_box(&warm)).unwrap())
-        });
-        group.bench_function("aegis_warm_1000_policies", |b| {
-            b.iter(|| padded.authorize(black_box(&warm)).unwrap())
-        });
+        group.bench_function("aegis_warm", |b| b.iter(|| small.authorize(black_box(&warm)).unwrap()));
+        group.bench_function("aegis_warm_1000_policies", |b| b.iter(|| padded.authorize(black_box(&warm)).unwrap()));
 
         // Cold: every iteration presents a chain never seen before (root + 2 delegations).
         group.bench_function("floor_3_verify_strict_plus_raw_cedar", |b| {
@@ -71,9 +60,7 @@ fn main() {
                 // floor that re-verified one chain would run on warm caches and trained
                 // branch predictors.
                 let first = minted.fetch_add(iters as usize, std::sync::atomic::Ordering::Relaxed);
-                let fresh: Vec<_> = (first..first + iters as usize)
-                    .map(|n| chain_signatures(&chain(3, n)))
-                    .collect();
+                let fresh: Vec<_> = (first..first + iters as usize).map(|n| chain_signatures(&chain(3, n))).collect();
                 let start = Instant::now();
                 for links in &fresh {
                     for (key, message, signature) in links {
@@ -88,9 +75,7 @@ fn main() {
             b.iter_custom(|iters| {
                 // Unique chains across every sample: none can be in the cache.
                 let first = minted.fetch_add(iters as usize, std::sync::atomic::Ordering::Relaxed);
-                let fresh: Vec<AuthorizationRequest> = (first..first + iters as usize)
-                    .map(|n| request(chain(3, n)))
-                    .collect();
+                let fresh: Vec<AuthorizationRequest> = (first..first + iters as usize).map(|n| request(chain(3, n))).collect();
                 let start = Instant::now();
                 for r in &fresh {
                     black_box(small.authorize(r).unwrap());
@@ -117,19 +102,11 @@ fn main() {
     let warm_ratio = paired_ratio(
         301,
         200,
-        |_| {
-            drop(black_box(authorizer.is_authorized(
-                &cedar_request,
-                &policies,
-                &entities,
-            )))
-        },
+        |_| drop(black_box(authorizer.is_authorized(&cedar_request, &policies, &entities))),
         |_| drop(black_box(small.authorize(&warm).unwrap())),
     );
     let first = minted.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed);
-    let fresh: Vec<AuthorizationRequest> = (0..301 * 10)
-        .map(|i| request(chain(3, first + i)))
-        .collect();
+    let fresh: Vec<AuthorizationRequest> = (0..301 * 10).map(|i| request(chain(3, first + i))).collect();
     // Each round's floor verifies the links of the chains its cold side decides on.
     let fresh_links: Vec<_> = fresh.iter().map(|r| chain_signatures(&r.chain)).collect();
     let cold_ratio = paired_ratio(
@@ -177,19 +154,9 @@ fn print_ratios(padded_per_action: usize) {
         get("aegis_cold_depth_3"),
     );
     println!("\nAegis decision cost, as ratios (this machine):");
-    println!(
-        "  raw Cedar is_authorized             {:>9.2} µs",
-        raw / 1e3
-    );
-    println!(
-        "  warm decision (chain cached)        {:>9.2} µs  = {:.2}x raw Cedar   (target <= 1.25x)",
-        warm / 1e3,
-        warm / raw
-    );
-    println!(
-        "  3x verify_strict + raw Cedar        {:>9.2} µs",
-        floor / 1e3
-    );
+    println!("  raw Cedar is_authorized             {:>9.2} µs", raw / 1e3);
+    println!("  warm decision (chain cached)        {:>9.2} µs  = {:.2}x raw Cedar   (target <= 1.25x)", warm / 1e3, warm / raw);
+    println!("  3x verify_strict + raw Cedar        {:>9.2} µs", floor / 1e3);
     println!(
         "  cold decision, chain depth 3        {:>9.2} µs  = {:.2}x that floor  (target <= 1.05x)",
         cold / 1e3,

@@ -6,10 +6,7 @@ use std::str::FromStr;
 
 use cedar_policy::{Context, EntityUid, PolicySet, Request, RestrictedExpression};
 
-use aegis_sod::{
-    delegate, issue_root, Bundle, BundleSources, Clock, CredentialSpec, Engine, KeyPair,
-    SystemClock,
-};
+use aegis_sod::{delegate, issue_root, Bundle, BundleSources, Clock, CredentialSpec, Engine, KeyPair, SystemClock};
 
 /// The issuer name the fixtures trust.
 pub const ISSUER: &str = "https://issuer.bench.example";
@@ -37,26 +34,17 @@ pub fn payments_sources_as_shipped() -> BundleSources {
         manifest: read("manifest.yaml"),
         schema: read("payments.cedarschema"),
         schema_file: "payments.cedarschema".into(),
-        policies: [
-            "approvals.cedar",
-            "permits.cedar",
-            "segregation.cedar",
-            "limits.cedar",
-        ]
-        .iter()
-        .map(|f| ((*f).to_owned(), read(f)))
-        .collect(),
+        policies: ["approvals.cedar", "permits.cedar", "segregation.cedar", "limits.cedar"]
+            .iter()
+            .map(|f| ((*f).to_owned(), read(f)))
+            .collect(),
     }
 }
 
 /// The payments bundle padded to `policies` policies spread over `tools` extra tools.
 pub fn padded_sources(tools: usize, policies: usize) -> BundleSources {
     let mut sources = payments_sources();
-    let base = sources
-        .policies
-        .iter()
-        .map(|(_, s)| s.matches("@id(").count())
-        .sum::<usize>();
+    let base = sources.policies.iter().map(|(_, s)| s.matches("@id(").count()).sum::<usize>();
     let per_tool = (policies.saturating_sub(base)).div_ceil(tools);
     let mut schema = sources.schema.clone();
     let mut extra = String::new();
@@ -88,11 +76,7 @@ pub fn key(n: u8) -> KeyPair {
 
 /// An engine on `bundle` trusting the bench issuer.
 pub fn engine(bundle: Bundle) -> Engine {
-    Engine::builder()
-        .bundle(bundle)
-        .trust_issuer(ISSUER, key(1).public_key().clone())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+    Engine::builder().bundle(bundle).trust_issuer(ISSUER, key(1).public_key().clone()).build().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn spec(agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
@@ -116,26 +100,14 @@ pub fn chain(links: usize, n: usize) -> Vec<String> {
     let now = SystemClock.now_secs();
     let issuer = key(1);
     let mut parent_key = key(2);
-    let root = issue_root(
-        ISSUER,
-        &issuer,
-        spec("planner", &parent_key, &format!("root-{n}"), now),
-    )
-    .unwrap_or_else(|e| panic!("root credential: {e}"));
+    let root = issue_root(ISSUER, &issuer, spec("planner", &parent_key, &format!("root-{n}"), now))
+        .unwrap_or_else(|e| panic!("root credential: {e}"));
     let mut out = vec![root];
     for depth in 1..links {
         let k = key(2 + depth as u8);
-        let agent = if depth == links - 1 {
-            "finance-agent".to_owned()
-        } else {
-            format!("coordinator-{depth}")
-        };
-        let next = delegate(
-            &out[depth - 1],
-            &parent_key,
-            spec(&agent, &k, &format!("link-{n}-{depth}"), now),
-        )
-        .unwrap_or_else(|e| panic!("delegation: {e}"));
+        let agent = if depth == links - 1 { "finance-agent".to_owned() } else { format!("coordinator-{depth}") };
+        let next = delegate(&out[depth - 1], &parent_key, spec(&agent, &k, &format!("link-{n}-{depth}"), now))
+            .unwrap_or_else(|e| panic!("delegation: {e}"));
         out.push(next);
         parent_key = k;
     }
@@ -144,19 +116,10 @@ pub fn chain(links: usize, n: usize) -> Vec<String> {
 
 /// The Cedar request the engine builds for the warm case, built once, by hand.
 pub fn raw_cedar() -> (PolicySet, Request) {
-    let src: String = payments_sources()
-        .policies
-        .iter()
-        .map(|(_, s)| s.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let src: String = payments_sources().policies.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("\n");
     let mut policies = PolicySet::from_str(&src).unwrap_or_else(|e| panic!("{e}"));
     // The shadow policy is not enforced by Aegis; leave it out of the comparison.
-    let shadow: Vec<_> = policies
-        .policies()
-        .filter(|p| p.annotation("shadow").is_some())
-        .map(|p| p.id().clone())
-        .collect();
+    let shadow: Vec<_> = policies.policies().filter(|p| p.annotation("shadow").is_some()).map(|p| p.id().clone()).collect();
     for id in shadow {
         policies.remove_static(id).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -174,51 +137,27 @@ pub fn raw_cedar() -> (PolicySet, Request) {
         ("agent_id".to_owned(), s("finance-agent")),
         ("parent_agent_id".to_owned(), s("planner")),
         ("initiator".to_owned(), s("planner")),
-        (
-            "lineage".to_owned(),
-            RestrictedExpression::new_set([s("planner")]),
-        ),
+        ("lineage".to_owned(), RestrictedExpression::new_set([s("planner")])),
         ("depth".to_owned(), RestrictedExpression::new_long(1)),
         ("task_id".to_owned(), s("bench-task")),
         ("intent".to_owned(), s("benchmark")),
-        (
-            "now".to_owned(),
-            RestrictedExpression::new_long(1_767_225_600),
-        ),
+        ("now".to_owned(), RestrictedExpression::new_long(1_767_225_600)),
         (
             "predicates".to_owned(),
-            RestrictedExpression::new_record([(
-                "destination_account_valid".to_owned(),
-                RestrictedExpression::new_bool(true),
-            )])
-            .unwrap_or_else(|e| panic!("{e}")),
+            RestrictedExpression::new_record([("destination_account_valid".to_owned(), RestrictedExpression::new_bool(true))])
+                .unwrap_or_else(|e| panic!("{e}")),
         ),
         (
             "task".to_owned(),
             RestrictedExpression::new_record([
-                (
-                    "duties_by_agent".to_owned(),
-                    RestrictedExpression::new_set([s("stripe.create_payment")]),
-                ),
-                (
-                    "duties_by_lineage".to_owned(),
-                    RestrictedExpression::new_set([s("stripe.create_payment")]),
-                ),
-                (
-                    "performed".to_owned(),
-                    RestrictedExpression::new_set([s("stripe.create_payment")]),
-                ),
-                (
-                    "actors".to_owned(),
-                    RestrictedExpression::new_set([s("finance-agent")]),
-                ),
+                ("duties_by_agent".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+                ("duties_by_lineage".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+                ("performed".to_owned(), RestrictedExpression::new_set([s("stripe.create_payment")])),
+                ("actors".to_owned(), RestrictedExpression::new_set([s("finance-agent")])),
             ])
             .unwrap_or_else(|e| panic!("{e}")),
         ),
-        (
-            "break_glass".to_owned(),
-            RestrictedExpression::new_bool(false),
-        ),
+        ("break_glass".to_owned(), RestrictedExpression::new_bool(false)),
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     let uid = |s: &str| EntityUid::from_str(s).unwrap_or_else(|e| panic!("{e}"));
@@ -236,33 +175,17 @@ pub fn raw_cedar() -> (PolicySet, Request) {
 /// The floor of a cold decision on `chain`: each link's own signature checked by
 /// ed25519-dalek's `verify_strict` under the key that signed it (issuer, then each parent), on
 /// the link's real signing input.
-pub fn chain_signatures(
-    chain: &[String],
-) -> Vec<(
-    ed25519_dalek::VerifyingKey,
-    Vec<u8>,
-    ed25519_dalek::Signature,
-)> {
+pub fn chain_signatures(chain: &[String]) -> Vec<(ed25519_dalek::VerifyingKey, Vec<u8>, ed25519_dalek::Signature)> {
     chain
         .iter()
         .enumerate()
         .map(|(depth, token)| {
-            let (input, sig) = token
-                .rsplit_once('.')
-                .unwrap_or_else(|| panic!("token has no signature"));
-            let signer = if depth == 0 {
-                key(1)
-            } else {
-                key(1 + depth as u8)
-            };
-            let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let (input, sig) = token.rsplit_once('.').unwrap_or_else(|| panic!("token has no signature"));
+            let signer = if depth == 0 { key(1) } else { key(1 + depth as u8) };
+            let key = ed25519_dalek::VerifyingKey::from_bytes(signer.public_key().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
             let sig = aegis_sod::testing::b64_decode(sig).unwrap_or_else(|e| panic!("{e}"));
             let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap_or_else(|e| panic!("{e}"));
-            assert!(
-                key.verify_strict(input.as_bytes(), &sig).is_ok(),
-                "fixture link {depth} must verify"
-            );
+            assert!(key.verify_strict(input.as_bytes(), &sig).is_ok(), "fixture link {depth} must verify");
             (key, input.as_bytes().to_vec(), sig)
         })
         .collect()
@@ -301,11 +224,7 @@ pub fn paired_ratio(
     }
     ratios.sort_by(f64::total_cmp);
     let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
-    PairedRatio {
-        median: at(0.5),
-        lower_quartile: at(0.25),
-        upper_quartile: at(0.75),
-    }
+    PairedRatio { median: at(0.5), lower_quartile: at(0.25), upper_quartile: at(0.75) }
 }
 
 /// The result of [`paired_ratio`].
@@ -321,10 +240,6 @@ pub struct PairedRatio {
 
 impl std::fmt::Display for PairedRatio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:.3}x (quartiles {:.3}-{:.3})",
-            self.median, self.lower_quartile, self.upper_quartile
-        )
+        write!(f, "{:.3}x (quartiles {:.3}-{:.3})", self.median, self.lower_quartile, self.upper_quartile)
     }
 }

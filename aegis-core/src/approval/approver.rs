@@ -32,11 +32,17 @@ impl Engine {
         if !verified.is_root() {
             return Err(Error::new(
                 ErrorCode::ApproverConflict,
-                format!("`{}` is a delegate; only a root identity (a person or an attested agent) may do this", verified.agent_id),
+                format!(
+                    "`{}` is a delegate; only a root identity (a person or an attested agent) may do this",
+                    verified.agent_id
+                ),
             ));
         }
         if !verified.grants(scope) {
-            return Err(Error::new(ErrorCode::ToolNotInScope, format!("`{}` holds no credential for `{scope}`", verified.agent_id)));
+            return Err(Error::new(
+                ErrorCode::ToolNotInScope,
+                format!("`{}` holds no credential for `{scope}`", verified.agent_id),
+            ));
         }
         if self.store.task_state(&verified.task_id)?.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("the credential's task `{}` has ended", verified.task_id)));
@@ -64,7 +70,12 @@ impl Engine {
     /// The approval of `pending` by `chain`, checked against the task's current state and
     /// recorded as the approver's duty in one commit: a duty committed by anyone in between
     /// makes the commit conflict and the check run again on the new state.
-    pub(super) fn approve_atomically(&self, pending: &PendingApproval, chain: &Arc<VerifiedChain>, now: i64) -> Result<ApproverVerdict> {
+    pub(super) fn approve_atomically(
+        &self,
+        pending: &PendingApproval,
+        chain: &Arc<VerifiedChain>,
+        now: i64,
+    ) -> Result<ApproverVerdict> {
         for _ in 0..MAX_ATTEMPTS {
             let state = self.store.task_state(&pending.task_id)?;
             let reasons = match self.check_approver(pending, chain, &state, now)? {
@@ -97,7 +108,13 @@ impl Engine {
     }
 
     /// The task's duties as of `state`, then the bundle's `aegis.approve` policies.
-    fn check_approver(&self, pending: &PendingApproval, chain: &Arc<VerifiedChain>, state: &TaskState, now: i64) -> Result<ApproverVerdict> {
+    fn check_approver(
+        &self,
+        pending: &PendingApproval,
+        chain: &Arc<VerifiedChain>,
+        state: &TaskState,
+        now: i64,
+    ) -> Result<ApproverVerdict> {
         let approver = chain.agent_id.as_str();
         if state.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", pending.task_id)));
@@ -136,7 +153,9 @@ impl Engine {
             Ok(ApproverVerdict::Permitted(verdict.reasons))
         } else {
             let first = verdict.reasons.into_iter().next();
-            Ok(ApproverVerdict::Refused(first.unwrap_or_else(|| Reason::new(ReasonCode::NO_MATCHING_PERMIT, "not permitted to approve"))))
+            Ok(ApproverVerdict::Refused(
+                first.unwrap_or_else(|| Reason::new(ReasonCode::NO_MATCHING_PERMIT, "not permitted to approve")),
+            ))
         }
     }
 }

@@ -10,12 +10,8 @@ use super::PendingApproval;
 pub fn slack_message(pending: &PendingApproval) -> Value {
     let lineage = if pending.lineage.is_empty() { "(root)".to_owned() } else { pending.lineage.join(" → ") };
     let args = serde_json::to_string_pretty(&pending.args).unwrap_or_default();
-    let why: Vec<String> = pending
-        .policy_ids
-        .iter()
-        .zip(pending.reasons.iter())
-        .map(|(id, msg)| format!("• `{id}`: {msg}"))
-        .collect();
+    let why: Vec<String> =
+        pending.policy_ids.iter().zip(pending.reasons.iter()).map(|(id, msg)| format!("• `{id}`: {msg}")).collect();
     json!({
         "text": format!("Approval needed: {} wants to call {}", pending.agent_id, pending.tool),
         "blocks": [

@@ -231,7 +231,13 @@ impl Engine {
         self.resolve(approval_id, approver_chain, note, ApprovalStatus::Rejected)
     }
 
-    fn resolve(&self, approval_id: &str, approver_chain: &[String], note: Option<&str>, status: ApprovalStatus) -> Result<ApprovalResolution> {
+    fn resolve(
+        &self,
+        approval_id: &str,
+        approver_chain: &[String],
+        note: Option<&str>,
+        status: ApprovalStatus,
+    ) -> Result<ApprovalResolution> {
         let pending = self
             .store
             .approval(approval_id)?
@@ -311,7 +317,10 @@ impl Engine {
     pub(crate) fn supersede_duplicates(&self, claims: &OverrideClaims, agent_id: &str) {
         let Ok(pending) = self.store.list_pending() else { return };
         let duplicates = pending.into_iter().filter(|p| {
-            p.approval_id != claims.approval_id && p.task_id == claims.task && p.agent_id == agent_id && p.call_digest == claims.call
+            p.approval_id != claims.approval_id
+                && p.task_id == claims.task
+                && p.agent_id == agent_id
+                && p.call_digest == claims.call
         });
         for mut duplicate in duplicates {
             duplicate.status = ApprovalStatus::Superseded;
@@ -321,7 +330,6 @@ impl Engine {
             let _ = self.store.resolve(&duplicate);
         }
     }
-
 
     /// Verifies an override token presented with a call.
     pub(crate) fn verify_override(
@@ -359,7 +367,6 @@ impl Engine {
         }
         Ok(c)
     }
-
 }
 
 /// Errors that are failures of the engine (the store is down), not refusals of the approver.

@@ -162,7 +162,6 @@ impl Engine {
     pub fn end_task(&self, task_id: &str) -> Result<()> {
         self.store.end_task(task_id, self.clock.now_secs())
     }
-
 }
 
 /// Appends `n` in lowercase hex, as `{:x}` would: by hand, because the formatting machinery

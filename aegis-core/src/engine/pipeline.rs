@@ -107,7 +107,10 @@ impl Engine {
             ));
         }
         let tool = bundle.tool(&request.tool).cloned().ok_or_else(|| {
-            Error::new(ErrorCode::UnknownTool, format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()))
+            Error::new(
+                ErrorCode::UnknownTool,
+                format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()),
+            )
         })?;
         if let Some(ty) = &tool.args_type {
             ty.check(&request.args, "args").map_err(|why| Error::new(ErrorCode::ArgsInvalid, why))?;
@@ -124,7 +127,10 @@ impl Engine {
         };
         match (&request.proof, call.tool.proof_required) {
             (None, true) => {
-                return Err(Error::new(ErrorCode::ProofRequired, format!("tool `{}` requires a proof of possession", request.tool)))
+                return Err(Error::new(
+                    ErrorCode::ProofRequired,
+                    format!("tool `{}` requires a proof of possession", request.tool),
+                ))
             }
             (Some(proof), _) => {
                 let leaf_key = call.chain.leaf_key.clone();
@@ -183,7 +189,8 @@ impl Engine {
         decision.reasons.clear();
         decision.sanitized_args = None;
         apply_evaluation(bundle, &eval, &request.tool, &request.args, decision);
-        let approved = call.approval.as_ref().is_some_and(|c| decision.outcome == Outcome::ApprovalNeeded && lifts_forbids(&eval, &c.lifts));
+        let approved =
+            call.approval.as_ref().is_some_and(|c| decision.outcome == Outcome::ApprovalNeeded && lifts_forbids(&eval, &c.lifts));
         if approved {
             lift_forbids(bundle, &eval, &request.args, decision, ReasonCode::APPROVAL_GRANTED);
         } else if decision.outcome != Outcome::Allow && grant.is_some() && breakable(bundle, &eval) {
@@ -215,7 +222,14 @@ impl Engine {
 
     /// Stage 4: makes an allowed call count. `Ok(false)`: the task moved since `state`; decide
     /// again.
-    fn commit(&self, call: &VerifiedCall<'_>, state: &TaskState, reservations: Vec<Reservation>, decision: &Decision, now: i64) -> Result<bool> {
+    fn commit(
+        &self,
+        call: &VerifiedCall<'_>,
+        state: &TaskState,
+        reservations: Vec<Reservation>,
+        decision: &Decision,
+        now: i64,
+    ) -> Result<bool> {
         let chain = &call.chain;
         let commit = Commit {
             task_id: chain.task_id.clone(),
@@ -247,7 +261,9 @@ impl Engine {
             CommitOutcome::AlreadyUsed(key) if key.starts_with("approval:") => {
                 Err(Error::new(ErrorCode::ApprovalReplayed, "the override token was already used"))
             }
-            CommitOutcome::AlreadyUsed(_) => Err(Error::new(ErrorCode::ProofReplayed, "the proof of possession was already used")),
+            CommitOutcome::AlreadyUsed(_) => {
+                Err(Error::new(ErrorCode::ProofReplayed, "the proof of possession was already used"))
+            }
         }
     }
 }

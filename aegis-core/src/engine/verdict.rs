@@ -45,7 +45,9 @@ pub(crate) fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, a
     match eval.cedar_decision {
         CedarDecision::Deny if eval.determining.is_empty() => {
             decision.outcome = Outcome::Deny;
-            decision.reasons.push(Reason::new(ReasonCode::NO_MATCHING_PERMIT, format!("no policy permits `{tool}` for this caller")));
+            decision
+                .reasons
+                .push(Reason::new(ReasonCode::NO_MATCHING_PERMIT, format!("no policy permits `{tool}` for this caller")));
         }
         CedarDecision::Deny => {
             let approvable = eval.determining.iter().all(|id| bundle.policy_meta(id).is_some_and(|m| m.approval.is_some()));
@@ -81,7 +83,6 @@ pub(crate) fn deny(mut decision: Decision, error: Error) -> Decision {
     decision
 }
 
-
 /// Whether an approval that lifts `lifts` answers every forbid that denied the call.
 pub(crate) fn lifts_forbids(eval: &Evaluation, lifts: &[String]) -> bool {
     eval.erroring_forbids.is_empty()
@@ -94,7 +95,10 @@ pub(crate) fn lifts_forbids(eval: &Evaluation, lifts: &[String]) -> bool {
 pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, decision: &mut Decision, code: ReasonCode) {
     if eval.satisfied_permits.is_empty() {
         decision.outcome = Outcome::Deny;
-        decision.reasons = vec![Reason::new(ReasonCode::NO_MATCHING_PERMIT, "no policy permits this call; an override lifts forbids, not a missing permit")];
+        decision.reasons = vec![Reason::new(
+            ReasonCode::NO_MATCHING_PERMIT,
+            "no policy permits this call; an override lifts forbids, not a missing permit",
+        )];
         return;
     }
     for r in &mut decision.reasons {

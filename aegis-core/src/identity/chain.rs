@@ -209,8 +209,7 @@ impl ChainVerifier {
         let mut kids: Vec<String> = Vec::with_capacity(tokens.len().saturating_sub(start));
         let mut leaf_key: Option<PublicKey> = prefix.map(|p| p.leaf_key.clone());
         for (depth, token) in tokens.iter().enumerate().skip(start) {
-            let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP)
-                .map_err(|e| at_link(depth, e))?;
+            let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP).map_err(|e| at_link(depth, e))?;
             #[cfg(test)]
             self.signatures_checked.fetch_add(1, Ordering::Relaxed);
             let claims = &parsed.claims;
@@ -221,12 +220,9 @@ impl ChainVerifier {
             };
             match parent {
                 None => {
-                    let issuer = parsed
-                        .header
-                        .kid
-                        .as_deref()
-                        .and_then(|kid| self.issuers.get(kid))
-                        .ok_or_else(|| Error::new(ErrorCode::UntrustedIssuer, "root credential is not signed by a trusted issuer key"))?;
+                    let issuer = parsed.header.kid.as_deref().and_then(|kid| self.issuers.get(kid)).ok_or_else(|| {
+                        Error::new(ErrorCode::UntrustedIssuer, "root credential is not signed by a trusted issuer key")
+                    })?;
                     parsed.verify(&issuer.key).map_err(|e| at_link(depth, e))?;
                     if claims.iss != issuer.name {
                         return Err(Error::new(
@@ -242,7 +238,10 @@ impl ChainVerifier {
                     let parent_key = leaf_key.as_ref().ok_or_else(|| Error::internal("parent key missing"))?;
                     parsed.verify(parent_key).map_err(|e| at_link(depth, e))?;
                     if claims.par.as_deref() != Some(digest(&tokens[depth - 1]).as_str()) {
-                        return Err(at_link(depth, Error::new(ErrorCode::ParentMismatch, "`par` does not name the previous credential")));
+                        return Err(at_link(
+                            depth,
+                            Error::new(ErrorCode::ParentMismatch, "`par` does not name the previous credential"),
+                        ));
                     }
                     check_narrowing(&parent, claims).map_err(|e| at_link(depth, e))?;
                     if !claims.roles.is_empty() {
@@ -250,20 +249,23 @@ impl ChainVerifier {
                     }
                     let raw_subs = prefix.map(|p| p.raw_subs()).unwrap_or_default();
                     if raw_subs.iter().any(|s| *s == claims.sub) || links.iter().any(|l| l.sub == claims.sub) {
-                        return Err(at_link(depth, Error::new(
-                            ErrorCode::DelegationCycle,
-                            format!("agent `{}` appears twice in the chain", claims.sub),
-                        )));
+                        return Err(at_link(
+                            depth,
+                            Error::new(ErrorCode::DelegationCycle, format!("agent `{}` appears twice in the chain", claims.sub)),
+                        ));
                     }
                 }
             }
             if claims.sub.contains(DELEGATE_SEPARATOR) {
-                return Err(at_link(depth, Error::malformed_token(format!("`sub` `{}` contains `{DELEGATE_SEPARATOR}`", claims.sub))));
+                return Err(at_link(
+                    depth,
+                    Error::malformed_token(format!("`sub` `{}` contains `{DELEGATE_SEPARATOR}`", claims.sub)),
+                ));
             }
             self.check_claims(claims, now).map_err(|e| at_link(depth, e))?;
-            let key = self.cnf_key(&claims.cnf.jwk).map_err(|e| {
-                at_link(depth, Error::malformed_token(format!("`cnf` key: {}", e.message())))
-            })?;
+            let key = self
+                .cnf_key(&claims.cnf.jwk)
+                .map_err(|e| at_link(depth, Error::malformed_token(format!("`cnf` key: {}", e.message()))))?;
             // One key, one holder: a delegator that binds its own key (or an ancestor's) to a
             // "delegate" is still itself, and segregation of duties must not count it twice.
             let seen_key = prefix.is_some_and(|p| p.kids.iter().any(|k| k == key.kid())) || kids.iter().any(|k| k == key.kid());
@@ -454,10 +456,7 @@ pub(super) fn check_narrowing(parent: &ParentLink<'_>, child: &CredentialClaims)
         return Err(Error::new(ErrorCode::AudienceMismatch, "delegated credential changes the audience"));
     }
     if let Some(extra) = child.scope.iter().find(|c| !parent.scope.iter().any(|p| scope_entry_covers(p, c))) {
-        return Err(Error::new(
-            ErrorCode::ScopeWidened,
-            format!("delegated scope `{extra}` is not within the parent's scope"),
-        ));
+        return Err(Error::new(ErrorCode::ScopeWidened, format!("delegated scope `{extra}` is not within the parent's scope")));
     }
     Ok(())
 }
@@ -532,7 +531,9 @@ mod tests {
         for root in &roots[..4] {
             verifier.verify(std::slice::from_ref(root), 1100).unwrap();
         }
-        let late = issue_root("iss", &key(1), CredentialSpec { issued_at: 1700, expires_at: 2300, ..spec("planner", &key(2), "late") }).unwrap();
+        let late =
+            issue_root("iss", &key(1), CredentialSpec { issued_at: 1700, expires_at: 2300, ..spec("planner", &key(2), "late") })
+                .unwrap();
         verifier.verify(std::slice::from_ref(&late), 1700).unwrap();
         assert_eq!(verifier.cache.read().unwrap().len(), 1);
         assert!(cached(&verifier, &late));
@@ -562,7 +563,10 @@ mod tests {
         assert_eq!(checked(), 3, "a whole chain seen before checks nothing");
         let b = verifier.verify(&[root.clone(), coordinator.clone(), leaf_b.clone()], at).unwrap();
         assert_eq!(checked(), 4);
-        assert_eq!((b.agent_id.as_str(), b.depth, b.parent_agent_id.as_deref()), ("planner/coordinator/b", 2, Some("planner/coordinator")));
+        assert_eq!(
+            (b.agent_id.as_str(), b.depth, b.parent_agent_id.as_deref()),
+            ("planner/coordinator/b", 2, Some("planner/coordinator"))
+        );
         // A leaf whose parent is not cached is checked from the root.
         let fresh = ChainVerifier::new(Vec::new(), verifier.policy.clone());
         assert_eq!(fresh.verify(&[root, coordinator, leaf_b], at).unwrap_err().code(), ErrorCode::UntrustedIssuer);

@@ -158,4 +158,3 @@ fn check_spec(spec: &CredentialSpec) -> Result<()> {
     }
     Ok(())
 }
-

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorCode, Result};
 use super::keys::{KeyPair, PublicKey};
+use crate::error::{Error, ErrorCode, Result};
 
 /// Encodes bytes as unpadded base64url.
 pub fn b64_encode(bytes: &[u8]) -> String {
@@ -53,16 +53,14 @@ impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
     /// Parses and checks everything but the signature.
     pub fn parse(token: &'a str, expected_typ: &str) -> Result<Self> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(Error::malformed_token("a compact jws has exactly three segments"));
         };
         let header = parse_header(&b64_decode(h)?, expected_typ)?;
         // Typed claims are decoded directly: derived deserializers already refuse duplicate and
         // unknown members, so no intermediate tree is needed.
         let payload = b64_decode(p)?;
-        let claims = serde_json::from_slice(&payload)
-            .map_err(|e| Error::malformed_token(format!("invalid claims: {e}")))?;
+        let claims = serde_json::from_slice(&payload).map_err(|e| Error::malformed_token(format!("invalid claims: {e}")))?;
         // Exactly 86 characters decode to 64 bytes; other lengths are checked as base64 first,
         // so a padded or otherwise malformed segment is reported as such.
         let mut signature = [0u8; 64];
@@ -90,10 +88,8 @@ impl<'a, T: DeserializeOwned> UnverifiedJws<'a, T> {
 /// No checks: for tools and tests that need to craft tokens (including hostile ones).
 pub fn sign<T: Serialize>(claims: &T, typ: &str, key: &KeyPair) -> Result<String> {
     let header = JwsHeader { alg: "EdDSA".into(), typ: Some(typ.into()), kid: Some(key.kid().into()) };
-    let header_json =
-        serde_json::to_vec(&header).map_err(|e| Error::internal(format!("header encoding failed: {e}")))?;
-    let claims_json =
-        serde_json::to_vec(claims).map_err(|e| Error::internal(format!("claims encoding failed: {e}")))?;
+    let header_json = serde_json::to_vec(&header).map_err(|e| Error::internal(format!("header encoding failed: {e}")))?;
+    let claims_json = serde_json::to_vec(claims).map_err(|e| Error::internal(format!("claims encoding failed: {e}")))?;
     let mut token = b64_encode(&header_json);
     token.push('.');
     token.push_str(&b64_encode(&claims_json));
@@ -177,10 +173,9 @@ fn parse_header(bytes: &[u8], expected_typ: &str) -> Result<JwsHeader> {
     let header = JwsHeader { alg: "EdDSA".into(), typ: text(members.typ, "typ")?, kid: text(members.kid, "kid")? };
     match header.typ.as_deref() {
         Some(typ) if typ.eq_ignore_ascii_case(expected_typ) => Ok(header),
-        Some(typ) => Err(Error::new(
-            ErrorCode::WrongTokenType,
-            format!("token type `{typ}` where `{expected_typ}` was expected"),
-        )),
+        Some(typ) => {
+            Err(Error::new(ErrorCode::WrongTokenType, format!("token type `{typ}` where `{expected_typ}` was expected")))
+        }
         None => Err(Error::new(ErrorCode::WrongTokenType, format!("token has no `typ`; expected `{expected_typ}`"))),
     }
 }
@@ -210,8 +205,7 @@ mod tests {
         // Every string of up to 3 characters over the alphabet plus look-alikes covers every
         // final quantum (the only place a second spelling could hide); longer inputs add only
         // whole 4-character groups, which have a single spelling.
-        let chars: Vec<char> =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/ .".chars().collect();
+        let chars: Vec<char> = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/ .".chars().collect();
         let mut accepted = 0;
         let mut strings = vec![String::new()];
         for _ in 0..3 {
@@ -240,7 +234,11 @@ mod tests {
         assert_eq!(header(r#"{"alg":1,"typ":"t"}"#), Err(ErrorCode::UnsupportedAlgorithm));
         assert_eq!(header(r#"{"typ":"t"}"#), Err(ErrorCode::UnsupportedAlgorithm));
         for member in ["jwk", "jku", "x5u", "x5c", "crit", "b64", "zip", "extra"] {
-            assert_eq!(header(&format!(r#"{{"alg":"EdDSA","typ":"t","{member}":"x"}}"#)), Err(ErrorCode::ForbiddenHeader), "{member}");
+            assert_eq!(
+                header(&format!(r#"{{"alg":"EdDSA","typ":"t","{member}":"x"}}"#)),
+                Err(ErrorCode::ForbiddenHeader),
+                "{member}"
+            );
         }
         assert_eq!(header(r#"{"alg":"EdDSA","typ":"JWT"}"#), Err(ErrorCode::WrongTokenType));
         assert_eq!(header(r#"{"alg":"EdDSA"}"#), Err(ErrorCode::WrongTokenType));

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::{Error, ErrorCode, Result};
 use super::jws::{b64_decode, b64_encode};
+use crate::error::{Error, ErrorCode, Result};
 use crate::time::SecureRandom;
 
 /// An Ed25519 public key in JWK form (`kty: OKP`, `crv: Ed25519`), optionally with the private
@@ -58,11 +58,9 @@ pub struct PublicKey {
 impl PublicKey {
     /// A public key from its 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let raw: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| Error::new(ErrorCode::InvalidKey, "an ed25519 public key is 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(&raw)
-            .map_err(|_| Error::new(ErrorCode::InvalidKey, "not a valid ed25519 point"))?;
+        let raw: [u8; 32] =
+            bytes.try_into().map_err(|_| Error::new(ErrorCode::InvalidKey, "an ed25519 public key is 32 bytes"))?;
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| Error::new(ErrorCode::InvalidKey, "not a valid ed25519 point"))?;
         if key.is_weak() {
             return Err(Error::new(ErrorCode::InvalidKey, "refusing a weak (small-order) ed25519 key"));
         }
@@ -72,8 +70,7 @@ impl PublicKey {
     /// A public key from a JWK (RFC 8037). A private JWK is accepted; only its public part is used.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self> {
         check_jwk_shape(jwk)?;
-        let raw = b64_decode(&jwk.x)
-            .map_err(|_| Error::new(ErrorCode::InvalidKey, "jwk `x` is not canonical base64url"))?;
+        let raw = b64_decode(&jwk.x).map_err(|_| Error::new(ErrorCode::InvalidKey, "jwk `x` is not canonical base64url"))?;
         let key = Self::from_bytes(&raw)?;
         if let Some(kid) = &jwk.kid {
             if kid != &key.kid {
@@ -149,10 +146,8 @@ impl KeyPair {
 
     /// The key pair for a 32-byte seed (RFC 8032 private key). Deterministic: use for fixtures.
     pub fn from_seed(seed: &[u8]) -> Result<Self> {
-        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-            seed.try_into()
-                .map_err(|_| Error::new(ErrorCode::InvalidKey, "an ed25519 seed is 32 bytes"))?,
-        );
+        let seed: Zeroizing<[u8; 32]> =
+            Zeroizing::new(seed.try_into().map_err(|_| Error::new(ErrorCode::InvalidKey, "an ed25519 seed is 32 bytes"))?);
         let secret = SigningKey::from_bytes(&seed);
         let public = PublicKey::from_bytes(secret.verifying_key().as_bytes())?;
         Ok(Self { secret, public })
@@ -161,14 +156,9 @@ impl KeyPair {
     /// A key pair from a private JWK (with `d`).
     pub fn from_jwk(jwk: &Jwk) -> Result<Self> {
         check_jwk_shape(jwk)?;
-        let d = jwk
-            .d
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorCode::InvalidKey, "jwk has no private part `d`"))?;
-        let seed = Zeroizing::new(
-            b64_decode(d)
-                .map_err(|_| Error::new(ErrorCode::InvalidKey, "jwk `d` is not canonical base64url"))?,
-        );
+        let d = jwk.d.as_ref().ok_or_else(|| Error::new(ErrorCode::InvalidKey, "jwk has no private part `d`"))?;
+        let seed =
+            Zeroizing::new(b64_decode(d).map_err(|_| Error::new(ErrorCode::InvalidKey, "jwk `d` is not canonical base64url"))?);
         let pair = Self::from_seed(&seed)?;
         if b64_encode(pair.public.as_bytes()) != jwk.x {
             return Err(Error::new(ErrorCode::InvalidKey, "jwk `x` does not match `d`"));
@@ -210,8 +200,7 @@ impl fmt::Debug for KeyPair {
 }
 
 fn parse_jwk(json: &str) -> Result<Jwk> {
-    crate::json::from_str_strict(json)
-        .map_err(|e| Error::new(ErrorCode::InvalidKey, format!("not a valid jwk: {}", e.message())))
+    crate::json::from_str_strict(json).map_err(|e| Error::new(ErrorCode::InvalidKey, format!("not a valid jwk: {}", e.message())))
 }
 
 fn check_jwk_shape(jwk: &Jwk) -> Result<()> {
@@ -248,39 +237,38 @@ mod tests {
     /// `small_order_encodings_are_exactly_the_torsion_subgroup` proves the list complete.
     const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
         [
-            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         ],
         [
-            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
         ],
         [
-            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         ],
         [
-            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80,
         ],
         [
-            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
-            0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac,
+            0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
         ],
         [
-            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
-            0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x85,
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac,
+            0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x85,
         ],
         [
-            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
-            0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53,
+            0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
         ],
         [
-            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
-            0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0xfa,
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53,
+            0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0xfa,
         ],
     ];
-
 
     // RFC 8037 appendix A.1–A.3.
     const D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
@@ -340,14 +328,18 @@ mod tests {
         use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
         use ed25519_dalek::Verifier as _;
         const L: [u8; 32] = [
-            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0x10,
         ];
         let mut checked = 0usize;
         let mut check = |pair: &KeyPair, message: &[u8], signature: &[u8; 64]| {
             let dalek_key = VerifyingKey::from_bytes(pair.public_key().as_bytes()).unwrap();
             let dalek = dalek_key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature)).is_ok();
-            assert_eq!(pair.public_key().verify_strict(message, signature), dalek, "message {message:02x?}, signature {signature:02x?}");
+            assert_eq!(
+                pair.public_key().verify_strict(message, signature),
+                dalek,
+                "message {message:02x?}, signature {signature:02x?}"
+            );
             // Strict implies the permissive check; never the other way round here.
             if dalek {
                 assert!(dalek_key.verify(message, &ed25519_dalek::Signature::from_bytes(signature)).is_ok());
@@ -383,7 +375,12 @@ mod tests {
             // R of small order with S chosen so the cofactorless equation holds for R = identity:
             // [S]B - [k]A = identity when S = k·a. Strict verification must refuse it.
             let k_of = |r: &[u8; 32]| {
-                let hash: [u8; 64] = Sha512::new().chain_update(r).chain_update(pair.public_key().as_bytes()).chain_update(&message).finalize().into();
+                let hash: [u8; 64] = Sha512::new()
+                    .chain_update(r)
+                    .chain_update(pair.public_key().as_bytes())
+                    .chain_update(&message)
+                    .finalize()
+                    .into();
                 Scalar::from_bytes_mod_order_wide(&hash)
             };
             for r in SMALL_ORDER_ENCODINGS {
@@ -395,9 +392,22 @@ mod tests {
             }
             let identity = SMALL_ORDER_ENCODINGS[0];
             let s = k_of(&identity) * pair.secret.to_scalar();
-            assert_eq!(EdwardsPoint::vartime_double_scalar_mul_basepoint(&k_of(&identity), &-VerifyingKey::from_bytes(pair.public_key().as_bytes()).unwrap().to_edwards(), &s).compress().to_bytes(), identity, "the forgery satisfies the equation");
+            assert_eq!(
+                EdwardsPoint::vartime_double_scalar_mul_basepoint(
+                    &k_of(&identity),
+                    &-VerifyingKey::from_bytes(pair.public_key().as_bytes()).unwrap().to_edwards(),
+                    &s
+                )
+                .compress()
+                .to_bytes(),
+                identity,
+                "the forgery satisfies the equation"
+            );
             // Non-canonical encodings of R (y + p for small y, and "negative zero").
-            for r in [hex_bytes("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"), hex_bytes("0100000000000000000000000000000000000000000000000000000000000080")] {
+            for r in [
+                hex_bytes("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+                hex_bytes("0100000000000000000000000000000000000000000000000000000000000080"),
+            ] {
                 let mut bad = good;
                 bad[..32].copy_from_slice(&r);
                 assert!(!check(&pair, &message, &bad));

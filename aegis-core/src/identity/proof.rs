@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, ErrorCode, Result};
 use super::jws::{self, b64_encode, UnverifiedJws};
 use super::keys::{KeyPair, PublicKey};
+use crate::error::{Error, ErrorCode, Result};
 
 /// The `typ` of a proof of possession.
 pub const PROOF_TYP: &str = "aegis-pop+jwt";
@@ -96,10 +96,11 @@ pub(crate) fn verify(proof: &str, leaf: &PublicKey, digest: &str, now: i64, leew
 
 fn as_invalid(e: Error) -> Error {
     match e.code() {
-        ErrorCode::SignatureInvalid | ErrorCode::MalformedToken | ErrorCode::WrongTokenType
-        | ErrorCode::UnsupportedAlgorithm | ErrorCode::ForbiddenHeader => {
-            Error::new(ErrorCode::ProofInvalid, format!("proof: {}", e.message()))
-        }
+        ErrorCode::SignatureInvalid
+        | ErrorCode::MalformedToken
+        | ErrorCode::WrongTokenType
+        | ErrorCode::UnsupportedAlgorithm
+        | ErrorCode::ForbiddenHeader => Error::new(ErrorCode::ProofInvalid, format!("proof: {}", e.message())),
         _ => e,
     }
 }

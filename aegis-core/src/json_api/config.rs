@@ -230,4 +230,3 @@ pub fn load_bundle(dir: Option<&str>, inline: Option<&InlineBundle>) -> Result<B
         _ => Err(Error::malformed_request("give exactly one of `bundle_dir` and `bundle`")),
     }
 }
-

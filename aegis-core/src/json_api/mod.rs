@@ -63,7 +63,11 @@ pub const OPERATIONS: &[Operation] = &[
     op("issue", false, "IssueRequest -> credential (string)"),
     op("inspect", false, "{token} -> InspectedCredential (unverified, for display)"),
     op("create_proof", false, "ProofRequest -> proof (string)"),
-    op("verify_signature", false, "{public_key_hex, message_hex, signature_hex} -> {valid, key_error?}: the strict Ed25519 check"),
+    op(
+        "verify_signature",
+        false,
+        "{public_key_hex, message_hex, signature_hex} -> {valid, key_error?}: the strict Ed25519 check",
+    ),
     op("call_digest", false, "{tool, args} -> digest (string)"),
     op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
     op("enforce", false, "{decision, args} -> Enforcement"),
@@ -78,9 +82,7 @@ pub const OPERATIONS: &[Operation] = &[
 /// `engine` is required by the operations marked `needs_engine`.
 pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
     let input = if input.trim().is_empty() { "{}" } else { input };
-    let engine = || {
-        engine.ok_or_else(|| Error::malformed_request(format!("operation `{op}` needs an engine")))
-    };
+    let engine = || engine.ok_or_else(|| Error::malformed_request(format!("operation `{op}` needs an engine")));
     match op {
         "authorize" => to_json(&engine()?.authorize(&parse::<AuthorizationRequest>(input)?)?),
         "authorize_enforced" => {

@@ -60,7 +60,10 @@ pub fn issue(req: IssueRequest) -> Result<String> {
     let spec = CredentialSpec {
         agent_id: req.agent_id,
         agent_key: PublicKey::from_jwk(&req.agent_key)?,
-        audience: req.audience.or_else(|| parent.as_ref().map(|p| p.claims.aud.clone())).unwrap_or_else(|| crate::engine::DEFAULT_AUDIENCE.into()),
+        audience: req
+            .audience
+            .or_else(|| parent.as_ref().map(|p| p.claims.aud.clone()))
+            .unwrap_or_else(|| crate::engine::DEFAULT_AUDIENCE.into()),
         task_id: inherited(req.task_id, |c| &c.task)?,
         intent: inherited(req.intent, |c| &c.intent)?,
         scope: req.scope,
@@ -129,4 +132,3 @@ pub struct ResolveRequest {
     #[serde(default)]
     pub note: Option<String>,
 }
-

@@ -185,5 +185,4 @@ mod tests {
         redact(&mut args, &[&path, &missing]);
         assert_eq!(args, json!({"card": {"number": REDACTED, "exp": "12/30"}, "amount": 5}));
     }
-
 }

@@ -19,8 +19,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Decision as CedarDecision, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema,
-    ValidationMode, Validator,
+    Decision as CedarDecision, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode,
+    Validator,
 };
 use regex::Regex;
 use sha2::{Digest, Sha256};
@@ -42,7 +42,6 @@ pub struct BundleSources {
     /// Policy files: `(file name, Cedar source)`.
     pub policies: Vec<(String, String)>,
 }
-
 
 /// Where a policy came from and what its annotations ask of Aegis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,9 +113,8 @@ impl Bundle {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| {
-                Error::new(ErrorCode::InvalidBundle, format!("cannot read `{}`: {e}", p.display()))
-            })
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot read `{}`: {e}", p.display())))
         };
         let entries = std::fs::read_dir(dir).map_err(|e| {
             Error::new(ErrorCode::InvalidBundle, format!("cannot read bundle directory `{}`: {e}", dir.display()))
@@ -135,9 +133,8 @@ impl Bundle {
                 _ => {}
             }
         }
-        sources.manifest = manifest.ok_or_else(|| {
-            Error::new(ErrorCode::InvalidBundle, format!("bundle `{}` has no `manifest.yaml`", dir.display()))
-        })?;
+        sources.manifest = manifest
+            .ok_or_else(|| Error::new(ErrorCode::InvalidBundle, format!("bundle `{}` has no `manifest.yaml`", dir.display())))?;
         if schemas.len() != 1 {
             return Err(Error::new(
                 ErrorCode::InvalidBundle,
@@ -179,7 +176,10 @@ impl Bundle {
         let resource_type = type_name(&format!("{ns}{}", manifest.resource_type))?;
         let predicates = compile_predicates(&manifest)?;
         if let Some((name, _)) = manifest.budgets.iter().find(|(_, b)| b.limit < 0 || b.window_secs <= 0) {
-            return Err(Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: budget `{name}` needs a limit >= 0 and a window > 0")));
+            return Err(Error::new(
+                ErrorCode::InvalidBundle,
+                format!("`manifest.yaml`: budget `{name}` needs a limit >= 0 and a window > 0"),
+            ));
         }
         let mut tools = HashMap::new();
         for action in schema.actions() {
@@ -278,7 +278,6 @@ impl Bundle {
     }
 }
 
-
 /// Rewrites each shadow forbid as a permit with the same id and conditions.
 fn shadow_forbids_as_permits(shadow: &PolicySet) -> Result<PolicySet> {
     let fail = |e: String| Error::new(ErrorCode::InvalidBundle, format!("cannot prepare shadow policies: {e}"));
@@ -337,7 +336,8 @@ fn parse_policy_files(files: &[(String, String)]) -> Result<(PolicySet, HashMap<
         let stem = file.strip_suffix(".cedar").unwrap_or(file);
         // Sort by source position: Cedar's own ids are `policy0`, `policy1`, ... in file order.
         let mut policies: Vec<&Policy> = parsed.policies().collect();
-        policies.sort_by_key(|p| AsRef::<str>::as_ref(p.id()).trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX));
+        policies
+            .sort_by_key(|p| AsRef::<str>::as_ref(p.id()).trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX));
         let mut cursor = 0;
         for (n, policy) in policies.into_iter().enumerate() {
             let line = policy_line(policy, src, &mut cursor);
@@ -483,4 +483,3 @@ fn content_digest(sources: &BundleSources) -> String {
     let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
-

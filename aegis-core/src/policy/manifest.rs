@@ -100,4 +100,3 @@ pub struct PredicateSpec {
     #[serde(default)]
     pub tools: Option<Vec<String>>,
 }
-

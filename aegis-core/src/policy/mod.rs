@@ -5,8 +5,8 @@ mod bundle;
 pub(crate) mod eval;
 mod manifest;
 
-pub(crate) use args::{lookup, redact};
 pub use args::REDACTED;
+pub(crate) use args::{lookup, redact};
 pub(crate) use bundle::ToolEntry;
 pub use bundle::{Bundle, BundleSources, PolicyMeta};
 pub use eval::Evaluation;

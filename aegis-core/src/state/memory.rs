@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{check_amounts, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState};
+use super::{
+    check_amounts, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
+};
 use crate::budget::exceeds;
 use crate::error::Result;
 
@@ -67,7 +69,9 @@ impl Store for MemoryStore {
             return Ok(CommitOutcome::AlreadyUsed(key.clone()));
         }
         check_amounts(&c)?;
-        if let Some(r) = c.reservations.iter().find(|r| r.enforce && exceeds(spent(s.spend.get(&r.key), r.window_start), r.amount, r.limit)) {
+        if let Some(r) =
+            c.reservations.iter().find(|r| r.enforce && exceeds(spent(s.spend.get(&r.key), r.window_start), r.amount, r.limit))
+        {
             return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
         }
         // Expired ids are harmless (the check above ignores them); prune in bulk, not per commit.

@@ -141,7 +141,10 @@ pub trait Store: Send + Sync {
 /// engine refuses such a call before it reaches the store).
 pub(crate) fn check_amounts(commit: &Commit) -> Result<()> {
     match commit.reservations.iter().find(|r| r.amount < 0) {
-        Some(r) => Err(Error::new(ErrorCode::BudgetAmountInvalid, format!("budget `{}`: a reservation of {} would add room", r.key, r.amount))),
+        Some(r) => Err(Error::new(
+            ErrorCode::BudgetAmountInvalid,
+            format!("budget `{}`: a reservation of {} would add room", r.key, r.amount),
+        )),
         None => Ok(()),
     }
 }
@@ -149,4 +152,3 @@ pub(crate) fn check_amounts(commit: &Commit) -> Result<()> {
 pub(crate) fn store_error(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreUnavailable, format!("store unavailable: {e}"))
 }
-

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use redis::{Connection, Script};
 
-use crate::error::{Error, ErrorCode, Result};
 use super::{
-    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
+    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store,
+    TaskState,
 };
+use crate::error::{Error, ErrorCode, Result};
 
 const COMMIT: &str = r"
 if redis.call('HGET', KEYS[1], 'ended') == '1' then return {'task_ended'} end
@@ -243,16 +244,17 @@ impl Store for RedisStore {
         let ((version, ended), duties): ((Option<u64>, Option<String>), Vec<String>) = self.with(|c| {
             redis::pipe()
                 .atomic()
-                .cmd("HMGET").arg(&task_key).arg("version").arg("ended")
-                .cmd("SMEMBERS").arg(&duties_key)
+                .cmd("HMGET")
+                .arg(&task_key)
+                .arg("version")
+                .arg("ended")
+                .cmd("SMEMBERS")
+                .arg(&duties_key)
                 .query(c)
         })?;
         Ok(TaskState {
             version: version.unwrap_or(0),
-            duties: duties
-                .iter()
-                .filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned())))
-                .collect(),
+            duties: duties.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect(),
             ended: ended.as_deref() == Some("1"),
         })
     }
@@ -357,7 +359,8 @@ impl Store for RedisStore {
 
     fn insert_pending(&self, p: &PendingApproval) -> Result<()> {
         let (key, body) = (self.approval_key(&p.approval_id), json(p)?);
-        let created: bool = self.with(|c| redis::cmd("SET").arg(&key).arg(&body).arg("NX").query::<Option<String>>(c).map(|r| r.is_some()))?;
+        let created: bool =
+            self.with(|c| redis::cmd("SET").arg(&key).arg(&body).arg("NX").query::<Option<String>>(c).map(|r| r.is_some()))?;
         if !created {
             return Err(store_error(format!("approval `{}` already exists", p.approval_id)));
         }
@@ -404,8 +407,13 @@ impl Store for RedisStore {
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
         let key = self.grants_key();
         let all: Vec<String> = self.with(|c| redis::cmd("HVALS").arg(&key).query(c))?;
-        let mut grants: Vec<BreakGlassGrant> =
-            all.iter().map(|g| parse(g)).collect::<Result<Vec<BreakGlassGrant>>>()?.into_iter().filter(|g| g.closed_at.is_none()).collect();
+        let mut grants: Vec<BreakGlassGrant> = all
+            .iter()
+            .map(|g| parse(g))
+            .collect::<Result<Vec<BreakGlassGrant>>>()?
+            .into_iter()
+            .filter(|g| g.closed_at.is_none())
+            .collect();
         grants.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(grants)
     }

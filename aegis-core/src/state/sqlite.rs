@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::{
+    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store,
+    TaskState,
+};
 use crate::budget::exceeds;
 use crate::error::Result;
-use super::{
-    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
-};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0);
@@ -69,7 +70,8 @@ fn status_str(s: ApprovalStatus) -> &'static str {
 /// What was spent since `window_start`. `TOTAL` is a float and never overflows (SQLite's `SUM`
 /// raises an error past `i64`): saturated back into `i64`, a sum that large exceeds any limit.
 fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i64> {
-    let total: f64 = conn.query_row("SELECT TOTAL(amount) FROM spend WHERE key = ?1 AND at >= ?2", params![key, window_start], |r| r.get(0))?;
+    let total: f64 =
+        conn.query_row("SELECT TOTAL(amount) FROM spend WHERE key = ?1 AND at >= ?2", params![key, window_start], |r| r.get(0))?;
     // `as` saturates; sums below 2^53 are exact.
     #[allow(clippy::cast_possible_truncation)]
     Ok(total as i64)
@@ -130,21 +132,29 @@ impl Store for SqliteStore {
         }
         tx.execute("DELETE FROM used WHERE expires_at <= ?1", [c.now]).map_err(store_error)?;
         for (key, exp) in &c.consume {
-            tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp]).map_err(store_error)?;
+            tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp])
+                .map_err(store_error)?;
         }
         for r in &c.reservations {
-            tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, c.now, r.amount]).map_err(store_error)?;
+            tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, c.now, r.amount])
+                .map_err(store_error)?;
         }
         tx.execute(
             "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
             [&c.task_id],
         )
         .map_err(store_error)?;
-        tx.execute("INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)", params![c.task_id, version + 1, to_json(&c.entry)?])
-            .map_err(store_error)?;
+        tx.execute(
+            "INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)",
+            params![c.task_id, version + 1, to_json(&c.entry)?],
+        )
+        .map_err(store_error)?;
         for holder in c.entry.duty_holders() {
-            tx.execute("INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)", params![c.task_id, holder, c.entry.tool])
-                .map_err(store_error)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)",
+                params![c.task_id, holder, c.entry.tool],
+            )
+            .map_err(store_error)?;
         }
         tx.commit().map_err(store_error)?;
         Ok(CommitOutcome::Committed)
@@ -226,7 +236,8 @@ impl Store for SqliteStore {
         let mut grant: BreakGlassGrant = from_json(&body)?;
         grant.closed_at = Some(now);
         grant.review_ref = Some(review_ref.to_owned());
-        tx.execute("UPDATE grants SET closed_at = ?2, body = ?3 WHERE id = ?1", params![id, now, to_json(&grant)?]).map_err(store_error)?;
+        tx.execute("UPDATE grants SET closed_at = ?2, body = ?3 WHERE id = ?1", params![id, now, to_json(&grant)?])
+            .map_err(store_error)?;
         tx.commit().map_err(store_error)?;
         Ok(true)
     }

@@ -6,8 +6,8 @@ pub mod redis;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aegis_sod::testing::{b64_decode, b64_encode, sign};
 use aegis_sod::json_api::StoreConfig;
+use aegis_sod::testing::{b64_decode, b64_encode, sign};
 use aegis_sod::{
     delegate, issue_root, AuthorizationRequest, Bundle, CredentialClaims, CredentialSpec, Engine, KeyPair, ManualClock,
 };
@@ -177,7 +177,8 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     let mut c = case("approval_needed_9000", good.clone(), pay(9000, GOOD_ACCOUNT), "approval_needed", &["approval_required"]);
     c.policy_ids = vec!["large-payment-needs-approval"];
     out.push(c);
-    let mut c = case("hard_cap_not_approvable", good.clone(), pay(200_000, GOOD_ACCOUNT), "deny", &["policy_forbid", "policy_forbid"]);
+    let mut c =
+        case("hard_cap_not_approvable", good.clone(), pay(200_000, GOOD_ACCOUNT), "deny", &["policy_forbid", "policy_forbid"]);
     c.policy_ids = vec!["large-payment-needs-approval", "payment-hard-cap"];
     out.push(c);
     let mut c = case("bad_destination", good.clone(), pay(1200, "DE89370400440532013000"), "deny", &["policy_forbid"]);
@@ -199,7 +200,10 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     let mut wrong_type = pay(1200, GOOD_ACCOUNT);
     wrong_type["amount"] = json!("1200");
     out.push(case("argument_type_mismatch_denies", good.clone(), wrong_type, "deny", &["args_invalid"]));
-    out.push(Case { tool: "invoice.create", ..case("tool_not_in_scope", good.clone(), json!({"customer": "c1", "amount": 5}), "deny", &["tool_not_in_scope"]) });
+    out.push(Case {
+        tool: "invoice.create",
+        ..case("tool_not_in_scope", good.clone(), json!({"customer": "c1", "amount": 5}), "deny", &["tool_not_in_scope"])
+    });
     let wide_root = issue_root(ISSUER, &fx.issuer, fx.spec("planner", &fx.planner, &["*"], NOW - 60, 900)).unwrap();
     out.push(Case { tool: "payroll.run", ..case("unknown_tool", vec![wide_root], json!({}), "deny", &["unknown_tool"]) });
     out.push(case("missing_chain", vec![], ok.clone(), "deny", &["missing_credential"]));
@@ -211,16 +215,47 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
     let rogue_root = issue_root(ISSUER, &fx.attacker, fx.spec("planner", &fx.planner, &[TOOL], NOW - 60, 900)).unwrap();
     let rogue_child = delegate(&rogue_root, &fx.planner, fx.spec("finance-agent", &fx.finance, &[TOOL], NOW - 30, 600)).unwrap();
     out.push(case("untrusted_issuer_key", vec![rogue_root, rogue_child], ok.clone(), "deny", &["untrusted_issuer"]));
-    let misnamed = issue_root("https://other-issuer.example", &fx.issuer, fx.spec("planner", &fx.planner, &[TOOL], NOW - 60, 900)).unwrap();
+    let misnamed =
+        issue_root("https://other-issuer.example", &fx.issuer, fx.spec("planner", &fx.planner, &[TOOL], NOW - 60, 900)).unwrap();
     out.push(case("issuer_name_mismatch", vec![misnamed], ok.clone(), "deny", &["untrusted_issuer"]));
     out.push(case("link_signed_by_wrong_key", link(&finance_claims, &fx.attacker), ok.clone(), "deny", &["signature_invalid"]));
 
     // Narrowing.
-    out.push(case("widened_scope", link(&with(&|c| c["scope"] = json!([TOOL, "payroll.run"])), &fx.planner), ok.clone(), "deny", &["scope_widened"]));
-    out.push(case("child_outlives_parent", link(&with(&|c| c["exp"] = json!(NOW + 3600)), &fx.planner), ok.clone(), "deny", &["lifetime_exceeds_parent"]));
-    out.push(case("task_changed", link(&with(&|c| c["task"] = json!("another-task")), &fx.planner), ok.clone(), "deny", &["task_mismatch"]));
-    out.push(case("wrong_parent_digest", link(&with(&|c| c["par"] = json!(aegis_sod::digest("x"))), &fx.planner), ok.clone(), "deny", &["parent_mismatch"]));
-    out.push(case("audience_changed", link(&with(&|c| c["aud"] = json!("other-engine")), &fx.planner), ok.clone(), "deny", &["audience_mismatch"]));
+    out.push(case(
+        "widened_scope",
+        link(&with(&|c| c["scope"] = json!([TOOL, "payroll.run"])), &fx.planner),
+        ok.clone(),
+        "deny",
+        &["scope_widened"],
+    ));
+    out.push(case(
+        "child_outlives_parent",
+        link(&with(&|c| c["exp"] = json!(NOW + 3600)), &fx.planner),
+        ok.clone(),
+        "deny",
+        &["lifetime_exceeds_parent"],
+    ));
+    out.push(case(
+        "task_changed",
+        link(&with(&|c| c["task"] = json!("another-task")), &fx.planner),
+        ok.clone(),
+        "deny",
+        &["task_mismatch"],
+    ));
+    out.push(case(
+        "wrong_parent_digest",
+        link(&with(&|c| c["par"] = json!(aegis_sod::digest("x"))), &fx.planner),
+        ok.clone(),
+        "deny",
+        &["parent_mismatch"],
+    ));
+    out.push(case(
+        "audience_changed",
+        link(&with(&|c| c["aud"] = json!("other-engine")), &fx.planner),
+        ok.clone(),
+        "deny",
+        &["audience_mismatch"],
+    ));
     // Cycle: planner → finance → planner again.
     let back = delegate(&finance, &fx.finance, fx.spec("planner", &fx.planner, &[TOOL], NOW - 20, 300)).unwrap();
     out.push(case("delegation_cycle", vec![planner.clone(), finance.clone(), back], ok.clone(), "deny", &["delegation_cycle"]));
@@ -242,20 +277,59 @@ pub fn cases(fx: &Fixture) -> Vec<Case> {
 
     // Token format.
     let payload = serde_json::to_string(&finance_claims).unwrap();
-    out.push(case("alg_none", vec![planner.clone(), assemble(&format!(r#"{{"alg":"none","typ":"{TYP}"}}"#), &payload, b"")], ok.clone(), "deny", &["unsupported_algorithm"]));
+    out.push(case(
+        "alg_none",
+        vec![planner.clone(), assemble(&format!(r#"{{"alg":"none","typ":"{TYP}"}}"#), &payload, b"")],
+        ok.clone(),
+        "deny",
+        &["unsupported_algorithm"],
+    ));
     let hs_header = format!(r#"{{"alg":"HS256","typ":"{TYP}"}}"#);
     let hs_input = format!("{}.{}", b64_encode(hs_header.as_bytes()), b64_encode(payload.as_bytes()));
     let planner_pub = fx.planner.public_key().as_bytes().to_vec();
     let hs_token = format!("{hs_input}.{}", b64_encode(&hmac_sha256(&planner_pub, hs_input.as_bytes())));
-    out.push(case("hs256_with_public_key_as_secret", vec![planner.clone(), hs_token], ok.clone(), "deny", &["unsupported_algorithm"]));
+    out.push(case(
+        "hs256_with_public_key_as_secret",
+        vec![planner.clone(), hs_token],
+        ok.clone(),
+        "deny",
+        &["unsupported_algorithm"],
+    ));
     let dup_payload = payload.replacen('{', r#"{"scope":["*"],"#, 1);
     let header = format!(r#"{{"alg":"EdDSA","typ":"{TYP}","kid":"{}"}}"#, fx.planner.kid());
-    out.push(case("duplicate_claims", vec![planner.clone(), sign_verbatim(&header, &dup_payload, &fx.planner)], ok.clone(), "deny", &["malformed_token"]));
-    let jwk_header = format!(r#"{{"alg":"EdDSA","typ":"{TYP}","jwk":{}}}"#, serde_json::to_string(&fx.attacker.public_key().to_jwk()).unwrap());
-    out.push(case("embedded_jwk_header", vec![planner.clone(), sign_verbatim(&jwk_header, &payload, &fx.planner)], ok.clone(), "deny", &["forbidden_header"]));
+    out.push(case(
+        "duplicate_claims",
+        vec![planner.clone(), sign_verbatim(&header, &dup_payload, &fx.planner)],
+        ok.clone(),
+        "deny",
+        &["malformed_token"],
+    ));
+    let jwk_header = format!(
+        r#"{{"alg":"EdDSA","typ":"{TYP}","jwk":{}}}"#,
+        serde_json::to_string(&fx.attacker.public_key().to_jwk()).unwrap()
+    );
+    out.push(case(
+        "embedded_jwk_header",
+        vec![planner.clone(), sign_verbatim(&jwk_header, &payload, &fx.planner)],
+        ok.clone(),
+        "deny",
+        &["forbidden_header"],
+    ));
     let jwt_header = r#"{"alg":"EdDSA","typ":"JWT"}"#;
-    out.push(case("wrong_typ", vec![planner.clone(), sign_verbatim(jwt_header, &payload, &fx.planner)], ok.clone(), "deny", &["wrong_token_type"]));
-    out.push(case("non_canonical_base64_signature", vec![planner.clone(), non_canonical_signature(&finance)], ok.clone(), "deny", &["malformed_token"]));
+    out.push(case(
+        "wrong_typ",
+        vec![planner.clone(), sign_verbatim(jwt_header, &payload, &fx.planner)],
+        ok.clone(),
+        "deny",
+        &["wrong_token_type"],
+    ));
+    out.push(case(
+        "non_canonical_base64_signature",
+        vec![planner.clone(), non_canonical_signature(&finance)],
+        ok.clone(),
+        "deny",
+        &["malformed_token"],
+    ));
     out.push(case("padded_base64", vec![planner.clone(), format!("{finance}==")], ok.clone(), "deny", &["malformed_token"]));
 
     // Time.
@@ -355,7 +429,6 @@ pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationR
         None => request,
     }
 }
-
 
 /// The payments bundle's sources, to load variants of it in memory.
 pub fn engine_sources() -> aegis_sod::BundleSources {

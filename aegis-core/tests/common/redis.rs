@@ -21,14 +21,25 @@ impl RedisServer {
         if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
             // CI sets AEGIS_REQUIRE_REDIS: there, a missing server fails the tests instead of
             // skipping them.
-            assert!(std::env::var_os("AEGIS_REQUIRE_REDIS").is_none(), "AEGIS_REQUIRE_REDIS is set but redis-server is not installed");
+            assert!(
+                std::env::var_os("AEGIS_REQUIRE_REDIS").is_none(),
+                "AEGIS_REQUIRE_REDIS is set but redis-server is not installed"
+            );
             eprintln!("SKIPPED: redis-server is not installed; install it (apt-get install redis-server) to run the Redis tests");
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut args = vec![
-            "--port".to_owned(), port.to_string(), "--bind".into(), "127.0.0.1".into(), "--save".into(), String::new(),
-            "--appendonly".into(), "no".into(), "--maxmemory-policy".into(), "noeviction".into(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--maxmemory-policy".into(),
+            "noeviction".into(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let child = Command::new("redis-server").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

@@ -7,10 +7,7 @@ use aegis_sod::{AuthorizationRequest, Bundle};
 use serde_json::json;
 
 fn main() {
-    let secs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     // `profile_warm 0 N`: exactly N decisions (for instruction counts under callgrind).
     let fixed: Option<u64> = std::env::args().nth(2).and_then(|s| s.parse().ok());
     let sources = payments_sources();
@@ -19,10 +16,7 @@ fn main() {
     let request = AuthorizationRequest::new(chain(2, 0), "stripe.create_payment", args.clone());
     if std::env::var_os("RAW").is_some() {
         let (policies, request) = raw_cedar();
-        let (authorizer, entities) = (
-            cedar_policy::Authorizer::new(),
-            cedar_policy::Entities::empty(),
-        );
+        let (authorizer, entities) = (cedar_policy::Authorizer::new(), cedar_policy::Entities::empty());
         for _ in 0..fixed.unwrap_or(100_000) {
             std::hint::black_box(authorizer.is_authorized(&request, &policies, &entities));
         }
@@ -31,10 +25,7 @@ fn main() {
     if std::env::var_os("FLOOR").is_some() {
         // The cold decision's floor: the chain's 3 strict verifications plus raw Cedar.
         let (policies, request) = raw_cedar();
-        let (authorizer, entities) = (
-            cedar_policy::Authorizer::new(),
-            cedar_policy::Entities::empty(),
-        );
+        let (authorizer, entities) = (cedar_policy::Authorizer::new(), cedar_policy::Entities::empty());
         let links = chain_signatures(&chain(3, 1));
         for _ in 0..fixed.unwrap_or(100) {
             for (key, message, signature) in &links {
@@ -46,9 +37,8 @@ fn main() {
     }
     if std::env::var_os("COLD").is_some() {
         let n = fixed.unwrap_or(100) as usize;
-        let fresh: Vec<AuthorizationRequest> = (1..=n)
-            .map(|i| AuthorizationRequest::new(chain(3, i), "stripe.create_payment", args.clone()))
-            .collect();
+        let fresh: Vec<AuthorizationRequest> =
+            (1..=n).map(|i| AuthorizationRequest::new(chain(3, i), "stripe.create_payment", args.clone())).collect();
         if std::env::var_os("SKIP").is_none() {
             for r in &fresh {
                 std::hint::black_box(engine.authorize(r).unwrap_or_else(|e| panic!("{e}")));
@@ -73,8 +63,5 @@ fn main() {
         }
         n += 1000;
     }
-    println!(
-        "{n} decisions, {:.2} µs each",
-        start.elapsed().as_secs_f64() * 1e6 / n as f64
-    );
+    println!("{n} decisions, {:.2} µs each", start.elapsed().as_secs_f64() * 1e6 / n as f64);
 }

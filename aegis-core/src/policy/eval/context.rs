@@ -235,11 +235,7 @@ fn to_cedar(value: &Json, at: &str) -> Result<RestrictedExpression> {
             None => RestrictedExpression::new_decimal(decimal_literal(n, at)?),
         },
         Json::Array(items) => RestrictedExpression::new_set(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| to_cedar(v, &format!("{at}[{i}]")))
-                .collect::<Result<Vec<_>>>()?,
+            items.iter().enumerate().map(|(i, v)| to_cedar(v, &format!("{at}[{i}]"))).collect::<Result<Vec<_>>>()?,
         ),
         Json::Object(map) => RestrictedExpression::new_record(
             map.iter()
@@ -289,5 +285,4 @@ mod tests {
         assert!(decimal_literal(&n(json!(1e300)), "a").is_err());
         assert!(to_cedar(&json!(u64::MAX), "a").is_err());
     }
-
 }

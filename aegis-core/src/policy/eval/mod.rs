@@ -38,14 +38,16 @@ impl ToolTarget {
 
 /// The principal as an entity whose parents are its attested roles (`principal in
 /// Role::"finance-approver"`), or no entities at all for a principal without roles.
-pub(crate) fn principal_entities(principal: &EntityUid, role_type: &cedar_policy::EntityTypeName, roles: &[String]) -> Result<Entities> {
+pub(crate) fn principal_entities(
+    principal: &EntityUid,
+    role_type: &cedar_policy::EntityTypeName,
+    roles: &[String],
+) -> Result<Entities> {
     if roles.is_empty() {
         return Ok(Entities::empty());
     }
-    let parents: std::collections::HashSet<EntityUid> = roles
-        .iter()
-        .map(|r| EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(r)))
-        .collect();
+    let parents: std::collections::HashSet<EntityUid> =
+        roles.iter().map(|r| EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(r))).collect();
     let roles = parents.iter().map(|r| cedar_policy::Entity::new_no_attrs(r.clone(), std::collections::HashSet::new()));
     let principal = cedar_policy::Entity::new_no_attrs(principal.clone(), parents.clone());
     Entities::from_entities(roles.chain(std::iter::once(principal)), None)
@@ -74,7 +76,6 @@ impl PreparedRequest {
         Ok(Self(ast::Request::new_unchecked(principal, target.action.clone(), resource, Some(context))))
     }
 }
-
 
 /// A policy set indexed by action, evaluated with Aegis's rule: an erroring forbid denies.
 ///
@@ -118,8 +119,7 @@ impl PolicyIndex {
                     ActionConstraint::Any => true,
                     ActionConstraint::Eq(uid) => &uid == action,
                     ActionConstraint::In(list) => list.iter().any(|group| {
-                        group == action
-                            || action_entities.ancestors(action).is_some_and(|mut a| a.any(|x| x == group))
+                        group == action || action_entities.ancestors(action).is_some_and(|mut a| a.any(|x| x == group))
                     }),
                 };
                 if applies {
@@ -311,9 +311,9 @@ impl Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
     use cedar_policy::Effect;
     use cedar_policy::{Authorizer, Context};
+    use std::str::FromStr;
 
     /// The flattened evaluation must answer exactly as Cedar's `Authorizer` does, down to the
     /// error messages, over satisfied, unsatisfied and erroring permits and forbids.
@@ -347,7 +347,10 @@ mod tests {
                             let ours = index.evaluate(&request, &Entities::empty());
                             let list = index.list_for(&request);
                             let prepared = || PreparedRequest(AsRef::<ast::Request>::as_ref(&request).clone());
-                            assert_eq!(list.evaluate_compiled(prepared(), Entities::empty().as_ref()), list.evaluate_with_authorizer(prepared(), &Entities::empty()));
+                            assert_eq!(
+                                list.evaluate_compiled(prepared(), Entities::empty().as_ref()),
+                                list.evaluate_with_authorizer(prepared(), &Entities::empty())
+                            );
                             let cedar = Authorizer::new().is_authorized(&request, &set, &Entities::empty());
                             let mut reasons: Vec<PolicyId> = cedar.diagnostics().reason().cloned().collect();
                             reasons.sort_unstable_by_key(ToString::to_string);
@@ -362,8 +365,15 @@ mod tests {
                             assert_eq!(ours.cedar_decision, cedar.decision(), "{principal} {action} {context}");
                             assert_eq!(ours.determining, reasons, "{principal} {action} {context}");
                             assert_eq!(ours.erroring, errors, "{principal} {action} {context}");
-                            let forbid_errors = errors.iter().filter(|(id, _)| set.policy(id).is_some_and(|p| p.effect() == Effect::Forbid));
-                            assert_eq!(ours.erroring_forbids.len(), forbid_errors.count(), "{:?} {:?}", ours.erroring_forbids, errors);
+                            let forbid_errors =
+                                errors.iter().filter(|(id, _)| set.policy(id).is_some_and(|p| p.effect() == Effect::Forbid));
+                            assert_eq!(
+                                ours.erroring_forbids.len(),
+                                forbid_errors.count(),
+                                "{:?} {:?}",
+                                ours.erroring_forbids,
+                                errors
+                            );
                             compared += 1;
                         }
                     }
