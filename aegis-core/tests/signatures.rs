@@ -64,7 +64,7 @@ fn cctv_edge_cases_match_ed25519_dalek() {
             assert_eq!(ours["key_error"], "invalid_key", "case {}", case["number"]);
             weak_keys_refused += 1;
         }
-        assert!(!(ours["valid"] == true && !dalek), "case {} accepted where dalek refuses", case["number"]);
+        assert!(ours["valid"] != true || dalek, "case {} accepted where dalek refuses", case["number"]);
     }
     assert_eq!(dalek_accepted, 43, "the vendored suite's known answer");
     assert_eq!(accepted + weak_keys_refused, 43);

@@ -90,6 +90,7 @@ fn spec(agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
         issued_at: now - 10,
         expires_at: now + 3000,
         jti: jti.into(),
+        roles: Vec::new(),
     }
 }
 

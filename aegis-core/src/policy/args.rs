@@ -49,13 +49,13 @@ impl ArgsType {
     /// when the schema declares none.
     pub(crate) fn of_action(schema: &Json, action: &str) -> Option<Self> {
         let namespaces = schema.as_object()?;
-        for ns in namespaces.values() {
+        // The action may be declared in any namespace of the schema.
+        namespaces.values().find_map(|ns| {
             let context = ns.get("actions")?.get(action)?.get("appliesTo")?.get("context")?;
             let context = resolve(ns, context, 0)?;
             let args = context.get("attributes")?.get("args")?;
-            return Some(Self::from_json(ns, args, 0));
-        }
-        None
+            Some(Self::from_json(ns, args, 0))
+        })
     }
 
     fn from_json(ns: &Json, ty: &Json, depth: usize) -> Self {
@@ -131,7 +131,7 @@ fn resolve<'s>(ns: &'s Json, ty: &'s Json, depth: usize) -> Option<std::borrow::
         return None;
     }
     let kind = ty.get("type").and_then(Json::as_str)?;
-    if kind != "EntityOrCommon" && !ns.get("commonTypes").is_some_and(|c| c.get(kind).is_some()) {
+    if kind != "EntityOrCommon" && ns.get("commonTypes").is_none_or(|c| c.get(kind).is_none()) {
         return Some(std::borrow::Cow::Borrowed(ty));
     }
     let name = if kind == "EntityOrCommon" { ty.get("name").and_then(Json::as_str)? } else { kind };
