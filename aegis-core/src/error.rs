@@ -181,11 +181,11 @@ codes! {
         PolicyError => "policy_error",
     /// An approvable forbid matched; a human may approve the call.
         ApprovalRequired => "approval_required",
-    /// the permit policy that determined an `allow` or `sanitize`.
+    /// The permit policy that determined an `allow` or `sanitize`.
         PolicyPermit => "policy_permit",
-    /// an override token turned `approval_needed` into `allow`.
+    /// An override token (an approval of this very call) lifted the forbids that asked for it.
         ApprovalGranted => "approval_granted",
-    /// an open break-glass grant lifted a breakable forbid.
+    /// An open break-glass grant lifted a breakable forbid.
         BreakGlassApplied => "break_glass_applied",
     }
 }
