@@ -79,93 +79,93 @@ codes! {
     /// Returned as `Err` for malformed input and internal failures; every other error on the
     /// decision path becomes a `deny` whose reason is [`ReasonCode::Error`] with this code.
     ErrorCode {
-    /// The request is not well formed (wrong shape, unsupported value, bad JSON).
+        /// The request is not well formed (wrong shape, unsupported value, bad JSON).
         MalformedRequest => "malformed_request",
-    /// A key is not a valid Ed25519 key or JWK.
+        /// A key is not a valid Ed25519 key or JWK.
         InvalidKey => "invalid_key",
-    /// A bundle failed to load: unreadable file, parse error or schema validation error.
+        /// A bundle failed to load: unreadable file, parse error or schema validation error.
         InvalidBundle => "invalid_bundle",
-    /// Something that should be impossible happened; the engine failed closed.
+        /// Something that should be impossible happened; the engine failed closed.
         Internal => "internal",
-    /// The request carried no credential chain.
+        /// The request carried no credential chain.
         MissingCredential => "missing_credential",
-    /// A token is not a well-formed compact JWS (encoding, JSON, duplicate or unknown members).
+        /// A token is not a well-formed compact JWS (encoding, JSON, duplicate or unknown members).
         MalformedToken => "malformed_token",
-    /// The token's `alg` is not `EdDSA` (for example `none` or `HS256`).
+        /// The token's `alg` is not `EdDSA` (for example `none` or `HS256`).
         UnsupportedAlgorithm => "unsupported_algorithm",
-    /// The token carries a header Aegis refuses (`jwk`, `jku`, `x5u`, `x5c`, `crit`, ...).
+        /// The token carries a header Aegis refuses (`jwk`, `jku`, `x5u`, `x5c`, `crit`, ...).
         ForbiddenHeader => "forbidden_header",
-    /// The token's `typ` is not the one expected at this position.
+        /// The token's `typ` is not the one expected at this position.
         WrongTokenType => "wrong_token_type",
-    /// The root credential is not signed by a trusted issuer key, or names another issuer.
+        /// The root credential is not signed by a trusted issuer key, or names another issuer.
         UntrustedIssuer => "untrusted_issuer",
-    /// A signature does not verify.
+        /// A signature does not verify.
         SignatureInvalid => "signature_invalid",
-    /// A credential has expired.
+        /// A credential has expired.
         CredentialExpired => "credential_expired",
-    /// A credential is not valid yet (`nbf` or `iat` in the future).
+        /// A credential is not valid yet (`nbf` or `iat` in the future).
         CredentialNotYetValid => "credential_not_yet_valid",
-    /// A credential lives longer than the engine allows.
+        /// A credential lives longer than the engine allows.
         LifetimeTooLong => "lifetime_too_long",
-    /// A credential was issued for another audience.
+        /// A credential was issued for another audience.
         AudienceMismatch => "audience_mismatch",
-    /// A delegated link does not name its parent (digest or issuer mismatch).
+        /// A delegated link does not name its parent (digest or issuer mismatch).
         ParentMismatch => "parent_mismatch",
-    /// A delegated link grants a tool its parent does not hold.
+        /// A delegated link grants a tool its parent does not hold.
         ScopeWidened => "scope_widened",
-    /// A delegated link expires after its parent.
+        /// A delegated link expires after its parent.
         LifetimeExceedsParent => "lifetime_exceeds_parent",
-    /// A delegated link is for another task than its parent.
+        /// A delegated link is for another task than its parent.
         TaskMismatch => "task_mismatch",
-    /// An agent appears twice in one delegation chain.
+        /// An agent appears twice in one delegation chain.
         DelegationCycle => "delegation_cycle",
-    /// The chain is deeper than the engine allows.
+        /// The chain is deeper than the engine allows.
         DelegationTooDeep => "delegation_too_deep",
-    /// The leaf credential's scope does not include the requested tool.
+        /// The leaf credential's scope does not include the requested tool.
         ToolNotInScope => "tool_not_in_scope",
-    /// The tool is not an action of the policy bundle.
+        /// The tool is not an action of the policy bundle.
         UnknownTool => "unknown_tool",
-    /// The tool requires a proof of possession and none was presented.
+        /// The tool requires a proof of possession and none was presented.
         ProofRequired => "proof_required",
-    /// The proof does not verify, is stale, or is for another call.
+        /// The proof does not verify, is stale, or is for another call.
         ProofInvalid => "proof_invalid",
-    /// The proof's `jti` was already used.
+        /// The proof's `jti` was already used.
         ProofReplayed => "proof_replayed",
-    /// The store failed; Aegis denies rather than decide without state.
+        /// The store failed; Aegis denies rather than decide without state.
         StoreUnavailable => "store_unavailable",
-    /// The task has ended; its credentials are revoked.
+        /// The task has ended; its credentials are revoked.
         TaskEnded => "task_ended",
-    /// The call would exceed a budget.
+        /// The call would exceed a budget.
         BudgetExceeded => "budget_exceeded",
         /// A budget contribution is not a whole number from 0 up: budgets only ever consume.
         BudgetAmountInvalid => "budget_amount_invalid",
         /// The arguments do not have the types the bundle's schema declares for the tool.
         ArgsInvalid => "args_invalid",
-    /// Concurrent calls in the task kept conflicting; decided as a deny.
+        /// Concurrent calls in the task kept conflicting; decided as a deny.
         Contention => "contention",
-    /// The override token does not verify or is not a well-formed token.
+        /// The override token does not verify or is not a well-formed token.
         ApprovalTokenInvalid => "approval_token_invalid",
-    /// The override token has expired.
+        /// The override token has expired.
         ApprovalExpired => "approval_expired",
-    /// The override token was already used.
+        /// The override token was already used.
         ApprovalReplayed => "approval_replayed",
-    /// The override token was approved for another agent.
+        /// The override token was approved for another agent.
         ApprovalWrongAgent => "approval_wrong_agent",
-    /// The override token was approved for other arguments or another tool.
+        /// The override token was approved for other arguments or another tool.
         ApprovalArgsMismatch => "approval_args_mismatch",
-    /// The override token was approved in another task.
+        /// The override token was approved in another task.
         ApprovalWrongTask => "approval_wrong_task",
-    /// The override token was approved under another policy version.
+        /// The override token was approved under another policy version.
         ApprovalPolicyChanged => "approval_policy_changed",
-    /// No approval has this id.
+        /// No approval has this id.
         ApprovalNotFound => "approval_not_found",
-    /// The approval was already resolved: approved, rejected or superseded.
+        /// The approval was already resolved: approved, rejected or superseded.
         ApprovalNotPending => "approval_not_pending",
-    /// The approver may not approve this request (segregation of duties).
+        /// The approver may not approve this request (segregation of duties).
         ApproverConflict => "approver_conflict",
-    /// A break-glass request was refused (reason, approvers, duration).
+        /// A break-glass request was refused (reason, approvers, duration).
         BreakGlassRefused => "break_glass_refused",
-    /// The operation named at the JSON boundary does not exist.
+        /// The operation named at the JSON boundary does not exist.
         UnknownOperation => "unknown_operation",
     }
 }
@@ -173,19 +173,19 @@ codes! {
 codes! {
     /// Why a decision came out as it did, beside the errors ([`ReasonCode::Error`]).
     PolicyVerdict {
-    /// A forbid policy matched.
+        /// A forbid policy matched.
         PolicyForbid => "policy_forbid",
-    /// No permit policy matched.
+        /// No permit policy matched.
         NoMatchingPermit => "no_matching_permit",
-    /// A forbid policy failed to evaluate; Aegis counts that as a deny.
+        /// A forbid policy failed to evaluate; Aegis counts that as a deny.
         PolicyError => "policy_error",
-    /// An approvable forbid matched; a human may approve the call.
+        /// An approvable forbid matched; a human may approve the call.
         ApprovalRequired => "approval_required",
-    /// The permit policy that determined an `allow` or `sanitize`.
+        /// The permit policy that determined an `allow` or `sanitize`.
         PolicyPermit => "policy_permit",
-    /// An override token (an approval of this very call) lifted the forbids that asked for it.
+        /// An override token (an approval of this very call) lifted the forbids that asked for it.
         ApprovalGranted => "approval_granted",
-    /// An open break-glass grant lifted a breakable forbid.
+        /// An open break-glass grant lifted a breakable forbid.
         BreakGlassApplied => "break_glass_applied",
     }
 }
