@@ -126,7 +126,11 @@ fn markdown() -> String {
 fn generated_code_lists_match_the_committed_files() {
     let (dts, js) = typescript();
     let files = [
-        ("docs/ERRORS.md", markdown()),("aegis-py/python/aegis/_errors.py", python()), ("aegis-node/codes.d.ts", dts), ("aegis-node/codes.js", js)];
+        ("docs/ERRORS.md", markdown()),
+        ("aegis-py/python/aegis/_errors.py", python()),
+        ("aegis-node/codes.d.ts", dts),
+        ("aegis-node/codes.js", js),
+    ];
     let update = std::env::var_os("AEGIS_UPDATE_CODES").is_some();
     for (path, fresh) in files {
         let path = repo_root().join(path);
