@@ -54,6 +54,9 @@ pub struct IssueArgs {
     /// Why the task exists, in words.
     #[arg(long)]
     intent: String,
+    /// A role the issuer attests for this identity (repeatable; roots only).
+    #[arg(long = "role")]
+    roles: Vec<String>,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -74,6 +77,7 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
             request["issuer"] = json!(args.issuer);
             request["task_id"] = json!(args.task);
             request["intent"] = json!(args.intent);
+            request["roles"] = json!(args.roles);
             print_token(&call(None, "issue", &request)?)
         }
         TokenCommand::Delegate(args) => {

@@ -1,35 +1,7 @@
 //! The Cedar context of a call, built directly from Rust values (Cedar's JSON context path is
 //! an order of magnitude slower than `Context::from_pairs`).
 //!
-//! Attributes (declare the ones your policies use in the schema's `context`):
-//!
-//! | attribute          | Cedar type          | meaning                                          |
-//! |--------------------|---------------------|--------------------------------------------------|
-//! | `args`             | record              | the tool's arguments                             |
-//! | `agent_id`         | `String`            | the leaf agent (also the principal's id)         |
-//! | `parent_agent_id`  | `String`, optional  | the agent that delegated to the leaf; absent for a root credential |
-//! | `initiator`        | `String`            | the root agent of the chain                      |
-//! | `lineage`          | `Set<String>`       | every agent above the leaf                       |
-//! | `depth`            | `Long`              | 0 for a root credential                          |
-//! | `task_id`          | `String`            | the task shared by the chain                     |
-//! | `intent`           | `String`            | the root credential's intent                     |
-//! | `now`              | `Long`              | seconds since the epoch, from the engine's clock |
-//! | `predicates`       | record of `Bool`    | the manifest's predicates for this tool          |
-//! | `task`             | record              | what was already done in this task (below)       |
-//! | `break_glass`      | `Bool`              | an open break-glass grant covers this call       |
-//! | `approval`         | record              | only for `aegis.approve`: the request being approved (below) |
-//!
-//! `task` has four `Set<String>` attributes: `duties_by_agent` (tools this agent performed in
-//! the task), `duties_by_lineage` (tools this agent or anyone above it performed),
-//! `performed` (every tool performed by anyone) and `actors` (every agent that performed
-//! anything). Approvals count as the duty `aegis.approve`.
-//!
-//! `approval` has `approval_id`, `tool`, `requester`, `initiator`, `task_id` (all `String`),
-//! and `roles` and `policy_ids` (`Set<String>`).
-//!
-//! Argument values map as: string → `String`, boolean → `Bool`, integer → `Long`, number with
-//! a fraction → `decimal` (at most 4 fractional digits), array → `Set`, object → record. A
-//! `null` member of an object is dropped (so `has` is false); `null` elsewhere is refused.
+//! The attributes and their meaning are documented in `docs/CONTEXT.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
