@@ -2,14 +2,15 @@
 
 import asyncio
 import json
+import pathlib
 import threading
 from typing import Any, Dict
 
 import pytest
 
 import aegis
-from payments_setup import (ACCOUNT, BUNDLE, ISSUER, ISSUER_KEY, TOOL, approver_chain, engine, finance_chain, pay,
-                            unique_task)
+from payments_setup import (ACCOUNT, BUNDLE, FINANCE_AGENT, ISSUER, ISSUER_KEY, TOOL, approver_chain, engine,
+                            finance_chain, pay, unique_task)
 
 
 def test_errors_are_typed_and_carry_the_code(tmp_path) -> None:
@@ -17,8 +18,9 @@ def test_errors_are_typed_and_carry_the_code(tmp_path) -> None:
         aegis.Engine(tmp_path, trusted_issuers={ISSUER: ISSUER_KEY})
     assert e.value.code == "invalid_bundle" and "manifest.yaml" in e.value.message
     eng = engine()
-    with pytest.raises(aegis.MalformedRequest):
-        eng.authorize(finance_chain(unique_task("t")), TOOL, {"amount": 1e300, "currency": "eur", "destination": ACCOUNT})
+    with pytest.raises(aegis.MalformedRequest) as malformed:
+        eng.authorize(finance_chain(unique_task("t")), "", pay(10))
+    assert malformed.value.code == "malformed_request" and "tool" in malformed.value.message
     with pytest.raises(aegis.ApprovalNotFound):
         eng.approve("apr_nope", approver_chain())
     with pytest.raises(aegis.StoreUnavailable):
@@ -26,6 +28,45 @@ def test_errors_are_typed_and_carry_the_code(tmp_path) -> None:
     with pytest.raises(aegis.ScopeWidened):
         aegis.delegate(finance_chain("t")[0], aegis.KeyPair.from_seed(bytes([2]) * 32), "x",
                        aegis.KeyPair.generate(), scope=["payroll.run"])
+
+
+def test_arguments_are_checked_against_the_schema_before_any_policy() -> None:
+    eng = engine()
+    task = unique_task("t")
+    chain = finance_chain(task)
+    bad = [
+        {**pay(10), "amount": 1e300},          # not a Long
+        {**pay(10), "amount": 12.5},           # a fraction
+        {**pay(10), "amount": 2 ** 70},        # past i64
+        {**pay(10), "amount": "9000"},         # a string dodging `amount > 5000`
+        {**pay(10), "refund_to": ACCOUNT},     # an argument the schema does not declare
+        {"currency": "eur", "destination": ACCOUNT},  # a required argument missing
+    ]
+    for args in bad:
+        d = eng.authorize(chain, TOOL, args)
+        assert (d.outcome, d.codes, d.allowed) == ("deny", ("args_invalid",), False), (args, d)
+        assert d.approval_id is None
+    assert eng.ledger(task) == []
+    assert eng.pending_approvals() == []
+    assert eng.authorize(chain, TOOL, {**pay(10), "memo": "INV-1"}).outcome == "allow"
+
+
+def test_delegates_are_namespaced_under_their_delegator() -> None:
+    eng = engine()
+    task = unique_task("ids")
+    planner, finance = finance_chain(task)
+    assert eng.authorize([planner, finance], TOOL, pay(10)).outcome == "allow"
+    (entry,) = eng.ledger(task)
+    assert (entry.agent_id, entry.lineage) == (FINANCE_AGENT, ("planner",))
+    assert entry.key == aegis.KeyPair.from_seed(bytes([3]) * 32).kid  # the finance agent's key
+    planner_key = aegis.KeyPair.from_seed(bytes([2]) * 32)
+    # A `sub` with the separator is minted (inspect shows it) but never verifies.
+    slash = aegis.delegate(planner, planner_key, "finance/agent", aegis.KeyPair.generate(), scope=[TOOL])
+    assert eng.authorize([planner, slash], TOOL, pay(10)).codes == ("malformed_token",)
+    # Delegating to one's own key is not a second holder: a cycle.
+    own = aegis.delegate(planner, planner_key, "finance-agent", planner_key, scope=[TOOL])
+    assert eng.authorize([planner, own], TOOL, pay(10)).codes == ("delegation_cycle",)
+    assert len(eng.ledger(task)) == 1
 
 
 def test_decision_is_a_readable_value() -> None:
@@ -94,13 +135,23 @@ def test_key_repr_hides_the_secret() -> None:
     assert k.private_jwk["d"] not in repr(k) and k.kid in repr(k)
 
 
-def test_guard_runs_with_the_authorized_snapshot_not_the_callers_dict() -> None:
-    eng = engine()
+def bundle_with_meta(tmp_path) -> "pathlib.Path":
+    """The payments bundle whose payment tool also declares a nested `meta` record (arguments
+    the schema does not declare are refused, so a nested argument needs one)."""
+    import shutil
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle)
+    schema = bundle / "payments.cedarschema"
+    text = schema.read_text()
+    assert text.count("memo?: String,") == 1
+    schema.write_text(text.replace("memo?: String,", "memo?: String,\n      meta?: { invoice: String },"))
+    return bundle
+
+
+def test_guard_runs_with_the_authorized_snapshot_not_the_callers_dict(tmp_path) -> None:
+    eng = aegis.Engine(bundle_with_meta(tmp_path), trusted_issuers={ISSUER: ISSUER_KEY})
     seen = []
     args = {"amount": 1200, "currency": "eur", "destination": ACCOUNT, "meta": {"invoice": "INV-1"}}
-
-    class Sneaky(dict):
-        """A dict the caller keeps a handle on and mutates once the check has read it."""
 
     @eng.guard(tool=TOOL, chain=finance_chain(unique_task("t")))
     def create_payment(amount, currency, destination, meta):
@@ -113,6 +164,10 @@ def test_guard_runs_with_the_authorized_snapshot_not_the_callers_dict() -> None:
 
     assert create_payment(**args) == "ok"
     assert seen == [(1200, "INV-1")]
+    # The nested record is typed too: a wrong type inside it never reaches the tool.
+    with pytest.raises(aegis.Denied) as denied:
+        create_payment(1, "eur", ACCOUNT, {"invoice": 7})
+    assert denied.value.code == "args_invalid" and len(seen) == 1
 
 
 def test_guard_passes_sanitized_args_and_raises_on_deny_and_approval() -> None:
@@ -251,7 +306,11 @@ def test_notifier_receives_pending_approvals_and_slack_message() -> None:
     d = eng.authorize(finance_chain(unique_task("n")), TOOL, pay(9000))
     assert [p.approval_id for p in got] == [d.approval_id]
     pending = eng.pending_approvals()
-    assert pending[0].roles == ("finance-approver",) and pending[0].args["amount"] == 9000
+    assert pending[0].args["amount"] == 9000 and (pending[0].agent_id, pending[0].lineage) == (FINANCE_AGENT, ("planner",))
+    # One approval answers both what the 9000 payment needs: the forbid and the task's budget.
+    assert pending[0].roles == ("budget-approver", "finance-approver")
+    assert pending[0].lifts == ("budget:task_payments", "large-payment-needs-approval")
+    assert pending[0].policy_ids == ("large-payment-needs-approval",)
     message = aegis.slack_message(pending[0])
     assert any(b["type"] == "actions" for b in message["blocks"]) and d.approval_id in json.dumps(message)
 
@@ -260,14 +319,26 @@ def test_ledger_end_task_budget_and_break_glass() -> None:
     eng = engine()
     task = unique_task("state")
     chain = finance_chain(task)
-    assert [eng.authorize(chain, TOOL, pay(3000)).outcome for _ in range(3)] == ["allow", "deny", "deny"]
-    assert eng.authorize(chain, TOOL, pay(3000)).codes == ("budget_exceeded",)
+    # Splitting 9000 into three payments of 3000 does not get around the approval: the task's
+    # budget (5000 a day) asks for one once it would be exceeded.
+    decisions = [eng.authorize(chain, TOOL, pay(3000)) for _ in range(3)]
+    assert [d.outcome for d in decisions] == ["allow", "approval_needed", "approval_needed"]
+    assert [d.codes for d in decisions[1:]] == [("budget_exceeded",)] * 2
     assert [e.tool for e in eng.ledger(task)] == [TOOL]
+    over = eng.approval(decisions[1].approval_id)
+    assert over is not None and (over.roles, over.lifts) == (("budget-approver",), ("budget:task_payments",))
+    token = eng.approve(over.approval_id, approver_chain()).override_token
+    assert token and eng.authorize(chain, TOOL, pay(3000), approval_token=token).outcome == "allow"
+    assert [e.tool for e in eng.ledger(task)] == [TOOL, "aegis.approve", TOOL]
+    # The approval lifted that one call's budget, nothing more.
+    assert eng.authorize(chain, TOOL, pay(1)).codes == ("budget_exceeded",)
     approvers = [approver_chain(),
                  [aegis.issue_root(ISSUER, ISSUER_KEY, "cfo", aegis.KeyPair.generate(), task_id="desk", intent="x",
                                    scope=["aegis.break_glass"])]]
-    with pytest.raises(aegis.BreakGlassRefused):
-        eng.break_glass(agents=["finance-agent"], tools=[TOOL], reason="outage", approvers=approvers, duration_secs=60)
+    with pytest.raises(aegis.BreakGlassRefused) as refused:  # the finance approver holds no aegis.break_glass
+        eng.break_glass(agents=[FINANCE_AGENT], tools=[TOOL], tasks=[task], reason="outage", approvers=approvers,
+                        duration_secs=60)
+    assert "tool_not_in_scope" in refused.value.message
     eng.end_task(task)
     assert eng.authorize(chain, TOOL, pay(1)).codes == ("task_ended",)
 
@@ -277,11 +348,13 @@ def test_break_glass_is_bounded_by_max_break_glass_secs() -> None:
     approvers = [[aegis.issue_root(ISSUER, ISSUER_KEY, name, aegis.KeyPair.generate(), task_id="desk", intent="x",
                                    scope=["aegis.break_glass"])] for name in ("cfo", "ciso")]
     with pytest.raises(aegis.BreakGlassRefused) as refused:
-        eng.break_glass(agents=["finance-agent"], tools=[TOOL], reason="outage", approvers=approvers, duration_secs=60)
+        eng.break_glass(agents=[FINANCE_AGENT], tools=[TOOL], tasks=["t-1"], reason="outage", approvers=approvers,
+                        duration_secs=60)
     assert "30 seconds" in refused.value.message
-    grant = eng.break_glass(agents=["finance-agent"], tools=[TOOL], reason="outage", approvers=approvers,
+    grant = eng.break_glass(agents=[FINANCE_AGENT], tools=[TOOL], tasks=["t-1"], reason="outage", approvers=approvers,
                             duration_secs=20)
     assert grant.expires_at - grant.opened_at == 20 and grant.approvers == ("cfo", "ciso")
+    assert (grant.agents, grant.tools, grant.tasks) == ((FINANCE_AGENT,), (TOOL,), ("t-1",))
     assert [g.id for g in eng.open_break_glass()] == [grant.id]
     eng.close_break_glass(grant.id, "INC-1")
     assert eng.open_break_glass() == []

@@ -30,6 +30,7 @@ WRAPPERS = {
     "issue": "issue_root",
     "inspect": "inspect",
     "create_proof": "create_proof",
+    "verify_signature": "verify_signature",
     "call_digest": "call_digest",
     "slack_message": "slack_message",
     "enforce": "Decision.enforce",
@@ -108,3 +109,23 @@ def test_verdict_codes_are_reasons_not_errors() -> None:
 def test_guard_exceptions_are_aegis_errors() -> None:
     assert issubclass(aegis.Denied, aegis.AegisError) and issubclass(aegis.ApprovalRequired, aegis.AegisError)
     assert aegis.Denied.__module__ == aegis.ApprovalRequired.__module__ == "aegis._guard"
+
+
+def test_verify_signature_is_the_cores_strict_check() -> None:
+    import base64
+
+    def unb64(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    issuer = aegis.KeyPair.from_seed(bytes([1]) * 32)
+    token = aegis.issue_root("https://issuer.example", issuer, "planner", aegis.KeyPair.generate(), task_id="t",
+                             intent="x", scope=["invoice.create"])
+    header, payload, signature = token.split(".")
+    public_key, message = unb64(issuer.public_jwk["x"]), f"{header}.{payload}".encode()
+    assert aegis.verify_signature(public_key, message, unb64(signature)) == aegis.SignatureVerdict(True)
+    assert not aegis.verify_signature(public_key, message + b"!", unb64(signature)).valid
+    other = unb64(aegis.KeyPair.generate().public_jwk["x"])
+    assert aegis.verify_signature(other, message, unb64(signature)) == aegis.SignatureVerdict(False)
+    # A small-order key (the identity point) is refused as a key, whatever the signature.
+    weak = aegis.verify_signature(b"\x01" + bytes(31), message, unb64(signature))
+    assert weak == aegis.SignatureVerdict(False, "invalid_key")

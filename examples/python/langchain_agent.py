@@ -57,8 +57,9 @@ def main() -> None:
     request = interrupts[0].value
     print("1. paid 1200; the agent is paused:", request["type"], request["approval_id"], "-", request["reasons"][0])
 
+    # The planner holds no `aegis.approve` (and, holding it, would still be above the requester).
     refused = eng.approve(request["approval_id"], chain[:1])
-    assert not refused.accepted
+    assert not refused.accepted and refused.reasons[0].code == "tool_not_in_scope", refused
     print("2. the planner's self-approval is refused:", refused.reasons[0].code)
     approved = eng.approve(request["approval_id"], approver_chain())
     assert approved.accepted and approved.override_token

@@ -42,7 +42,8 @@ async def main() -> None:
             raise SystemExit("9000 should need approval")
         except aegis.ApprovalRequired as e:
             approval_id = e.approval_id
-        assert not eng.approve(approval_id, chain[:1]).accepted
+        refused = eng.approve(approval_id, chain[:1])  # the planner holds no `aegis.approve`
+        assert not refused.accepted and refused.reasons[0].code == "tool_not_in_scope", refused
         token = eng.approve(approval_id, approver_chain()).override_token
         result = await guarded.call_tool(TOOL, pay(9000), approval_token=token)
         print("3. after approval:", result.content[0].text)

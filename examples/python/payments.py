@@ -1,15 +1,18 @@
-"""The payments story in plain Python: guarded tool functions, self-approval refused, a human
-approval, one-time redemption, replay refused."""
+"""The payments story in plain Python: guarded tool functions, self-approval refused (the
+planner holds `aegis.approve`, yet may not approve what its own delegate asks, nor make itself a
+delegate named like the approver), a human approval, one-time redemption, replay refused."""
 
 from __future__ import annotations
 
 import aegis
-from payments_setup import TOOL, approver_chain, engine, finance_chain, pay, unique_task
+from payments_setup import (FINANCE_AGENT, PLANNER_KEY, PLANNER_SCOPE, TOOL, approver_chain, engine, finance_chain,
+                            pay, unique_task)
 
 
 def main() -> None:
     eng = engine()
-    chain = finance_chain(unique_task("py-payments"))
+    # This planner was also given the right to approve (by its exact name: no wildcard covers it).
+    chain = finance_chain(unique_task("py-payments"), planner_scope=[*PLANNER_SCOPE, "aegis.approve"])
     paid = []
 
     @eng.guard(tool=TOOL, chain=chain)
@@ -25,10 +28,20 @@ def main() -> None:
     except aegis.ApprovalRequired as e:
         approval_id = e.approval_id
         print("2. approval needed:", approval_id, "-", e.decision.reasons[0].message)
+    pending = eng.approval(approval_id)
+    assert pending is not None and pending.agent_id == FINANCE_AGENT, pending
+    print("   asked by", pending.agent_id, "for", pending.roles)
 
     refused = eng.approve(approval_id, chain[:1])
-    assert not refused.accepted, refused
+    assert not refused.accepted and refused.reasons[0].code == "approver_conflict", refused
     print("3. the planner may not approve its own delegate's request:", refused.reasons[0].code)
+    # Nor a delegate it names like the approver: delegates are ids under the planner
+    # (`planner/finance-approver`), hold no roles, and are never approvers.
+    sibling = aegis.delegate(chain[0], PLANNER_KEY, "finance-approver", aegis.KeyPair.generate(),
+                             scope=["aegis.approve"])
+    refused = eng.approve(approval_id, [chain[0], sibling])
+    assert not refused.accepted and refused.reasons[0].code == "approver_conflict", refused
+    print("   nor a delegate it named finance-approver:", refused.reasons[0].code)
 
     approved = eng.approve(approval_id, approver_chain(), note="invoice INV-2291 checked")
     assert approved.accepted and approved.override_token

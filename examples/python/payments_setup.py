@@ -1,11 +1,13 @@
 """Shared setup for the Python payments examples: keys, an engine on the payments bundle, and
-the credential chains of the story (planner → finance-agent; a separate finance approver)."""
+the credential chains of the story (planner → finance-agent, whose attested id is
+`planner/finance-agent`; a separate finance approver, a person whose issuer attests the
+`finance-approver` role)."""
 
 from __future__ import annotations
 
 import pathlib
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import aegis
 
@@ -28,18 +30,24 @@ def engine(store: Optional[str] = None) -> aegis.Engine:
     return aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, store=store, approval_key=key(7))
 
 
-def finance_chain(task_id: str) -> List[str]:
+FINANCE_AGENT = "planner/finance-agent"  # the delegate's id, namespaced under its delegator
+PLANNER_SCOPE = ("invoice.create", TOOL)
+
+
+def finance_chain(task_id: str, planner_scope: Sequence[str] = PLANNER_SCOPE) -> List[str]:
     """The planner initiates the task and delegates payments to the finance agent."""
     planner = aegis.issue_root(ISSUER, ISSUER_KEY, "planner", PLANNER_KEY, task_id=task_id,
-                               intent="pay the approved vendor invoices", scope=["invoice.create", TOOL])
+                               intent="pay the approved vendor invoices", scope=list(planner_scope))
     finance = aegis.delegate(planner, PLANNER_KEY, "finance-agent", FINANCE_KEY, scope=[TOOL])
     return [planner, finance]
 
 
 def approver_chain() -> List[str]:
-    """The finance approver's own credential: outside the agent chain."""
+    """The finance approver's own root credential, outside the agent chain: the issuer attests
+    the `finance-approver` role the bundle's approval policy asks for."""
     return [aegis.issue_root(ISSUER, ISSUER_KEY, "finance-approver", APPROVER_KEY, task_id="approvals-desk",
-                             intent="review payment approvals", scope=["aegis.approve"])]
+                             intent="review payment approvals", scope=["aegis.approve"],
+                             roles=["finance-approver"])]
 
 
 def unique_task(name: str) -> str:

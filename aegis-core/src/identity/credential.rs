@@ -117,6 +117,9 @@ pub fn delegate(parent: &str, parent_key: &KeyPair, spec: CredentialSpec) -> Res
     if !spec.roles.is_empty() {
         return Err(Error::malformed_request("roles are attested by issuers; a delegation cannot carry them"));
     }
+    if spec.agent_key.kid() == parent_key.public_key().kid() {
+        return Err(Error::new(ErrorCode::DelegationCycle, "a delegation to the delegator's own key is the delegator itself"));
+    }
     let parent_claims = inspect(parent)?.claims;
     if parent_claims.cnf.jwk.x != parent_key.public_key().to_jwk().x {
         return Err(Error::new(ErrorCode::InvalidKey, "the signing key is not the key the parent credential binds"));
@@ -155,6 +158,9 @@ fn check_spec(spec: &CredentialSpec) -> Result<()> {
     }
     if spec.expires_at <= spec.issued_at {
         return Err(Error::malformed_request("expiry must be after issue time"));
+    }
+    if spec.agent_id.contains(super::chain::DELEGATE_SEPARATOR) {
+        return Err(Error::malformed_request(format!("agent id `{}` contains `/`, which separates delegated ids", spec.agent_id)));
     }
     Ok(())
 }

@@ -114,8 +114,9 @@ impl ArgsType {
                     }
                 }
                 let declared = |k: &std::string::String| attributes.iter().any(|(n, _, _)| n == k);
-                match map.iter().find(|(k, v)| !v.is_null() && !declared(k)) {
-                    Some((k, _)) if !open => Err(format!("`{path}.{k}` is not an argument the schema declares")),
+                // Undeclared names are refused even when null: the tool would receive them.
+                match map.keys().find(|k| !declared(k)) {
+                    Some(k) if !open => Err(format!("`{path}.{k}` is not an argument the schema declares")),
                     _ => Ok(()),
                 }
             }
@@ -170,6 +171,7 @@ mod tests {
             (json!({"money": {}, "tags": []}), "`args.money.amount` is required"),
             (json!({"money": {"amount": 5}, "tags": [1]}), "`args.tags[0]` must be a string"),
             (json!({"money": {"amount": 5}, "tags": [], "extra": true}), "`args.extra` is not an argument the schema declares"),
+            (json!({"money": {"amount": 5}, "tags": [], "extra": null}), "`args.extra` is not an argument the schema declares"),
             (json!({"money": {"amount": 5, "fee": "1"}, "tags": []}), "`args.money.fee` must be a `decimal`"),
         ] {
             assert_eq!(ty.check(&bad, "args"), Err(why.to_owned()), "{bad}");

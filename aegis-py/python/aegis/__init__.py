@@ -40,6 +40,7 @@ __all__ = [
     "PendingApproval",
     "REASON_CODES",
     "Reason",
+    "SignatureVerdict",
     "VERDICT_CODES",
     "args_to_run",
     "call_digest",
@@ -53,6 +54,7 @@ __all__ = [
     "operations",
     "reason_codes",
     "slack_message",
+    "verify_signature",
 ]
 
 Chain = Sequence[str]
@@ -177,7 +179,12 @@ class Enforced:
 
 @dataclass(frozen=True)
 class PendingApproval:
-    """A call waiting for a human: who asked, for what, why, and under which policy."""
+    """A call waiting for a human: who asked, for what, why, and under which policy.
+
+    `agent_id` is the requester's attested id (a delegate's is namespaced under its delegator,
+    `planner/finance-agent`); `args` are shown with the redactions (`@sanitize`) already applied
+    (the approval binds the real arguments); `lifts` is what an approval lifts: the forbids it
+    answers and `budget:<name>` for each budget it allows to be exceeded."""
 
     approval_id: str
     call_digest: str
@@ -197,6 +204,8 @@ class PendingApproval:
     resolved_by: Optional[str] = None
     resolved_at_ms: Optional[int] = None
     note: Optional[str] = None
+    lifts: Tuple[str, ...] = ()
+    resource: Optional[Tuple[str, str]] = None
     _raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -212,7 +221,7 @@ class PendingApproval:
             intent=d["intent"], policy_ids=tuple(d["policy_ids"]), reasons=tuple(d["reasons"]),
             roles=tuple(d["roles"]), policy_version=d["policy_version"], created_at_ms=d["created_at_ms"],
             status=d["status"], resolved_by=d.get("resolved_by"), resolved_at_ms=d.get("resolved_at_ms"),
-            note=d.get("note"), _raw=d,
+            note=d.get("note"), lifts=tuple(d.get("lifts") or ()), resource=_resource_of(d.get("resource")), _raw=d,
         )
 
 
@@ -228,22 +237,26 @@ class ApprovalResolution:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One allowed call (or approval) in a task's ledger."""
+    """One allowed call (or approval) in a task's ledger; `key` is the thumbprint of the key
+    the performer's credential binds (duties are recorded by key too), when known."""
 
     tool: str
     agent_id: str
     lineage: Tuple[str, ...]
     decision_id: str
     at: int
+    key: str = ""
 
 
 @dataclass(frozen=True)
 class BreakGlassGrant:
-    """A time-boxed emergency grant; listed as open until closed with a review reference."""
+    """A time-boxed emergency grant for `agents` (attested ids) calling `tools` in `tasks`;
+    listed as open until closed with a review reference."""
 
     id: str
     agents: Tuple[str, ...]
     tools: Tuple[str, ...]
+    tasks: Tuple[str, ...]
     reason: str
     approvers: Tuple[str, ...]
     opened_at: int
@@ -253,8 +266,8 @@ class BreakGlassGrant:
 
     @classmethod
     def _from_json(cls, d: Dict[str, Any]) -> "BreakGlassGrant":
-        return cls(d["id"], tuple(d["agents"]), tuple(d["tools"]), d["reason"], tuple(d["approvers"]),
-                   d["opened_at"], d["expires_at"], d.get("closed_at"), d.get("review_ref"))
+        return cls(d["id"], tuple(d["agents"]), tuple(d["tools"]), tuple(d.get("tasks") or ()), d["reason"],
+                   tuple(d["approvers"]), d["opened_at"], d["expires_at"], d.get("closed_at"), d.get("review_ref"))
 
 
 @dataclass(frozen=True)
@@ -264,6 +277,10 @@ class Operation:
     name: str
     needs_engine: bool
     summary: str
+
+
+def _resource_of(value: Any) -> Optional[Tuple[str, str]]:
+    return None if value is None else (str(value["type"]), str(value["id"]))
 
 
 def freeze(value: Any) -> Any:
@@ -360,12 +377,21 @@ def _jwk_of(key: Union[KeyPair, Mapping[str, Any]]) -> Dict[str, Any]:
 def issue_root(
     issuer: str, issuer_key: KeyPair, agent_id: str, agent_key: Union[KeyPair, Mapping[str, Any]], *,
     task_id: str, intent: str, scope: Sequence[str], ttl_secs: int = 900, issued_at: Optional[int] = None,
-    jti: Optional[str] = None, audience: Optional[str] = None,
+    jti: Optional[str] = None, audience: Optional[str] = None, roles: Sequence[str] = (),
 ) -> str:
-    """Issues a root credential for `agent_id`, signed by a trusted issuer key."""
-    request = {"issuer": issuer, "signing_key": issuer_key.private_jwk, "agent_id": agent_id,
-               "agent_key": _jwk_of(agent_key), "task_id": task_id, "intent": intent, "scope": list(scope),
-               "ttl_secs": ttl_secs, "issued_at": issued_at, "jti": jti, "audience": audience}
+    """Issues a root credential for `agent_id`, signed by a trusted issuer key.
+
+    `roles` are what the issuer attests for this identity (`finance-approver`, ...): bundle
+    policies match them as `principal in Role::"..."`. Only roots carry roles; a delegate holds
+    none, whatever it is named."""
+    if isinstance(roles, str):
+        raise TypeError("`roles` is a sequence of role names, not one string")
+    request: Dict[str, Any] = {
+        "issuer": issuer, "signing_key": issuer_key.private_jwk, "agent_id": agent_id,
+        "agent_key": _jwk_of(agent_key), "task_id": task_id, "intent": intent, "scope": list(scope),
+        "ttl_secs": ttl_secs, "issued_at": issued_at, "jti": jti, "audience": audience}
+    if roles:
+        request["roles"] = list(roles)
     return str(_free("issue", request))
 
 
@@ -373,7 +399,11 @@ def delegate(
     parent: str, parent_key: KeyPair, agent_id: str, agent_key: Union[KeyPair, Mapping[str, Any]], *,
     scope: Sequence[str], ttl_secs: int = 600, issued_at: Optional[int] = None, jti: Optional[str] = None,
 ) -> str:
-    """Delegates from `parent` (bound to `parent_key`) to `agent_id`; may only narrow."""
+    """Delegates from `parent` (bound to `parent_key`) to `agent_id`; may only narrow.
+
+    The delegate's attested id is namespaced under its delegator (`planner/finance-agent`), so
+    `agent_id` may not contain `/`, and its key must differ from every key above it in the chain
+    (the engine refuses such a chain: `malformed_token`, `delegation_cycle`)."""
     request = {"parent": parent, "signing_key": parent_key.private_jwk, "agent_id": agent_id,
                "agent_key": _jwk_of(agent_key), "scope": list(scope), "ttl_secs": ttl_secs,
                "issued_at": issued_at, "jti": jti}
@@ -391,6 +421,23 @@ def create_proof(key: KeyPair, tool: str, args: Mapping[str, Any], *, ttl_secs: 
     request = {"key": key.private_jwk, "tool": tool, "args": args, "ttl_secs": ttl_secs, "jti": jti,
                "issued_at": issued_at}
     return str(_free("create_proof", request))
+
+
+@dataclass(frozen=True)
+class SignatureVerdict:
+    """The core's strict Ed25519 check of one signature: `valid`, and `key_error` (an error code
+    such as `invalid_key`) when the public key itself is refused (malformed, or of small order)."""
+
+    valid: bool
+    key_error: Optional[str] = None
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> SignatureVerdict:
+    """Checks an Ed25519 `signature` of `message` by the 32-byte `public_key` exactly as the core
+    checks credentials, proofs and override tokens (strict: no malleable or weak-key forms)."""
+    out = _free("verify_signature", {"public_key_hex": bytes(public_key).hex(), "message_hex": bytes(message).hex(),
+                                     "signature_hex": bytes(signature).hex()})
+    return SignatureVerdict(bool(out["valid"]), out.get("key_error"))
 
 
 def call_digest(tool: str, args: Mapping[str, Any]) -> str:
@@ -486,11 +533,16 @@ class Engine:
         return float(self._op_text("time_authorize", f'{{"request":{request},"iterations":{int(iterations)}}}'))
 
     def approve(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
-        """Approves as `approver_chain`; returns the single-use override token when accepted."""
+        """Approves as `approver_chain`; returns the single-use override token when accepted.
+
+        The approver is a person: a root credential (never a delegate) holding `aegis.approve` by
+        its exact name, outside the requester's chain (no shared id or key), whose own task has
+        not ended; the bundle's `aegis.approve` policies decide the rest (usually on the roles its
+        issuer attests). A refusal is `accepted=False` with the reason."""
         return self._resolve("approve", approval_id, approver_chain, note)
 
     def reject(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
-        """Rejects a pending approval."""
+        """Rejects a pending approval; the rejecter is checked as an approver is."""
         return self._resolve("reject", approval_id, approver_chain, note)
 
     def _resolve(self, op: str, approval_id: str, chain: Chain, note: Optional[str]) -> ApprovalResolution:
@@ -513,17 +565,25 @@ class Engine:
 
     def ledger(self, task_id: str) -> List[LedgerEntry]:
         """Every allowed call and approval of a task, oldest first."""
-        return [LedgerEntry(e["tool"], e["agent_id"], tuple(e["lineage"]), e["decision_id"], e["at"])
+        return [LedgerEntry(e["tool"], e["agent_id"], tuple(e["lineage"]), e["decision_id"], e["at"], e.get("key", ""))
                 for e in self._op("ledger", {"task_id": task_id})]
 
     def end_task(self, task_id: str) -> None:
         """Ends a task: every credential of it is refused from now on."""
         self._op("end_task", {"task_id": task_id})
 
-    def break_glass(self, *, agents: Sequence[str], tools: Sequence[str], reason: str,
+    def break_glass(self, *, agents: Sequence[str], tools: Sequence[str], tasks: Sequence[str], reason: str,
                     approvers: Sequence[Chain], duration_secs: int) -> BreakGlassGrant:
-        """Opens a time-boxed emergency grant (two distinct approvers, a reason)."""
-        request = {"agents": list(agents), "tools": list(tools), "reason": reason,
+        """Opens a time-boxed emergency grant lifting `@breakable` forbids for `agents` (their
+        attested ids, e.g. `planner/finance-agent`) calling `tools` in `tasks` only.
+
+        Needs a reason and two approvers that are distinct root identities (distinct ids and
+        keys) holding `aegis.break_glass` by its exact name, neither covered by the grant nor
+        above a covered agent, with their own task not ended."""
+        for name, value in (("agents", agents), ("tools", tools), ("tasks", tasks)):
+            if isinstance(value, str):
+                raise TypeError(f"`{name}` is a sequence of names, not one string")
+        request = {"agents": list(agents), "tools": list(tools), "tasks": list(tasks), "reason": reason,
                    "approvers": [list(c) for c in approvers], "duration_secs": duration_secs}
         return BreakGlassGrant._from_json(self._op("break_glass", request))
 
