@@ -346,3 +346,20 @@ fn wildcards_never_cover_aegis_actions() {
             .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ScopeWidened);
 }
+
+#[test]
+fn a_hand_signed_link_cannot_spell_another_id() {
+    // Issuing refuses these; a delegator signing them by hand gets nothing either.
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let root = planner_root("task-spelling", &[TOOL]);
+    let honest = delegate(&root, &key(2), spec_in("task-spelling", "finance-agent", &key(3), &[TOOL], NOW - 30, 600)).unwrap();
+    let mut claims = serde_json::to_value(aegis_sod::inspect(&honest).unwrap().claims).unwrap();
+    claims["sub"] = json!("finance-approver/x");
+    let slash = aegis_sod::testing::sign(&claims, TYP, &key(2)).unwrap();
+    assert_eq!(ask(&engine, &[root.clone(), slash], pay(10, GOOD_ACCOUNT)).codes(), vec![ErrorCode::MalformedToken]);
+    claims["sub"] = json!("finance-agent");
+    claims["roles"] = json!(["finance-approver"]);
+    let with_roles = aegis_sod::testing::sign(&claims, TYP, &key(2)).unwrap();
+    assert_eq!(ask(&engine, &[root, with_roles], pay(10, GOOD_ACCOUNT)).codes(), vec![ErrorCode::MalformedToken]);
+}

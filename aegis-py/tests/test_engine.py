@@ -60,12 +60,12 @@ def test_delegates_are_namespaced_under_their_delegator() -> None:
     assert (entry.agent_id, entry.lineage) == (FINANCE_AGENT, ("planner",))
     assert entry.key == aegis.KeyPair.from_seed(bytes([3]) * 32).kid  # the finance agent's key
     planner_key = aegis.KeyPair.from_seed(bytes([2]) * 32)
-    # A `sub` with the separator is minted (inspect shows it) but never verifies.
-    slash = aegis.delegate(planner, planner_key, "finance/agent", aegis.KeyPair.generate(), scope=[TOOL])
-    assert eng.authorize([planner, slash], TOOL, pay(10)).codes == ("malformed_token",)
-    # Delegating to one's own key is not a second holder: a cycle.
-    own = aegis.delegate(planner, planner_key, "finance-agent", planner_key, scope=[TOOL])
-    assert eng.authorize([planner, own], TOOL, pay(10)).codes == ("delegation_cycle",)
+    # A `sub` with the separator is not minted (a hand-signed one never verifies: see the Rust
+    # chain tests), nor is a delegation to one's own key, which is not a second holder.
+    with pytest.raises(aegis.MalformedRequest):
+        aegis.delegate(planner, planner_key, "finance/agent", aegis.KeyPair.generate(), scope=[TOOL])
+    with pytest.raises(aegis.DelegationCycle):
+        aegis.delegate(planner, planner_key, "finance-agent", planner_key, scope=[TOOL])
     assert len(eng.ledger(task)) == 1
 
 

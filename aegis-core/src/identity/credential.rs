@@ -160,7 +160,10 @@ fn check_spec(spec: &CredentialSpec) -> Result<()> {
         return Err(Error::malformed_request("expiry must be after issue time"));
     }
     if spec.agent_id.contains(super::chain::DELEGATE_SEPARATOR) {
-        return Err(Error::malformed_request(format!("agent id `{}` contains `/`, which separates delegated ids", spec.agent_id)));
+        return Err(Error::malformed_request(format!(
+            "agent id `{}` contains `/`, which separates delegated ids",
+            spec.agent_id
+        )));
     }
     Ok(())
 }
