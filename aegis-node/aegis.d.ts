@@ -45,7 +45,14 @@ export interface EnforcedDecision {
 }
 
 export interface PendingApproval {
-  readonly approvalId: string; readonly callDigest: string; readonly tool: string; readonly args: Args;
+  readonly approvalId: string; readonly callDigest: string; readonly tool: string;
+  /** The arguments as a human may see them: every redaction (`@sanitize`) of the permits that held applied. */
+  readonly args: Args;
+  /** The resource the call targets (`null`: the tool's default resource); the override token is bound to it. */
+  readonly resource: ResourceRef | null;
+  /** What an approval lifts: the forbid policies it answers and `budget:<name>` for each budget it lets be exceeded. */
+  readonly lifts: readonly string[];
+  /** The requester's attested id (a delegate's is `planner/finance-agent`). */
   readonly agentId: string; readonly lineage: readonly string[]; readonly initiator: string; readonly taskId: string;
   readonly intent: string; readonly policyIds: readonly string[]; readonly reasons: readonly string[];
   readonly roles: readonly string[]; readonly policyVersion: string; readonly createdAtMs: number;
@@ -61,7 +68,8 @@ export interface ApprovalResolution {
 }
 export interface LedgerEntry { readonly tool: string; readonly agentId: string; readonly lineage: readonly string[]; readonly decisionId: string; readonly at: number }
 export interface BreakGlassGrant {
-  readonly id: string; readonly agents: readonly string[]; readonly tools: readonly string[]; readonly reason: string;
+  readonly id: string; readonly agents: readonly string[]; readonly tools: readonly string[]; readonly tasks: readonly string[];
+  readonly reason: string;
   readonly approvers: readonly string[]; readonly openedAt: number; readonly expiresAt: number;
   readonly closedAt: number | null; readonly reviewRef: string | null;
 }
@@ -106,11 +114,14 @@ export class KeyPair {
   readonly kid: string;
 }
 
+/** A resource entity: `type::"id"`. */
+export interface ResourceRef { readonly type: string; readonly id: string }
+
 export interface AuthorizationRequest {
   chain: Chain;
   tool: string;
   args?: Args;
-  resource?: { type: string; id: string };
+  resource?: ResourceRef;
   proof?: string;
   approvalToken?: string;
 }
@@ -153,6 +164,11 @@ export class Engine {
   /** The decision with the core's enforcement of it: what guards act on. */
   authorizeEnforced(request: AuthorizationRequest): EnforcedDecision;
   authorizeEnforcedAsync(request: AuthorizationRequest): Promise<EnforcedDecision>;
+  /**
+   * Approves as the person holding `approverChain`: a root identity (never a delegate) holding
+   * `aegis.approve` by its exact name, outside the requester's chain and its keys; the bundle's
+   * `aegis.approve` policies decide the rest (`principal in Role::"..."` matches issuer-attested roles).
+   */
   approve(approvalId: string, approverChain: Chain, note?: string): ApprovalResolution;
   approveAsync(approvalId: string, approverChain: Chain, note?: string): Promise<ApprovalResolution>;
   reject(approvalId: string, approverChain: Chain, note?: string): ApprovalResolution;
@@ -162,7 +178,14 @@ export class Engine {
   approval(approvalId: string): PendingApproval | null;
   ledger(taskId: string): LedgerEntry[];
   endTask(taskId: string): void;
-  breakGlass(request: { agents: string[]; tools: string[]; reason: string; approvers: Chain[]; durationSecs: number }): BreakGlassGrant;
+  /**
+   * Opens a break-glass grant lifting `@breakable` forbids for the attested `agents` (a
+   * delegate's id is `planner/finance-agent`) calling `tools` in `tasks`. Needs two approvers:
+   * distinct root identities (distinct ids and keys) holding `aegis.break_glass` by name.
+   */
+  breakGlass(request: {
+    agents: string[]; tools: string[]; tasks: string[]; reason: string; approvers: Chain[]; durationSecs: number;
+  }): BreakGlassGrant;
   openBreakGlass(): BreakGlassGrant[];
   closeBreakGlass(grantId: string, reviewRef: string): void;
   reloadBundle(bundleDir: string): string;
@@ -179,15 +202,28 @@ export class Engine {
   ): (args: A, options?: { approvalToken?: string }) => Promise<R>;
 }
 
+/** A root credential. `roles` are attested by the issuer (sent only when non-empty). */
 export function issueRoot(options: {
   issuer: string; issuerKey: KeyPair; agentId: string; agentKey: KeyPair | Jwk; taskId: string; intent: string;
-  scope: string[]; ttlSecs?: number; issuedAt?: number; jti?: string; audience?: string;
+  scope: string[]; ttlSecs?: number; issuedAt?: number; jti?: string; audience?: string; roles?: readonly string[];
 }): string;
+/**
+ * A delegated credential. `agentId` is the delegate's name under its delegator (no `/`): the
+ * engine knows it as `<parent id>/<agentId>`. Delegates hold no roles; a key appears once per
+ * chain (a delegation to the parent's own key throws `delegation_cycle`).
+ */
 export function delegate(options: {
   parent: string; parentKey: KeyPair; agentId: string; agentKey: KeyPair | Jwk; scope: string[]; ttlSecs?: number;
   issuedAt?: number; jti?: string;
 }): string;
 export function inspect(token: string): { header: Record<string, unknown>; claims: Record<string, unknown>; digest: string };
+/**
+ * Checks an Ed25519 `signature` of `message` by the 32-byte `publicKey` exactly as the core checks
+ * credentials, proofs and override tokens (strict). `keyError` is set when the key itself is refused.
+ */
+export function verifySignature(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): {
+  readonly valid: boolean; readonly keyError: ErrorCode | null;
+};
 export function createProof(options: { key: KeyPair; tool: string; args: Args; ttlSecs?: number; jti?: string; issuedAt?: number }): string;
 export function callDigest(tool: string, args: Args): string;
 export function slackMessage(pending: PendingApproval): { text: string; blocks: unknown[] };

@@ -130,8 +130,9 @@ function argsToRun({ decision, enforcement }) {
 
 function pendingFrom(p) {
   return deepFreeze({
-    approvalId: p.approval_id, callDigest: p.call_digest, tool: p.tool, args: p.args, agentId: p.agent_id,
-    lineage: p.lineage, initiator: p.initiator, taskId: p.task_id, intent: p.intent, policyIds: p.policy_ids,
+    approvalId: p.approval_id, callDigest: p.call_digest, tool: p.tool, args: p.args, resource: p.resource ?? null,
+    lifts: p.lifts ?? [], agentId: p.agent_id, lineage: p.lineage, initiator: p.initiator, taskId: p.task_id,
+    intent: p.intent, policyIds: p.policy_ids,
     reasons: p.reasons, roles: p.roles, policyVersion: p.policy_version, createdAtMs: p.created_at_ms,
     status: p.status, resolvedBy: p.resolved_by ?? null, resolvedAtMs: p.resolved_at_ms ?? null, note: p.note ?? null,
     latencyMs: p.resolved_at_ms == null ? null : p.resolved_at_ms - p.created_at_ms,
@@ -150,8 +151,8 @@ function resolutionFrom(r) {
 
 function grantFrom(g) {
   return deepFreeze({
-    id: g.id, agents: g.agents, tools: g.tools, reason: g.reason, approvers: g.approvers, openedAt: g.opened_at,
-    expiresAt: g.expires_at, closedAt: g.closed_at ?? null, reviewRef: g.review_ref ?? null,
+    id: g.id, agents: g.agents, tools: g.tools, tasks: g.tasks ?? [], reason: g.reason, approvers: g.approvers,
+    openedAt: g.opened_at, expiresAt: g.expires_at, closedAt: g.closed_at ?? null, reviewRef: g.review_ref ?? null,
   });
 }
 
@@ -188,17 +189,37 @@ class KeyPair {
 
 const jwkOf = (k) => (k instanceof KeyPair ? k.publicJwk : k);
 
-function issueRoot({ issuer, issuerKey, agentId, agentKey, taskId, intent, scope, ttlSecs = 900, issuedAt, jti, audience }) {
+/**
+ * A root credential, signed by the issuer. `roles` are what the issuer attests for this
+ * identity (`finance-approver`, ...); policies match them as `principal in Role::"..."`.
+ */
+function issueRoot({ issuer, issuerKey, agentId, agentKey, taskId, intent, scope, ttlSecs = 900, issuedAt, jti, audience, roles }) {
   return call('issue', { issuer, signing_key: issuerKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey),
-    task_id: taskId, intent, scope, ttl_secs: ttlSecs, issued_at: issuedAt, jti, audience });
+    task_id: taskId, intent, scope, ttl_secs: ttlSecs, issued_at: issuedAt, jti, audience,
+    // Sent only when there are some; the core refuses anything but a list of names.
+    ...(roles != null && roles.length > 0 ? { roles } : {}) });
 }
 
+/**
+ * A delegated credential, signed by the parent's key. `agentId` is the name the delegator gives
+ * (no `/`); the engine knows the delegate as `<parent id>/<agentId>`. Delegates hold no roles,
+ * and a delegation to the parent's own key is refused (`delegation_cycle`).
+ */
 function delegate({ parent, parentKey, agentId, agentKey, scope, ttlSecs = 600, issuedAt, jti }) {
   return call('issue', { parent, signing_key: parentKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey), scope,
     ttl_secs: ttlSecs, issued_at: issuedAt, jti });
 }
 
 const inspect = (token) => call('inspect', { token });
+/**
+ * Checks an Ed25519 `signature` of `message` by the 32-byte `publicKey` exactly as the core checks
+ * credentials, proofs and override tokens (strict: no malleable or weak-key forms).
+ */
+function verifySignature(publicKey, message, signature) {
+  const hex = (bytes) => Buffer.from(bytes).toString('hex');
+  const out = call('verify_signature', { public_key_hex: hex(publicKey), message_hex: hex(message), signature_hex: hex(signature) });
+  return Object.freeze({ valid: out.valid === true, keyError: out.key_error ?? null });
+}
 const callDigest = (tool, args) => call('call_digest', { tool, args });
 const slackMessage = (pending) => call('slack_message', pending.raw);
 /** The core's enforcement of `decision` for a call with `args` (what guards do). */
@@ -317,8 +338,9 @@ class Engine {
   endTask(taskId) {
     this.#call('end_task', { task_id: taskId });
   }
-  breakGlass({ agents, tools, reason, approvers, durationSecs }) {
-    return grantFrom(this.#call('break_glass', { agents, tools, reason, approvers, duration_secs: durationSecs }));
+  /** Opens a break-glass grant for the attested `agents` (`planner/finance-agent`) in `tasks`. */
+  breakGlass({ agents, tools, tasks, reason, approvers, durationSecs }) {
+    return grantFrom(this.#call('break_glass', { agents, tools, tasks, reason, approvers, duration_secs: durationSecs }));
   }
   openBreakGlass() {
     return this.#call('open_break_glass').map(grantFrom);
@@ -375,3 +397,4 @@ exports.operations = operations;
 exports.reasonCodes = reasonCodes;
 exports.slackMessage = slackMessage;
 exports.snapshot = snapshot;
+exports.verifySignature = verifySignature;

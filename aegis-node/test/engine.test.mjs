@@ -29,8 +29,15 @@ test('errors carry the stable code and details, sync and async alike', async () 
   const eng = engine();
   assert.throws(() => eng.approve('apr_nope', approverChain()), (e) => e.code === 'approval_not_found');
   await assert.rejects(eng.approveAsync('apr_nope', approverChain()), (e) => e instanceof AegisError && e.code === 'approval_not_found');
-  assert.throws(() => eng.authorize({ chain: financeChain('t'), tool: TOOL, args: { ...pay(1), amount: 1e300 } }),
-    (e) => e.code === 'malformed_request');
+  assert.throws(() => eng.authorize({ chain: financeChain('t'), tool: TOOL, args: /** @type {any} */ ([pay(1)]) }),
+    (e) => e instanceof AegisError && e.code === 'malformed_request');
+  // Arguments are checked against the schema's declared types before any policy: a number Cedar
+  // could not hold, a fraction, a string amount or an undeclared argument deny with args_invalid.
+  for (const args of [{ ...pay(1), amount: 1e300 }, { ...pay(1), amount: 1.5 }, { ...pay(1), amount: '9000' }, { ...pay(1), extra: 1 },
+    { ...pay(1), extra: null }]) {
+    const d = eng.authorize({ chain: financeChain(uniqueTask('args')), tool: TOOL, args });
+    assert.deepEqual([d.outcome, d.reasons.map((r) => r.code)], ['deny', ['args_invalid']], JSON.stringify(args));
+  }
   assert.throws(() => delegate({ parent: financeChain('t')[0], parentKey: PLANNER_KEY, agentId: 'x', agentKey: KeyPair.generate(), scope: ['payroll.run'] }),
     (e) => e.code === 'scope_widened');
   assert.throws(() => new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, store: 'redis://127.0.0.1:1/0' }),
@@ -74,18 +81,27 @@ test('decisions are frozen plain objects discriminated by outcome', () => {
 
 test('the guarded function gets a frozen snapshot of exactly the authorized args', async () => {
   const eng = engine();
-  const args = { ...pay(1200), meta: { invoice: 'INV-1' } };
+  const args = { ...pay(1200), memo: 'INV-1' };
   const seen = [];
   const createPayment = eng.guard({ tool: TOOL, chain: financeChain(uniqueTask('t')) }, async (a) => {
     args.amount = 999999; // the caller's object changes after the check...
-    args.meta.invoice = 'INV-EVIL';
-    seen.push([a.amount, a.meta.invoice, Object.isFrozen(a.meta)]);
+    args.memo = 'INV-EVIL';
+    seen.push([a.amount, a.memo, Object.isFrozen(a)]);
     return 'ok';
   });
   const pending = createPayment(args);
   args.amount = 5; // ...or right after the call started
   assert.equal(await pending, 'ok');
   assert.deepEqual(seen, [[1200, 'INV-1', true]]);
+  // An argument the schema does not declare is refused before the tool runs.
+  await assert.rejects(createPayment({ ...pay(10), meta: { invoice: 'INV-2' } }), (e) => e instanceof AegisDenied && e.code === 'args_invalid');
+  assert.equal(seen.length, 1);
+  // Nested values the core says to run with are frozen copies too.
+  const { decision } = eng.authorizeEnforced({ chain: financeChain(uniqueTask('t')), tool: TOOL, args: pay(10) });
+  const nested = { meta: { invoice: 'INV-3' } };
+  const run = argsToRun({ decision, enforcement: { action: 'run', args: nested } });
+  nested.meta.invoice = 'INV-EVIL';
+  assert.ok(Object.isFrozen(run.meta) && /** @type {any} */ (run.meta).invoice === 'INV-3');
 });
 
 test('guard: sanitize, deny, approval and single redemption', async () => {
@@ -155,10 +171,18 @@ test('notifier, pending approvals, Slack message, ledger, budget, end_task', asy
   // The core calls the notifier after storing the approval, on the JS thread, asynchronously.
   assert.deepEqual((await notified.done).map((p) => [p.approvalId, p.status]), [[d.approvalId, 'pending']]);
   const [pending] = eng.pendingApprovals();
-  assert.deepEqual(pending.roles, ['finance-approver']);
+  // 9000 is over the forbid's 5000 and over the task's 5000 budget: one approval answers both.
+  assert.deepEqual(pending.roles, ['budget-approver', 'finance-approver']);
+  assert.deepEqual(pending.lifts, ['budget:task_payments', 'large-payment-needs-approval']);
+  assert.equal(pending.agentId, 'planner/finance-agent');
+  assert.deepEqual(pending.lineage, ['planner']);
   assert.ok(slackMessage(pending).blocks.some((b) => b.type === 'actions'));
-  assert.deepEqual([3000, 3000].map((a) => eng.authorize({ chain, tool: TOOL, args: pay(a) }).outcome), ['allow', 'deny']);
-  assert.deepEqual(eng.ledger(task).map((e) => e.tool), [TOOL]);
+  // Splitting the 9000 does not get around it: past the budget, each part asks for an approval.
+  const parts = [3000, 3000, 3000].map((a) => eng.authorize({ chain, tool: TOOL, args: pay(a) }));
+  assert.deepEqual(parts.map((d) => [d.outcome, d.reasons.map((r) => r.code)]),
+    [['allow', ['policy_permit']], ['approval_needed', ['budget_exceeded']], ['approval_needed', ['budget_exceeded']]]);
+  assert.deepEqual(eng.approval(parts[1].approvalId ?? '')?.lifts, ['budget:task_payments']);
+  assert.deepEqual(eng.ledger(task).map((e) => [e.tool, e.agentId, e.lineage]), [[TOOL, 'planner/finance-agent', ['planner']]]);
   eng.endTask(task);
   assert.equal(eng.authorize({ chain, tool: TOOL, args: pay(1) }).reasons[0].code, 'task_ended');
 });

@@ -85,7 +85,8 @@ test('AI SDK: generateText with a scripted model runs allowed calls, reports den
   assert.deepEqual(ran, [1200, 9000]);
   assert.equal(second.text, 'done');
   assert.equal(eng.pendingApprovals().length, 0);
-  assert.deepEqual(eng.ledger(task).filter((e) => e.tool === TOOL).map((e) => e.agentId), ['finance-agent', 'finance-agent']);
+  // The ledger records the attested id: the finance agent as named under its delegator.
+  assert.deepEqual(eng.ledger(task).filter((e) => e.tool === TOOL).map((e) => e.agentId), ['planner/finance-agent', 'planner/finance-agent']);
 });
 
 test('integrations act only on the core enforcement: run with exactly its args, refuse an unknown action', async () => {

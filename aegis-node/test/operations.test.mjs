@@ -31,6 +31,7 @@ const WRAPPERS = {
   issue: ['issueRoot', 'delegate'],
   inspect: ['inspect'],
   create_proof: ['createProof'],
+  verify_signature: ['verifySignature'],
   call_digest: ['callDigest'],
   slack_message: ['slackMessage'],
   enforce: ['enforce'],
@@ -74,6 +75,24 @@ test('every operation of the core has a wrapper, declared in aegis.d.ts', () => 
 
 test('an unknown operation is an AegisError-shaped error from the native module', () => {
   assert.throws(() => native.call('no_such_op', '{}'), (e) => JSON.parse(e.message).code === 'unknown_operation');
+});
+
+test('verifySignature is the core\'s strict Ed25519 check', () => {
+  const issuer = aegis.KeyPair.fromSeed(new Uint8Array(32).fill(1));
+  const token = aegis.issueRoot({ issuer: 'https://issuer.example', issuerKey: issuer, agentId: 'planner', agentKey: aegis.KeyPair.generate(),
+    taskId: 't', intent: 'x', scope: ['invoice.create'] });
+  const [header, payload, sig] = token.split('.');
+  const publicKey = Buffer.from(issuer.publicJwk.x, 'base64url');
+  const message = Buffer.from(`${header}.${payload}`);
+  const signature = Buffer.from(sig, 'base64url');
+  assert.deepEqual(aegis.verifySignature(publicKey, message, signature), { valid: true, keyError: null });
+  assert.equal(aegis.verifySignature(publicKey, Buffer.concat([message, Buffer.from('!')]), signature).valid, false);
+  const other = Buffer.from(aegis.KeyPair.generate().publicJwk.x, 'base64url');
+  assert.deepEqual(aegis.verifySignature(other, message, signature), { valid: false, keyError: null });
+  // A small-order key (the identity point) is refused as a key, whatever the signature.
+  const weak = new Uint8Array(32);
+  weak[0] = 1;
+  assert.deepEqual(aegis.verifySignature(weak, message, signature), { valid: false, keyError: 'invalid_key' });
 });
 
 test('engine-free wrappers: jsonPointer, enforce with a hand-made decision', () => {

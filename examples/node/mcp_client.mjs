@@ -1,6 +1,6 @@
 // @ts-check
 // An MCP client (@modelcontextprotocol/sdk) whose callTool is authorized by Aegis first, against
-// an in-memory MCP server.
+// an in-memory MCP server. Card numbers reach the server redacted, approved calls included.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
@@ -34,15 +34,19 @@ await guarded.callTool({ name: TOOL, arguments: { ...pay(800), card_number: '424
 check(received[1].card === '[REDACTED]', 'the card number reaches the server redacted');
 console.log('2. the server received the card number redacted');
 
+const large = { ...pay(9000), card_number: '4242424242424242' };
 let approvalId = '';
 try {
-  await guarded.callTool({ name: TOOL, arguments: pay(9000) });
+  await guarded.callTool({ name: TOOL, arguments: large });
 } catch (e) {
   check(e instanceof AegisApprovalRequired, String(e));
   approvalId = e.approvalId;
 }
+// The approver is shown the call with the card already redacted.
+check(eng.approval(approvalId)?.args.card_number === '[REDACTED]', 'the pending approval stores sanitized args');
 const token = eng.approve(approvalId, approverChain()).overrideToken ?? '';
-console.log('3. after approval:', text(await guarded.callTool({ name: TOOL, arguments: pay(9000) }, undefined, { approvalToken: token })));
+console.log('3. after approval:', text(await guarded.callTool({ name: TOOL, arguments: large }, undefined, { approvalToken: token })));
+check(received[2].card === '[REDACTED]', 'an approved call keeps its obligations: the card is redacted');
 try {
   await guarded.callTool({ name: TOOL, arguments: { ...pay(100), destination: 'nope' } });
 } catch (e) {

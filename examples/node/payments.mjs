@@ -1,11 +1,13 @@
 // @ts-check
 // The payments story in plain Node: a guarded tool function, self-approval refused, a human
-// approval, one-time redemption, replay refused.
+// approval (of the large-payment forbid and the task's budget at once), one-time redemption,
+// replay refused. The finance agent is known by its attested id, `planner/finance-agent`.
 import { AegisApprovalRequired, AegisDenied } from '../../aegis-node/aegis.js';
 import { TOOL, approverChain, check, engine, financeChain, pay, uniqueTask } from './setup.mjs';
 
 const eng = engine();
-const chain = financeChain(uniqueTask('node-payments'));
+const task = uniqueTask('node-payments');
+const chain = financeChain(task);
 /** @type {number[]} */
 const paid = [];
 
@@ -25,10 +27,18 @@ try {
   approvalId = e.approvalId;
   console.log('2. approval needed:', approvalId, '-', e.decision.reasons[0].message);
 }
+const pending = eng.approval(approvalId);
+check(pending?.agentId === 'planner/finance-agent', JSON.stringify(pending));
+// 1200 + 9000 is past the task's 5000 budget too: the one approval answers both.
+check(pending.roles.join(',') === 'budget-approver,finance-approver', pending.roles.join(','));
+console.log(`   asked by ${pending.agentId} on behalf of ${pending.initiator}; it lifts ${pending.lifts.join(', ')}`);
 
 const refused = eng.approve(approvalId, chain.slice(0, 1));
 check(!refused.accepted, 'the planner must not approve');
-console.log('3. the planner may not approve its own delegate\'s request:', refused.reasons[0].code);
+console.log('3. the planner may not approve (it holds no aegis.approve, and it delegated to the requester):', refused.reasons[0].code);
+const itself = eng.approve(approvalId, chain);
+check(!itself.accepted && itself.reasons[0].code === 'approver_conflict', JSON.stringify(itself.reasons));
+console.log('   nor may the finance agent (a delegate is never an approver):', itself.reasons[0].code);
 
 const approved = await eng.approveAsync(approvalId, approverChain(), 'invoice INV-2291 checked');
 check(approved.accepted && approved.overrideToken !== null, 'the finance approver approves');
@@ -44,4 +54,8 @@ try {
   console.log('6. replay refused:', e.code);
 }
 check(paid.join(',') === '1200,9000', `paid ${paid}`);
+const ledger = eng.ledger(task).map((e) => `${e.tool} by ${e.agentId}`);
+check(ledger.join('; ') === `${TOOL} by planner/finance-agent; aegis.approve by finance-approver; ${TOOL} by planner/finance-agent`,
+  ledger.join('; '));
+console.log('7. the task\'s ledger:', ledger.join('; '));
 console.log('payments story: ok');

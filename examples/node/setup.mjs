@@ -1,6 +1,7 @@
 // @ts-check
 // Shared setup for the Node payments examples: keys, an engine on the payments bundle, and the
-// credential chains of the story (planner → finance-agent; a separate finance approver).
+// credential chains of the story (planner → planner/finance-agent; a separate finance approver,
+// a root identity whose issuer attests its role).
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Engine, KeyPair, delegate, issueRoot } from '../../aegis-node/aegis.js';
@@ -31,10 +32,14 @@ export function financeChain(taskId) {
   return [planner, finance];
 }
 
-/** @returns {string[]} */
+/**
+ * The finance approver: a root identity of its own, whose issuer attests the
+ * `finance-approver` role the bundle's `aegis.approve` policy asks for.
+ * @returns {string[]}
+ */
 export function approverChain() {
   return [issueRoot({ issuer: ISSUER, issuerKey: ISSUER_KEY, agentId: 'finance-approver', agentKey: APPROVER_KEY,
-    taskId: 'approvals-desk', intent: 'review payment approvals', scope: ['aegis.approve'] })];
+    taskId: 'approvals-desk', intent: 'review payment approvals', scope: ['aegis.approve'], roles: ['finance-approver'] })];
 }
 
 /** @param {string} name */
