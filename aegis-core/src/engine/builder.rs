@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 
 use super::{ApprovalNotifier, Engine, DEFAULT_AUDIENCE};
 use crate::error::{Error, Result};
-use crate::identity::{ChainPolicy, ChainVerifier, KeyPair, PublicKey, TrustedIssuer};
+use crate::identity::{ChainPolicy, ChainVerifier, ExternalIssuer, KeyPair, PublicKey, TrustedIssuer};
 use crate::policy::Bundle;
 use crate::state::{MemoryStore, Store};
 use crate::time::{random_id, Clock, OsRandom, SecureRandom, SystemClock};
@@ -17,6 +17,7 @@ use crate::time::{random_id, Clock, OsRandom, SecureRandom, SystemClock};
 pub struct EngineBuilder {
     bundle: Option<Bundle>,
     issuers: Vec<TrustedIssuer>,
+    external: Vec<ExternalIssuer>,
     audience: String,
     leeway_secs: i64,
     max_depth: usize,
@@ -35,6 +36,7 @@ impl Default for EngineBuilder {
         Self {
             bundle: None,
             issuers: Vec::new(),
+            external: Vec::new(),
             audience: DEFAULT_AUDIENCE.into(),
             leeway_secs: 30,
             max_depth: 4,
@@ -60,6 +62,13 @@ impl EngineBuilder {
     /// Trusts `key` to issue root credentials that name `issuer` in `iss`.
     pub fn trust_issuer(mut self, issuer: impl Into<String>, key: PublicKey) -> Self {
         self.issuers.push(TrustedIssuer { name: issuer.into(), key });
+        self
+    }
+
+    /// Trusts an issuer of external identities (OIDC ID tokens, SPIFFE JWT-SVIDs): one-link
+    /// chains whose id, roles and scope the issuer's JWKS-verified token attests.
+    pub fn trust_external_issuer(mut self, issuer: ExternalIssuer) -> Self {
+        self.external.push(issuer);
         self
     }
 
@@ -136,7 +145,7 @@ impl EngineBuilder {
         if !(0..=300).contains(&self.leeway_secs) {
             return Err(Error::malformed_request("leeway must be between 0 and 300 seconds"));
         }
-        if self.issuers.is_empty() {
+        if self.issuers.is_empty() && self.external.is_empty() {
             return Err(Error::malformed_request("an engine needs at least one trusted issuer"));
         }
         let policy = ChainPolicy {
@@ -152,7 +161,7 @@ impl EngineBuilder {
         };
         Ok(Engine {
             bundle: ArcSwap::from_pointee(bundle),
-            verifier: ChainVerifier::new(self.issuers, policy),
+            verifier: ChainVerifier::new(self.issuers, self.external, policy),
             clock: self.clock,
             random: self.random,
             leeway_secs: self.leeway_secs,

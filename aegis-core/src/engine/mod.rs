@@ -148,6 +148,11 @@ impl Engine {
         self.clock.as_ref()
     }
 
+    /// Replaces the JWK Set of an external issuer (the refresh hook for hosts that fetch it).
+    pub fn update_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
+        self.verifier.update_jwks(issuer, jwks_json)
+    }
+
     /// Verifies a credential chain (root first) now.
     pub fn verify_chain(&self, chain: &[String]) -> Result<Arc<VerifiedChain>> {
         self.verifier.verify(chain, self.clock.now_secs())

@@ -133,7 +133,9 @@ impl Engine {
                 ))
             }
             (Some(proof), _) => {
-                let leaf_key = call.chain.leaf_key.clone();
+                let leaf_key = call.chain.leaf_key.clone().ok_or_else(|| {
+                    Error::new(ErrorCode::ProofInvalid, "an external identity holds no key to prove possession with")
+                })?;
                 let used = verify_proof(proof, &leaf_key, call.digest()?, now, self.leeway_secs)?;
                 call.consume.push(used);
             }

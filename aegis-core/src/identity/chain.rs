@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::credential::{digest, CredentialClaims, CREDENTIAL_TYP};
+use super::external::{unverified_issuer, ExternalIssuer};
 use super::jws::UnverifiedJws;
 use super::keys::{Jwk, PublicKey};
 use crate::error::{Error, ErrorCode, Result};
@@ -52,8 +53,9 @@ pub struct VerifiedChain {
     pub scope: Vec<String>,
     /// 0 for a root credential, 1 for its delegate, ...
     pub depth: usize,
-    /// The leaf's bound key.
-    pub leaf_key: PublicKey,
+    /// The leaf's bound key; `None` for an external identity, which binds no key Aegis knows
+    /// (it can neither delegate nor sign proofs of possession).
+    pub leaf_key: Option<PublicKey>,
     /// The credential ids (`jti`) of every link, root first.
     pub credential_ids: Vec<String>,
     /// The chain is valid from this time (latest `nbf`), seconds.
@@ -118,6 +120,7 @@ pub(crate) struct ChainPolicy {
 #[derive(Debug)]
 pub(crate) struct ChainVerifier {
     issuers: HashMap<String, TrustedIssuer>,
+    external: HashMap<String, ExternalIssuer>,
     policy: ChainPolicy,
     cache: RwLock<HashMap<String, Arc<CachedChain>>>,
     cache_capacity: usize,
@@ -134,10 +137,12 @@ struct CachedChain {
 }
 
 impl ChainVerifier {
-    pub fn new(issuers: Vec<TrustedIssuer>, policy: ChainPolicy) -> Self {
+    pub fn new(issuers: Vec<TrustedIssuer>, external: Vec<ExternalIssuer>, policy: ChainPolicy) -> Self {
         let issuers = issuers.into_iter().map(|i| (i.key.kid().to_owned(), i)).collect();
+        let external = external.into_iter().map(|e| (e.issuer().to_owned(), e)).collect();
         Self {
             issuers,
+            external,
             policy,
             cache: RwLock::new(HashMap::new()),
             cache_capacity: CHAIN_CACHE_CAPACITY,
@@ -152,6 +157,12 @@ impl ChainVerifier {
         let Some(leaf) = tokens.last() else {
             return Err(Error::new(ErrorCode::MissingCredential, "no credential chain was presented"));
         };
+        if let Some(external) = self.external_issuer_of(&tokens[0]) {
+            if tokens.len() > 1 {
+                return Err(Error::new(ErrorCode::ParentMismatch, "an external identity cannot delegate").at_link(1));
+            }
+            return self.verify_external(external, leaf, now).map_err(|e| e.at_link(0));
+        }
         // The longest cached prefix, the whole chain included. A whole-chain hit verifies
         // nothing; a new delegation under a chain already verified (a planner's own chain, a
         // sibling's parent) verifies only its new links.
@@ -184,6 +195,58 @@ impl ChainVerifier {
         Ok(chain)
     }
 
+    /// Replaces the key set of external issuer `issuer`.
+    pub fn update_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
+        let issuer = self.external.get(issuer).ok_or_else(|| {
+            Error::new(ErrorCode::UntrustedIssuer, format!("`{issuer}` is not an external issuer of this engine"))
+        })?;
+        issuer.update_jwks(jwks_json)
+    }
+
+    /// The external issuer of `token`: an `iss` configured as external, on a token that is not
+    /// an Aegis credential.
+    fn external_issuer_of(&self, token: &str) -> Option<&ExternalIssuer> {
+        if self.external.is_empty() {
+            return None;
+        }
+        let aegis = UnverifiedJws::<serde_json::Value>::parse(token, CREDENTIAL_TYP).is_ok();
+        if aegis {
+            return None;
+        }
+        self.external.get(&unverified_issuer(token)?)
+    }
+
+    fn verify_external(&self, issuer: &ExternalIssuer, token: &str, now: i64) -> Result<Arc<VerifiedChain>> {
+        let who = issuer.verify(token, now, self.policy.leeway_secs)?;
+        if who.expires_at.saturating_sub(who.not_before.max(now)) > self.policy.max_lifetime_secs {
+            return Err(Error::new(ErrorCode::LifetimeTooLong, "external token lives longer than the engine allows"));
+        }
+        // No key: the identity itself stands for one holder in the duty ledger.
+        let pseudo_kid = format!("ext:{}#{}", who.issuer, who.id);
+        let mut chain = VerifiedChain {
+            agent_id: who.id.clone(),
+            roles: who.roles,
+            issuer: who.issuer,
+            root_kid: pseudo_kid.clone(),
+            parent_agent_id: None,
+            initiator: who.id.clone(),
+            lineage: Vec::new(),
+            task_id: who.task,
+            intent: String::new(),
+            scope: who.scope,
+            depth: 0,
+            leaf_key: None,
+            credential_ids: vec![who.jti],
+            not_before: who.not_before,
+            expires_at: who.expires_at,
+            leaf_sub: who.id,
+            kids: vec![pseudo_kid],
+            context: ChainContext::default(),
+        };
+        chain.context = ChainContext::of(&chain);
+        Ok(Arc::new(chain))
+    }
+
     /// The longest prefix of `tokens` (all of them included) cached as a verified chain. The
     /// cache key is a chain's leaf signature segment, and a hit must match every token byte for
     /// byte, so a forged token that reuses a cached signature finds nothing.
@@ -207,7 +270,7 @@ impl ChainVerifier {
         let start = prefix.map_or(0, |p| p.depth + 1);
         let mut links: Vec<CredentialClaims> = Vec::with_capacity(tokens.len().saturating_sub(start));
         let mut kids: Vec<String> = Vec::with_capacity(tokens.len().saturating_sub(start));
-        let mut leaf_key: Option<PublicKey> = prefix.map(|p| p.leaf_key.clone());
+        let mut leaf_key: Option<PublicKey> = prefix.and_then(|p| p.leaf_key.clone());
         for (depth, token) in tokens.iter().enumerate().skip(start) {
             let parsed = UnverifiedJws::<CredentialClaims>::parse(token, CREDENTIAL_TYP).map_err(|e| at_link(depth, e))?;
             #[cfg(test)]
@@ -235,7 +298,9 @@ impl ChainVerifier {
                     }
                 }
                 Some(parent) => {
-                    let parent_key = leaf_key.as_ref().ok_or_else(|| Error::internal("parent key missing"))?;
+                    let parent_key = leaf_key
+                        .as_ref()
+                        .ok_or_else(|| Error::new(ErrorCode::ParentMismatch, "an external identity cannot delegate"))?;
                     parsed.verify(parent_key).map_err(|e| at_link(depth, e))?;
                     if claims.par.as_deref() != Some(digest(&tokens[depth - 1]).as_str()) {
                         return Err(at_link(
@@ -276,7 +341,7 @@ impl ChainVerifier {
             leaf_key = Some(key);
             links.push(parsed.claims);
         }
-        let leaf_key = leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?;
+        let leaf_key = Some(leaf_key.ok_or_else(|| Error::internal("empty chain after verification"))?);
         let windows = links.iter().map(|l| (l.nbf.max(l.iat), l.exp)).chain(prefix.map(|p| (p.not_before, p.expires_at)));
         let (not_before, expires_at) = windows.fold((i64::MIN, i64::MAX), |(nb, ex), (n, e)| (nb.max(n), ex.min(e)));
         let depth = tokens.len().saturating_sub(1);
@@ -568,7 +633,7 @@ mod tests {
             ("planner/coordinator/b", 2, Some("planner/coordinator"))
         );
         // A leaf whose parent is not cached is checked from the root.
-        let fresh = ChainVerifier::new(Vec::new(), verifier.policy.clone());
+        let fresh = ChainVerifier::new(Vec::new(), Vec::new(), verifier.policy.clone());
         assert_eq!(fresh.verify(&[root, coordinator, leaf_b], at).unwrap_err().code(), ErrorCode::UntrustedIssuer);
     }
 

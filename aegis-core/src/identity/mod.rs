@@ -3,6 +3,7 @@
 
 mod chain;
 mod credential;
+mod external;
 pub(crate) mod jws;
 mod keys;
 pub(crate) mod proof;
@@ -10,5 +11,6 @@ pub(crate) mod proof;
 pub(crate) use chain::{ChainPolicy, ChainVerifier, DELEGATE_SEPARATOR};
 pub use chain::{TrustedIssuer, VerifiedChain};
 pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential};
+pub use external::ExternalIssuer;
 pub use keys::{Jwk, KeyPair, PublicKey};
 pub use proof::{call_digest, create_proof};

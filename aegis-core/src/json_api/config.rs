@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::identity::{Jwk, KeyPair, PublicKey};
+use crate::identity::{ExternalIssuer, Jwk, KeyPair, PublicKey};
 use crate::json::from_str_strict;
 use crate::policy::{Bundle, BundleSources};
 use crate::state::{MemoryStore, PendingApproval, Store};
@@ -21,6 +21,50 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// The issuer's public key.
     pub jwk: Jwk,
+}
+
+/// An issuer of external identities in an [`EngineConfig`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// The `aud` its tokens must hold.
+    pub audience: String,
+    /// Its JWK Set (RFC 7517).
+    pub jwks: serde_json::Value,
+    /// Allowed algorithms (default `RS256`, `ES256`, `EdDSA`).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// The claim holding the identity's roles (e.g. `groups`).
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// What its identities may do (default `["aegis.approve"]`).
+    #[serde(default)]
+    pub scope: Option<Vec<String>>,
+    /// The task its identities belong to, for revocation (default `external:<issuer>`).
+    #[serde(default)]
+    pub task: Option<String>,
+}
+
+impl ExternalIssuerConfig {
+    /// The issuer this configures.
+    pub fn build(&self) -> Result<ExternalIssuer> {
+        let mut issuer = ExternalIssuer::new(&self.issuer, &self.audience, &self.jwks.to_string())?;
+        if let Some(algorithms) = &self.algorithms {
+            issuer = issuer.algorithms(&algorithms.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        if let Some(claim) = &self.roles_claim {
+            issuer = issuer.roles_claim(claim);
+        }
+        if let Some(scope) = &self.scope {
+            issuer = issuer.scope(scope.clone());
+        }
+        if let Some(task) = &self.task {
+            issuer = issuer.task(task);
+        }
+        Ok(issuer)
+    }
 }
 
 /// A bundle given inline, file by file.
@@ -46,7 +90,11 @@ pub struct EngineConfig {
     #[serde(default)]
     pub bundle: Option<InlineBundle>,
     /// Issuers whose root credentials are trusted.
+    #[serde(default)]
     pub trusted_issuers: Vec<IssuerConfig>,
+    /// Issuers of external identities (OIDC ID tokens, SPIFFE JWT-SVIDs).
+    #[serde(default)]
+    pub external_issuers: Vec<ExternalIssuerConfig>,
     /// The audience credentials must name.
     #[serde(default)]
     pub audience: Option<String>,
@@ -178,6 +226,9 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
     let mut builder = Engine::builder().bundle(bundle);
     for issuer in &config.trusted_issuers {
         builder = builder.trust_issuer(issuer.issuer.clone(), PublicKey::from_jwk(&issuer.jwk)?);
+    }
+    for issuer in &config.external_issuers {
+        builder = builder.trust_external_issuer(issuer.build()?);
     }
     if let Some(audience) = config.audience {
         builder = builder.audience(audience);

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{
-    engine_from_config, engine_from_json, engine_with_notifier, load_bundle, EngineConfig, InlineBundle, IssuerConfig,
-    StoreConfig, StoreSetting,
+    engine_from_config, engine_from_json, engine_with_notifier, load_bundle, EngineConfig, ExternalIssuerConfig, InlineBundle,
+    IssuerConfig, StoreConfig, StoreSetting,
 };
 pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
 
@@ -56,6 +56,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("open_break_glass", true, "{} -> [BreakGlassGrant]"),
     op("close_break_glass", true, "{grant_id, review_ref} -> null"),
     op("reload_bundle", true, "{bundle_dir} -> {policy_version}"),
+    op("update_jwks", true, "{issuer, jwks} -> null: replaces an external issuer's key set (the refresh hook)"),
     op("policy_version", true, "{} -> {policy_version}"),
     op("time_authorize", true, "{request, iterations} -> mean seconds per decision (benchmarks)"),
     op("generate_key", false, "{seed_hex?} -> private JWK"),
@@ -112,6 +113,10 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
         "reload_bundle" => {
             let policy_version = engine()?.reload_bundle(parse::<BundleDir>(input)?.bundle_dir)?;
             to_json(&PolicyVersion { policy_version })
+        }
+        "update_jwks" => {
+            let r: UpdateJwks = parse(input)?;
+            engine()?.update_jwks(&r.issuer, &r.jwks.to_string()).and_then(|()| to_json(&Value::Null))
         }
         "policy_version" => no_input(input).and_then(|()| to_json(&PolicyVersion { policy_version: engine()?.policy_version() })),
         "time_authorize" => {
@@ -238,6 +243,13 @@ struct BundleDir {
 struct Guarded {
     decision: Decision,
     enforcement: crate::engine::Enforcement,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateJwks {
+    issuer: String,
+    jwks: Value,
 }
 
 #[derive(Serialize)]
