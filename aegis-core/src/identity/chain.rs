@@ -575,7 +575,7 @@ mod tests {
         let key = |n: u8| KeyPair::from_seed(&[n; 32]).unwrap();
         let issuer = TrustedIssuer { name: "iss".into(), key: key(1).public_key().clone() };
         let policy = ChainPolicy { audience: "aegis".into(), leeway_secs: 5, max_depth: 4, max_lifetime_secs: 3600 };
-        let mut verifier = ChainVerifier::new(vec![issuer], policy);
+        let mut verifier = ChainVerifier::new(vec![issuer], Vec::new(), policy);
         verifier.cache_capacity = 4;
         let roots: Vec<String> =
             (0..5).map(|i| issue_root("iss", &key(1), spec("planner", &key(2), &format!("r{i}"))).unwrap()).collect();
@@ -609,7 +609,7 @@ mod tests {
         let key = |n: u8| KeyPair::from_seed(&[n; 32]).unwrap();
         let issuer = TrustedIssuer { name: "iss".into(), key: key(1).public_key().clone() };
         let policy = ChainPolicy { audience: "aegis".into(), leeway_secs: 5, max_depth: 4, max_lifetime_secs: 3600 };
-        let verifier = ChainVerifier::new(vec![issuer], policy);
+        let verifier = ChainVerifier::new(vec![issuer], Vec::new(), policy);
         let checked = || verifier.signatures_checked.load(Ordering::Relaxed);
         let root = issue_root("iss", &key(1), spec("planner", &key(2), "r")).unwrap();
         let coordinator = delegate(&root, &key(2), spec("coordinator", &key(3), "c")).unwrap();
