@@ -4,6 +4,7 @@
 mod approval;
 mod break_glass;
 mod budget;
+mod cache;
 mod engine;
 mod error;
 mod identity;

@@ -1,12 +1,12 @@
 //! Configuring an [`Engine`].
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::{ApprovalNotifier, Engine, DEFAULT_AUDIENCE};
+use super::{ApprovalNotifier, Engine, BASE_CONTEXT_CACHE_CAPACITY, DEFAULT_AUDIENCE};
+use crate::cache::BoundedCache;
 use crate::error::{Error, Result};
 use crate::identity::{ChainPolicy, ChainVerifier, ExternalIssuer, KeyPair, PublicKey, TrustedIssuer};
 use crate::policy::Bundle;
@@ -172,7 +172,7 @@ impl EngineBuilder {
             notifier: self.notifier,
             id_prefix,
             id_counter: AtomicU64::new(0),
-            base_contexts: Mutex::new(HashMap::new()),
+            base_contexts: BoundedCache::new(BASE_CONTEXT_CACHE_CAPACITY),
         })
     }
 }

@@ -14,10 +14,10 @@ mod pipeline;
 mod request;
 mod verdict;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
@@ -27,6 +27,7 @@ pub(crate) use pipeline::VerifiedCall;
 pub use request::{AuthorizationRequest, ResourceRef};
 pub(crate) use verdict::{apply_evaluation, undecided};
 
+use crate::cache::BoundedCache;
 use crate::error::Result;
 use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
 use crate::policy::eval::{BaseContext, TaskFacts};
@@ -35,7 +36,7 @@ use crate::state::{LedgerEntry, PendingApproval, Store, TaskState};
 use crate::time::{Clock, SecureRandom};
 
 /// Tasks whose last base context (see `CachedBaseContext`) is kept.
-const BASE_CONTEXT_CACHE_CAPACITY: usize = 4096;
+pub(crate) const BASE_CONTEXT_CACHE_CAPACITY: usize = 4096;
 
 /// How often a decision is re-evaluated when concurrent calls in its task keep committing first.
 pub(crate) const MAX_ATTEMPTS: usize = 64;
@@ -60,7 +61,7 @@ pub struct Engine {
     pub(crate) notifier: Option<ApprovalNotifier>,
     pub(crate) id_prefix: String,
     pub(crate) id_counter: AtomicU64,
-    pub(crate) base_contexts: Mutex<HashMap<String, CachedBaseContext>>,
+    pub(crate) base_contexts: BoundedCache<String, CachedBaseContext>,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come
@@ -101,22 +102,16 @@ impl Engine {
     /// The context attributes that do not depend on the call's arguments or time, reused while
     /// the task's duties, the caller and break-glass are unchanged.
     pub(crate) fn base_context(&self, state: &TaskState, chain: &Arc<VerifiedChain>, break_glass: bool) -> BaseContext {
-        let build = || BaseContext::new(chain, TaskFacts { duties: &state.duties }, break_glass);
-        let Ok(mut cache) = self.base_contexts.lock() else {
-            return build();
-        };
-        if let Some(hit) = cache.get(&chain.task_id) {
+        let hit = self.base_contexts.read(&chain.task_id, |hit| {
             let same_chain = Arc::ptr_eq(&hit.chain, chain) || hit.chain.context == chain.context;
-            if same_chain && hit.break_glass == break_glass && hit.duties == state.duties {
-                return hit.base.clone();
-            }
+            (same_chain && hit.break_glass == break_glass && hit.duties == state.duties).then(|| hit.base.clone())
+        });
+        if let Some(base) = hit {
+            return base;
         }
-        let base = build();
-        if cache.len() >= BASE_CONTEXT_CACHE_CAPACITY {
-            cache.clear();
-        }
+        let base = BaseContext::new(chain, TaskFacts { duties: &state.duties }, break_glass);
         let entry = CachedBaseContext { chain: Arc::clone(chain), duties: state.duties.clone(), break_glass, base: base.clone() };
-        cache.insert(chain.task_id.clone(), entry);
+        self.base_contexts.insert(chain.task_id.clone(), entry, |_| false);
         base
     }
 

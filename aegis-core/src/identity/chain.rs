@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::credential::{digest, CredentialClaims, CREDENTIAL_TYP};
 use super::external::{unverified_issuer, ExternalIssuer};
 use super::jws::UnverifiedJws;
 use super::keys::{Jwk, PublicKey};
+use crate::cache::BoundedCache;
 use crate::error::{Error, ErrorCode, Result};
 use crate::policy::eval::ChainContext;
 
@@ -122,9 +123,8 @@ pub(crate) struct ChainVerifier {
     issuers: HashMap<String, TrustedIssuer>,
     external: HashMap<String, ExternalIssuer>,
     policy: ChainPolicy,
-    cache: RwLock<HashMap<String, Arc<CachedChain>>>,
-    cache_capacity: usize,
-    keys: RwLock<HashMap<String, (Jwk, PublicKey)>>,
+    cache: BoundedCache<String, Arc<CachedChain>>,
+    keys: BoundedCache<String, (Jwk, PublicKey)>,
     /// Signatures checked so far, so tests can tell what the caches spared.
     #[cfg(test)]
     signatures_checked: AtomicU64,
@@ -144,9 +144,8 @@ impl ChainVerifier {
             issuers,
             external,
             policy,
-            cache: RwLock::new(HashMap::new()),
-            cache_capacity: CHAIN_CACHE_CAPACITY,
-            keys: RwLock::new(HashMap::new()),
+            cache: BoundedCache::new(CHAIN_CACHE_CAPACITY),
+            keys: BoundedCache::new(KEY_CACHE_CAPACITY),
             #[cfg(test)]
             signatures_checked: AtomicU64::new(0),
         }
@@ -175,23 +174,9 @@ impl ChainVerifier {
         }
         let chain = Arc::new(self.verify_links(tokens, prefix.as_deref(), now)?);
         let key = leaf.rsplit('.').next().unwrap_or_default();
-        if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= self.cache_capacity {
-                let leeway = self.policy.leeway_secs;
-                cache.retain(|_, c| c.chain.expires_at.saturating_add(leeway) > now);
-                if cache.len() >= self.cache_capacity {
-                    // Every other entry, in the map's (seeded, unpredictable) order: clearing
-                    // the whole cache would send every live chain back to full verification at
-                    // once.
-                    let mut keep = false;
-                    cache.retain(|_, _| {
-                        keep = !keep;
-                        keep
-                    });
-                }
-            }
-            cache.insert(key.to_owned(), Arc::new(CachedChain { tokens: tokens.to_vec(), chain: Arc::clone(&chain) }));
-        }
+        let leeway = self.policy.leeway_secs;
+        let entry = Arc::new(CachedChain { tokens: tokens.to_vec(), chain: Arc::clone(&chain) });
+        self.cache.insert(key.to_owned(), entry, |c| c.chain.expires_at.saturating_add(leeway) <= now);
         Ok(chain)
     }
 
@@ -251,10 +236,9 @@ impl ChainVerifier {
     /// cache key is a chain's leaf signature segment, and a hit must match every token byte for
     /// byte, so a forged token that reuses a cached signature finds nothing.
     fn cached_prefix(&self, tokens: &[String]) -> Option<Arc<VerifiedChain>> {
-        let cache = self.cache.read().ok()?;
         (1..=tokens.len()).rev().find_map(|len| {
             let key = tokens[len - 1].rsplit('.').next().unwrap_or_default();
-            cache.get(key).filter(|hit| hit.tokens.as_slice() == &tokens[..len]).map(|hit| Arc::clone(&hit.chain))
+            self.cache.read(key, |hit| (hit.tokens.as_slice() == &tokens[..len]).then(|| Arc::clone(&hit.chain)))
         })
     }
 
@@ -420,18 +404,11 @@ impl ChainVerifier {
     /// across many credentials, and point decompression costs as much as the rest of parsing.
     fn cnf_key(&self, jwk: &Jwk) -> Result<PublicKey> {
         // A hit must be the identical JWK, so every check `from_jwk` makes has already passed.
-        if let Ok(keys) = self.keys.read() {
-            if let Some((_, key)) = keys.get(&jwk.x).filter(|(cached, _)| cached == jwk) {
-                return Ok(key.clone());
-            }
+        if let Some(key) = self.keys.read(&jwk.x, |(cached, key)| (cached == jwk).then(|| key.clone())) {
+            return Ok(key);
         }
         let key = PublicKey::from_jwk(jwk)?;
-        if let Ok(mut keys) = self.keys.write() {
-            if keys.len() >= KEY_CACHE_CAPACITY {
-                keys.clear();
-            }
-            keys.insert(jwk.x.clone(), (jwk.clone(), key.clone()));
-        }
+        self.keys.insert(jwk.x.clone(), (jwk.clone(), key.clone()), |_| false);
         Ok(key)
     }
 
@@ -576,23 +553,22 @@ mod tests {
         let issuer = TrustedIssuer { name: "iss".into(), key: key(1).public_key().clone() };
         let policy = ChainPolicy { audience: "aegis".into(), leeway_secs: 5, max_depth: 4, max_lifetime_secs: 3600 };
         let mut verifier = ChainVerifier::new(vec![issuer], Vec::new(), policy);
-        verifier.cache_capacity = 4;
+        verifier.cache.with_capacity_for_tests(4);
         let roots: Vec<String> =
             (0..5).map(|i| issue_root("iss", &key(1), spec("planner", &key(2), &format!("r{i}"))).unwrap()).collect();
-        let cached = |verifier: &ChainVerifier, token: &String| {
-            verifier.cache.read().unwrap().values().any(|c| c.tokens.as_slice() == std::slice::from_ref(token))
-        };
+        let cached =
+            |verifier: &ChainVerifier, token: &String| verifier.cache.any(|c| c.tokens.as_slice() == std::slice::from_ref(token));
         for root in &roots[..4] {
             verifier.verify(std::slice::from_ref(root), 1100).unwrap();
         }
-        assert_eq!(verifier.cache.read().unwrap().len(), 4);
+        assert_eq!(verifier.cache.len(), 4);
         verifier.verify(std::slice::from_ref(&roots[4]), 1100).unwrap();
-        assert_eq!(verifier.cache.read().unwrap().len(), 3);
+        assert_eq!(verifier.cache.len(), 3);
         assert!(cached(&verifier, &roots[4]));
         assert_eq!(roots[..4].iter().filter(|r| cached(&verifier, r)).count(), 2);
         // Expired entries go first: when every cached chain has expired, pruning them makes
         // the room and nothing is halved.
-        verifier.cache.write().unwrap().clear();
+        verifier.cache.clear();
         for root in &roots[..4] {
             verifier.verify(std::slice::from_ref(root), 1100).unwrap();
         }
@@ -600,7 +576,7 @@ mod tests {
             issue_root("iss", &key(1), CredentialSpec { issued_at: 1700, expires_at: 2300, ..spec("planner", &key(2), "late") })
                 .unwrap();
         verifier.verify(std::slice::from_ref(&late), 1700).unwrap();
-        assert_eq!(verifier.cache.read().unwrap().len(), 1);
+        assert_eq!(verifier.cache.len(), 1);
         assert!(cached(&verifier, &late));
     }
 
