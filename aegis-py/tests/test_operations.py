@@ -24,6 +24,7 @@ WRAPPERS = {
     "close_break_glass": "Engine.close_break_glass",
     "reload_bundle": "Engine.reload_bundle",
     "policy_version": "Engine.policy_version",
+    "update_jwks": "Engine.update_jwks",
     "time_authorize": "Engine.time_authorize",
     "generate_key": "KeyPair.generate",
     "public_jwk": "KeyPair.public_jwk",

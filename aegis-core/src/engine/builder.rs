@@ -145,6 +145,12 @@ impl EngineBuilder {
         if !(0..=300).contains(&self.leeway_secs) {
             return Err(Error::malformed_request("leeway must be between 0 and 300 seconds"));
         }
+        for (n, external) in self.external.iter().enumerate() {
+            let again = self.external[..n].iter().any(|e| e.issuer() == external.issuer());
+            if again || self.issuers.iter().any(|i| i.name == external.issuer()) {
+                return Err(Error::malformed_request(format!("issuer `{}` is configured twice", external.issuer())));
+            }
+        }
         if self.issuers.is_empty() && self.external.is_empty() {
             return Err(Error::malformed_request("an engine needs at least one trusted issuer"));
         }

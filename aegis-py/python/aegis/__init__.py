@@ -34,6 +34,7 @@ __all__ = [
     "Enforcement",
     "Engine",
     "ERRORS_BY_CODE",
+    "ExternalIssuer",
     "KeyPair",
     "LedgerEntry",
     "Operation",
@@ -453,6 +454,53 @@ def slack_message(pending: PendingApproval) -> Dict[str, Any]:
 # --- the engine ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ExternalIssuer:
+    """An issuer of external identities (an OIDC provider, a SPIFFE trust domain's JWT issuer)
+    whose tokens the engine accepts as roots: an ID token or JWT-SVID signed by a key of `jwks`
+    is a one-link chain `[token]`.
+
+    The token must carry `iss` = `issuer` and name `audience` in its `aud`, be unexpired, use
+    one of `algorithms` (default `RS256`, `ES256`, `EdDSA`; the HMAC family and `none` are never
+    accepted), and its `kid` must name a key of `jwks` (a JWK Set, RFC 7517, as a mapping:
+    `{"keys": [...]}`); keys in its header (`jwk`, `jku`, `x5u`, `x5c`, `crit`) are refused.
+    The identity's id is the token's `sub`, its roles the strings of the claim `roles_claim`
+    (e.g. `groups`; none when unset), its scope `scope` (default `["aegis.approve"]`: people
+    who approve). It binds no key, so it cannot delegate. Its credentials belong to `task`
+    (default `external:<issuer>`): :meth:`Engine.end_task` on it revokes them all.
+    :meth:`Engine.update_jwks` replaces the key set (after a fetch)."""
+
+    issuer: str
+    audience: str
+    jwks: Mapping[str, Any]
+    algorithms: Optional[Sequence[str]] = None
+    roles_claim: Optional[str] = None
+    scope: Optional[Sequence[str]] = None
+    task: Optional[str] = None
+
+    def _json(self) -> Dict[str, Any]:
+        """This issuer as the core's `ExternalIssuerConfig` (absent members left out)."""
+        for name in ("algorithms", "scope"):
+            if isinstance(getattr(self, name), str):
+                raise TypeError(f"`{name}` is a sequence of names, not one string")
+        if not isinstance(self.jwks, Mapping):
+            raise TypeError("`jwks` is a JWK Set as a mapping (`{\"keys\": [...]}`), not text")
+        config: Dict[str, Any] = {"issuer": self.issuer, "audience": self.audience, "jwks": _thaw(self.jwks),
+                                  "algorithms": None if self.algorithms is None else list(self.algorithms),
+                                  "roles_claim": self.roles_claim,
+                                  "scope": None if self.scope is None else list(self.scope), "task": self.task}
+        return {k: v for k, v in config.items() if v is not None}
+
+
+def _external_issuer_json(issuer: Union[ExternalIssuer, Mapping[str, Any]]) -> Dict[str, Any]:
+    if isinstance(issuer, ExternalIssuer):
+        return issuer._json()
+    if isinstance(issuer, Mapping):
+        # The core parses it strictly: an unknown member is a `malformed_request`.
+        return dict(_thaw(issuer))
+    raise TypeError("an external issuer is an `ExternalIssuer` or a mapping of its members")
+
+
 class Engine:
     """Decides, before each tool call runs, whether it may. Safe to share between threads."""
 
@@ -460,7 +508,8 @@ class Engine:
         self,
         bundle_dir: Union[str, "os.PathLike[str]"],
         *,
-        trusted_issuers: Mapping[str, Union[KeyPair, Mapping[str, Any]]],
+        trusted_issuers: Optional[Mapping[str, Union[KeyPair, Mapping[str, Any]]]] = None,
+        external_issuers: Sequence[Union[ExternalIssuer, Mapping[str, Any]]] = (),
         store: Optional[str] = None,
         redis_prefix: Optional[str] = None,
         approval_key: Optional[KeyPair] = None,
@@ -472,11 +521,21 @@ class Engine:
         fixed_time: Optional[int] = None,
         notifier: Optional[Callable[[PendingApproval], None]] = None,
     ) -> None:
-        """`store` is a URL the core parses: `memory` (the default), `sqlite:PATH` or
+        """`trusted_issuers` maps each issuer of Aegis root credentials (`iss`) to its Ed25519
+        public key; `external_issuers` lists the issuers of external identities (OIDC ID tokens,
+        SPIFFE JWT-SVIDs), each an :class:`ExternalIssuer` or a mapping of the core's
+        `ExternalIssuerConfig` members (`issuer`, `audience`, `jwks`, and optionally
+        `algorithms`, `roles_claim`, `scope`, `task`). An engine needs at least one issuer of
+        either kind.
+
+        `store` is a URL the core parses: `memory` (the default), `sqlite:PATH` or
         `redis://...`; `redis_prefix` sets the key prefix of a Redis store."""
+        if isinstance(external_issuers, Mapping):
+            raise TypeError("`external_issuers` is a sequence of issuers, not one mapping")
         config = {
             "bundle_dir": os.fspath(bundle_dir),
-            "trusted_issuers": [{"issuer": name, "jwk": _jwk_of(k)} for name, k in trusted_issuers.items()],
+            "trusted_issuers": [{"issuer": name, "jwk": _jwk_of(k)} for name, k in (trusted_issuers or {}).items()],
+            "external_issuers": [_external_issuer_json(i) for i in external_issuers],
             "store": store if redis_prefix is None else {"redis": {"url": store, "prefix": redis_prefix}},
             "approval_key": approval_key.private_jwk if approval_key else None,
             "audience": audience,
@@ -511,6 +570,15 @@ class Engine:
         """Loads a bundle and swaps it in atomically; on error the old one stays in force."""
         return str(self._op("reload_bundle", {"bundle_dir": os.fspath(bundle_dir)})["policy_version"])
 
+    def update_jwks(self, issuer: str, jwks: Mapping[str, Any]) -> None:
+        """Replaces the JWK Set of external issuer `issuer` (the refresh hook for hosts that fetch
+        it): tokens are checked against the new keys from the next call on, so a key left out is
+        refused (`untrusted_issuer`). An issuer the engine was not built with is
+        `UntrustedIssuer`; a set that is not a JWK Set, or holds no key, is `InvalidKey`."""
+        if not isinstance(jwks, Mapping):
+            raise TypeError("`jwks` is a JWK Set as a mapping (`{\"keys\": [...]}`), not text")
+        self._op("update_jwks", {"issuer": issuer, "jwks": jwks})
+
     def authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
                   resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
                   approval_token: Optional[str] = None) -> Decision:
@@ -538,7 +606,8 @@ class Engine:
         The approver is a person: a root credential (never a delegate) holding `aegis.approve` by
         its exact name, outside the requester's chain (no shared id or key), whose own task has
         not ended; the bundle's `aegis.approve` policies decide the rest (usually on the roles its
-        issuer attests). A refusal is `accepted=False` with the reason."""
+        issuer attests). A person from an identity provider approves with the one-link chain
+        `[id_token]` (see :class:`ExternalIssuer`). A refusal is `accepted=False` with the reason."""
         return self._resolve("approve", approval_id, approver_chain, note)
 
     def reject(self, approval_id: str, approver_chain: Chain, note: Optional[str] = None) -> ApprovalResolution:
