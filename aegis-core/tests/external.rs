@@ -183,3 +183,21 @@ fn a_spiffe_svid_is_an_identity_too() {
     let ledger = engine.ledger("spiffe-workloads").unwrap();
     assert_eq!(ledger[0].agent_id, "spiffe://example.org/ns/billing/sa/drafter");
 }
+
+#[test]
+fn an_issuer_configured_twice_is_an_error() {
+    let fx = Fixture::new();
+    let twice = Engine::builder()
+        .bundle(Bundle::from_dir(payments_dir()).unwrap())
+        .trust_external_issuer(provider())
+        .trust_external_issuer(ExternalIssuer::new(IDP, "other-audience", &provider_keys()).unwrap())
+        .clock(fx.clock.clone())
+        .build();
+    assert_eq!(twice.unwrap_err().code(), ErrorCode::MalformedRequest);
+    let both_kinds = Engine::builder()
+        .bundle(Bundle::from_dir(payments_dir()).unwrap())
+        .trust_issuer(IDP, fx.issuer.public_key().clone())
+        .trust_external_issuer(provider())
+        .build();
+    assert_eq!(both_kinds.unwrap_err().code(), ErrorCode::MalformedRequest);
+}
