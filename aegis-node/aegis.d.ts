@@ -126,9 +126,40 @@ export interface AuthorizationRequest {
   approvalToken?: string;
 }
 
+/** A JSON Web Key Set (RFC 7517), as an issuer publishes it at its `jwks_uri`. */
+export interface JwkSet { keys: readonly Record<string, unknown>[] }
+
+/** The algorithms an external issuer may sign with (`none` and the HMAC family never). */
+export type ExternalAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'EdDSA';
+
+/**
+ * An issuer of external identities: an OIDC provider (ID tokens) or a SPIFFE trust domain's
+ * JWT issuer (JWT-SVIDs). Its tokens are one-link chains `[token]`: id `sub`, roles the strings
+ * of `rolesClaim`, scope `scope`; they cannot delegate.
+ */
+export interface ExternalIssuer {
+  /** The `iss` its tokens carry. */
+  issuer: string;
+  /** The `aud` its tokens must hold (else `audience_mismatch`). */
+  audience: string;
+  /** Its key set; a token's `kid` must name one of these keys. Refresh with `Engine#updateJwks`. */
+  jwks: JwkSet;
+  /** Allowed algorithms (default `RS256`, `ES256`, `EdDSA`). */
+  algorithms?: readonly ExternalAlgorithm[];
+  /** The claim whose strings are the identity's roles, e.g. `groups` (default: no roles). */
+  rolesClaim?: string;
+  /** What its identities may do (default `['aegis.approve']`). */
+  scope?: readonly string[];
+  /** The task its identities belong to (default `external:<issuer>`): `endTask` on it revokes them all. */
+  task?: string;
+}
+
 export interface EngineOptions {
   bundleDir: string;
-  trustedIssuers: Record<string, KeyPair | Jwk>;
+  /** Issuers of Aegis root credentials, by `iss`. Optional, but an engine needs at least one issuer of either kind. */
+  trustedIssuers?: Record<string, KeyPair | Jwk>;
+  /** Issuers of external identities (OIDC ID tokens, SPIFFE JWT-SVIDs). */
+  externalIssuers?: readonly ExternalIssuer[];
   /**
    * `memory` (default), `sqlite:<path>` or a `redis://` URL (parsed by the core), or the
    * core's object form.
@@ -190,6 +221,12 @@ export class Engine {
   closeBreakGlass(grantId: string, reviewRef: string): void;
   reloadBundle(bundleDir: string): string;
   reloadBundleAsync(bundleDir: string): Promise<string>;
+  /**
+   * Replaces the key set of external issuer `issuer` (the refresh hook): tokens are checked
+   * against `jwks` from the next call on. An issuer the engine does not know throws `untrusted_issuer`.
+   */
+  updateJwks(issuer: string, jwks: JwkSet): void;
+  updateJwksAsync(issuer: string, jwks: JwkSet): Promise<void>;
   timeAuthorize(request: AuthorizationRequest, iterations: number): number;
   /**
    * Wraps `fn` so every call is authorized first: `fn` receives a frozen copy of exactly the

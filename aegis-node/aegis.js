@@ -260,14 +260,33 @@ function nativeNotifier(notifier) {
   };
 }
 
+/**
+ * An external issuer (OIDC provider, SPIFFE JWT issuer) in the core's form. Unset options are
+ * left out, so the core's defaults apply (RS256/ES256/EdDSA, no roles, `aegis.approve`,
+ * `external:<issuer>`).
+ */
+function externalIssuerJson(options) {
+  // Strict like the core: a misspelt (or snake_case) option would otherwise be dropped here.
+  const unknown = Object.keys(options ?? {}).filter((k) => !EXTERNAL_ISSUER_OPTIONS.includes(k));
+  if (unknown.length > 0) {
+    throw new AegisError('malformed_request',
+      `unknown external issuer option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `\`${k}\``).join(', ')}; expected ${EXTERNAL_ISSUER_OPTIONS.join(', ')}`);
+  }
+  const { issuer, audience, jwks, algorithms, rolesClaim, scope, task } = options ?? {};
+  return { issuer, audience, jwks, algorithms, roles_claim: rolesClaim, scope, task };
+}
+const EXTERNAL_ISSUER_OPTIONS = ['issuer', 'audience', 'jwks', 'algorithms', 'rolesClaim', 'scope', 'task'];
+
 /** Decides, before each tool call runs, whether it may. */
 class Engine {
   #native;
-  constructor({ bundleDir, trustedIssuers, store, redisPrefix, approvalKey, audience, leewaySecs, maxDelegationDepth,
-    maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier }) {
+  constructor({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
+    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier }) {
     const config = {
       bundle_dir: bundleDir,
-      trusted_issuers: Object.entries(trustedIssuers).map(([issuer, key]) => ({ issuer, jwk: jwkOf(key) })),
+      // Both kinds are optional here; the core refuses an engine with no issuer at all.
+      trusted_issuers: Object.entries(trustedIssuers ?? {}).map(([issuer, key]) => ({ issuer, jwk: jwkOf(key) })),
+      external_issuers: (externalIssuers ?? []).map(externalIssuerJson),
       // The core parses store URLs; a Redis prefix needs the object form.
       store: redisPrefix == null ? store : { redis: { url: store, prefix: redisPrefix } },
       approval_key: approvalKey ? approvalKey.privateJwk : undefined,
@@ -353,6 +372,16 @@ class Engine {
   }
   async reloadBundleAsync(bundleDir) {
     return (await this.#callAsync('reload_bundle', { bundle_dir: bundleDir })).policy_version;
+  }
+  /**
+   * Replaces the key set of external issuer `issuer` (the refresh hook for hosts that fetch
+   * its JWKS): tokens are checked against `jwks` from the next call on.
+   */
+  updateJwks(issuer, jwks) {
+    this.#call('update_jwks', { issuer, jwks });
+  }
+  async updateJwksAsync(issuer, jwks) {
+    await this.#callAsync('update_jwks', { issuer, jwks });
   }
   /** Mean seconds per decision of `request`, measured inside Rust (for benchmarks). */
   timeAuthorize(request, iterations) {

@@ -24,6 +24,7 @@ const WRAPPERS = {
   open_break_glass: ['Engine#openBreakGlass'],
   close_break_glass: ['Engine#closeBreakGlass'],
   reload_bundle: ['Engine#reloadBundle', 'Engine#reloadBundleAsync'],
+  update_jwks: ['Engine#updateJwks', 'Engine#updateJwksAsync'],
   policy_version: ['Engine#policyVersion'],
   time_authorize: ['Engine#timeAuthorize'],
   generate_key: ['KeyPair.generate', 'KeyPair.fromSeed'],
