@@ -25,14 +25,7 @@ fn on_every_store(attack: impl Fn(&Fixture, Engine)) {
     }
     for store in stores {
         let fx = Fixture::new();
-        let engine = Engine::builder()
-            .bundle(Bundle::from_dir(payments_dir()).unwrap())
-            .trust_issuer(ISSUER, fx.issuer.public_key().clone())
-            .clock(fx.clock.clone())
-            .store(store)
-            .approval_key(key(7))
-            .build()
-            .unwrap();
+        let engine = fx.builder_on(store).build().unwrap();
         attack(&fx, engine);
     }
 }

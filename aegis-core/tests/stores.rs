@@ -185,15 +185,8 @@ fn story(store: Arc<dyn Store>) -> Story {
     let fx = Fixture::new();
     let notified = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&notified);
-    let engine = Engine::builder()
-        .bundle(Bundle::from_dir(payments_dir()).unwrap())
-        .trust_issuer(ISSUER, fx.issuer.public_key().clone())
-        .clock(fx.clock.clone())
-        .store(store)
-        .approval_key(key(7))
-        .notifier(Arc::new(move |p: &PendingApproval| sink.lock().unwrap().push(p.clone())))
-        .build()
-        .unwrap();
+    let engine =
+        fx.builder_on(store).notifier(Arc::new(move |p: &PendingApproval| sink.lock().unwrap().push(p.clone()))).build().unwrap();
     Story { fx, engine, notified }
 }
 

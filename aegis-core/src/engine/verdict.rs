@@ -61,16 +61,21 @@ pub(crate) fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, a
             for id in &eval.determining {
                 decision.reasons.push(reason(ReasonCode::POLICY_PERMIT, id, "permitted by policy"));
             }
-            let paths = sanitize_paths(bundle, &eval.determining);
-            if paths.is_empty() {
-                decision.outcome = Outcome::Allow;
-            } else {
-                let mut sanitized = args.clone();
-                redact(&mut sanitized, &paths);
-                decision.outcome = Outcome::Sanitize;
-                decision.sanitized_args = Some(sanitized);
-            }
+            permit_with_obligations(bundle, &eval.determining, args, decision);
         }
+    }
+}
+
+/// The call may run: `allow`, or `sanitize` with the redactions of `permits`.
+fn permit_with_obligations(bundle: &Bundle, permits: &[PolicyId], args: &Json, decision: &mut Decision) {
+    let paths = sanitize_paths(bundle, permits);
+    if paths.is_empty() {
+        decision.outcome = Outcome::Allow;
+    } else {
+        let mut sanitized = args.clone();
+        redact(&mut sanitized, &paths);
+        decision.outcome = Outcome::Sanitize;
+        decision.sanitized_args = Some(sanitized);
     }
 }
 
@@ -104,15 +109,7 @@ pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, deci
     for r in &mut decision.reasons {
         r.code = code;
     }
-    let paths = sanitize_paths(bundle, &eval.satisfied_permits);
-    if paths.is_empty() {
-        decision.outcome = Outcome::Allow;
-    } else {
-        let mut sanitized = args.clone();
-        redact(&mut sanitized, &paths);
-        decision.outcome = Outcome::Sanitize;
-        decision.sanitized_args = Some(sanitized);
-    }
+    permit_with_obligations(bundle, &eval.satisfied_permits, args, decision);
 }
 
 /// The arguments with the redactions of every permit that held (what an approver sees).

@@ -51,6 +51,17 @@ impl Fixture {
         self.engine_with(Bundle::from_dir(payments_dir()).unwrap())
     }
 
+    /// An engine builder on the payments bundle and `store`, with a shared approval key (as
+    /// engines that share a store must have).
+    pub fn builder_on(&self, store: std::sync::Arc<dyn aegis_sod::Store>) -> aegis_sod::EngineBuilder {
+        Engine::builder()
+            .bundle(Bundle::from_dir(payments_dir()).unwrap())
+            .trust_issuer(ISSUER, self.issuer.public_key().clone())
+            .clock(self.clock.clone())
+            .store(store)
+            .approval_key(key(7))
+    }
+
     pub fn engine_with(&self, bundle: Bundle) -> Engine {
         Engine::builder()
             .bundle(bundle)
