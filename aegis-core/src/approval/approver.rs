@@ -146,7 +146,7 @@ impl Engine {
         // No arguments: every predicate over them is false.
         let predicates = tool.predicates.iter().map(|p| (smol_str::SmolStr::from(p.name.as_str()), false));
         let prepared = PreparedRequest::new(principal, &tool.target, None, context, predicates)?;
-        let (eval, _) = bundle.evaluate(tool, prepared, &entities);
+        let (eval, _) = bundle.evaluate(tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
         let mut verdict = undecided(String::new(), &bundle);
         apply_evaluation(&bundle, &eval, APPROVE_ACTION, &args, &mut verdict);
         if verdict.outcome == Outcome::Allow {

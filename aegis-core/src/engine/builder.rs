@@ -179,6 +179,7 @@ impl EngineBuilder {
             id_prefix,
             id_counter: AtomicU64::new(0),
             base_contexts: BoundedCache::new(BASE_CONTEXT_CACHE_CAPACITY),
+            no_entities: cedar_policy::Entities::empty(),
         })
     }
 }

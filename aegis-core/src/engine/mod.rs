@@ -62,6 +62,8 @@ pub struct Engine {
     pub(crate) id_prefix: String,
     pub(crate) id_counter: AtomicU64,
     pub(crate) base_contexts: BoundedCache<String, CachedBaseContext>,
+    /// The entities of a principal without roles: none, built once.
+    pub(crate) no_entities: cedar_policy::Entities,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come

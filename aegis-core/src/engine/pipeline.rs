@@ -186,7 +186,7 @@ impl Engine {
         });
         let context = (base, CallContext { args: &request.args, now, approval: None });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
-        let (eval, would_block) = bundle.evaluate(&tool, prepared, &entities);
+        let (eval, would_block) = bundle.evaluate(&tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
         decision.would_block = would_block;
         decision.reasons.clear();
         decision.sanitized_args = None;

@@ -98,7 +98,7 @@ pub(crate) fn lifts_forbids(eval: &Evaluation, lifts: &[String]) -> bool {
 /// Lifts the forbids that denied the call (an approval or break-glass answered them): the
 /// call runs if a permit held, with that permit's redactions; with no permit it stays denied.
 pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, decision: &mut Decision, code: ReasonCode) {
-    if eval.satisfied_permits.is_empty() {
+    if eval.satisfied_permits().is_empty() {
         decision.outcome = Outcome::Deny;
         decision.reasons = vec![Reason::new(
             ReasonCode::NO_MATCHING_PERMIT,
@@ -109,13 +109,13 @@ pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, deci
     for r in &mut decision.reasons {
         r.code = code;
     }
-    permit_with_obligations(bundle, &eval.satisfied_permits, args, decision);
+    permit_with_obligations(bundle, eval.satisfied_permits(), args, decision);
 }
 
 /// The arguments with the redactions of every permit that held (what an approver sees).
 pub(crate) fn redacted_by_permits(bundle: &Bundle, eval: &Evaluation, args: &Json) -> Json {
     let mut shown = args.clone();
-    redact(&mut shown, &sanitize_paths(bundle, &eval.satisfied_permits));
+    redact(&mut shown, &sanitize_paths(bundle, eval.satisfied_permits()));
     shown
 }
 

@@ -87,9 +87,24 @@ impl ArgsType {
         }
     }
 
-    /// Checks `value` (at `path`) against the type.
+    /// Checks `value` (at `path`) against the type. Nothing is allocated unless it fails:
+    /// this runs on every call.
     pub(crate) fn check(&self, value: &Json, path: &str) -> std::result::Result<(), std::string::String> {
-        let wrong = |what: &str| Err(format!("`{path}` must be {what}"));
+        self.check_at(value).map_err(|(segments, why)| {
+            let at: std::string::String = segments.iter().rev().map(std::string::String::as_str).collect();
+            format!("`{path}{at}` {why}")
+        })
+    }
+
+    /// The failing position's segments (innermost first) and what is wrong there.
+    fn check_at(&self, value: &Json) -> std::result::Result<(), (Vec<std::string::String>, std::string::String)> {
+        let wrong = |what: &str| Err((Vec::new(), format!("must be {what}")));
+        let within = |segment: std::string::String| {
+            move |(mut segments, why): (Vec<std::string::String>, std::string::String)| {
+                segments.push(segment);
+                (segments, why)
+            }
+        };
         match (self, value) {
             (Self::Unchecked, _) => Ok(()),
             (Self::Long, Json::Number(n)) if n.as_i64().is_some() => Ok(()),
@@ -102,21 +117,21 @@ impl ArgsType {
             (Self::Extension(name), Json::String(_)) if name != "decimal" => Ok(()),
             (Self::Extension(name), _) => wrong(&format!("a `{name}`")),
             (Self::Set(element), Json::Array(items)) => {
-                items.iter().enumerate().try_for_each(|(i, item)| element.check(item, &format!("{path}[{i}]")))
+                items.iter().enumerate().try_for_each(|(i, item)| element.check_at(item).map_err(|e| within(format!("[{i}]"))(e)))
             }
             (Self::Set(_), _) => wrong("an array (Set)"),
             (Self::Record { attributes, open }, Json::Object(map)) => {
                 for (name, ty, required) in attributes {
                     match map.get(name).filter(|v| !v.is_null()) {
-                        Some(v) => ty.check(v, &format!("{path}.{name}"))?,
-                        None if *required => return Err(format!("`{path}.{name}` is required")),
+                        Some(v) => ty.check_at(v).map_err(|e| within(format!(".{name}"))(e))?,
+                        None if *required => return Err((vec![format!(".{name}")], "is required".into())),
                         None => {}
                     }
                 }
                 let declared = |k: &std::string::String| attributes.iter().any(|(n, _, _)| n == k);
                 // Undeclared names are refused even when null: the tool would receive them.
                 match map.keys().find(|k| !declared(k)) {
-                    Some(k) if !open => Err(format!("`{path}.{k}` is not an argument the schema declares")),
+                    Some(k) if !open => Err((vec![format!(".{k}")], "is not an argument the schema declares".into())),
                     _ => Ok(()),
                 }
             }

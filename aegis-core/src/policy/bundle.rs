@@ -268,7 +268,7 @@ impl Bundle {
         let would_block = eval.determining.iter().any(shadow) || eval.erroring.iter().any(|(id, _)| shadow(id));
         eval.determining.retain(|id| !shadow(id));
         eval.erroring.retain(|(id, _)| !shadow(id));
-        eval.satisfied_permits.retain(|id| !shadow(id));
+        eval.permits_under_forbids.retain(|id| !shadow(id));
         if eval.cedar_decision == CedarDecision::Allow && eval.determining.is_empty() {
             // Only shadow probes matched: no enforced permit, which Cedar would call a deny.
             eval.cedar_decision = CedarDecision::Deny;

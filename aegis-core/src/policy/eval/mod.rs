@@ -37,20 +37,21 @@ impl ToolTarget {
 }
 
 /// The principal as an entity whose parents are its attested roles (`principal in
-/// Role::"finance-approver"`), or no entities at all for a principal without roles.
+/// Role::"finance-approver"`); `None` for a principal without roles, which needs no entities.
 pub(crate) fn principal_entities(
     principal: &EntityUid,
     role_type: &cedar_policy::EntityTypeName,
     roles: &[String],
-) -> Result<Entities> {
+) -> Result<Option<Entities>> {
     if roles.is_empty() {
-        return Ok(Entities::empty());
+        return Ok(None);
     }
     let parents: std::collections::HashSet<EntityUid> =
         roles.iter().map(|r| EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(r))).collect();
     let roles = parents.iter().map(|r| cedar_policy::Entity::new_no_attrs(r.clone(), std::collections::HashSet::new()));
     let principal = cedar_policy::Entity::new_no_attrs(principal.clone(), parents.clone());
     Entities::from_entities(roles.chain(std::iter::once(principal)), None)
+        .map(Some)
         .map_err(|e| Error::internal(format!("principal entities: {e}")))
 }
 
@@ -103,9 +104,21 @@ pub struct Evaluation {
     pub erroring: Vec<(PolicyId, String)>,
     /// The erroring policies that are forbids.
     pub erroring_forbids: Vec<PolicyId>,
+    /// The permits that held although forbids denied (empty when Cedar allowed: then they are
+    /// `determining`); see [`Evaluation::satisfied_permits`].
+    pub permits_under_forbids: Vec<PolicyId>,
+}
+
+impl Evaluation {
     /// Every satisfied permit, whatever the decision: the obligations (`@sanitize`) an
     /// override must still honour when it lifts the forbids that denied the call.
-    pub satisfied_permits: Vec<PolicyId>,
+    pub fn satisfied_permits(&self) -> &[PolicyId] {
+        if self.cedar_decision == CedarDecision::Allow {
+            &self.determining
+        } else {
+            &self.permits_under_forbids
+        }
+    }
 }
 
 impl PolicyIndex {
@@ -255,14 +268,15 @@ impl PolicyList {
                 }
             }
         }
-        let (cedar_decision, determining) = if !forbids.is_empty() {
-            (CedarDecision::Deny, forbids)
+        // No copy of the permits on the common path: an allow's permits are its determining set.
+        let (cedar_decision, determining, under_forbids) = if !forbids.is_empty() {
+            (CedarDecision::Deny, forbids, permits)
         } else if !permits.is_empty() {
-            (CedarDecision::Allow, permits.clone())
+            (CedarDecision::Allow, permits, Vec::new())
         } else {
-            (CedarDecision::Deny, Vec::new())
+            (CedarDecision::Deny, Vec::new(), Vec::new())
         };
-        Evaluation::sorted(cedar_decision, determining, erroring, erroring_forbids, permits)
+        Evaluation::sorted(cedar_decision, determining, erroring, erroring_forbids, under_forbids)
     }
 
     #[cfg_attr(not(feature = "cedar-authorizer"), allow(dead_code))]
@@ -277,14 +291,14 @@ impl PolicyList {
             .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| (e.policy_id().clone(), e.to_string()))
             .collect();
         let erroring_forbids = erroring.iter().map(|(id, _)| id.clone()).filter(|id| is_forbid(id)).collect();
-        let satisfied_permits = if response.decision() == CedarDecision::Allow {
-            determining.clone()
+        let under_forbids = if response.decision() == CedarDecision::Allow || determining.is_empty() {
+            Vec::new()
         } else {
             // Denied by forbids: which permits held is asked of the permits alone.
             let permits = cedar_policy::Authorizer::new().is_authorized(&request, &self.permits, entities);
             permits.diagnostics().reason().cloned().collect()
         };
-        Evaluation::sorted(response.decision(), determining, erroring, erroring_forbids, satisfied_permits)
+        Evaluation::sorted(response.decision(), determining, erroring, erroring_forbids, under_forbids)
     }
 }
 
@@ -296,15 +310,15 @@ impl Evaluation {
         mut determining: Vec<PolicyId>,
         mut erroring: Vec<(PolicyId, String)>,
         mut erroring_forbids: Vec<PolicyId>,
-        mut satisfied_permits: Vec<PolicyId>,
+        mut permits_under_forbids: Vec<PolicyId>,
     ) -> Self {
         let by_id = |a: &PolicyId, b: &PolicyId| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b));
         determining.sort_unstable_by(by_id);
         erroring.sort_unstable_by(|a, b| by_id(&a.0, &b.0));
         erroring_forbids.sort_unstable_by(by_id);
-        satisfied_permits.sort_unstable_by(by_id);
+        permits_under_forbids.sort_unstable_by(by_id);
         let decision = if erroring_forbids.is_empty() { cedar_decision } else { CedarDecision::Deny };
-        Self { cedar_decision, decision, determining, erroring, erroring_forbids, satisfied_permits }
+        Self { cedar_decision, decision, determining, erroring, erroring_forbids, permits_under_forbids }
     }
 }
 
