@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
   char *finance_cred = issue(request);
   snprintf(request, sizeof request,
            "{\"issuer\":\"" ISSUER "\",\"signing_key\":%s,\"agent_id\":\"finance-approver\",\"agent_key\":%s,\"task_id\":\"desk\","
-           "\"intent\":\"review approvals\",\"scope\":[\"aegis.approve\"],\"ttl_secs\":900}",
+           "\"intent\":\"review approvals\",\"scope\":[\"aegis.approve\"],\"roles\":[\"finance-approver\"],\"ttl_secs\":900}",
            issuer, approver_pub);
   char *approver_cred = issue(request);
 
@@ -138,6 +138,11 @@ int main(int argc, char **argv) {
 
   snprintf(request, sizeof request, "{\"approval_id\":\"%s\",\"approver_chain\":%s}", approval_id, approver_chain);
   must(aegis_engine_call(engine, "approve", request, &resolution), "approve (finance approver)");
+  field(resolution, "/accepted", accepted, sizeof accepted);
+  if (strcmp(accepted, "true") != 0) {
+    printf("the finance approver was refused  UNEXPECTED\n");
+    failures++;
+  }
   char token[2048];
   field(resolution, "/override_token", token, sizeof token);
   aegis_string_free(resolution);
