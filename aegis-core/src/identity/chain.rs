@@ -156,21 +156,21 @@ impl ChainVerifier {
         let Some(leaf) = tokens.last() else {
             return Err(Error::new(ErrorCode::MissingCredential, "no credential chain was presented"));
         };
-        if let Some(external) = self.external_issuer_of(&tokens[0]) {
-            if tokens.len() > 1 {
-                return Err(Error::new(ErrorCode::ParentMismatch, "an external identity cannot delegate").at_link(1));
-            }
-            return self.verify_external(external, leaf, now).map_err(|e| e.at_link(0));
-        }
         // The longest cached prefix, the whole chain included. A whole-chain hit verifies
         // nothing; a new delegation under a chain already verified (a planner's own chain, a
-        // sibling's parent) verifies only its new links.
+        // sibling's parent) verifies only its new links. Only Aegis chains are cached, so the
+        // warm path never re-reads a token to ask whether it is external.
         let prefix = self.cached_prefix(tokens);
         if let Some(prefix) = &prefix {
             self.check_window(prefix.not_before, prefix.expires_at, now)?;
             if prefix.depth + 1 == tokens.len() {
                 return Ok(Arc::clone(prefix));
             }
+        } else if let Some(external) = self.external_issuer_of(&tokens[0]) {
+            if tokens.len() > 1 {
+                return Err(Error::new(ErrorCode::ParentMismatch, "an external identity cannot delegate").at_link(1));
+            }
+            return self.verify_external(external, leaf, now).map_err(|e| e.at_link(0));
         }
         let chain = Arc::new(self.verify_links(tokens, prefix.as_deref(), now)?);
         let key = leaf.rsplit('.').next().unwrap_or_default();
