@@ -29,6 +29,8 @@ export type ErrorCode =
   | 'proof_invalid'
   | 'proof_replayed'
   | 'store_unavailable'
+  | 'audit_unavailable'
+  | 'audit_invalid'
   | 'task_ended'
   | 'budget_exceeded'
   | 'budget_amount_invalid'

@@ -29,6 +29,8 @@ const ERROR_CODES = Object.freeze([
   'proof_invalid',
   'proof_replayed',
   'store_unavailable',
+  'audit_unavailable',
+  'audit_invalid',
   'task_ended',
   'budget_exceeded',
   'budget_amount_invalid',

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{break_glass_event, kind, Event};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::DELEGATE_SEPARATOR;
@@ -135,6 +136,7 @@ impl Engine {
             review_ref: None,
         };
         self.store.insert_grant(&grant)?;
+        self.record(|| break_glass_event(kind::BREAK_GLASS_OPENED, &grant, self.clock.now_millis()))?;
         Ok(grant)
     }
 
@@ -149,7 +151,11 @@ impl Engine {
             return Err(Error::new(ErrorCode::BreakGlassRefused, "closing break-glass needs a review reference"));
         }
         if self.store.close_grant(id, review_ref, self.clock.now_secs())? {
-            Ok(())
+            self.record(|| {
+                Event::new(kind::BREAK_GLASS_CLOSED, self.clock.now_millis())
+                    .with("break_glass_id", id)
+                    .with("review_ref", review_ref)
+            })
         } else {
             Err(Error::new(ErrorCode::BreakGlassRefused, format!("no open break-glass grant `{id}`")))
         }

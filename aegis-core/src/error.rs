@@ -133,6 +133,11 @@ codes! {
         ProofReplayed => "proof_replayed",
         /// The store failed; Aegis denies rather than decide without state.
         StoreUnavailable => "store_unavailable",
+        /// The audit log could not make the record durable; Aegis denies rather than allow a
+        /// call it cannot account for.
+        AuditUnavailable => "audit_unavailable",
+        /// An audit log, checkpoint or proof does not verify.
+        AuditInvalid => "audit_invalid",
         /// The task has ended; its credentials are revoked.
         TaskEnded => "task_ended",
         /// The call would exceed a budget.

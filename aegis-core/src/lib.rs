@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod approval;
+pub mod audit;
 mod break_glass;
 mod budget;
 mod cache;

@@ -152,7 +152,7 @@ fn overflowing_numbers_deny_and_never_take_down_other_tasks() {
         roomy.manifest =
             roomy.manifest.replace("limit: 5000", "limit: 9223372036854775807").replace("on_exceed: approval", "on_exceed: deny");
         roomy.policies.retain(|(f, _)| f != "limits.cedar");
-        engine.swap_bundle(Bundle::from_sources(&roomy).unwrap());
+        engine.swap_bundle(Bundle::from_sources(&roomy).unwrap()).unwrap();
         let chain = chain_in("task-overflow", "finance-agent", &key(3), &[TOOL], NOW);
         for amount in [-5_000_000_000_000_000_000_i64, -5_000_000_000_000_000_000] {
             assert_eq!(ask(&engine, &chain, pay(amount, GOOD_ACCOUNT)).codes(), vec![ErrorCode::BudgetAmountInvalid]);
@@ -232,7 +232,7 @@ fn a_proof_is_accepted_once_across_tasks_and_brace_ids_do_not_share_a_ledger() {
     on_every_store(|fx, engine| {
         let mut sources = engine_sources();
         sources.manifest = sources.manifest.replace("proof_required: []", "proof_required: [stripe.create_payment]");
-        engine.swap_bundle(Bundle::from_sources(&sources).unwrap());
+        engine.swap_bundle(Bundle::from_sources(&sources).unwrap()).unwrap();
         let args = pay(100, GOOD_ACCOUNT);
         let proof = aegis_sod::create_proof(&fx.finance, TOOL, &args, "pop-once", NOW, 60).unwrap();
         let mut outcomes = Vec::new();
@@ -243,7 +243,7 @@ fn a_proof_is_accepted_once_across_tasks_and_brace_ids_do_not_share_a_ledger() {
             );
         }
         assert_eq!(outcomes[1], vec![ErrorCode::ProofReplayed], "{outcomes:?}");
-        engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap());
+        engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap()).unwrap();
         let a = chain_in("t{1}", "finance-agent", &fx.finance, &[TOOL], NOW);
         assert_eq!(ask(&engine, &a, pay(100, GOOD_ACCOUNT)).outcome, Outcome::Allow);
         assert!(engine.ledger("t_1_").unwrap().is_empty(), "`t{{1}}` and `t_1_` are two tasks");
@@ -265,7 +265,7 @@ fn an_approval_is_bound_to_the_resource_and_lifts_no_denying_budget() {
         // With a budget that denies, an approval of the payment's forbid lifts no budget.
         let mut hard = engine_sources();
         hard.manifest = hard.manifest.replace("on_exceed: approval", "on_exceed: deny");
-        engine.swap_bundle(Bundle::from_sources(&hard).unwrap());
+        engine.swap_bundle(Bundle::from_sources(&hard).unwrap()).unwrap();
         let fresh = chain_in("task-hard-budget", "finance-agent", &key(3), &[TOOL], NOW);
         let d = ask(&engine, &fresh, pay(9000, GOOD_ACCOUNT));
         assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::BudgetExceeded.into()]));

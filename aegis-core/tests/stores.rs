@@ -313,12 +313,12 @@ fn run_story(store: Arc<dyn Store>) {
     let original = engine.policy_version();
     let mut sources = engine_sources();
     sources.manifest.push_str("\n# a new version\n");
-    engine.swap_bundle(Bundle::from_sources(&sources).unwrap());
+    engine.swap_bundle(Bundle::from_sources(&sources).unwrap()).unwrap();
     assert_eq!(
         codes(&engine, &req(&finance, pay(6000, GOOD_ACCOUNT), Some(&token3))),
         (Outcome::Deny, vec![ErrorCode::ApprovalPolicyChanged.into()])
     );
-    engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap());
+    engine.swap_bundle(Bundle::from_dir(payments_dir()).unwrap()).unwrap();
     assert_eq!(engine.policy_version(), original);
 
     // The approver may not now execute a payment in this task (it performed a duty here).
@@ -346,7 +346,7 @@ fn run_story(store: Arc<dyn Store>) {
     // (It does not lift budgets: this part runs on a bundle with a larger one.)
     let mut roomy = engine_sources();
     roomy.manifest = roomy.manifest.replace("limit: 5000", "limit: 50000");
-    engine.swap_bundle(Bundle::from_sources(&roomy).unwrap());
+    engine.swap_bundle(Bundle::from_sources(&roomy).unwrap()).unwrap();
     let now = fx.clock.now_secs();
     let bg = |approvers: Vec<Vec<String>>, reason: &str| {
         let tasks = ["task-emergency", "task-emergency-2", "task-emergency-3"].map(String::from).to_vec();

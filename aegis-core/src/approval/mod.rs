@@ -14,6 +14,7 @@ pub use channel::slack_message;
 
 use approver::ApproverVerdict;
 
+use crate::audit::{approval_event, kind};
 use crate::engine::{Decision, Engine, Reason, ResourceRef, VerifiedCall};
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::jws::{self, UnverifiedJws};
@@ -201,6 +202,7 @@ impl Engine {
             note: None,
         };
         self.store.insert_pending(&pending)?;
+        self.record(|| approval_event(kind::APPROVAL_OPENED, &pending, None, pending.created_at_ms))?;
         decision.approval_id = Some(approval_id);
         if let Some(notify) = &self.notifier {
             // The approval is already durable; a notifier that panics must not turn the
@@ -278,6 +280,9 @@ impl Engine {
             // Resolved by someone else in between: the duty may be recorded, no token is minted.
             return Err(Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")));
         }
+        // No token leaves before the approval's record is durable.
+        let event_kind = if status == ApprovalStatus::Rejected { kind::APPROVAL_REJECTED } else { kind::APPROVAL_APPROVED };
+        self.record(|| approval_event(event_kind, &resolved, Some(&chain), self.clock.now_millis()))?;
         if status == ApprovalStatus::Rejected {
             return Ok(ApprovalResolution { accepted: true, reasons, override_token: None, approval: resolved });
         }
@@ -327,7 +332,9 @@ impl Engine {
             duplicate.resolved_by = Some("aegis".to_owned());
             duplicate.resolved_at_ms = Some(self.clock.now_millis());
             duplicate.note = Some(format!("superseded: the call ran under approval `{}`", claims.approval_id));
-            let _ = self.store.resolve(&duplicate);
+            if self.store.resolve(&duplicate).unwrap_or(false) {
+                let _ = self.record(|| approval_event(kind::APPROVAL_SUPERSEDED, &duplicate, None, self.clock.now_millis()));
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::{ApprovalNotifier, Engine, BASE_CONTEXT_CACHE_CAPACITY, DEFAULT_AUDIENCE};
+use crate::audit::{kind, AuditLog, Event};
 use crate::cache::BoundedCache;
 use crate::error::{Error, Result};
 use crate::identity::{ChainPolicy, ChainVerifier, ExternalIssuer, KeyPair, PublicKey, TrustedIssuer};
@@ -29,6 +30,7 @@ pub struct EngineBuilder {
     override_ttl_secs: i64,
     max_break_glass_secs: i64,
     notifier: Option<ApprovalNotifier>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Default for EngineBuilder {
@@ -48,6 +50,7 @@ impl Default for EngineBuilder {
             override_ttl_secs: 300,
             max_break_glass_secs: 4 * 3600,
             notifier: None,
+            audit: None,
         }
     }
 }
@@ -139,6 +142,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Records every decision, approval, break-glass grant, task end and bundle change in
+    /// `log`; an allow is returned only once its record is durable.
+    pub fn audit_log(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<Engine> {
         let bundle = self.bundle.ok_or_else(|| Error::malformed_request("an engine needs a policy bundle"))?;
@@ -165,7 +175,7 @@ impl EngineBuilder {
             Some(k) => k,
             None => KeyPair::generate(self.random.as_ref())?,
         };
-        Ok(Engine {
+        let engine = Engine {
             bundle: ArcSwap::from_pointee(bundle),
             verifier: ChainVerifier::new(self.issuers, self.external, policy),
             clock: self.clock,
@@ -180,6 +190,15 @@ impl EngineBuilder {
             id_counter: AtomicU64::new(0),
             base_contexts: BoundedCache::new(BASE_CONTEXT_CACHE_CAPACITY),
             no_entities: cedar_policy::Entities::empty(),
-        })
+            audit: self.audit,
+        };
+        engine.record(|| {
+            let bundle = engine.bundle.load();
+            Event::new(kind::BUNDLE_LOADED, engine.clock.now_millis())
+                .with("policy_version", bundle.policy_version())
+                .with("previous_version", serde_json::Value::Null)
+                .with("tools", bundle.tools().map(serde_json::Value::from).collect::<Vec<_>>())
+        })?;
+        Ok(engine)
     }
 }

@@ -27,6 +27,7 @@ pub(crate) use pipeline::VerifiedCall;
 pub use request::{AuthorizationRequest, ResourceRef};
 pub(crate) use verdict::{apply_evaluation, undecided};
 
+use crate::audit::{kind, AuditLog, Event};
 use crate::cache::BoundedCache;
 use crate::error::Result;
 use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
@@ -64,6 +65,8 @@ pub struct Engine {
     pub(crate) base_contexts: BoundedCache<String, CachedBaseContext>,
     /// The entities of a principal without roles: none, built once.
     pub(crate) no_entities: cedar_policy::Entities,
+    /// Where every decision and change is recorded; `None`: nowhere.
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come
@@ -127,17 +130,39 @@ impl Engine {
         self.bundle.load_full()
     }
 
-    /// Puts `bundle` in force atomically; calls in flight finish on the old one.
-    pub fn swap_bundle(&self, bundle: Bundle) {
+    /// Puts `bundle` in force atomically; calls in flight finish on the old one. The swap is
+    /// recorded first: when the audit log fails, the old bundle stays in force.
+    pub fn swap_bundle(&self, bundle: Bundle) -> Result<()> {
+        let previous = self.policy_version();
+        self.record(|| {
+            Event::new(kind::BUNDLE_LOADED, self.clock.now_millis())
+                .with("policy_version", bundle.policy_version())
+                .with("previous_version", previous.as_str())
+                .with("tools", bundle.tools().map(serde_json::Value::from).collect::<Vec<_>>())
+        })?;
         self.bundle.store(Arc::new(bundle));
+        Ok(())
     }
 
     /// Loads a bundle directory and swaps it in; on any error the old bundle stays in force.
     pub fn reload_bundle(&self, dir: impl AsRef<Path>) -> Result<String> {
         let bundle = Bundle::from_dir(dir)?;
         let version = bundle.policy_version().to_owned();
-        self.swap_bundle(bundle);
+        self.swap_bundle(bundle)?;
         Ok(version)
+    }
+
+    /// The audit log, when the engine keeps one.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// Appends the event `event` builds to the audit log (durably), when there is one.
+    pub(crate) fn record(&self, event: impl FnOnce() -> Event) -> Result<()> {
+        match &self.audit {
+            Some(log) => log.append(event()).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// The engine's clock.
@@ -147,7 +172,13 @@ impl Engine {
 
     /// Replaces the JWK Set of an external issuer (the refresh hook for hosts that fetch it).
     pub fn update_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
-        self.verifier.update_jwks(issuer, jwks_json)
+        self.verifier.update_jwks(issuer, jwks_json)?;
+        self.record(|| {
+            Event::new(kind::ADMIN, self.clock.now_millis())
+                .with("action", "update_jwks")
+                .with("issuer", issuer)
+                .with("jwks_digest", crate::identity::digest(jwks_json))
+        })
     }
 
     /// Verifies a credential chain (root first) now.
@@ -162,7 +193,8 @@ impl Engine {
 
     /// Ends a task: every credential of the task is refused from now on.
     pub fn end_task(&self, task_id: &str) -> Result<()> {
-        self.store.end_task(task_id, self.clock.now_secs())
+        self.store.end_task(task_id, self.clock.now_secs())?;
+        self.record(|| Event::new(kind::TASK_ENDED, self.clock.now_millis()).with("task_id", task_id))
     }
 }
 

@@ -13,17 +13,18 @@ use cedar_policy::{EntityId, EntityUid};
 use serde_json::Value as Json;
 use smol_str::SmolStr;
 
-use super::decision::{Decision, Outcome};
+use super::decision::{Decision, Outcome, Reason};
 use super::request::AuthorizationRequest;
 use super::verdict::{apply_evaluation, breakable, deny, lift_forbids, lifts_forbids, redacted_by_permits, undecided};
 use super::{Engine, MAX_ATTEMPTS};
 use crate::approval::OverrideClaims;
+use crate::audit::{decision_event, AuditLog, DecidedCall};
 use crate::budget::Reservation;
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
 use crate::policy::eval::{principal_entities, CallContext, PreparedRequest};
-use crate::policy::{lookup, Bundle, ToolEntry};
+use crate::policy::{lookup, redact, Bundle, ToolEntry};
 use crate::state::{Commit, CommitOutcome, LedgerEntry, TaskState};
 
 /// A call whose caller, scope, proof and override token verified: what the stateful stages
@@ -44,6 +45,8 @@ pub(crate) struct VerifiedCall<'r> {
     /// The budgets an approval must also lift: the call would exceed them (`on_exceed:
     /// approval`).
     pub budget_over: Vec<String>,
+    /// The shadow policies that would have blocked the call.
+    pub shadow: Vec<String>,
 }
 
 impl VerifiedCall<'_> {
@@ -71,23 +74,74 @@ impl Engine {
         let bundle = self.bundle.load_full();
         let now = self.clock.now_secs();
         let mut decision = undecided(self.next_decision_id(), &bundle);
-        match self.decide(&bundle, request, now, &mut decision) {
-            Ok(()) => Ok(decision),
-            Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => Err(e),
-            Err(e) => Ok(deny(decision, e)),
+        let mut call = None;
+        let decision = match self.decide(&bundle, request, now, &mut decision, &mut call) {
+            Ok(()) => decision,
+            Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => return Err(e),
+            Err(e) => deny(decision, e),
+        };
+        Ok(match &self.audit {
+            Some(log) => self.record_decision(log, &bundle, request, call, decision),
+            None => decision,
+        })
+    }
+
+    /// Records the decision; a permitting one (or one that opened an approval) whose record
+    /// cannot be made durable becomes a deny. What was committed stays committed: state only
+    /// tightens, and the call does not run.
+    fn record_decision(
+        &self,
+        log: &AuditLog,
+        bundle: &Bundle,
+        request: &AuthorizationRequest,
+        call: Option<VerifiedCall<'_>>,
+        decision: Decision,
+    ) -> Decision {
+        let (chain, digest, shadow) = match call {
+            Some(c) => (Some(c.chain), c.digest, c.shadow),
+            None => (None, None, Vec::new()),
+        };
+        let digest = digest.or_else(|| call_digest(&request.tool, &request.args).ok());
+        // Arguments are recorded with every redaction any of the tool's policies names; a tool
+        // the bundle does not know has none named, so only the digest is kept.
+        let args = bundle.tool(&request.tool).map_or(Json::Null, |tool| {
+            let mut args = request.args.clone();
+            redact(&mut args, &tool.audit_redactions.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            args
+        });
+        let sealed = log.seal_key().map(|(key, random)| key.seal(&request.args, &decision.decision_id, random)).transpose();
+        let appended = sealed.and_then(|sealed_args| {
+            let call = DecidedCall { request, chain: chain.as_deref(), digest, args, sealed_args, shadow_policies: shadow };
+            log.append(decision_event(call, &decision, self.clock.now_millis()))
+        });
+        match appended {
+            Ok(_) => decision,
+            Err(e) if decision.outcome == Outcome::Deny => {
+                let mut decision = decision;
+                decision.reasons.push(Reason::from_error(&e));
+                decision
+            }
+            Err(e) => deny(decision, e),
         }
     }
 
-    fn decide(&self, bundle: &Bundle, request: &AuthorizationRequest, now: i64, decision: &mut Decision) -> Result<()> {
-        let mut call = self.verify_call(bundle, request, now)?;
+    fn decide<'r>(
+        &self,
+        bundle: &Bundle,
+        request: &'r AuthorizationRequest,
+        now: i64,
+        decision: &mut Decision,
+        slot: &mut Option<VerifiedCall<'r>>,
+    ) -> Result<()> {
+        let call = slot.insert(self.verify_call(bundle, request, now)?);
         for _ in 0..MAX_ATTEMPTS {
             let state = self.task_state(&call.chain)?;
-            let reservations = self.evaluate(bundle, &mut call, &state, now, decision)?;
+            let reservations = self.evaluate(bundle, call, &state, now, decision)?;
             match decision.outcome {
                 Outcome::Deny => return Ok(()),
-                Outcome::ApprovalNeeded => return self.open_approval(bundle, &mut call, decision),
+                Outcome::ApprovalNeeded => return self.open_approval(bundle, call, decision),
                 Outcome::Allow | Outcome::Sanitize => {
-                    if self.commit(&call, &state, reservations, decision, now)? {
+                    if self.commit(call, &state, reservations, decision, now)? {
                         return Ok(());
                     }
                 }
@@ -124,6 +178,7 @@ impl Engine {
             approval: None,
             display_args: None,
             budget_over: Vec::new(),
+            shadow: Vec::new(),
         };
         match (&request.proof, call.tool.proof_required) {
             (None, true) => {
@@ -186,8 +241,9 @@ impl Engine {
         });
         let context = (base, CallContext { args: &request.args, now, approval: None });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
-        let (eval, would_block) = bundle.evaluate(&tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
-        decision.would_block = would_block;
+        let (eval, shadow) = bundle.evaluate(&tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
+        decision.would_block = !shadow.is_empty();
+        call.shadow = shadow;
         decision.reasons.clear();
         decision.sanitized_args = None;
         apply_evaluation(bundle, &eval, &request.tool, &request.args, decision);

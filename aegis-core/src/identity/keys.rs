@@ -188,6 +188,11 @@ impl KeyPair {
         self.public.kid()
     }
 
+    /// The 32-byte seed (a secret; zeroized when dropped).
+    pub(crate) fn seed_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.secret.to_bytes())
+    }
+
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.secret.sign(message).to_bytes()
     }

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditLog, LogKey, SealKey};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::identity::{ExternalIssuer, Jwk, KeyPair, PublicKey};
 use crate::json::from_str_strict;
 use crate::policy::{Bundle, BundleSources};
@@ -124,6 +127,62 @@ pub struct EngineConfig {
     /// The longest break-glass grant, in seconds.
     #[serde(default)]
     pub max_break_glass_secs: Option<i64>,
+    /// The audit log (default: none).
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+}
+
+/// Where and how the engine records what it decides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log's directory (created if absent).
+    pub dir: String,
+    /// A file holding the log's signed-note private key (`PRIVATE+KEY+<name>+<id>+<key>`, as
+    /// `aegis audit keygen` writes it). Keep it outside the log's directory.
+    #[serde(default)]
+    pub signing_key_file: Option<String>,
+    /// The private key itself (prefer `signing_key_file`).
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// A directory every checkpoint is also written to as a new file.
+    #[serde(default)]
+    pub export_checkpoints_to: Option<String>,
+    /// Sign a checkpoint after this many records (default 1000; 0: only when asked).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// A 32-byte key, hex, that seals each decision's raw arguments for replay (default: raw
+    /// arguments are not kept).
+    #[serde(default)]
+    pub seal_key_hex: Option<String>,
+}
+
+impl AuditConfig {
+    /// Opens the log.
+    pub fn open(&self) -> Result<AuditLog> {
+        let skey = match (&self.signing_key, &self.signing_key_file) {
+            (Some(k), None) => Zeroizing::new(k.clone()),
+            (None, Some(path)) => Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Error::new(ErrorCode::InvalidKey, format!("cannot read `{path}`: {e}")))?,
+            ),
+            _ => return Err(Error::malformed_request("`audit` needs exactly one of `signing_key` and `signing_key_file`")),
+        };
+        let mut builder = AuditLog::builder(&self.dir, LogKey::from_signer_key(&skey)?);
+        if let Some(dir) = &self.export_checkpoints_to {
+            builder = builder.export_checkpoints_to(dir);
+        }
+        if let Some(n) = self.checkpoint_every {
+            builder = builder.checkpoint_every(n);
+        }
+        if let Some(hex_key) = &self.seal_key_hex {
+            let key = Zeroizing::new(
+                hex::decode(hex_key).map_err(|_| Error::new(ErrorCode::InvalidKey, "`seal_key_hex` is not hex"))?,
+            );
+            builder = builder.seal_raw_args(SealKey::new(&key)?);
+        }
+        builder.open()
+    }
 }
 
 /// A store, as a URL or as a [`StoreConfig`] object.
@@ -253,6 +312,9 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
     }
     if let Some(secs) = config.max_break_glass_secs {
         builder = builder.max_break_glass_secs(secs);
+    }
+    if let Some(audit) = &config.audit {
+        builder = builder.audit_log(Arc::new(audit.open()?));
     }
     if let Some(notify) = notifier {
         builder = builder.notifier(Arc::new(move |pending: &PendingApproval| {

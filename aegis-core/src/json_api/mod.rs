@@ -19,6 +19,7 @@ pub use config::{
 };
 pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
 
+use crate::audit::{read_log, LogKey, LogVerifier};
 use crate::break_glass::BreakGlassRequest;
 use crate::engine::{AuthorizationRequest, Decision, Engine};
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
@@ -58,6 +59,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("reload_bundle", true, "{bundle_dir} -> {policy_version}"),
     op("update_jwks", true, "{issuer, jwks} -> null: replaces an external issuer's key set (the refresh hook)"),
     op("policy_version", true, "{} -> {policy_version}"),
+    op("audit_checkpoint", true, "{} -> {origin, size, root, note}: signs and exports a checkpoint of the audit log"),
     op("time_authorize", true, "{request, iterations} -> mean seconds per decision (benchmarks)"),
     op("generate_key", false, "{seed_hex?} -> private JWK"),
     op("public_jwk", false, "JWK -> public JWK"),
@@ -68,6 +70,12 @@ pub const OPERATIONS: &[Operation] = &[
         "verify_signature",
         false,
         "{public_key_hex, message_hex, signature_hex} -> {valid, key_error?}: the strict Ed25519 check",
+    ),
+    op("audit_keygen", false, "{name, seed_hex?} -> {signer_key, verifier_key}: a log key (signed-note encoding)"),
+    op(
+        "audit_verify",
+        false,
+        "{dir, verifier_key?, trusted_checkpoints?} -> LogReport: checks a log and names its first bad record",
     ),
     op("call_digest", false, "{tool, args} -> digest (string)"),
     op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
@@ -119,6 +127,26 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
             engine()?.update_jwks(&r.issuer, &r.jwks.to_string()).and_then(|()| to_json(&Value::Null))
         }
         "policy_version" => no_input(input).and_then(|()| to_json(&PolicyVersion { policy_version: engine()?.policy_version() })),
+        "audit_checkpoint" => no_input(input).and_then(|()| {
+            let log = engine()?
+                .audit_log()
+                .ok_or_else(|| Error::new(ErrorCode::AuditUnavailable, "this engine keeps no audit log"))?;
+            to_json(&log.checkpoint()?.to_json())
+        }),
+        "audit_keygen" => {
+            let r: AuditKeygen = parse(input)?;
+            let key = match r.seed_hex {
+                Some(hex) => LogKey::new(&r.name, KeyPair::from_seed(&decode_seed(&hex)?)?)?,
+                None => LogKey::generate(&r.name, &OsRandom)?,
+            };
+            to_json(&serde_json::json!({"signer_key": key.to_signer_key().as_str(), "verifier_key": key.verifier_key()}))
+        }
+        "audit_verify" => {
+            let r: AuditVerify = parse(input)?;
+            let key = r.verifier_key.as_deref().map(LogVerifier::new).transpose()?;
+            let log = read_log(std::path::Path::new(&r.dir), key.as_ref(), &r.trusted_checkpoints)?;
+            to_json(&log.report.to_json())
+        }
         "time_authorize" => {
             let r: TimeAuthorize = parse(input)?;
             to_json(&time_authorize(engine()?, &r.request, r.iterations)?)
@@ -262,6 +290,24 @@ struct PolicyVersion {
 struct TimeAuthorize {
     request: AuthorizationRequest,
     iterations: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditKeygen {
+    name: String,
+    #[serde(default)]
+    seed_hex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditVerify {
+    dir: String,
+    #[serde(default)]
+    verifier_key: Option<String>,
+    #[serde(default)]
+    trusted_checkpoints: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -91,6 +91,8 @@ pub(crate) struct ToolEntry {
     pub proof_required: bool,
     /// The declared type of `context.args`, checked before every evaluation.
     pub args_type: Option<ArgsType>,
+    /// Every `@sanitize` path of the tool's policies: what its audit records redact.
+    pub audit_redactions: Vec<Vec<String>>,
     pub budgets: Vec<CompiledBudget>,
 }
 
@@ -197,6 +199,12 @@ impl Bundle {
                     .collect(),
                 proof_required: manifest.proof_required.iter().any(|t| t == "*" || t == &tool),
                 args_type: ArgsType::of_action(&schema_json, &tool),
+                audit_redactions: enforced
+                    .for_action(action)
+                    .policies()
+                    .filter_map(|p| meta.get(p.id()))
+                    .flat_map(|m| m.sanitize.iter().cloned())
+                    .collect(),
                 budgets: manifest
                     .budgets
                     .iter()
@@ -262,10 +270,11 @@ impl Bundle {
     /// Shadow forbids ride along as permits: when the enforced policies deny, Cedar reports
     /// only forbids and the shadow result is moot (`would_block` is false); when they allow,
     /// a satisfied shadow "permit" is a shadow forbid that would have blocked the call.
-    pub(crate) fn evaluate(&self, tool: &ToolEntry, request: PreparedRequest, entities: &Entities) -> (Evaluation, bool) {
+    pub(crate) fn evaluate(&self, tool: &ToolEntry, request: PreparedRequest, entities: &Entities) -> (Evaluation, Vec<String>) {
         let mut eval = tool.policies.evaluate(request, entities);
         let shadow = |id: &PolicyId| self.meta.get(id).is_some_and(|m| m.shadow);
-        let would_block = eval.determining.iter().any(shadow) || eval.erroring.iter().any(|(id, _)| shadow(id));
+        let fired = eval.determining.iter().chain(eval.erroring.iter().map(|(id, _)| id));
+        let would_block: Vec<String> = fired.filter(|id| shadow(id)).map(ToString::to_string).collect();
         eval.determining.retain(|id| !shadow(id));
         eval.erroring.retain(|(id, _)| !shadow(id));
         eval.permits_under_forbids.retain(|id| !shadow(id));

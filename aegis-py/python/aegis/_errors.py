@@ -190,6 +190,18 @@ class StoreUnavailable(AegisError):
     code = "store_unavailable"
 
 
+class AuditUnavailable(AegisError):
+    """The audit log could not make the record durable; Aegis denies rather than allow a"""
+
+    code = "audit_unavailable"
+
+
+class AuditInvalid(AegisError):
+    """An audit log, checkpoint or proof does not verify."""
+
+    code = "audit_invalid"
+
+
 class TaskEnded(AegisError):
     """The task has ended; its credentials are revoked."""
 
@@ -320,6 +332,8 @@ ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "proof_invalid": ProofInvalid,
     "proof_replayed": ProofReplayed,
     "store_unavailable": StoreUnavailable,
+    "audit_unavailable": AuditUnavailable,
+    "audit_invalid": AuditInvalid,
     "task_ended": TaskEnded,
     "budget_exceeded": BudgetExceeded,
     "budget_amount_invalid": BudgetAmountInvalid,
