@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use aegis_sod::audit::{AuditLog, LogKey};
 use aegis_sod::{
     delegate, issue_root, slack_message, ApprovalResolution, AuthorizationRequest, Bundle, Clock, CredentialSpec, Decision,
     Engine, KeyPair, Outcome, PendingApproval, SystemClock,
@@ -21,6 +22,16 @@ pub struct DemoArgs {
     /// The payments bundle directory (default: the repository's `policies/payments`).
     #[arg(long)]
     bundle: Option<PathBuf>,
+    /// Record every step in an audit log in this directory (signed with the demo's log key),
+    /// then verify it.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+}
+
+/// The demo's audit log: a fixed demo key, so that reruns append to the same log.
+fn demo_audit_log(dir: &std::path::Path) -> Result<Arc<AuditLog>, String> {
+    let key = LogKey::new("aegis.demo/payments", KeyPair::from_seed(&[8; 32]).map_err(show)?).map_err(show)?;
+    Ok(Arc::new(AuditLog::builder(dir, key).open().map_err(show)?))
 }
 
 const ISSUER: &str = "https://issuer.aegis.example";
@@ -37,7 +48,12 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let key = |n: u8| KeyPair::from_seed(&[n; 32]).map_err(show);
     let (issuer, planner, finance) = (key(1)?, key(2)?, key(3)?);
     let approver = key(4)?;
-    let engine = Engine::builder()
+    let audit = args.audit_log.as_deref().map(demo_audit_log).transpose()?;
+    let mut builder = Engine::builder();
+    if let Some(log) = &audit {
+        builder = builder.audit_log(log.clone());
+    }
+    let engine = builder
         .bundle(bundle)
         .trust_issuer(ISSUER, issuer.public_key().clone())
         .notifier(Arc::new(|p: &PendingApproval| {
@@ -182,6 +198,15 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
 
     if failures.get() > 0 {
         return Err(format!("{} step(s) did not decide as expected", failures.get()));
+    }
+    if let (Some(log), Some(dir)) = (&audit, &args.audit_log) {
+        let cp = log.checkpoint().map_err(show)?;
+        let report = aegis_sod::audit::read_log(dir, None, &[]).map_err(show)?.report;
+        println!("audit log `{}`: {} records, checkpoint signed by `{}`", dir.display(), cp.size, log.verifier_key());
+        match &report.first_bad {
+            None => println!("   verified: every record links, and the signed checkpoint matches the Merkle root\n"),
+            Some(b) => return Err(format!("the audit log fails verification at record {}: {}", b.seq, b.why)),
+        }
     }
     println!("all steps decided as expected");
     Ok(())

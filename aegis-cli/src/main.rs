@@ -3,6 +3,7 @@
 //! A thin shell over the core: every subcommand is one file, and each calls the core's JSON
 //! operation table or its typed API.
 
+mod audit;
 mod authorize;
 mod demo;
 mod exec;
@@ -37,6 +38,9 @@ enum Command {
     Token(token::TokenCommand),
     /// Decide on one request (the JSON of an authorization request).
     Authorize(authorize::AuthorizeArgs),
+    /// Check, prove, read and export audit logs.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Run a batch of engine operations on a (shared) store, one JSON line per step.
     Exec(exec::ExecArgs),
 }
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Token(command) => token::run(command),
         Command::Authorize(args) => authorize::run(&args),
         Command::Exec(args) => exec::run(&args),
+        Command::Audit(command) => audit::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

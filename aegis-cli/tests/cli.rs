@@ -178,3 +178,58 @@ fn unknown_flags_and_bad_values_are_errors_with_a_usage_line() {
     let seed = "07".repeat(32);
     assert_eq!(aegis(&["keys", "generate", "--seed", &seed]).1, aegis(&["keys", "generate", "--seed", &seed]).1);
 }
+
+#[test]
+fn the_demo_writes_an_audit_log_that_verifies_and_every_audit_command_checks_it() {
+    let dir = std::env::temp_dir().join(format!("aegis-cli-audit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = dir.join("log");
+    let log_arg = log.to_str().unwrap();
+    let (ok, out, err) = aegis(&["demo", "--audit-log", log_arg]);
+    assert!(ok, "{err}\n{out}");
+    assert!(out.contains("verified: every record links"), "{out}");
+    let vkey = std::fs::read_to_string(log.join("log.pub")).unwrap().trim().to_owned();
+    let (ok, out, err) = aegis(&["audit", "verify", log_arg, "--key", &vkey]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    let trusted = dir.join("trusted.checkpoint");
+    std::fs::copy(log.join("checkpoint"), &trusted).unwrap();
+
+    let (ok, out, err) = aegis(&["audit", "inclusion", log_arg, "--seq", "3"]);
+    assert!(ok, "{err}");
+    let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(proof["verified"], true);
+    assert!(!proof["proof"].as_array().unwrap().is_empty());
+    let (ok, out, _) = aegis(&["audit", "tail", log_arg, "-n", "3"]);
+    assert!(ok && out.contains("task.ended") && out.contains("task_ended"), "{out}");
+    let (ok, out, _) = aegis(&["audit", "export", log_arg]);
+    assert!(ok);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events.len() > 10 && events.iter().all(|e| e["specversion"] == "1.0"));
+
+    // A second run extends the log; the earlier checkpoint is consistent with the new one.
+    let (ok, _, err) = aegis(&["demo", "--audit-log", log_arg]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = aegis(&["audit", "consistency", log_arg, "--old", trusted.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["verified"], true);
+
+    // An edited record: non-zero, naming it.
+    let segment = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .unwrap();
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let denied = lines.iter().position(|l| l.contains(r#""outcome":"deny""#)).unwrap();
+    lines[denied] = lines[denied].replace(r#""outcome":"deny""#, r#""outcome":"allow""#);
+    std::fs::write(&segment, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (ok, out, err) = aegis(&["audit", "verify", log_arg, "--checkpoint", trusted.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(err.contains(&format!("first bad record {denied}")), "{err}");
+
+    // Truncated: the last two records deleted.
+    std::fs::write(&segment, text.lines().take(text.lines().count() - 2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (ok, _, err) = aegis(&["audit", "verify", log_arg]);
+    assert!(!ok && err.contains("removed"), "{err}");
+}

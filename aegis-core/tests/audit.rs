@@ -466,14 +466,10 @@ fn merkle_proofs_agree_with_transparency_dev_known_answers() {
             let want_err = case["wantErr"].as_bool().unwrap_or(false);
             let result = if family == "inclusion" {
                 match (proof(&case["proof"]), hash(&case["leafHash"]), hash(&case["root"])) {
-                    (Some(p), Some(leaf), Some(root)) => verify_inclusion(
-                        &p,
-                        case["leafIdx"].as_u64().unwrap(),
-                        case["treeSize"].as_u64().unwrap(),
-                        leaf,
-                        root,
-                    )
-                    .is_ok(),
+                    (Some(p), Some(leaf), Some(root)) => {
+                        verify_inclusion(&p, case["leafIdx"].as_u64().unwrap(), case["treeSize"].as_u64().unwrap(), leaf, root)
+                            .is_ok()
+                    }
                     _ => false,
                 }
             } else {

@@ -61,7 +61,8 @@ impl LogKey {
     pub fn from_signer_key(skey: &str) -> Result<Self> {
         let bad = || Error::new(ErrorCode::InvalidKey, "not a signed-note private key `PRIVATE+KEY+<name>+<id>+<key>`");
         let rest = skey.trim().strip_prefix("PRIVATE+KEY+").ok_or_else(bad)?;
-        let mut parts = rest.split('+');
+        // The key's base64 may itself hold `+`: the name and id end at the first two.
+        let mut parts = rest.splitn(3, '+');
         let (name, id, key) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(n), Some(i), Some(k), None) => (n, i, k),
             _ => return Err(bad()),
@@ -127,7 +128,8 @@ impl LogVerifier {
     /// Parses a verifier key `name+id+base64` (the key id must match the key).
     pub fn new(vkey: &str) -> Result<Self> {
         let bad = || Error::new(ErrorCode::InvalidKey, format!("`{}` is not a signed-note verifier key", vkey.trim()));
-        let mut parts = vkey.trim().split('+');
+        // The key's base64 may itself hold `+`: the name and id end at the first two.
+        let mut parts = vkey.trim().splitn(3, '+');
         let (name, id, key) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(n), Some(i), Some(k), None) => (n, i, k),
             _ => return Err(bad()),

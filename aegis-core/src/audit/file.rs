@@ -96,7 +96,10 @@ pub(crate) fn scan(dir: &Path, keep_records: bool) -> Result<Scan> {
                 continue;
             }
             let parsed = if whole { AuditRecord::parse(line) } else { Err("the record is torn: it has no end of line".into()) };
-            match parsed.map_err(|why| (position, format!("record {position}: {why}"))).and_then(|record| check_link(&record, position, &scan.last_leaf).map(|()| record)) {
+            match parsed
+                .map_err(|why| (position, format!("record {position}: {why}")))
+                .and_then(|record| check_link(&record, position, &scan.last_leaf).map(|()| record))
+            {
                 Ok(record) => {
                     scan.last_leaf = scan.tree.push(line)?.0;
                     if keep_records {
@@ -109,13 +112,11 @@ pub(crate) fn scan(dir: &Path, keep_records: bool) -> Result<Scan> {
                     // parses but does not link, or anything followed by a whole record, is not
                     // a crash.
                     let unparsable = !whole || AuditRecord::parse(line).is_err();
-                    let record_follows = lines.clone().any(|c| c.ends_with(b"\n") && AuditRecord::parse(&c[..c.len() - 1]).is_ok());
+                    let record_follows =
+                        lines.clone().any(|c| c.ends_with(b"\n") && AuditRecord::parse(&c[..c.len() - 1]).is_ok());
                     if last_segment && unparsable && !record_follows {
-                        scan.torn = Some(TornTail {
-                            segment: path.clone(),
-                            keep: offset as u64,
-                            dropped: (bytes.len() - offset) as u64,
-                        });
+                        scan.torn =
+                            Some(TornTail { segment: path.clone(), keep: offset as u64, dropped: (bytes.len() - offset) as u64 });
                         break;
                     }
                     scan.bad = Some(BadRecord { seq: at, why });
@@ -174,7 +175,8 @@ impl Segments {
             ));
         }
         if let Some(torn) = &scan.torn {
-            let file = OpenOptions::new().write(true).open(&torn.segment).map_err(|e| io_error("cannot open", &torn.segment, &e))?;
+            let file =
+                OpenOptions::new().write(true).open(&torn.segment).map_err(|e| io_error("cannot open", &torn.segment, &e))?;
             file.set_len(torn.keep).and_then(|()| file.sync_all()).map_err(|e| io_error("cannot repair", &torn.segment, &e))?;
         }
         let (path, len) = match &scan.tail {
@@ -231,7 +233,8 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Resul
 /// keeps every checkpoint).
 pub(crate) fn write_new(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     let path = dir.join(name);
-    let mut file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_error("cannot create", &path, &e))?;
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_error("cannot create", &path, &e))?;
     file.write_all(contents).and_then(|()| file.sync_all()).map_err(|e| io_error("cannot write", &path, &e))?;
     sync_dir(dir)
 }

@@ -88,7 +88,13 @@ pub fn verify_inclusion(proof: &[[u8; 32]], index: u64, size: u64, leaf: [u8; 32
 
 /// Checks that `proof` shows the tree of `old_size` records with root `old_root` is a prefix
 /// of the tree of `new_size` records with root `new_root`.
-pub fn verify_consistency(proof: &[[u8; 32]], old_size: u64, old_root: [u8; 32], new_size: u64, new_root: [u8; 32]) -> Result<()> {
+pub fn verify_consistency(
+    proof: &[[u8; 32]],
+    old_size: u64,
+    old_root: [u8; 32],
+    new_size: u64,
+    new_root: [u8; 32],
+) -> Result<()> {
     let proof: Vec<Hash> = proof.iter().map(|h| Hash(*h)).collect();
     tlog::check_tree(&proof, new_size, Hash(new_root), old_size, Hash(old_root))
         .map_err(|e| proof_error(&format!("the tree of {old_size} records is not a prefix of the tree of {new_size}"), e))

@@ -30,8 +30,8 @@ pub use checkpoint::{verify_checkpoint, LogKey, LogVerifier, SignedCheckpoint};
 pub use export::{cloud_event, rfc3339, EVENT_TYPE_PREFIX};
 pub use file::BadRecord;
 pub use merkle::{leaf_hash, verify_consistency, verify_inclusion};
-pub use record::{kind, AuditRecord, Event};
 pub(crate) use record::{approval as approval_event, break_glass as break_glass_event, decision as decision_event, DecidedCall};
+pub use record::{kind, AuditRecord, Event};
 pub use seal::SealKey;
 pub use verify::{read_log, LogReport, ReadLog};
 
@@ -128,9 +128,11 @@ impl AuditLogBuilder {
             Ok(_) => {}
             Err(_) => file::write_atomically(&self.dir, VERIFIER_KEY_FILE, format!("{vkey}\n").as_bytes())?,
         }
+        let mut checkpointed = 0;
         if let Ok(note) = std::fs::read_to_string(self.dir.join(CHECKPOINT_FILE)) {
             let verifier = LogVerifier::new(&vkey)?;
             let cp = verify_checkpoint(&note, &verifier)?;
+            checkpointed = cp.size;
             if cp.size > scan.tree.size() || scan.tree.root(cp.size)?.0 != cp.root {
                 return Err(Error::new(
                     ErrorCode::AuditInvalid,
@@ -153,7 +155,8 @@ impl AuditLogBuilder {
                 durable: size,
                 flushing: false,
                 failed: None,
-                checkpointed: size,
+                // Records a crash left past the last checkpoint get one when the log closes.
+                checkpointed,
                 batches: 0,
             }),
             flushed: Condvar::new(),

@@ -51,7 +51,8 @@ impl SealKey {
         if sealed.get("alg").and_then(Json::as_str) != Some(ALG) {
             return Err(bad("unknown algorithm"));
         }
-        let field = |name: &str| sealed.get(name).and_then(Json::as_str).and_then(super::b64_decode).ok_or_else(|| bad("malformed"));
+        let field =
+            |name: &str| sealed.get(name).and_then(Json::as_str).and_then(super::b64_decode).ok_or_else(|| bad("malformed"));
         let nonce = field("nonce")?;
         if nonce.len() != 24 {
             return Err(bad("malformed nonce"));

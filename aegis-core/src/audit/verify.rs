@@ -103,7 +103,10 @@ pub fn read_log(dir: &Path, key: Option<&LogVerifier>, trusted: &[String]) -> Re
         key_from_log,
     };
     if let Some(torn) = &scan.torn {
-        report.fail(scan.tree.size(), format!("record {} is torn: {} bytes after the last whole record", scan.tree.size(), torn.dropped));
+        report.fail(
+            scan.tree.size(),
+            format!("record {} is torn: {} bytes after the last whole record", scan.tree.size(), torn.dropped),
+        );
     }
     let mut checkpoints = Vec::new();
     match std::fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
@@ -125,12 +128,18 @@ pub fn read_log(dir: &Path, key: Option<&LogVerifier>, trusted: &[String]) -> Re
     for (which, cp) in checkpoints {
         let held = scan.tree.size();
         if cp.size > held {
-            report.fail(held, format!("{which} commits to {} records; the log holds {held}: records from {held} were removed", cp.size));
+            report.fail(
+                held,
+                format!("{which} commits to {} records; the log holds {held}: records from {held} were removed", cp.size),
+            );
         } else if cp.size > 0 && scan.tree.root(cp.size)?.0 != cp.root {
             let last = cp.size - 1;
             report.fail(
                 last,
-                format!("the first {} records do not match {which}: record {last} was edited, or the history before it rewritten", cp.size),
+                format!(
+                    "the first {} records do not match {which}: record {last} was edited, or the history before it rewritten",
+                    cp.size
+                ),
             );
         }
     }

@@ -176,9 +176,8 @@ impl AuditConfig {
             builder = builder.checkpoint_every(n);
         }
         if let Some(hex_key) = &self.seal_key_hex {
-            let key = Zeroizing::new(
-                hex::decode(hex_key).map_err(|_| Error::new(ErrorCode::InvalidKey, "`seal_key_hex` is not hex"))?,
-            );
+            let key =
+                Zeroizing::new(hex::decode(hex_key).map_err(|_| Error::new(ErrorCode::InvalidKey, "`seal_key_hex` is not hex"))?);
             builder = builder.seal_raw_args(SealKey::new(&key)?);
         }
         builder.open()

@@ -128,9 +128,8 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
         }
         "policy_version" => no_input(input).and_then(|()| to_json(&PolicyVersion { policy_version: engine()?.policy_version() })),
         "audit_checkpoint" => no_input(input).and_then(|()| {
-            let log = engine()?
-                .audit_log()
-                .ok_or_else(|| Error::new(ErrorCode::AuditUnavailable, "this engine keeps no audit log"))?;
+            let log =
+                engine()?.audit_log().ok_or_else(|| Error::new(ErrorCode::AuditUnavailable, "this engine keeps no audit log"))?;
             to_json(&log.checkpoint()?.to_json())
         }),
         "audit_keygen" => {
