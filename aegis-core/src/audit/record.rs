@@ -146,6 +146,10 @@ pub(crate) struct DecidedCall<'a> {
     pub sealed_args: Option<Json>,
     /// Shadow policies that would have blocked the call.
     pub shadow_policies: Vec<String>,
+    /// Each reason's policy `@category`, in order.
+    pub categories: Vec<Option<String>>,
+    /// What an allowed call spent: budget key and amount.
+    pub spent: Vec<(String, i64)>,
 }
 
 /// The record of a decision.
@@ -153,8 +157,13 @@ pub(crate) fn decision(call: DecidedCall<'_>, decision: &Decision, time_ms: i64)
     let reasons: Vec<Json> = decision
         .reasons
         .iter()
-        .map(|r| json!({"code": r.code.as_str(), "policy_id": r.policy_id, "message": r.message}))
+        .zip(call.categories.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(r, category)| {
+            let category = category.cloned().flatten();
+            json!({"code": r.code.as_str(), "policy_id": r.policy_id, "category": category, "message": r.message})
+        })
         .collect();
+    let spent: Vec<Json> = call.spent.iter().map(|(budget, amount)| json!({"budget": budget, "amount": amount})).collect();
     let mut policy_ids: Vec<&str> = decision.reasons.iter().filter_map(|r| r.policy_id.as_deref()).collect();
     policy_ids.dedup();
     let mut event = Event::new(kind::DECISION, time_ms)
@@ -169,6 +178,7 @@ pub(crate) fn decision(call: DecidedCall<'_>, decision: &Decision, time_ms: i64)
         .with("args", call.args)
         .with("would_block", decision.would_block)
         .with("shadow_policies", call.shadow_policies)
+        .with("spent", spent)
         .with("approval_id", decision.approval_id.clone().map_or(Json::Null, Json::from))
         .with("approval_redeemed", call.request.approval_token.is_some() && decision.permits_call())
         .with("break_glass_id", decision.break_glass_id.clone().map_or(Json::Null, Json::from));

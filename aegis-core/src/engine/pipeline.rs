@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use cedar_policy::{EntityId, EntityUid};
+use cedar_policy::{EntityId, EntityUid, PolicyId};
 use serde_json::Value as Json;
 use smol_str::SmolStr;
 
@@ -47,6 +47,8 @@ pub(crate) struct VerifiedCall<'r> {
     pub budget_over: Vec<String>,
     /// The shadow policies that would have blocked the call.
     pub shadow: Vec<String>,
+    /// What the committed call spent, budget key and amount.
+    pub spent: Vec<(String, i64)>,
 }
 
 impl VerifiedCall<'_> {
@@ -97,10 +99,16 @@ impl Engine {
         call: Option<VerifiedCall<'_>>,
         decision: Decision,
     ) -> Decision {
-        let (chain, digest, shadow) = match call {
-            Some(c) => (Some(c.chain), c.digest, c.shadow),
-            None => (None, None, Vec::new()),
+        let (chain, digest, shadow, spent) = match call {
+            Some(c) if decision.permits_call() => (Some(c.chain), c.digest, c.shadow, c.spent),
+            Some(c) => (Some(c.chain), c.digest, c.shadow, Vec::new()),
+            None => (None, None, Vec::new(), Vec::new()),
         };
+        let categories = decision
+            .reasons
+            .iter()
+            .map(|r| r.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))).and_then(|m| m.category.clone()))
+            .collect();
         let digest = digest.or_else(|| call_digest(&request.tool, &request.args).ok());
         // Arguments are recorded with every redaction any of the tool's policies names; a tool
         // the bundle does not know has none named, so only the digest is kept.
@@ -111,7 +119,16 @@ impl Engine {
         });
         let sealed = log.seal_key().map(|(key, random)| key.seal(&request.args, &decision.decision_id, random)).transpose();
         let appended = sealed.and_then(|sealed_args| {
-            let call = DecidedCall { request, chain: chain.as_deref(), digest, args, sealed_args, shadow_policies: shadow };
+            let call = DecidedCall {
+                request,
+                chain: chain.as_deref(),
+                digest,
+                args,
+                sealed_args,
+                shadow_policies: shadow,
+                categories,
+                spent,
+            };
             log.append(decision_event(call, &decision, self.clock.now_millis()))
         });
         match appended {
@@ -141,6 +158,7 @@ impl Engine {
                 Outcome::Deny => return Ok(()),
                 Outcome::ApprovalNeeded => return self.open_approval(bundle, call, decision),
                 Outcome::Allow | Outcome::Sanitize => {
+                    call.spent = reservations.iter().map(|r| (r.key.clone(), r.amount)).collect();
                     if self.commit(call, &state, reservations, decision, now)? {
                         return Ok(());
                     }
@@ -179,6 +197,7 @@ impl Engine {
             display_args: None,
             budget_over: Vec::new(),
             shadow: Vec::new(),
+            spent: Vec::new(),
         };
         match (&request.proof, call.tool.proof_required) {
             (None, true) => {

@@ -64,6 +64,8 @@ pub struct PolicyMeta {
     pub shadow: bool,
     /// `@breakable` (forbids only): an open break-glass grant lifts it.
     pub breakable: bool,
+    /// `@category`: what the policy enforces, for reports (`sod` for segregation of duties).
+    pub category: Option<String>,
 }
 
 /// A validated, indexed bundle. Immutable; swap a new one into the engine to change policy.
@@ -405,6 +407,7 @@ fn policy_meta_unplaced(policy: &Policy, id: &str, file: &str, line: usize) -> R
         sanitize,
         shadow: policy.annotation("shadow").is_some(),
         breakable: policy.annotation("breakable").is_some(),
+        category: policy.annotation("category").map(str::to_owned),
     })
 }
 
