@@ -182,6 +182,48 @@ export interface EngineOptions {
    * stored. A throw is reported as a process warning.
    */
   notifier?: (pending: PendingApproval) => void;
+  /** Turns on the tamper-evident audit log: an allow that cannot be recorded is a deny (`audit_unavailable`). */
+  audit?: AuditOptions;
+}
+
+/** Where and how the engine keeps its audit log. */
+export interface AuditOptions {
+  /** The log's directory (created if absent). */
+  dir: string;
+  /** The log's private key, as `auditKeygen` returns it (or use `signingKeyFile`). */
+  signingKey?: string;
+  /** A file holding the private key; keep it outside the log's directory. */
+  signingKeyFile?: string;
+  /** A directory every checkpoint is also written to, as a new file. */
+  exportCheckpointsTo?: string;
+  /** Sign a checkpoint after this many records (default 1000; 0: only when asked). */
+  checkpointEvery?: number;
+  /** A 32-byte key, hex, that seals each decision's raw arguments for replay. */
+  sealKeyHex?: string;
+}
+
+/** A signed checkpoint of an audit log (C2SP tlog-checkpoint in a signed note). */
+export interface Checkpoint {
+  readonly origin: string;
+  readonly size: number;
+  /** The Merkle root, base64. */
+  readonly root: string;
+  /** The whole signed note: what an auditor keeps. */
+  readonly note: string;
+}
+
+/** What checking an audit log found; `firstBad` names the first record that fails a check. */
+export interface LogReport {
+  readonly origin: string;
+  readonly intact: boolean;
+  readonly records: number;
+  readonly checkpoint: Checkpoint | null;
+  /** The sizes of the kept checkpoints the log was shown to extend. */
+  readonly trusted: readonly number[];
+  readonly firstBad: { readonly seq: number; readonly why: string } | null;
+  readonly tornBytes: number;
+  /** True when no key was pinned and the one stored beside the log was used. */
+  readonly keyFromLog: boolean;
 }
 
 /** The core's store configuration object. */
@@ -190,6 +232,8 @@ export type StoreConfig = 'memory' | { sqlite: { path: string } } | { redis: { u
 export class Engine {
   constructor(options: EngineOptions);
   readonly policyVersion: string;
+  /** Signs a checkpoint of the audit log now; an engine without a log throws `audit_unavailable`. */
+  auditCheckpoint(): Checkpoint;
   authorize(request: AuthorizationRequest): Decision;
   authorizeAsync(request: AuthorizationRequest): Promise<Decision>;
   /** The decision with the core's enforcement of it: what guards act on. */
@@ -261,6 +305,10 @@ export function inspect(token: string): { header: Record<string, unknown>; claim
 export function verifySignature(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): {
   readonly valid: boolean; readonly keyError: ErrorCode | null;
 };
+/** A new audit log key; `signerKey` is private and not enumerable. */
+export function auditKeygen(name: string, options?: { seed?: Uint8Array }): { readonly signerKey: string; readonly verifierKey: string };
+/** Checks an audit log; pin `verifierKey` and pass kept checkpoints to detect a log rewritten whole. */
+export function auditVerify(dir: string, options?: { verifierKey?: string; trustedCheckpoints?: string[] }): LogReport;
 export function createProof(options: { key: KeyPair; tool: string; args: Args; ttlSecs?: number; jti?: string; issuedAt?: number }): string;
 export function callDigest(tool: string, args: Args): string;
 export function slackMessage(pending: PendingApproval): { text: string; blocks: unknown[] };

@@ -228,6 +228,45 @@ const enforce = (decision, args) => enforcementFrom(call('enforce', { decision: 
 const jsonPointer = (json, pointer) => call('json_pointer', { json, pointer });
 const errorCodes = () => call('error_codes', {});
 const reasonCodes = () => call('reason_codes', {});
+/** A checkpoint as the core returns it: `{origin, size, root, note}`. */
+const checkpointFrom = (c) => Object.freeze({ origin: c.origin, size: c.size, root: c.root, note: c.note });
+/**
+ * A new key for the audit log named `name` (its checkpoints' origin): `signerKey` is private
+ * (keep it outside the log's directory), `verifierKey` is what an auditor pins. `seed` (32 bytes)
+ * makes it deterministic, for tests.
+ */
+function auditKeygen(name, { seed } = {}) {
+  const out = call('audit_keygen', { name, seed_hex: seed == null ? undefined : Buffer.from(seed).toString('hex') });
+  const keys = { verifierKey: out.verifier_key };
+  // Kept off enumeration so that logging the object does not print the private key.
+  Object.defineProperty(keys, 'signerKey', { value: out.signer_key, enumerable: false });
+  return Object.freeze(keys);
+}
+/**
+ * Checks the audit log in `dir` record by record. Pin the log's `verifierKey` and pass
+ * checkpoints kept elsewhere (`trustedCheckpoints`, signed notes) to detect a log rewritten whole;
+ * without a key, the one stored beside the log is used (`keyFromLog`), which proves nothing
+ * against whoever rewrote the log.
+ */
+function auditVerify(dir, { verifierKey, trustedCheckpoints = [] } = {}) {
+  const r = call('audit_verify', { dir, verifier_key: verifierKey, trusted_checkpoints: trustedCheckpoints });
+  return Object.freeze({ origin: r.origin, intact: r.intact === true, records: r.records,
+    checkpoint: r.checkpoint ? checkpointFrom(r.checkpoint) : null, trusted: Object.freeze([...r.trusted]),
+    firstBad: r.first_bad ? Object.freeze({ seq: r.first_bad.seq, why: r.first_bad.why }) : null,
+    tornBytes: r.torn_bytes ?? 0, keyFromLog: r.key_from_log === true });
+}
+const AUDIT_OPTIONS = { dir: 'dir', signingKey: 'signing_key', signingKeyFile: 'signing_key_file',
+  exportCheckpointsTo: 'export_checkpoints_to', checkpointEvery: 'checkpoint_every', sealKeyHex: 'seal_key_hex' };
+/** The audit options in the core's form; strict, like the core, so a misspelt option is refused. */
+function auditJson(options) {
+  if (options == null) return undefined;
+  const unknown = Object.keys(options).filter((k) => !(k in AUDIT_OPTIONS));
+  if (unknown.length > 0) {
+    throw new AegisError('malformed_request', `unknown audit option ${unknown.map((k) => `\`${k}\``).join(', ')}; expected ${Object.keys(AUDIT_OPTIONS).join(', ')}`);
+  }
+  return Object.fromEntries(Object.entries(options).map(([k, v]) => [AUDIT_OPTIONS[k], v]));
+}
+
 /** The core's operation table. */
 const operations = () => call('operations', {}).map((o) => ({ name: o.name, needsEngine: o.needs_engine, summary: o.summary }));
 
@@ -281,7 +320,7 @@ const EXTERNAL_ISSUER_OPTIONS = ['issuer', 'audience', 'jwks', 'algorithms', 'ro
 class Engine {
   #native;
   constructor({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
-    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier }) {
+    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit }) {
     const config = {
       bundle_dir: bundleDir,
       // Both kinds are optional here; the core refuses an engine with no issuer at all.
@@ -292,7 +331,7 @@ class Engine {
       approval_key: approvalKey ? approvalKey.privateJwk : undefined,
       audience, leeway_secs: leewaySecs, max_delegation_depth: maxDelegationDepth,
       max_credential_lifetime_secs: maxCredentialLifetimeSecs, override_ttl_secs: overrideTtlSecs,
-      max_break_glass_secs: maxBreakGlassSecs, fixed_time: fixedTime,
+      max_break_glass_secs: maxBreakGlassSecs, fixed_time: fixedTime, audit: auditJson(audit),
     };
     const notify = notifier ? nativeNotifier(notifier) : undefined;
     this.#native = mapped(() => new native.Engine(JSON.stringify(config), notify));
@@ -313,6 +352,10 @@ class Engine {
 
   get policyVersion() {
     return this.#call('policy_version').policy_version;
+  }
+  /** Signs a checkpoint of the audit log now (exported when configured); no log: `audit_unavailable`. */
+  auditCheckpoint() {
+    return checkpointFrom(this.#call('audit_checkpoint'));
   }
   authorize(request) {
     return decisionFrom(this.#call('authorize', requestBody(request)));
@@ -413,6 +456,8 @@ exports.Engine = Engine;
 exports.KeyPair = KeyPair;
 exports.VERDICT_CODES = VERDICT_CODES;
 exports.argsToRun = argsToRun;
+exports.auditKeygen = auditKeygen;
+exports.auditVerify = auditVerify;
 exports.callDigest = callDigest;
 exports.createProof = createProof;
 exports.deepFreeze = deepFreeze;

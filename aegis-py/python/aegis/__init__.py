@@ -28,6 +28,7 @@ __all__ = [
     "ApprovalRequired",
     "ApprovalResolution",
     "BreakGlassGrant",
+    "Checkpoint",
     "Decision",
     "Denied",
     "Enforced",
@@ -37,6 +38,8 @@ __all__ = [
     "ExternalIssuer",
     "KeyPair",
     "LedgerEntry",
+    "LogKeys",
+    "LogReport",
     "Operation",
     "PendingApproval",
     "REASON_CODES",
@@ -44,6 +47,8 @@ __all__ = [
     "SignatureVerdict",
     "VERDICT_CODES",
     "args_to_run",
+    "audit_keygen",
+    "audit_verify",
     "call_digest",
     "create_proof",
     "delegate",
@@ -441,6 +446,74 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> Sig
     return SignatureVerdict(bool(out["valid"]), out.get("key_error"))
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed checkpoint of an audit log (C2SP tlog-checkpoint in a signed note): the log's
+    `origin`, its `size` in records, the Merkle `root` (base64) and the whole signed `note`."""
+
+    origin: str
+    size: int
+    root: str
+    note: str
+
+    @staticmethod
+    def _from(raw: Mapping[str, Any]) -> "Checkpoint":
+        return Checkpoint(str(raw["origin"]), int(raw["size"]), str(raw["root"]), str(raw["note"]))
+
+
+@dataclass(frozen=True)
+class LogKeys:
+    """An audit log's key in signed-note encoding: `signer_key` (private: keep it outside the
+    log's directory, hand it to `Engine(audit={"signing_key_file": ...})`) and `verifier_key`
+    (public: what an auditor pins)."""
+
+    signer_key: str = field(repr=False)
+    verifier_key: str
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """What checking an audit log found. `intact` is true when every record links to the one
+    before, the Merkle root matches the latest checkpoint and that checkpoint's signature holds.
+    `trusted` lists the sizes of the kept checkpoints the log was shown to extend; `key_from_log`
+    is true when no key was pinned and the one stored beside the log was used (which proves
+    nothing against whoever rewrote the log). `first_bad_seq` and `first_bad_why` name the first
+    record that fails a check."""
+
+    origin: str
+    intact: bool
+    records: int
+    checkpoint: Optional[Checkpoint]
+    trusted: Tuple[int, ...]
+    first_bad_seq: Optional[int]
+    first_bad_why: Optional[str]
+    torn_bytes: int
+    key_from_log: bool
+
+
+def audit_keygen(name: str, *, seed: Optional[bytes] = None) -> LogKeys:
+    """A new key for the audit log named `name` (its checkpoints' origin, e.g.
+    `aegis.example/payments`); `seed` (32 bytes) makes it deterministic, for tests."""
+    out = _free("audit_keygen", {"name": name, "seed_hex": bytes(seed).hex() if seed is not None else None})
+    return LogKeys(str(out["signer_key"]), str(out["verifier_key"]))
+
+
+def audit_verify(log_dir: Union[str, "os.PathLike[str]"], *, verifier_key: Optional[str] = None,
+                 trusted_checkpoints: Sequence[str] = ()) -> LogReport:
+    """Checks the audit log in `log_dir` record by record. Pin the log's `verifier_key` and pass
+    checkpoints kept elsewhere (`trusted_checkpoints`, signed notes) to detect a log rewritten
+    whole; without a key the one stored beside the log is used (`key_from_log`)."""
+    if isinstance(trusted_checkpoints, str):
+        raise TypeError("`trusted_checkpoints` is a sequence of signed notes, not one note")
+    out = _free("audit_verify", {"dir": os.fspath(log_dir), "verifier_key": verifier_key,
+                                 "trusted_checkpoints": list(trusted_checkpoints)})
+    bad = out.get("first_bad") or {}
+    return LogReport(str(out["origin"]), bool(out["intact"]), int(out["records"]),
+                     Checkpoint._from(out["checkpoint"]) if out.get("checkpoint") else None,
+                     tuple(int(n) for n in out["trusted"]), bad.get("seq"), bad.get("why"), int(out.get("torn_bytes") or 0),
+                     bool(out["key_from_log"]))
+
+
 def call_digest(tool: str, args: Mapping[str, Any]) -> str:
     """The digest approvals and proofs bind to: SHA-256 of the RFC 8785 form of the call."""
     return str(_free("call_digest", {"tool": tool, "args": args}))
@@ -520,6 +593,7 @@ class Engine:
         max_break_glass_secs: Optional[int] = None,
         fixed_time: Optional[int] = None,
         notifier: Optional[Callable[[PendingApproval], None]] = None,
+        audit: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """`trusted_issuers` maps each issuer of Aegis root credentials (`iss`) to its Ed25519
         public key; `external_issuers` lists the issuers of external identities (OIDC ID tokens,
@@ -529,7 +603,12 @@ class Engine:
         either kind.
 
         `store` is a URL the core parses: `memory` (the default), `sqlite:PATH` or
-        `redis://...`; `redis_prefix` sets the key prefix of a Redis store."""
+        `redis://...`; `redis_prefix` sets the key prefix of a Redis store.
+
+        `audit` turns on the tamper-evident audit log, a mapping of the core's `AuditConfig`
+        members: `dir`, `signing_key_file` (or `signing_key`, from :func:`audit_keygen`), and
+        optionally `export_checkpoints_to`, `checkpoint_every`, `seal_key_hex`. With a log, an
+        allow that cannot be recorded is a deny (`audit_unavailable`)."""
         if isinstance(external_issuers, Mapping):
             raise TypeError("`external_issuers` is a sequence of issuers, not one mapping")
         config = {
@@ -544,6 +623,7 @@ class Engine:
             "override_ttl_secs": override_ttl_secs,
             "max_break_glass_secs": max_break_glass_secs,
             "fixed_time": fixed_time,
+            "audit": dict(audit) if audit is not None else None,
         }
         callback = None
         if notifier is not None:
@@ -565,6 +645,11 @@ class Engine:
     def policy_version(self) -> str:
         """The version of the bundle in force."""
         return str(self._op("policy_version", {})["policy_version"])
+
+    def audit_checkpoint(self) -> Checkpoint:
+        """Signs a checkpoint of the audit log now (and exports it when configured); an engine
+        without a log raises `AuditUnavailable`."""
+        return Checkpoint._from(self._op("audit_checkpoint", {}))
 
     def reload_bundle(self, bundle_dir: Union[str, "os.PathLike[str]"]) -> str:
         """Loads a bundle and swaps it in atomically; on error the old one stays in force."""
