@@ -132,7 +132,7 @@ pub(crate) fn scan(dir: &Path, keep_records: bool) -> Result<Scan> {
 
 /// Checks a record against its position and the record before it; `Err` names the first
 /// record that cannot be trusted.
-fn check_link(record: &AuditRecord, position: u64, prev: &[u8; 32]) -> std::result::Result<(), (u64, String)> {
+pub(crate) fn check_link(record: &AuditRecord, position: u64, prev: &[u8; 32]) -> std::result::Result<(), (u64, String)> {
     if record.seq != position {
         return Err((position, format!("record {position} holds `seq` {}: a record was deleted, inserted or moved", record.seq)));
     }

@@ -5,6 +5,7 @@
 //! - `merkle`: the RFC 6962 tree over the records, inclusion and consistency proofs;
 //! - `checkpoint`: signed tree heads (C2SP tlog-checkpoint in a C2SP signed note);
 //! - `file`: the segment files and the crash repair;
+//! - `sqlite`: the log in the SQLite store's database, written in the commit's transaction;
 //! - `verify`: reading a log back and naming the first record that cannot be trusted;
 //! - `export`: CloudEvents; `seal`: raw arguments encrypted for replay.
 //!
@@ -18,6 +19,8 @@ mod file;
 mod merkle;
 mod record;
 mod seal;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +39,9 @@ pub use seal::SealKey;
 pub use verify::{read_log, LogReport, ReadLog};
 
 use crate::error::{Error, ErrorCode, Result};
+#[cfg(feature = "sqlite")]
+use crate::state::SqliteStore;
+use crate::state::Store;
 use crate::time::{OsRandom, SecureRandom};
 use file::{Segments, CHECKPOINT_FILE, VERIFIER_KEY_FILE};
 use merkle::Tree;
@@ -52,9 +58,18 @@ pub(crate) fn b64_decode(text: &str) -> Option<Vec<u8>> {
 /// rewrite.
 pub type CheckpointExporter = Arc<dyn Fn(&SignedCheckpoint) -> Result<()> + Send + Sync>;
 
+/// Where a log keeps its records.
+enum Target {
+    /// Segment files in a directory.
+    Dir(PathBuf),
+    /// The tables of an SQLite store's database.
+    #[cfg(feature = "sqlite")]
+    Store(Arc<SqliteStore>),
+}
+
 /// Configures and opens an [`AuditLog`].
 pub struct AuditLogBuilder {
-    dir: PathBuf,
+    target: Target,
     key: LogKey,
     segment_bytes: u64,
     checkpoint_every: u64,
@@ -115,21 +130,29 @@ impl AuditLogBuilder {
     /// Opens the log: takes the directory's lock, checks every record and the last
     /// checkpoint, and cuts off a torn last record (recording that it did).
     pub fn open(self) -> Result<AuditLog> {
-        let (segments, scan) = Segments::open(&self.dir, self.segment_bytes)?;
+        let dir = match &self.target {
+            Target::Dir(dir) => dir.clone(),
+            #[cfg(feature = "sqlite")]
+            Target::Store(store) => {
+                let store = Arc::clone(store);
+                return self.open_in_store(store);
+            }
+        };
+        let (segments, scan) = Segments::open(&dir, self.segment_bytes)?;
         let vkey = self.key.verifier_key();
-        let vkey_path = self.dir.join(VERIFIER_KEY_FILE);
+        let vkey_path = dir.join(VERIFIER_KEY_FILE);
         match std::fs::read_to_string(&vkey_path) {
             Ok(existing) if existing.trim() != vkey => {
                 return Err(Error::new(
                     ErrorCode::AuditInvalid,
-                    format!("the audit log `{}` is signed by `{}`, not by this key", self.dir.display(), existing.trim()),
+                    format!("the audit log `{}` is signed by `{}`, not by this key", dir.display(), existing.trim()),
                 ))
             }
             Ok(_) => {}
-            Err(_) => file::write_atomically(&self.dir, VERIFIER_KEY_FILE, format!("{vkey}\n").as_bytes())?,
+            Err(_) => file::write_atomically(&dir, VERIFIER_KEY_FILE, format!("{vkey}\n").as_bytes())?,
         }
         let mut checkpointed = 0;
-        if let Ok(note) = std::fs::read_to_string(self.dir.join(CHECKPOINT_FILE)) {
+        if let Ok(note) = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
             let verifier = LogVerifier::new(&vkey)?;
             let cp = verify_checkpoint(&note, &verifier)?;
             checkpointed = cp.size;
@@ -138,15 +161,30 @@ impl AuditLogBuilder {
                     ErrorCode::AuditInvalid,
                     format!(
                         "the audit log `{}` no longer matches its checkpoint of {} records (it holds {})",
-                        self.dir.display(),
+                        dir.display(),
                         cp.size,
                         scan.tree.size()
                     ),
                 ));
             }
         }
+        let torn = scan.torn.clone();
+        let log = self.into_log(Sink::Files(Mutex::new(segments)), scan, checkpointed);
+        if let Some(torn) = torn {
+            let now = crate::time::SystemClock;
+            let event = Event::new(kind::AUDIT_REPAIRED, crate::time::Clock::now_millis(&now))
+                .with("dropped_bytes", torn.dropped)
+                .with("segment", torn.segment.display().to_string());
+            log.append(event)?;
+        }
+        Ok(log)
+    }
+}
+
+impl AuditLogBuilder {
+    fn into_log(self, sink: Sink, scan: file::Scan, checkpointed: u64) -> AuditLog {
         let size = scan.tree.size();
-        let log = AuditLog {
+        AuditLog {
             key: self.key,
             state: Mutex::new(LogState {
                 tree: scan.tree,
@@ -160,21 +198,60 @@ impl AuditLogBuilder {
                 batches: 0,
             }),
             flushed: Condvar::new(),
-            segments: Mutex::new(segments),
+            sink,
             checkpoint_every: self.checkpoint_every,
             exporters: self.exporters,
             seal: self.seal,
             random: self.random,
-        };
-        if let Some(torn) = scan.torn {
-            let now = crate::time::SystemClock;
-            let event = Event::new(kind::AUDIT_REPAIRED, crate::time::Clock::now_millis(&now))
-                .with("dropped_bytes", torn.dropped)
-                .with("segment", torn.segment.display().to_string());
-            log.append(event)?;
         }
-        Ok(log)
     }
+
+    /// Opens a log kept in `store`'s database: checks the key, every record and the last
+    /// checkpoint, as for a directory.
+    #[cfg(feature = "sqlite")]
+    fn open_in_store(self, store: Arc<SqliteStore>) -> Result<AuditLog> {
+        let vkey = self.key.verifier_key();
+        let at = store.path().display().to_string();
+        store.with_tx(|conn| match sqlite::meta(conn, sqlite::VERIFIER_KEY)? {
+            Some(existing) if existing.trim() != vkey => Err(Error::new(
+                ErrorCode::AuditInvalid,
+                format!("the audit log in `{at}` is signed by `{}`, not by this key", existing.trim()),
+            )),
+            Some(_) => Ok(()),
+            None => sqlite::set_meta(conn, sqlite::VERIFIER_KEY, &vkey),
+        })?;
+        let mut scan = file::Scan::default();
+        sqlite::extend_scan(&mut scan, &store.with_conn(|conn| sqlite::lines_from(conn, 0))?, false)?;
+        if let Some(bad) = &scan.bad {
+            return Err(Error::new(
+                ErrorCode::AuditInvalid,
+                format!("the audit log in `{at}` is damaged at record {}: {}", bad.seq, bad.why),
+            ));
+        }
+        let mut checkpointed = 0;
+        if let Some(note) = store.with_conn(|conn| sqlite::meta(conn, sqlite::CHECKPOINT))? {
+            let cp = verify_checkpoint(&note, &LogVerifier::new(&vkey)?)?;
+            checkpointed = cp.size;
+            if cp.size > scan.tree.size() || scan.tree.root(cp.size)?.0 != cp.root {
+                return Err(Error::new(
+                    ErrorCode::AuditInvalid,
+                    format!(
+                        "the audit log in `{at}` no longer matches its checkpoint of {} records (it holds {})",
+                        cp.size,
+                        scan.tree.size()
+                    ),
+                ));
+            }
+        }
+        Ok(self.into_log(Sink::Store(store), scan, checkpointed))
+    }
+}
+
+/// Where an open log writes.
+enum Sink {
+    Files(Mutex<Segments>),
+    #[cfg(feature = "sqlite")]
+    Store(Arc<SqliteStore>),
 }
 
 struct LogState {
@@ -198,7 +275,7 @@ pub struct AuditLog {
     key: LogKey,
     state: Mutex<LogState>,
     flushed: Condvar,
-    segments: Mutex<Segments>,
+    sink: Sink,
     checkpoint_every: u64,
     exporters: Vec<CheckpointExporter>,
     seal: Option<SealKey>,
@@ -218,8 +295,19 @@ fn unavailable(why: &str) -> Error {
 impl AuditLog {
     /// A log in `dir` (created if absent), signed with `key`.
     pub fn builder(dir: impl Into<PathBuf>, key: LogKey) -> AuditLogBuilder {
+        Self::builder_for(Target::Dir(dir.into()), key)
+    }
+
+    /// A log kept in `store`'s database, signed with `key`. An engine built on the same store
+    /// writes each allowed call's record in the transaction that commits the call.
+    #[cfg(feature = "sqlite")]
+    pub fn in_store(store: Arc<SqliteStore>, key: LogKey) -> AuditLogBuilder {
+        Self::builder_for(Target::Store(store), key)
+    }
+
+    fn builder_for(target: Target, key: LogKey) -> AuditLogBuilder {
         AuditLogBuilder {
-            dir: dir.into(),
+            target,
             key,
             segment_bytes: 64 << 20,
             checkpoint_every: 1000,
@@ -246,6 +334,9 @@ impl AuditLog {
 
     /// The number of durable records.
     pub fn size(&self) -> u64 {
+        // A log in a database may have grown in another process; when it cannot be read,
+        // the records known so far.
+        let _ = self.sync();
         self.state().durable
     }
 
@@ -255,9 +346,70 @@ impl AuditLog {
         self.state().batches
     }
 
-    /// The directory the log lives in.
+    /// The directory the log lives in (for a log in a database, the database file).
     pub fn dir(&self) -> PathBuf {
-        self.segments.lock().unwrap_or_else(PoisonError::into_inner).dir().to_owned()
+        match &self.sink {
+            Sink::Files(segments) => segments.lock().unwrap_or_else(PoisonError::into_inner).dir().to_owned(),
+            #[cfg(feature = "sqlite")]
+            Sink::Store(store) => store.path().to_owned(),
+        }
+    }
+
+    /// Whether `store` keeps this log: its records can then be written in the store's commits
+    /// ([`Store::commit_recorded`]).
+    #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
+    pub fn is_kept_by(&self, store: &Arc<dyn Store>) -> bool {
+        match &self.sink {
+            Sink::Files(_) => false,
+            #[cfg(feature = "sqlite")]
+            Sink::Store(own) => store.keeps_audit_log() && std::ptr::addr_eq(Arc::as_ptr(own), Arc::as_ptr(store)),
+        }
+    }
+
+    /// The store that keeps this log, if one does.
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        match &self.sink {
+            Sink::Files(_) => None,
+            #[cfg(feature = "sqlite")]
+            Sink::Store(store) => Some(Arc::clone(store) as Arc<dyn Store>),
+        }
+    }
+
+    /// A record was written by the store in a commit: counts toward the next checkpoint.
+    pub(crate) fn recorded_by_store(&self) {
+        let due = {
+            // Counted per process (others may write too): one checkpoint every so many of ours.
+            let mut state = self.state();
+            state.batches += 1;
+            self.checkpoint_every > 0 && state.batches.is_multiple_of(self.checkpoint_every)
+        };
+        if due {
+            let _ = self.checkpoint();
+        }
+    }
+
+    /// Reads the records other writers (the store's commits, other processes) added to a log
+    /// kept in a database, checking each one.
+    fn sync(&self) -> Result<()> {
+        #[cfg(feature = "sqlite")]
+        if let Sink::Store(store) = &self.sink {
+            let mut state = self.state();
+            let lines = store.with_conn(|conn| sqlite::lines_from(conn, state.tree.size()))?;
+            let mut scan =
+                file::Scan { tree: std::mem::take(&mut state.tree), last_leaf: state.last_leaf, ..file::Scan::default() };
+            let extended = sqlite::extend_scan(&mut scan, &lines, false);
+            state.tree = scan.tree;
+            state.last_leaf = scan.last_leaf;
+            state.durable = state.tree.size();
+            extended?;
+            if let Some(bad) = scan.bad {
+                return Err(Error::new(
+                    ErrorCode::AuditInvalid,
+                    format!("the audit log is damaged at record {}: {}", bad.seq, bad.why),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn seal_key(&self) -> Option<(&SealKey, &dyn SecureRandom)> {
@@ -266,6 +418,13 @@ impl AuditLog {
 
     /// Appends a record and returns its position once it is durable.
     pub fn append(&self, event: Event) -> Result<u64> {
+        #[cfg(feature = "sqlite")]
+        if let Sink::Store(store) = &self.sink {
+            // One transaction of its own; the database's lock orders concurrent writers.
+            let seq = store.audit_append(std::slice::from_ref(&event))?;
+            self.recorded_by_store();
+            return Ok(seq);
+        }
         let mut state = self.state();
         if let Some(why) = &state.failed {
             return Err(unavailable(why));
@@ -291,7 +450,11 @@ impl AuditLog {
             let (first, upto) = (state.durable, state.tree.size());
             state.flushing = true;
             drop(state);
-            let written = self.segments.lock().unwrap_or_else(PoisonError::into_inner).write(&batch, first);
+            let written = match &self.sink {
+                Sink::Files(segments) => segments.lock().unwrap_or_else(PoisonError::into_inner).write(&batch, first),
+                #[cfg(feature = "sqlite")]
+                Sink::Store(_) => Err(Error::new(ErrorCode::Internal, "a log in a database has no segments")),
+            };
             state = self.state();
             state.flushing = false;
             match written {
@@ -316,6 +479,7 @@ impl AuditLog {
 
     /// Signs a checkpoint of every durable record, writes it beside the log and exports it.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint> {
+        self.sync()?;
         let (size, root) = {
             let mut state = self.state();
             let size = state.durable;
@@ -323,15 +487,26 @@ impl AuditLog {
             (size, state.tree.root(size)?.0)
         };
         let cp = checkpoint::sign(&self.key, size, root)?;
-        let segments = self.segments.lock().unwrap_or_else(PoisonError::into_inner);
         // Checkpoints are written in size order: an older one never replaces a newer one.
-        let current = std::fs::read_to_string(segments.dir().join(CHECKPOINT_FILE))
-            .ok()
-            .and_then(|note| LogVerifier::new(&self.verifier_key()).and_then(|v| verify_checkpoint(&note, &v)).ok());
-        if current.as_ref().is_none_or(|c| c.size <= size) {
-            file::write_atomically(segments.dir(), CHECKPOINT_FILE, cp.note.as_bytes())?;
+        let older = |note: Option<String>| {
+            note.and_then(|note| LogVerifier::new(&self.verifier_key()).and_then(|v| verify_checkpoint(&note, &v)).ok())
+                .is_none_or(|current| current.size <= size)
+        };
+        match &self.sink {
+            Sink::Files(segments) => {
+                let segments = segments.lock().unwrap_or_else(PoisonError::into_inner);
+                if older(std::fs::read_to_string(segments.dir().join(CHECKPOINT_FILE)).ok()) {
+                    file::write_atomically(segments.dir(), CHECKPOINT_FILE, cp.note.as_bytes())?;
+                }
+            }
+            #[cfg(feature = "sqlite")]
+            Sink::Store(store) => store.with_tx(|conn| {
+                if older(sqlite::meta(conn, sqlite::CHECKPOINT)?) {
+                    sqlite::set_meta(conn, sqlite::CHECKPOINT, &cp.note)?;
+                }
+                Ok(())
+            })?,
         }
-        drop(segments);
         for export in &self.exporters {
             export(&cp)?;
         }
@@ -340,6 +515,7 @@ impl AuditLog {
 
     /// The inclusion proof of record `index` in the tree of the first `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>> {
+        self.sync()?;
         Ok(self.state().tree.inclusion_proof(index, size.min(self.size()))?.into_iter().map(|h| h.0).collect())
     }
 
@@ -354,6 +530,7 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
+        let _ = self.sync();
         let state = self.state();
         let due = state.failed.is_none() && state.durable > state.checkpointed;
         drop(state);

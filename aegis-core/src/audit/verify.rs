@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::checkpoint::{verify_checkpoint, LogVerifier, SignedCheckpoint};
-use super::file::{scan, BadRecord, CHECKPOINT_FILE};
+use super::file::{scan, BadRecord, Scan, CHECKPOINT_FILE};
 use super::merkle::Tree;
 use super::record::AuditRecord;
 use super::stored_verifier_key;
@@ -87,11 +87,14 @@ impl ReadLog {
 /// Reads and checks the log in `dir`. `key` pins the log's verifier key (otherwise the
 /// `log.pub` beside it is used, which detects edits but not a rewrite by whoever can replace
 /// that file); `trusted` are checkpoints kept elsewhere, each of which the log must extend.
+///
+/// `dir` may also be an SQLite store's database that keeps the log (its tables are read
+/// read-only, with the checkpoint and the key stored beside the records).
 pub fn read_log(dir: &Path, key: Option<&LogVerifier>, trusted: &[String]) -> Result<ReadLog> {
-    let scan = scan(dir, true)?;
+    let (scan, stored_checkpoint, stored_key) = read_records(dir)?;
     let (verifier, key_from_log) = match key {
         Some(k) => (k.clone(), false),
-        None => (stored_verifier_key(dir)?, true),
+        None => (stored_key?, true),
     };
     let mut report = LogReport {
         origin: verifier.name().to_owned(),
@@ -109,16 +112,16 @@ pub fn read_log(dir: &Path, key: Option<&LogVerifier>, trusted: &[String]) -> Re
         );
     }
     let mut checkpoints = Vec::new();
-    match std::fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
-        Ok(note) => match verify_checkpoint(&note, &verifier) {
+    match stored_checkpoint {
+        Some(note) => match verify_checkpoint(&note, &verifier) {
             Ok(cp) => {
                 report.checkpoint = Some(cp.clone());
                 checkpoints.push(("the log's checkpoint", cp));
             }
             Err(e) => report.fail(0, format!("the log's checkpoint does not verify: {}", e.message())),
         },
-        Err(_) if scan.tree.size() > 0 => report.fail(0, "the log has no checkpoint".into()),
-        Err(_) => {}
+        None if scan.tree.size() > 0 => report.fail(0, "the log has no checkpoint".into()),
+        None => {}
     }
     for note in trusted {
         let cp = verify_checkpoint(note, &verifier)?;
@@ -144,4 +147,23 @@ pub fn read_log(dir: &Path, key: Option<&LogVerifier>, trusted: &[String]) -> Re
         }
     }
     Ok(ReadLog { records: scan.records, report, tree: scan.tree })
+}
+
+/// The records of a log directory or database, its stored checkpoint and its stored key.
+fn read_records(path: &Path) -> Result<(Scan, Option<String>, Result<LogVerifier>)> {
+    #[cfg(feature = "sqlite")]
+    if super::sqlite::is_database(path) {
+        let (scan, checkpoint, key) = super::sqlite::read(path)?;
+        let key = key
+            .ok_or_else(|| {
+                crate::error::Error::new(
+                    crate::error::ErrorCode::AuditInvalid,
+                    format!("`{}` keeps no audit log", path.display()),
+                )
+            })
+            .and_then(|k| LogVerifier::new(&k));
+        return Ok((scan, checkpoint, key));
+    }
+    let scan = scan(path, true)?;
+    Ok((scan, std::fs::read_to_string(path.join(CHECKPOINT_FILE)).ok(), stored_verifier_key(path)))
 }

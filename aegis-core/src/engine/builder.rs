@@ -143,7 +143,9 @@ impl EngineBuilder {
     }
 
     /// Records every decision, approval, break-glass grant, task end and bundle change in
-    /// `log`; an allow is returned only once its record is durable.
+    /// `log`; an allow is returned only once its record is durable. A log kept in an SQLite
+    /// store ([`AuditLog::in_store`]) is also the engine's store unless another one is set;
+    /// on the same store, each allowed call's record is written in its commit's transaction.
     pub fn audit_log(mut self, log: Arc<AuditLog>) -> Self {
         self.audit = Some(log);
         self
@@ -181,7 +183,10 @@ impl EngineBuilder {
             clock: self.clock,
             random: self.random,
             leeway_secs: self.leeway_secs,
-            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            store: self
+                .store
+                .or_else(|| self.audit.as_ref().and_then(|log| log.store()))
+                .unwrap_or_else(|| Arc::new(MemoryStore::new())),
             approval_key,
             override_ttl_secs: self.override_ttl_secs,
             max_break_glass_secs: self.max_break_glass_secs,

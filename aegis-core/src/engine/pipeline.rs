@@ -49,6 +49,8 @@ pub(crate) struct VerifiedCall<'r> {
     pub shadow: Vec<String>,
     /// What the committed call spent, budget key and amount.
     pub spent: Vec<(String, i64)>,
+    /// The decision's record was written with the commit, in the store's transaction.
+    pub recorded: bool,
 }
 
 impl VerifiedCall<'_> {
@@ -90,7 +92,8 @@ impl Engine {
 
     /// Records the decision; a permitting one (or one that opened an approval) whose record
     /// cannot be made durable becomes a deny. What was committed stays committed: state only
-    /// tightens, and the call does not run.
+    /// tightens, and the call does not run. A decision recorded with its commit (the SQLite
+    /// store keeping the log) is durable already.
     fn record_decision(
         &self,
         log: &AuditLog,
@@ -99,9 +102,33 @@ impl Engine {
         call: Option<VerifiedCall<'_>>,
         decision: Decision,
     ) -> Decision {
+        if call.as_ref().is_some_and(|c| c.recorded) {
+            return decision;
+        }
+        let appended = self.decision_record(log, bundle, request, call.as_ref(), &decision).and_then(|event| log.append(event));
+        match appended {
+            Ok(_) => decision,
+            Err(e) if decision.outcome == Outcome::Deny => {
+                let mut decision = decision;
+                decision.reasons.push(Reason::from_error(&e));
+                decision
+            }
+            Err(e) => deny(decision, e),
+        }
+    }
+
+    /// The audit record of `decision`.
+    fn decision_record(
+        &self,
+        log: &AuditLog,
+        bundle: &Bundle,
+        request: &AuthorizationRequest,
+        call: Option<&VerifiedCall<'_>>,
+        decision: &Decision,
+    ) -> Result<crate::audit::Event> {
         let (chain, digest, shadow, spent) = match call {
-            Some(c) if decision.permits_call() => (Some(c.chain), c.digest, c.shadow, c.spent),
-            Some(c) => (Some(c.chain), c.digest, c.shadow, Vec::new()),
+            Some(c) if decision.permits_call() => (Some(&c.chain), c.digest.clone(), c.shadow.clone(), c.spent.clone()),
+            Some(c) => (Some(&c.chain), c.digest.clone(), c.shadow.clone(), Vec::new()),
             None => (None, None, Vec::new(), Vec::new()),
         };
         let categories = decision
@@ -117,29 +144,19 @@ impl Engine {
             redact(&mut args, &tool.audit_redactions.iter().map(Vec::as_slice).collect::<Vec<_>>());
             args
         });
-        let sealed = log.seal_key().map(|(key, random)| key.seal(&request.args, &decision.decision_id, random)).transpose();
-        let appended = sealed.and_then(|sealed_args| {
-            let call = DecidedCall {
-                request,
-                chain: chain.as_deref(),
-                digest,
-                args,
-                sealed_args,
-                shadow_policies: shadow,
-                categories,
-                spent,
-            };
-            log.append(decision_event(call, &decision, self.clock.now_millis()))
-        });
-        match appended {
-            Ok(_) => decision,
-            Err(e) if decision.outcome == Outcome::Deny => {
-                let mut decision = decision;
-                decision.reasons.push(Reason::from_error(&e));
-                decision
-            }
-            Err(e) => deny(decision, e),
-        }
+        let sealed_args =
+            log.seal_key().map(|(key, random)| key.seal(&request.args, &decision.decision_id, random)).transpose()?;
+        let call = DecidedCall {
+            request,
+            chain: chain.map(|c| &**c),
+            digest,
+            args,
+            sealed_args,
+            shadow_policies: shadow,
+            categories,
+            spent,
+        };
+        Ok(decision_event(call, decision, self.clock.now_millis()))
     }
 
     fn decide<'r>(
@@ -159,7 +176,7 @@ impl Engine {
                 Outcome::ApprovalNeeded => return self.open_approval(bundle, call, decision),
                 Outcome::Allow | Outcome::Sanitize => {
                     call.spent = reservations.iter().map(|r| (r.key.clone(), r.amount)).collect();
-                    if self.commit(call, &state, reservations, decision, now)? {
+                    if self.commit(bundle, call, &state, reservations, decision, now)? {
                         return Ok(());
                     }
                 }
@@ -198,6 +215,7 @@ impl Engine {
             budget_over: Vec::new(),
             shadow: Vec::new(),
             spent: Vec::new(),
+            recorded: false,
         };
         match (&request.proof, call.tool.proof_required) {
             (None, true) => {
@@ -301,7 +319,8 @@ impl Engine {
     /// again.
     fn commit(
         &self,
-        call: &VerifiedCall<'_>,
+        bundle: &Bundle,
+        call: &mut VerifiedCall<'_>,
         state: &TaskState,
         reservations: Vec<Reservation>,
         decision: &Decision,
@@ -323,7 +342,21 @@ impl Engine {
             reservations,
             now,
         };
-        match self.store.commit(commit)? {
+        // A log kept in the engine's own store is written in the commit's transaction: the
+        // record exists exactly when the state changed.
+        let outcome = match self.audit.as_ref().filter(|log| log.is_kept_by(&self.store)) {
+            Some(log) => {
+                let record = self.decision_record(log, bundle, call.request, Some(call), decision)?;
+                let outcome = self.store.commit_recorded(commit, &record)?;
+                if outcome == CommitOutcome::Committed {
+                    call.recorded = true;
+                    log.recorded_by_store();
+                }
+                outcome
+            }
+            None => self.store.commit(commit)?,
+        };
+        match outcome {
             CommitOutcome::Committed => {
                 if let Some(claims) = &call.approval {
                     self.supersede_duplicates(claims, &chain.agent_id);

@@ -136,8 +136,13 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The log's directory (created if absent).
-    pub dir: String,
+    /// The log's directory (created if absent); or set `in_store`.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Keep the log in the engine's SQLite store (`store: "sqlite:PATH"`) instead of a
+    /// directory: each allowed call's record is written in the transaction of its commit.
+    #[serde(default)]
+    pub in_store: bool,
     /// A file holding the log's signed-note private key (`PRIVATE+KEY+<name>+<id>+<key>`, as
     /// `aegis audit keygen` writes it). Keep it outside the log's directory.
     #[serde(default)]
@@ -158,8 +163,14 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
-    /// Opens the log.
+    /// Opens the log in its directory (a log `in_store` is opened with its engine, by
+    /// [`engine_from_config`]).
     pub fn open(&self) -> Result<AuditLog> {
+        self.open_with(|_| Err(Error::malformed_request("`audit.in_store` is opened with the engine's SQLite store")))
+    }
+
+    /// Opens the log; `in_store` makes the builder of a log kept in the engine's store.
+    fn open_with(&self, in_store: impl FnOnce(LogKey) -> Result<crate::audit::AuditLogBuilder>) -> Result<AuditLog> {
         let skey = match (&self.signing_key, &self.signing_key_file) {
             (Some(k), None) => Zeroizing::new(k.clone()),
             (None, Some(path)) => Zeroizing::new(
@@ -168,7 +179,12 @@ impl AuditConfig {
             ),
             _ => return Err(Error::malformed_request("`audit` needs exactly one of `signing_key` and `signing_key_file`")),
         };
-        let mut builder = AuditLog::builder(&self.dir, LogKey::from_signer_key(&skey)?);
+        let key = LogKey::from_signer_key(&skey)?;
+        let mut builder = match (&self.dir, self.in_store) {
+            (Some(dir), false) => AuditLog::builder(dir, key),
+            (None, true) => in_store(key)?,
+            _ => return Err(Error::malformed_request("`audit` needs exactly one of `dir` and `in_store`")),
+        };
         if let Some(dir) = &self.export_checkpoints_to {
             builder = builder.export_checkpoints_to(dir);
         }
@@ -300,8 +316,20 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
     if let Some(lifetime) = config.max_credential_lifetime_secs {
         builder = builder.max_credential_lifetime_secs(lifetime);
     }
+    // An SQLite store is kept typed: an audit log `in_store` lives in its database.
+    #[cfg(feature = "sqlite")]
+    let mut sqlite: Option<Arc<crate::state::SqliteStore>> = None;
     if let Some(store) = &config.store {
-        builder = builder.store(store.config()?.open()?);
+        let store = match store.config()? {
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite { path } => {
+                let opened = Arc::new(crate::state::SqliteStore::open(path)?);
+                sqlite = Some(Arc::clone(&opened));
+                opened
+            }
+            other => other.open()?,
+        };
+        builder = builder.store(store);
     }
     if let Some(key) = &config.approval_key {
         builder = builder.approval_key(KeyPair::from_jwk(key)?);
@@ -313,7 +341,15 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
         builder = builder.max_break_glass_secs(secs);
     }
     if let Some(audit) = &config.audit {
-        builder = builder.audit_log(Arc::new(audit.open()?));
+        let log = audit.open_with(|key| {
+            #[cfg(feature = "sqlite")]
+            if let Some(store) = sqlite.take() {
+                return Ok(AuditLog::in_store(store, key));
+            }
+            let _ = key;
+            Err(Error::malformed_request("`audit.in_store` needs an SQLite store (`store: \"sqlite:PATH\"`)"))
+        })?;
+        builder = builder.audit_log(Arc::new(log));
     }
     if let Some(notify) = notifier {
         builder = builder.notifier(Arc::new(move |pending: &PendingApproval| {

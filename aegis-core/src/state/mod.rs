@@ -117,6 +117,17 @@ pub trait Store: Send + Sync {
     /// Applies an allowed call, or says why not. Takes the commit by value: the ledger keeps
     /// its entry.
     fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
+    /// Applies an allowed call and appends its audit record, in one transaction, for a store
+    /// that keeps the audit log itself ([`Store::keeps_audit_log`]). Others refuse: the engine
+    /// never asks them, and a record must never be dropped silently.
+    fn commit_recorded(&self, commit: Commit, record: &crate::audit::Event) -> Result<CommitOutcome> {
+        let _ = (commit, record);
+        Err(Error::new(ErrorCode::AuditUnavailable, "this store keeps no audit log"))
+    }
+    /// Whether [`Store::commit_recorded`] is supported (the SQLite store).
+    fn keeps_audit_log(&self) -> bool {
+        false
+    }
     /// What has been spent against `key` since `window_start`.
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64>;
     /// Ends a task: later calls with its credentials are denied.
@@ -149,6 +160,7 @@ pub(crate) fn check_amounts(commit: &Commit) -> Result<()> {
     }
 }
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
 pub(crate) fn store_error(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::StoreUnavailable, format!("store unavailable: {e}"))
 }

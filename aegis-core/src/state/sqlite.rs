@@ -3,8 +3,12 @@
 //! WAL journal, `synchronous=FULL` (an approval or a consumed token survives power loss), and
 //! every state change in a `BEGIN IMMEDIATE` transaction, which takes the database's write lock
 //! before reading: check and apply are one step across processes.
+//!
+//! The database can also keep the audit log (tables `audit` and `audit_meta`): an allowed
+//! call's record is then written in the same transaction as the state it changes, so a record
+//! exists exactly when the call was committed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use super::{
     check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store,
     TaskState,
 };
+use crate::audit::Event;
 use crate::budget::exceeds;
 use crate::error::Result;
 
@@ -26,12 +31,15 @@ CREATE TABLE IF NOT EXISTS spend (key TEXT NOT NULL, at INTEGER NOT NULL, amount
 CREATE INDEX IF NOT EXISTS spend_by_key ON spend (key, at);
 CREATE TABLE IF NOT EXISTS approvals (approval_id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grants (id TEXT PRIMARY KEY, closed_at INTEGER, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, line TEXT NOT NULL, leaf BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 /// A store in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -42,11 +50,37 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(store_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(store_error)?;
         conn.execute_batch(SCHEMA).map_err(store_error)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), path: path.as_ref().to_owned() })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
         self.conn.lock().map_err(|_| store_error("sqlite connection lock poisoned"))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `events` to the audit log kept in this database, in one transaction; returns
+    /// the position of the first.
+    pub(crate) fn audit_append(&self, events: &[Event]) -> Result<u64> {
+        self.with_tx(|tx| crate::audit::sqlite::append(tx, events))
+    }
+
+    /// Runs `write` in an immediate transaction, committed when it returns `Ok`.
+    pub(crate) fn with_tx<T>(&self, write: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(crate::audit::sqlite::failed)?;
+        let out = write(&tx)?;
+        tx.commit().map_err(crate::audit::sqlite::failed)?;
+        Ok(out)
+    }
+
+    /// Runs `read` on the connection (audit rows and metadata).
+    pub(crate) fn with_conn<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn()?;
+        read(&conn)
     }
 }
 
@@ -77,31 +111,9 @@ fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i6
     Ok(total as i64)
 }
 
-impl Store for SqliteStore {
-    fn task_state(&self, task_id: &str) -> Result<TaskState> {
-        let conn = self.conn()?;
-        let row: Option<(i64, i64)> = conn
-            .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(store_error)?;
-        let Some((version, ended)) = row else { return Ok(TaskState::default()) };
-        let mut stmt = conn.prepare_cached("SELECT agent_id, tool FROM duties WHERE task_id = ?1").map_err(store_error)?;
-        let duties = stmt
-            .query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(store_error)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(store_error)?;
-        Ok(TaskState { version: u64::try_from(version).unwrap_or(0), duties, ended: ended != 0 })
-    }
-
-    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT entry FROM ledger WHERE task_id = ?1 ORDER BY seq").map_err(store_error)?;
-        let rows = stmt.query_map([task_id], |r| r.get::<_, String>(0)).map_err(store_error)?;
-        rows.map(|e| from_json::<LedgerEntry>(&e.map_err(store_error)?)).collect()
-    }
-
-    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+impl SqliteStore {
+    /// Applies `c` and, when given, appends `record` to the audit log: one transaction.
+    fn commit_with(&self, c: Commit, record: Option<&Event>) -> Result<CommitOutcome> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
         let (version, ended): (i64, i64) = tx
@@ -156,8 +168,49 @@ impl Store for SqliteStore {
             )
             .map_err(store_error)?;
         }
+        if let Some(record) = record {
+            // An error here rolls the whole commit back: no state without its record.
+            crate::audit::sqlite::append(&tx, std::slice::from_ref(record))?;
+        }
         tx.commit().map_err(store_error)?;
         Ok(CommitOutcome::Committed)
+    }
+}
+
+impl Store for SqliteStore {
+    fn task_state(&self, task_id: &str) -> Result<TaskState> {
+        let conn = self.conn()?;
+        let row: Option<(i64, i64)> = conn
+            .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(store_error)?;
+        let Some((version, ended)) = row else { return Ok(TaskState::default()) };
+        let mut stmt = conn.prepare_cached("SELECT agent_id, tool FROM duties WHERE task_id = ?1").map_err(store_error)?;
+        let duties = stmt
+            .query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(store_error)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(store_error)?;
+        Ok(TaskState { version: u64::try_from(version).unwrap_or(0), duties, ended: ended != 0 })
+    }
+
+    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT entry FROM ledger WHERE task_id = ?1 ORDER BY seq").map_err(store_error)?;
+        let rows = stmt.query_map([task_id], |r| r.get::<_, String>(0)).map_err(store_error)?;
+        rows.map(|e| from_json::<LedgerEntry>(&e.map_err(store_error)?)).collect()
+    }
+
+    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+        self.commit_with(c, None)
+    }
+
+    fn commit_recorded(&self, c: Commit, record: &Event) -> Result<CommitOutcome> {
+        self.commit_with(c, Some(record))
+    }
+
+    fn keeps_audit_log(&self) -> bool {
+        true
     }
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
