@@ -79,12 +79,12 @@ pub fn engine(bundle: Bundle) -> Engine {
     Engine::builder().bundle(bundle).trust_issuer(ISSUER, key(1).public_key().clone()).build().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn spec(agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
+fn spec(task: &str, agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
     CredentialSpec {
         agent_id: agent.into(),
         agent_key: k.public_key().clone(),
         audience: aegis_sod::DEFAULT_AUDIENCE.into(),
-        task_id: "bench-task".into(),
+        task_id: task.into(),
         intent: "benchmark".into(),
         scope: vec!["stripe.create_payment".into()],
         issued_at: now - 10,
@@ -96,18 +96,24 @@ fn spec(agent: &str, k: &KeyPair, jti: &str, now: i64) -> CredentialSpec {
 
 /// A chain of `links` credentials (root first) ending at a finance agent; `n` makes it unique.
 pub fn chain(links: usize, n: usize) -> Vec<String> {
+    chain_in_task("bench-task", links, n)
+}
+
+/// [`chain`] in task `task` (concurrent benchmarks give each thread its own task, as agents
+/// running different tasks would be).
+pub fn chain_in_task(task: &str, links: usize, n: usize) -> Vec<String> {
     // One instant for every link: a child stamped a second later than its parent would
     // outlive it, and delegation would (rightly) refuse it.
     let now = SystemClock.now_secs();
     let issuer = key(1);
     let mut parent_key = key(2);
-    let root = issue_root(ISSUER, &issuer, spec("planner", &parent_key, &format!("root-{n}"), now))
+    let root = issue_root(ISSUER, &issuer, spec(task, "planner", &parent_key, &format!("root-{n}"), now))
         .unwrap_or_else(|e| panic!("root credential: {e}"));
     let mut out = vec![root];
     for depth in 1..links {
         let k = key(2 + depth as u8);
         let agent = if depth == links - 1 { "finance-agent".to_owned() } else { format!("coordinator-{depth}") };
-        let next = delegate(&out[depth - 1], &parent_key, spec(&agent, &k, &format!("link-{n}-{depth}"), now))
+        let next = delegate(&out[depth - 1], &parent_key, spec(task, &agent, &k, &format!("link-{n}-{depth}"), now))
             .unwrap_or_else(|e| panic!("delegation: {e}"));
         out.push(next);
         parent_key = k;
