@@ -49,8 +49,8 @@ fn log_key() -> LogKey {
 fn build(store: StoreKind, sink: Sink, dir: &Path) -> Engine {
     let bundle = Bundle::from_sources(&payments_sources()).unwrap_or_else(|e| panic!("{e}"));
     let mut builder = Engine::builder().bundle(bundle).trust_issuer(ISSUER, key(1).public_key().clone());
-    let sqlite = (store == StoreKind::Sqlite)
-        .then(|| Arc::new(SqliteStore::open(dir.join("state.db")).unwrap_or_else(|e| panic!("{e}"))));
+    let sqlite =
+        (store == StoreKind::Sqlite).then(|| Arc::new(SqliteStore::open(dir.join("state.db")).unwrap_or_else(|e| panic!("{e}"))));
     builder = match &sqlite {
         Some(s) => builder.store(s.clone() as Arc<dyn Store>),
         None => builder.store(Arc::new(MemoryStore::new())),
