@@ -124,6 +124,13 @@ export interface AuthorizationRequest {
   resource?: ResourceRef;
   proof?: string;
   approvalToken?: string;
+  /**
+   * The W3C trace context the engine's span nests under; by default the active span of
+   * `@opentelemetry/api`, when the host has it.
+   */
+  traceparent?: string;
+  /** The agent framework's id for this call (`gen_ai.tool.call.id` on the span and in the audit record). */
+  toolCallId?: string;
 }
 
 /** A JSON Web Key Set (RFC 7517), as an issuer publishes it at its `jwks_uri`. */
@@ -184,6 +191,8 @@ export interface EngineOptions {
   notifier?: (pending: PendingApproval) => void;
   /** Turns on the tamper-evident audit log: an allow that cannot be recorded is a deny (`audit_unavailable`). */
   audit?: AuditOptions;
+  /** Exports OpenTelemetry spans and metrics over OTLP/HTTP (protobuf). */
+  telemetry?: { otlpEndpoint: string; serviceName?: string; exportIntervalMs?: number };
 }
 
 /** Where and how the engine keeps its audit log. */
@@ -234,6 +243,8 @@ export class Engine {
   readonly policyVersion: string;
   /** Signs a checkpoint of the audit log now; an engine without a log throws `audit_unavailable`. */
   auditCheckpoint(): Checkpoint;
+  /** Exports the spans and metrics recorded so far now (an engine built with `telemetry`). */
+  flushTelemetry(): void;
   authorize(request: AuthorizationRequest): Decision;
   authorizeAsync(request: AuthorizationRequest): Promise<Decision>;
   /** The decision with the core's enforcement of it: what guards act on. */

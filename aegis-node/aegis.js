@@ -274,9 +274,29 @@ function createProof({ key, tool, args, ttlSecs = 60, jti, issuedAt }) {
   return call('create_proof', { key: key.privateJwk, tool, args, ttl_secs: ttlSecs, jti, issued_at: issuedAt });
 }
 
-function requestBody({ chain, tool, args, resource, proof, approvalToken }) {
+/** `@opentelemetry/api` when the host has it (looked up once), else `null`. */
+let otelApi;
+/**
+ * The W3C `traceparent` of the host's active OpenTelemetry span, so the engine's span nests
+ * under it; `undefined` without OpenTelemetry or an active span.
+ */
+function hostTraceparent() {
+  if (otelApi === undefined) {
+    try {
+      otelApi = require('@opentelemetry/api');
+    } catch {
+      otelApi = null;
+    }
+  }
+  if (otelApi === null) return undefined;
+  const carrier = {};
+  otelApi.propagation.inject(otelApi.context.active(), carrier);
+  return carrier.traceparent;
+}
+
+function requestBody({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }) {
   return { chain, tool, args: args ?? {}, resource: resource ? { type: resource.type, id: resource.id } : undefined,
-    proof, approval_token: approvalToken };
+    proof, approval_token: approvalToken, tool_call_id: toolCallId, traceparent: traceparent ?? hostTraceparent() };
 }
 
 const resolveBody = (approvalId, approverChain, note) => ({ approval_id: approvalId, approver_chain: approverChain, note });
@@ -320,7 +340,7 @@ const EXTERNAL_ISSUER_OPTIONS = ['issuer', 'audience', 'jwks', 'algorithms', 'ro
 class Engine {
   #native;
   constructor({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
-    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit }) {
+    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit, telemetry }) {
     const config = {
       bundle_dir: bundleDir,
       // Both kinds are optional here; the core refuses an engine with no issuer at all.
@@ -332,6 +352,8 @@ class Engine {
       audience, leeway_secs: leewaySecs, max_delegation_depth: maxDelegationDepth,
       max_credential_lifetime_secs: maxCredentialLifetimeSecs, override_ttl_secs: overrideTtlSecs,
       max_break_glass_secs: maxBreakGlassSecs, fixed_time: fixedTime, audit: auditJson(audit),
+      telemetry: telemetry == null ? undefined
+        : { otlp_endpoint: telemetry.otlpEndpoint, service_name: telemetry.serviceName, export_interval_ms: telemetry.exportIntervalMs },
     };
     const notify = notifier ? nativeNotifier(notifier) : undefined;
     this.#native = mapped(() => new native.Engine(JSON.stringify(config), notify));
@@ -356,6 +378,10 @@ class Engine {
   /** Signs a checkpoint of the audit log now (exported when configured); no log: `audit_unavailable`. */
   auditCheckpoint() {
     return checkpointFrom(this.#call('audit_checkpoint'));
+  }
+  /** Exports the spans and metrics recorded so far now (an engine built with `telemetry`). */
+  flushTelemetry() {
+    this.#call('flush_telemetry');
   }
   authorize(request) {
     return decisionFrom(this.#call('authorize', requestBody(request)));

@@ -13,6 +13,8 @@ mod json;
 pub mod json_api;
 mod policy;
 mod state;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 mod time;
 
 pub use approval::{slack_message, ApprovalResolution, ApprovalStatus, OverrideClaims, PendingApproval, APPROVE_ACTION};

@@ -28,6 +28,7 @@ const WRAPPERS = {
   policy_version: ['Engine#policyVersion'],
   time_authorize: ['Engine#timeAuthorize'],
   audit_checkpoint: ['Engine#auditCheckpoint'],
+  flush_telemetry: ['Engine#flushTelemetry'],
   audit_keygen: ['auditKeygen'],
   audit_verify: ['auditVerify'],
   generate_key: ['KeyPair.generate', 'KeyPair.fromSeed'],

@@ -27,6 +27,7 @@ WRAPPERS = {
     "update_jwks": "Engine.update_jwks",
     "time_authorize": "Engine.time_authorize",
     "audit_checkpoint": "Engine.audit_checkpoint",
+    "flush_telemetry": "Engine.flush_telemetry",
     "audit_keygen": "audit_keygen",
     "audit_verify": "audit_verify",
     "generate_key": "KeyPair.generate",

@@ -62,6 +62,11 @@ impl Event {
         self
     }
 
+    /// A field of the event.
+    pub fn get(&self, name: &str) -> Option<&Json> {
+        self.fields.get(name)
+    }
+
     /// The event's kind.
     pub fn kind(&self) -> &str {
         self.fields.get("kind").and_then(Json::as_str).unwrap_or_default()
@@ -173,6 +178,7 @@ pub(crate) fn decision(call: DecidedCall<'_>, decision: &Decision, time_ms: i64)
         .with("policy_ids", policy_ids.into_iter().map(Json::from).collect::<Vec<_>>())
         .with("policy_version", decision.policy_version.as_str())
         .with("tool", call.request.tool.as_str())
+        .with("tool_call_id", call.request.tool_call_id.clone().map_or(Json::Null, Json::from))
         .with("resource", call.request.resource.as_ref().map_or(Json::Null, |r| json!({"type": r.entity_type, "id": r.id})))
         .with("call_digest", call.digest.map_or(Json::Null, Json::from))
         .with("args", call.args)

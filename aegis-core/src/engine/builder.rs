@@ -31,6 +31,8 @@ pub struct EngineBuilder {
     max_break_glass_secs: i64,
     notifier: Option<ApprovalNotifier>,
     audit: Option<Arc<AuditLog>>,
+    #[cfg(feature = "otel")]
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Default for EngineBuilder {
@@ -51,6 +53,8 @@ impl Default for EngineBuilder {
             max_break_glass_secs: 4 * 3600,
             notifier: None,
             audit: None,
+            #[cfg(feature = "otel")]
+            telemetry: None,
         }
     }
 }
@@ -142,6 +146,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Sends a span and metrics for every decision and event to `telemetry` (feature `otel`).
+    #[cfg(feature = "otel")]
+    pub fn telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// Records every decision, approval, break-glass grant, task end and bundle change in
     /// `log`; an allow is returned only once its record is durable. A log kept in an SQLite
     /// store ([`AuditLog::in_store`]) is also the engine's store unless another one is set;
@@ -196,6 +207,8 @@ impl EngineBuilder {
             base_contexts: BoundedCache::new(BASE_CONTEXT_CACHE_CAPACITY),
             no_entities: cedar_policy::Entities::empty(),
             audit: self.audit,
+            #[cfg(feature = "otel")]
+            telemetry: self.telemetry,
         };
         engine.record(|| {
             let bundle = engine.bundle.load();

@@ -67,6 +67,9 @@ pub struct Engine {
     pub(crate) no_entities: cedar_policy::Entities,
     /// Where every decision and change is recorded; `None`: nowhere.
     pub(crate) audit: Option<Arc<AuditLog>>,
+    /// Where spans and metrics go; `None`: nowhere.
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come
@@ -157,12 +160,50 @@ impl Engine {
         self.audit.as_ref()
     }
 
-    /// Appends the event `event` builds to the audit log (durably), when there is one.
+    /// Appends the event `event` builds to the audit log (durably), when there is one, and
+    /// makes its span and metrics when the engine has telemetry.
     pub(crate) fn record(&self, event: impl FnOnce() -> Event) -> Result<()> {
-        match &self.audit {
-            Some(log) => log.append(event()).map(drop),
-            None => Ok(()),
+        if !self.observed() {
+            return match &self.audit {
+                Some(log) => log.append(event()).map(drop),
+                None => Ok(()),
+            };
         }
+        let event = event();
+        let appended = match &self.audit {
+            Some(log) => log.append(event.clone()).map(drop),
+            None => Ok(()),
+        };
+        if appended.is_ok() {
+            self.observe(&event, None, None);
+        }
+        appended
+    }
+
+    /// Whether events are traced (the engine has telemetry).
+    pub(crate) fn observed(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return self.telemetry.is_some();
+        #[cfg(not(feature = "otel"))]
+        false
+    }
+
+    /// Makes the span and metrics of `event`, when the engine has telemetry.
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    pub(crate) fn observe(&self, event: &Event, started: Option<std::time::SystemTime>, traceparent: Option<&str>) {
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.observe(event, started, traceparent);
+        }
+    }
+
+    /// Exports the spans and metrics recorded so far now (nothing without telemetry).
+    pub fn flush_telemetry(&self) -> Result<()> {
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = &self.telemetry {
+            return telemetry.flush();
+        }
+        Ok(())
     }
 
     /// The engine's clock.

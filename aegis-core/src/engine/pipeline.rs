@@ -75,6 +75,7 @@ impl Engine {
         if request.tool.is_empty() {
             return Err(Error::malformed_request("`tool` must not be empty"));
         }
+        let started = self.observed().then(std::time::SystemTime::now);
         let bundle = self.bundle.load_full();
         let now = self.clock.now_secs();
         let mut decision = undecided(self.next_decision_id(), &bundle);
@@ -84,43 +85,56 @@ impl Engine {
             Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => return Err(e),
             Err(e) => deny(decision, e),
         };
-        Ok(match &self.audit {
-            Some(log) => self.record_decision(log, &bundle, request, call, decision),
-            None => decision,
-        })
+        let (decision, event) = match &self.audit {
+            Some(log) => self.record_decision(log, &bundle, request, call.as_ref(), decision),
+            None => (decision, None),
+        };
+        if started.is_some() {
+            // The span carries what the record carries (built here when no record was).
+            let event = event.or_else(|| self.decision_record(None, &bundle, request, call.as_ref(), &decision).ok());
+            if let Some(event) = event {
+                self.observe(&event, started, request.traceparent.as_deref());
+            }
+        }
+        Ok(decision)
     }
 
     /// Records the decision; a permitting one (or one that opened an approval) whose record
     /// cannot be made durable becomes a deny. What was committed stays committed: state only
     /// tightens, and the call does not run. A decision recorded with its commit (the SQLite
-    /// store keeping the log) is durable already.
+    /// store keeping the log) is durable already. Returns the record it appended, if any.
     fn record_decision(
         &self,
         log: &AuditLog,
         bundle: &Bundle,
         request: &AuthorizationRequest,
-        call: Option<VerifiedCall<'_>>,
+        call: Option<&VerifiedCall<'_>>,
         decision: Decision,
-    ) -> Decision {
-        if call.as_ref().is_some_and(|c| c.recorded) {
-            return decision;
+    ) -> (Decision, Option<crate::audit::Event>) {
+        if call.is_some_and(|c| c.recorded) {
+            return (decision, None);
         }
-        let appended = self.decision_record(log, bundle, request, call.as_ref(), &decision).and_then(|event| log.append(event));
+        let appended =
+            self.decision_record(Some(log), bundle, request, call, &decision).and_then(|event| match self.observed() {
+                // Telemetry makes its span from the same record.
+                true => log.append(event.clone()).map(|_| Some(event)),
+                false => log.append(event).map(|_| None),
+            });
         match appended {
-            Ok(_) => decision,
+            Ok(event) => (decision, event),
             Err(e) if decision.outcome == Outcome::Deny => {
                 let mut decision = decision;
                 decision.reasons.push(Reason::from_error(&e));
-                decision
+                (decision, None)
             }
-            Err(e) => deny(decision, e),
+            Err(e) => (deny(decision, e), None),
         }
     }
 
-    /// The audit record of `decision`.
+    /// The audit record of `decision`; raw arguments are sealed into it when `log` keeps them.
     fn decision_record(
         &self,
-        log: &AuditLog,
+        log: Option<&AuditLog>,
         bundle: &Bundle,
         request: &AuthorizationRequest,
         call: Option<&VerifiedCall<'_>>,
@@ -144,8 +158,10 @@ impl Engine {
             redact(&mut args, &tool.audit_redactions.iter().map(Vec::as_slice).collect::<Vec<_>>());
             args
         });
-        let sealed_args =
-            log.seal_key().map(|(key, random)| key.seal(&request.args, &decision.decision_id, random)).transpose()?;
+        let sealed_args = log
+            .and_then(AuditLog::seal_key)
+            .map(|(key, random)| key.seal(&request.args, &decision.decision_id, random))
+            .transpose()?;
         let call = DecidedCall {
             request,
             chain: chain.map(|c| &**c),
@@ -346,7 +362,7 @@ impl Engine {
         // record exists exactly when the state changed.
         let outcome = match self.audit.as_ref().filter(|log| log.is_kept_by(&self.store)) {
             Some(log) => {
-                let record = self.decision_record(log, bundle, call.request, Some(call), decision)?;
+                let record = self.decision_record(Some(log), bundle, call.request, Some(call), decision)?;
                 let outcome = self.store.commit_recorded(commit, &record)?;
                 if outcome == CommitOutcome::Committed {
                     call.recorded = true;

@@ -43,12 +43,29 @@ pub struct AuthorizationRequest {
     /// An override token from an approval of exactly this call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_token: Option<String>,
+    /// The agent framework's id for this tool call (`gen_ai.tool.call.id`): recorded, never
+    /// decided on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The host's W3C trace context (`traceparent` header value): the decision's span nests
+    /// under it. Never decided on; an invalid value starts a new trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl AuthorizationRequest {
     /// A call of `tool` with `args` by the leaf of `chain` (root first).
     pub fn new(chain: Vec<String>, tool: impl Into<String>, args: Json) -> Self {
-        Self { chain, tool: tool.into(), args, resource: None, proof: None, approval_token: None }
+        Self {
+            chain,
+            tool: tool.into(),
+            args,
+            resource: None,
+            proof: None,
+            approval_token: None,
+            tool_call_id: None,
+            traceparent: None,
+        }
     }
 
     /// The call targets `resource` instead of the tool's default resource.
@@ -66,6 +83,18 @@ impl AuthorizationRequest {
     /// The call carries an override token from an approval of exactly this call.
     pub fn with_approval_token(mut self, token: impl Into<String>) -> Self {
         self.approval_token = Some(token.into());
+        self
+    }
+
+    /// The call carries the agent framework's id for it (`gen_ai.tool.call.id`).
+    pub fn with_tool_call_id(mut self, id: impl Into<String>) -> Self {
+        self.tool_call_id = Some(id.into());
+        self
+    }
+
+    /// The decision's span nests under the host's span, given as a W3C `traceparent`.
+    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 }

@@ -130,6 +130,38 @@ pub struct EngineConfig {
     /// The audit log (default: none).
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// OpenTelemetry export (default: none; needs the `otel` feature).
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// Where the engine sends its OpenTelemetry spans and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP collector's base URL, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: String,
+    /// The `service.name` resource attribute (default `aegis`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// How often metrics are exported, in milliseconds (default 60000).
+    #[serde(default)]
+    pub export_interval_ms: Option<u64>,
+}
+
+impl TelemetryConfig {
+    /// The exporter this configures.
+    #[cfg(feature = "otel")]
+    pub fn build(&self) -> Result<crate::telemetry::Telemetry> {
+        let mut config = crate::telemetry::OtlpConfig::new(&self.otlp_endpoint);
+        if let Some(name) = &self.service_name {
+            config.service_name = name.clone();
+        }
+        if let Some(ms) = self.export_interval_ms {
+            config.export_interval = std::time::Duration::from_millis(ms.max(1));
+        }
+        crate::telemetry::Telemetry::otlp(&config)
+    }
 }
 
 /// Where and how the engine records what it decides.
@@ -350,6 +382,17 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
             Err(Error::malformed_request("`audit.in_store` needs an SQLite store (`store: \"sqlite:PATH\"`)"))
         })?;
         builder = builder.audit_log(Arc::new(log));
+    }
+    if let Some(telemetry) = &config.telemetry {
+        #[cfg(feature = "otel")]
+        {
+            builder = builder.telemetry(Arc::new(telemetry.build()?));
+        }
+        #[cfg(not(feature = "otel"))]
+        return Err(Error::malformed_request(format!(
+            "`telemetry` ({}) needs the `otel` feature, which this build lacks",
+            telemetry.otlp_endpoint
+        )));
     }
     if let Some(notify) = notifier {
         builder = builder.notifier(Arc::new(move |pending: &PendingApproval| {

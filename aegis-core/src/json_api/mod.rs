@@ -15,7 +15,7 @@ use serde_json::Value;
 
 pub use config::{
     engine_from_config, engine_from_json, engine_with_notifier, load_bundle, EngineConfig, ExternalIssuerConfig, InlineBundle,
-    IssuerConfig, StoreConfig, StoreSetting,
+    IssuerConfig, StoreConfig, StoreSetting, TelemetryConfig,
 };
 pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
 
@@ -60,6 +60,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("update_jwks", true, "{issuer, jwks} -> null: replaces an external issuer's key set (the refresh hook)"),
     op("policy_version", true, "{} -> {policy_version}"),
     op("audit_checkpoint", true, "{} -> {origin, size, root, note}: signs and exports a checkpoint of the audit log"),
+    op("flush_telemetry", true, "{} -> null: exports the spans and metrics recorded so far (engine `telemetry`)"),
     op("time_authorize", true, "{request, iterations} -> mean seconds per decision (benchmarks)"),
     op("generate_key", false, "{seed_hex?} -> private JWK"),
     op("public_jwk", false, "JWK -> public JWK"),
@@ -126,6 +127,7 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
             let r: UpdateJwks = parse(input)?;
             engine()?.update_jwks(&r.issuer, &r.jwks.to_string()).and_then(|()| to_json(&Value::Null))
         }
+        "flush_telemetry" => no_input(input).and_then(|()| engine()?.flush_telemetry()).and_then(|()| to_json(&Value::Null)),
         "policy_version" => no_input(input).and_then(|()| to_json(&PolicyVersion { policy_version: engine()?.policy_version() })),
         "audit_checkpoint" => no_input(input).and_then(|()| {
             let log =

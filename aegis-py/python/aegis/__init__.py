@@ -594,6 +594,7 @@ class Engine:
         fixed_time: Optional[int] = None,
         notifier: Optional[Callable[[PendingApproval], None]] = None,
         audit: Optional[Mapping[str, Any]] = None,
+        telemetry: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """`trusted_issuers` maps each issuer of Aegis root credentials (`iss`) to its Ed25519
         public key; `external_issuers` lists the issuers of external identities (OIDC ID tokens,
@@ -608,7 +609,11 @@ class Engine:
         `audit` turns on the tamper-evident audit log, a mapping of the core's `AuditConfig`
         members: `dir`, `signing_key_file` (or `signing_key`, from :func:`audit_keygen`), and
         optionally `export_checkpoints_to`, `checkpoint_every`, `seal_key_hex`. With a log, an
-        allow that cannot be recorded is a deny (`audit_unavailable`)."""
+        allow that cannot be recorded is a deny (`audit_unavailable`).
+
+        `telemetry` exports OpenTelemetry spans and metrics over OTLP/HTTP, a mapping of the
+        core's `TelemetryConfig` members (`otlp_endpoint`, and optionally `service_name`,
+        `export_interval_ms`)."""
         if isinstance(external_issuers, Mapping):
             raise TypeError("`external_issuers` is a sequence of issuers, not one mapping")
         config = {
@@ -624,6 +629,7 @@ class Engine:
             "max_break_glass_secs": max_break_glass_secs,
             "fixed_time": fixed_time,
             "audit": dict(audit) if audit is not None else None,
+            "telemetry": dict(telemetry) if telemetry is not None else None,
         }
         callback = None
         if notifier is not None:
@@ -651,6 +657,11 @@ class Engine:
         without a log raises `AuditUnavailable`."""
         return Checkpoint._from(self._op("audit_checkpoint", {}))
 
+    def flush_telemetry(self) -> None:
+        """Exports the spans and metrics recorded so far now (an engine built with `telemetry`);
+        a collector that cannot be reached raises `Internal`, decisions are never affected."""
+        self._op("flush_telemetry", {})
+
     def reload_bundle(self, bundle_dir: Union[str, "os.PathLike[str]"]) -> str:
         """Loads a bundle and swaps it in atomically; on error the old one stays in force."""
         return str(self._op("reload_bundle", {"bundle_dir": os.fspath(bundle_dir)})["policy_version"])
@@ -666,17 +677,24 @@ class Engine:
 
     def authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
                   resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
-                  approval_token: Optional[str] = None) -> Decision:
-        """Decides on one call; problems with credentials or policies are a `deny`, not an error."""
-        request = _request(chain, tool, _dumps(args), resource, proof, approval_token)
+                  approval_token: Optional[str] = None, traceparent: Optional[str] = None,
+                  tool_call_id: Optional[str] = None) -> Decision:
+        """Decides on one call; problems with credentials or policies are a `deny`, not an error.
+
+        With OpenTelemetry installed, the current span's context is passed on (W3C
+        `traceparent`), so the engine's span nests under the caller's; `traceparent` sets it
+        explicitly. `tool_call_id` is the agent framework's id for the call
+        (`gen_ai.tool.call.id` on the span and in the audit record)."""
+        request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
         return Decision._from_json(self._op_text("authorize", request))
 
     def authorize_enforced(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
                            resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
-                           approval_token: Optional[str] = None) -> Enforced:
+                           approval_token: Optional[str] = None, traceparent: Optional[str] = None,
+                           tool_call_id: Optional[str] = None) -> Enforced:
         """Decides on one call and returns the core's enforcement with it: what guards act on
-        (see :func:`args_to_run`)."""
-        request = _request(chain, tool, _dumps(args), resource, proof, approval_token)
+        (see :func:`args_to_run`). Trace context and `tool_call_id` as for :meth:`authorize`."""
+        request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
         return Enforced._from_json(self._op_text("authorize_enforced", request))
 
     def time_authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], iterations: int) -> float:
@@ -788,10 +806,37 @@ class Engine:
         return decorator
 
 
+_NO_TRACING: Any = object()
+_propagate: Any = None
+
+
+def _host_traceparent() -> Optional[str]:
+    """The W3C `traceparent` of the caller's current OpenTelemetry span, when OpenTelemetry is
+    installed and a span is active (the integrations get this for free)."""
+    global _propagate
+    if _propagate is None:
+        try:
+            from opentelemetry import propagate
+            _propagate = propagate
+        except ImportError:
+            _propagate = _NO_TRACING
+    if _propagate is _NO_TRACING:
+        return None
+    carrier: Dict[str, str] = {}
+    _propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
 def _request(chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[str, str]],
-             proof: Optional[str], approval_token: Optional[str]) -> str:
+             proof: Optional[str], approval_token: Optional[str], traceparent: Optional[str] = None,
+             tool_call_id: Optional[str] = None) -> str:
     """An AuthorizationRequest as JSON text, with `args_json` embedded byte for byte."""
     parts = [f'"chain":{json.dumps(list(chain))}', f'"tool":{json.dumps(tool)}', f'"args":{args_json}']
+    traceparent = traceparent if traceparent is not None else _host_traceparent()
+    if traceparent is not None:
+        parts.append(f'"traceparent":{json.dumps(traceparent)}')
+    if tool_call_id is not None:
+        parts.append(f'"tool_call_id":{json.dumps(tool_call_id)}')
     if resource is not None:
         parts.append(f'"resource":{json.dumps({"type": resource[0], "id": resource[1]})}')
     if proof is not None:
