@@ -105,12 +105,12 @@ fn keygen(name: &str, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn pinned(keys: &[String]) -> Result<Vec<LogVerifier>, String> {
+pub(crate) fn pinned(keys: &[String]) -> Result<Vec<LogVerifier>, String> {
     keys.iter().map(|k| LogVerifier::new(k).map_err(show)).collect()
 }
 
 /// Reads a log with the pinned key of its name, if one was given.
-fn open_log(dir: &Path, keys: &[LogVerifier], trusted: &[String]) -> Result<ReadLog, String> {
+pub(crate) fn open_log(dir: &Path, keys: &[LogVerifier], trusted: &[String]) -> Result<ReadLog, String> {
     let stored = aegis_sod::audit::stored_verifier_key(dir).map_err(show)?;
     let key = keys.iter().find(|k| k.name() == stored.name());
     if !keys.is_empty() && key.is_none() {

@@ -9,6 +9,7 @@ mod demo;
 mod exec;
 mod keys;
 mod policy;
+mod report;
 mod token;
 
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     /// Check, prove, read and export audit logs.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Write the operator's report (HTML, JSON) from audit logs.
+    Report(report::ReportArgs),
     /// Run a batch of engine operations on a (shared) store, one JSON line per step.
     Exec(exec::ExecArgs),
 }
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Authorize(args) => authorize::run(&args),
         Command::Exec(args) => exec::run(&args),
         Command::Audit(command) => audit::run(command),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

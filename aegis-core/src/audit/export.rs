@@ -36,7 +36,7 @@ pub fn rfc3339(time_ms: i64) -> String {
 }
 
 /// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day count.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

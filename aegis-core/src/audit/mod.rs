@@ -18,6 +18,7 @@ mod export;
 mod file;
 mod merkle;
 mod record;
+mod report;
 mod seal;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
@@ -33,8 +34,12 @@ pub use checkpoint::{verify_checkpoint, LogKey, LogVerifier, SignedCheckpoint};
 pub use export::{cloud_event, rfc3339, EVENT_TYPE_PREFIX};
 pub use file::BadRecord;
 pub use merkle::{leaf_hash, verify_consistency, verify_inclusion};
-pub(crate) use record::{approval as approval_event, break_glass as break_glass_event, decision as decision_event, DecidedCall};
+pub(crate) use record::{
+    approval as approval_event, break_glass as break_glass_event, bundle_loaded as bundle_loaded_event,
+    decision as decision_event, DecidedCall,
+};
 pub use record::{kind, AuditRecord, Event};
+pub use report::{BreakGlassEntry, Count, Coverage, Latency, LogStatus, Report, Spend};
 pub use seal::SealKey;
 pub use verify::{read_log, LogReport, ReadLog};
 

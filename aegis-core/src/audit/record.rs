@@ -225,6 +225,17 @@ pub(crate) fn approval(kind: &str, pending: &PendingApproval, approver: Option<&
     event
 }
 
+/// The record of a bundle put in force: its version, tools and their coverage by forbids.
+pub(crate) fn bundle_loaded(bundle: &crate::policy::Bundle, previous: Option<&str>, time_ms: i64) -> Event {
+    let names = |tools: Vec<&str>| tools.into_iter().map(Json::from).collect::<Vec<_>>();
+    Event::new(kind::BUNDLE_LOADED, time_ms)
+        .with("policy_version", bundle.policy_version())
+        .with("previous_version", previous.map_or(Json::Null, Json::from))
+        .with("tools", names(bundle.tools().collect()))
+        .with("critical_tools", names(bundle.critical_tools()))
+        .with("forbidden_tools", names(bundle.forbidden_tools()))
+}
+
 /// The record of a break-glass grant opened or closed.
 pub(crate) fn break_glass(kind: &str, grant: &BreakGlassGrant, time_ms: i64) -> Event {
     Event::new(kind, time_ms)

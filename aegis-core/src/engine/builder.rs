@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::{ApprovalNotifier, Engine, BASE_CONTEXT_CACHE_CAPACITY, DEFAULT_AUDIENCE};
-use crate::audit::{kind, AuditLog, Event};
+use crate::audit::{bundle_loaded_event, AuditLog};
 use crate::cache::BoundedCache;
 use crate::error::{Error, Result};
 use crate::identity::{ChainPolicy, ChainVerifier, ExternalIssuer, KeyPair, PublicKey, TrustedIssuer};
@@ -210,13 +210,7 @@ impl EngineBuilder {
             #[cfg(feature = "otel")]
             telemetry: self.telemetry,
         };
-        engine.record(|| {
-            let bundle = engine.bundle.load();
-            Event::new(kind::BUNDLE_LOADED, engine.clock.now_millis())
-                .with("policy_version", bundle.policy_version())
-                .with("previous_version", serde_json::Value::Null)
-                .with("tools", bundle.tools().map(serde_json::Value::from).collect::<Vec<_>>())
-        })?;
+        engine.record(|| bundle_loaded_event(&engine.bundle.load(), None, engine.clock.now_millis()))?;
         Ok(engine)
     }
 }

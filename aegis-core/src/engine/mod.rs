@@ -27,7 +27,7 @@ pub(crate) use pipeline::VerifiedCall;
 pub use request::{AuthorizationRequest, ResourceRef};
 pub(crate) use verdict::{apply_evaluation, undecided};
 
-use crate::audit::{kind, AuditLog, Event};
+use crate::audit::{bundle_loaded_event, kind, AuditLog, Event};
 use crate::cache::BoundedCache;
 use crate::error::Result;
 use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
@@ -137,12 +137,7 @@ impl Engine {
     /// recorded first: when the audit log fails, the old bundle stays in force.
     pub fn swap_bundle(&self, bundle: Bundle) -> Result<()> {
         let previous = self.policy_version();
-        self.record(|| {
-            Event::new(kind::BUNDLE_LOADED, self.clock.now_millis())
-                .with("policy_version", bundle.policy_version())
-                .with("previous_version", previous.as_str())
-                .with("tools", bundle.tools().map(serde_json::Value::from).collect::<Vec<_>>())
-        })?;
+        self.record(|| bundle_loaded_event(&bundle, Some(&previous), self.clock.now_millis()))?;
         self.bundle.store(Arc::new(bundle));
         Ok(())
     }

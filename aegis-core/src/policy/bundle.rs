@@ -244,6 +244,25 @@ impl Bundle {
         self.tools.keys().map(String::as_str)
     }
 
+    /// The tools that must be covered by a forbid, sorted: the manifest's `critical_tools`,
+    /// else every tool but Aegis's own (`aegis.*`).
+    pub fn critical_tools(&self) -> Vec<&str> {
+        let mut tools: Vec<&str> = match self.manifest.critical_tools.is_empty() {
+            true => self.tools().filter(|t| !t.starts_with("aegis.")).collect(),
+            false => self.manifest.critical_tools.iter().map(String::as_str).collect(),
+        };
+        tools.sort_unstable();
+        tools
+    }
+
+    /// The tools under at least one enforced (not shadow) forbid, sorted.
+    pub fn forbidden_tools(&self) -> Vec<&str> {
+        let mut tools: Vec<&str> =
+            self.tools.iter().filter(|(_, entry)| entry.policies.has_forbid()).map(|(name, _)| name.as_str()).collect();
+        tools.sort_unstable();
+        tools
+    }
+
     /// The enforced policies, indexed by action.
     pub fn enforced_policies(&self) -> &PolicyIndex {
         &self.enforced

@@ -33,6 +33,10 @@ pub struct Manifest {
     /// Budgets: limits on what calls may spend, enforced atomically by the store.
     #[serde(default)]
     pub budgets: BTreeMap<String, BudgetSpec>,
+    /// The tools that must be under at least one enforced forbid: what the report's policy
+    /// coverage measures (default: every tool of the bundle).
+    #[serde(default)]
+    pub critical_tools: Vec<String>,
 }
 
 /// A budget: a limit over a rolling window on the sum of one argument (or the number of calls).

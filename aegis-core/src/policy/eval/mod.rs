@@ -230,6 +230,11 @@ impl PolicyList {
         }
     }
 
+    /// Whether any of the list's policies is a forbid (shadow forbids are permits here).
+    pub(crate) fn has_forbid(&self) -> bool {
+        self.compiled.iter().any(|p| p.forbid)
+    }
+
     /// Evaluates every policy of the list on `request`.
     pub(crate) fn evaluate(&self, request: PreparedRequest, entities: &Entities) -> Evaluation {
         #[cfg(feature = "cedar-authorizer")]
