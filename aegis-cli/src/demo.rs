@@ -117,6 +117,19 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         pay(1200, GOOD_ACCOUNT),
         Outcome::Deny,
     )?;
+    // A clerk of the same task drafts the vendor's invoice, then tries to pay it: the ledger of
+    // the task remembers who drafted.
+    let clerk_cred =
+        delegate(&planner_cred, &planner, spec("clerk", &key(5)?, &["invoice.create", TOOL], now, 600, "cred-clerk"))
+            .map_err(show)?;
+    let clerk = vec![planner_cred.clone(), clerk_cred];
+    let invoice = json!({"customer": "acme-gmbh", "amount": 1200});
+    let drafted = engine.authorize(&AuthorizationRequest::new(clerk.clone(), "invoice.create", invoice.clone())).map_err(show)?;
+    print_step("2b. a clerk drafts the vendor's invoice (invoice.create)", &invoice, &drafted, Outcome::Allow);
+    if drafted.outcome != Outcome::Allow {
+        failures.set(failures.get() + 1);
+    }
+    step("2c. the clerk tries to pay the invoice it drafted", clerk, pay(1200, GOOD_ACCOUNT), Outcome::Deny)?;
     let waiting = step("3. finance-agent pays 9000", chain.clone(), pay(9000, GOOD_ACCOUNT), Outcome::ApprovalNeeded)?;
     let approval_id = waiting.approval_id.ok_or("no approval id")?;
 

@@ -233,3 +233,55 @@ fn the_demo_writes_an_audit_log_that_verifies_and_every_audit_command_checks_it(
     let (ok, _, err) = aegis(&["audit", "verify", log_arg]);
     assert!(!ok && err.contains("removed"), "{err}");
 }
+
+#[test]
+fn policy_test_lint_and_dry_run() {
+    let (ok, out, err) = aegis(&["policy", "test", "policies/payments"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("cases,") && out.contains(" 0 failed"), "{out}");
+
+    // The shipped bundle's one finding: invoices have no forbid. Allowed, the run passes.
+    let (ok, out, _) = aegis(&["policy", "lint", "policies/payments"]);
+    assert!(!ok && out.contains("[tool_without_forbid]"), "{out}");
+    let (ok, out, err) = aegis(&["policy", "lint", "policies/payments", "--allow", "tool_without_forbid"]);
+    assert!(ok, "{out}{err}");
+
+    // The demo's log replayed: the shipped bundle changes nothing; without the drafter rule
+    // the clerk's payment would have run, and the command says so and fails.
+    let dir = std::env::temp_dir().join(format!("aegis-cli-dry-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = dir.join("log");
+    let (ok, _, err) = aegis(&["demo", "--audit-log", log.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = aegis(&["policy", "dry-run", "--bundle", "policies/payments", "--log", log.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(" 0 changed"), "{out}");
+    let candidate = dir.join("candidate");
+    std::fs::create_dir_all(&candidate).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("policies/payments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, candidate.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let seg = candidate.join("segregation.cedar");
+    let text = std::fs::read_to_string(&seg).unwrap();
+    let start = text.find("@id(\"drafter-does-not-pay\")").unwrap();
+    let end = start + text[start..].find(";\n").unwrap() + 2;
+    std::fs::write(&seg, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let (ok, out, err) = aegis(&["policy", "dry-run", "--bundle", candidate.to_str().unwrap(), "--log", log.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("1 changed (1 would now run)"), "{out}");
+    assert!(out.contains("DENY->ALLOW") && out.contains("by planner/clerk") && out.contains("drafter-does-not-pay"), "{out}");
+    assert!(err.contains("1 decision(s) would change"), "{err}");
+    let (ok, _, _) = aegis(&[
+        "policy",
+        "dry-run",
+        "--bundle",
+        candidate.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+        "--accept-changes",
+    ]);
+    assert!(ok, "expected changes accepted");
+}

@@ -29,7 +29,10 @@ pub use identity::{
     InspectedCredential, Jwk, KeyPair, PublicKey, TrustedIssuer, VerifiedChain,
 };
 pub use json::from_str_strict;
-pub use policy::{BudgetScope, BudgetSpec, Bundle, BundleSources, Manifest, OnExceed, PolicyMeta, PredicateSpec, REDACTED};
+pub use policy::{
+    lint, run_policy_tests, BudgetScope, BudgetSpec, Bundle, BundleSources, CaseResult, Lint, Manifest, OnExceed, PolicyMeta,
+    PolicyTestReport, PredicateSpec, REDACTED,
+};
 #[cfg(feature = "redis")]
 pub use state::RedisStore;
 #[cfg(feature = "sqlite")]

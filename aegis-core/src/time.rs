@@ -47,6 +47,11 @@ impl ManualClock {
         self.millis.store(secs.saturating_mul(1000), Ordering::SeqCst);
     }
 
+    /// Sets the time, in milliseconds since the Unix epoch.
+    pub fn set_millis(&self, millis: i64) {
+        self.millis.store(millis, Ordering::SeqCst);
+    }
+
     /// Moves the clock forward by `secs` seconds.
     pub fn advance_secs(&self, secs: i64) {
         self.millis.fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);

@@ -18,6 +18,7 @@ mod export;
 mod file;
 mod merkle;
 mod record;
+mod replay;
 mod report;
 mod seal;
 #[cfg(feature = "sqlite")]
@@ -39,6 +40,7 @@ pub(crate) use record::{
     decision as decision_event, DecidedCall,
 };
 pub use record::{kind, AuditRecord, Event};
+pub use replay::{dry_run, Change, DryRunReport};
 pub use report::{BreakGlassEntry, Count, Coverage, Latency, LogStatus, Report, Spend};
 pub use seal::SealKey;
 pub use verify::{read_log, LogReport, ReadLog};

@@ -11,6 +11,7 @@
 mod builder;
 mod decision;
 mod pipeline;
+mod replay;
 mod request;
 mod verdict;
 

@@ -259,7 +259,7 @@ impl Engine {
     }
 
     /// Stage 2: the task's state; an ended task denies.
-    fn task_state(&self, chain: &VerifiedChain) -> Result<TaskState> {
+    pub(super) fn task_state(&self, chain: &VerifiedChain) -> Result<TaskState> {
         let state = self.store.task_state(&chain.task_id)?;
         if state.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id)));
@@ -273,7 +273,7 @@ impl Engine {
     /// An override (an approval's token, an open break-glass grant) lifts only the forbids it
     /// answers, never a missing permit, and never the obligations: the permits that held still
     /// redact. Budgets stay enforced unless the approval was for that very budget.
-    fn evaluate(
+    pub(super) fn evaluate(
         &self,
         bundle: &Bundle,
         call: &mut VerifiedCall<'_>,
@@ -333,7 +333,7 @@ impl Engine {
 
     /// Stage 4: makes an allowed call count. `Ok(false)`: the task moved since `state`; decide
     /// again.
-    fn commit(
+    pub(super) fn commit(
         &self,
         bundle: &Bundle,
         call: &mut VerifiedCall<'_>,

@@ -72,6 +72,48 @@ pub struct VerifiedChain {
 }
 
 impl VerifiedChain {
+    /// The chain a decision record describes, for replaying the decision under another
+    /// bundle: the attested ids, roles and task as recorded (never used to authorize). Each
+    /// agent stands for one key holder in the duty ledger.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn replayed(
+        agent_id: String,
+        roles: Vec<String>,
+        issuer: String,
+        parent_agent_id: Option<String>,
+        initiator: String,
+        lineage: Vec<String>,
+        task_id: String,
+        intent: String,
+        tool: &str,
+    ) -> Self {
+        let kid = |id: &str| format!("replay:{id}");
+        let mut kids: Vec<String> = lineage.iter().map(|id| kid(id)).collect();
+        kids.push(kid(&agent_id));
+        let mut chain = Self {
+            roles,
+            issuer,
+            root_kid: kids[0].clone(),
+            parent_agent_id,
+            initiator,
+            depth: lineage.len(),
+            lineage,
+            task_id,
+            intent,
+            scope: vec![tool.to_owned()],
+            leaf_key: None,
+            credential_ids: Vec::new(),
+            not_before: i64::MIN,
+            expires_at: i64::MAX,
+            leaf_sub: agent_id.rsplit(DELEGATE_SEPARATOR).next().unwrap_or(&agent_id).to_owned(),
+            agent_id,
+            kids,
+            context: ChainContext::default(),
+        };
+        chain.context = ChainContext::of(&chain);
+        chain
+    }
+
     /// Whether the leaf's scope grants `tool`.
     pub fn grants(&self, tool: &str) -> bool {
         self.scope.iter().any(|s| scope_entry_covers(s, tool))

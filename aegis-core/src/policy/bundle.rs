@@ -112,9 +112,10 @@ pub(crate) struct CompiledPredicate {
     pub regex: Regex,
 }
 
-impl Bundle {
-    /// Loads and validates a bundle directory.
-    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+impl BundleSources {
+    /// Reads a bundle directory's files: `*.cedar`, one `*.cedarschema` and `manifest.yaml`
+    /// (other files and subdirectories, such as `tests/`, are not part of the bundle).
+    pub fn read_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let read = |p: &Path| {
             std::fs::read_to_string(p)
@@ -148,7 +149,14 @@ impl Bundle {
         let (schema_file, schema) = schemas.remove(0);
         sources.schema = schema;
         sources.schema_file = schema_file;
-        Self::from_sources(&sources)
+        Ok(sources)
+    }
+}
+
+impl Bundle {
+    /// Loads and validates a bundle directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_sources(&BundleSources::read_dir(dir)?)
     }
 
     /// Loads and validates a bundle from sources in memory.

@@ -3,7 +3,9 @@
 mod args;
 mod bundle;
 pub(crate) mod eval;
+mod lint;
 mod manifest;
+mod suite;
 
 pub use args::REDACTED;
 pub(crate) use args::{lookup, redact};
@@ -12,4 +14,6 @@ pub use bundle::{Bundle, BundleSources, PolicyMeta};
 pub use eval::Evaluation;
 #[cfg(feature = "testing")]
 pub use eval::PolicyIndex;
+pub use lint::{lint, Lint};
 pub use manifest::{BudgetScope, BudgetSpec, Manifest, OnExceed, PredicateSpec};
+pub use suite::{run_policy_tests, CaseResult, PolicyTestReport};
