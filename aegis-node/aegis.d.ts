@@ -22,6 +22,8 @@ interface DecisionBase {
   readonly policyVersion: string;
   readonly wouldBlock: boolean;
   readonly breakGlassId: string | null;
+  /** What a candidate bundle in shadow rollout would have decided; never the outcome. */
+  readonly candidate: { readonly policyVersion: string; readonly outcome: 'allow' | 'deny' | 'sanitize' | 'approval_needed'; readonly policyIds: readonly string[]; readonly wouldBlock: boolean } | null;
 }
 export interface AllowDecision extends DecisionBase { readonly outcome: 'allow'; readonly approvalId: null; readonly sanitizedArgs: null }
 export interface SanitizeDecision extends DecisionBase { readonly outcome: 'sanitize'; readonly approvalId: null; readonly sanitizedArgs: Args }
@@ -193,6 +195,37 @@ export interface EngineOptions {
   audit?: AuditOptions;
   /** Exports OpenTelemetry spans and metrics over OTLP/HTTP (protobuf). */
   telemetry?: { otlpEndpoint: string; serviceName?: string; exportIntervalMs?: number };
+  /** Put in force only bundles signed by one of these keys (`bundle.sig`, see `bundleSign`). */
+  bundleKeys?: readonly KeyPair[];
+  /** Take changes to what is enforced only through `admin` (two administrators). */
+  requireTwoAdmins?: boolean;
+}
+
+/** A control-plane change (`set_mode`, `load_bundle`, `rollback`, `set_candidate`, ...). */
+export type AdminAction =
+  | { action: 'set_mode'; mode: 'enforce' | 'shadow' }
+  | { action: 'load_bundle'; bundle_dir: string }
+  | { action: 'rollback' }
+  | { action: 'set_candidate'; bundle_dir: string }
+  | { action: 'promote_candidate' }
+  | { action: 'clear_candidate' }
+  | { action: 'update_jwks'; issuer: string; jwks: JwkSet }
+  | { action: 'close_break_glass'; grant_id: string; review_ref: string };
+
+/** One administrator's part of an admin request: its root credential and its signature over the action. */
+export interface AdminSignature {
+  chain: string[];
+  proof: string;
+}
+
+/** What an accepted admin request left in force. */
+export interface AdminOutcome {
+  readonly action: string;
+  readonly policy_version: string;
+  readonly mode: 'enforce' | 'shadow';
+  readonly candidate_version: string | null;
+  readonly requested_by: string;
+  readonly approved_by: string;
 }
 
 /** Where and how the engine keeps its audit log. */
@@ -245,6 +278,10 @@ export class Engine {
   auditCheckpoint(): Checkpoint;
   /** Exports the spans and metrics recorded so far now (an engine built with `telemetry`). */
   flushTelemetry(): void;
+  /** A change to what is enforced, signed by two distinct administrators. */
+  admin(request: { action: AdminAction; requested_by: AdminSignature; approved_by: AdminSignature }): AdminOutcome;
+  /** What is enforced and how. */
+  controlStatus(): { readonly policy_version: string; readonly mode: 'enforce' | 'shadow'; readonly candidate_version: string | null; readonly history: readonly string[] };
   authorize(request: AuthorizationRequest): Decision;
   authorizeAsync(request: AuthorizationRequest): Promise<Decision>;
   /** The decision with the core's enforcement of it: what guards act on. */
@@ -322,6 +359,26 @@ export function auditKeygen(name: string, options?: { seed?: Uint8Array }): { re
 export function auditVerify(dir: string, options?: { verifierKey?: string; trustedCheckpoints?: string[] }): LogReport;
 export function createProof(options: { key: KeyPair; tool: string; args: Args; ttlSecs?: number; jti?: string; issuedAt?: number }): string;
 export function callDigest(tool: string, args: Args): string;
+/** One administrator's signature over a control-plane action (single use). */
+export function adminProof(key: KeyPair, action: AdminAction, options?: { ttlSecs?: number; jti?: string; issuedAt?: number }): string;
+/** Signs a bundle directory (writes `bundle.sig`). */
+export function bundleSign(bundleDir: string, key: KeyPair): { readonly signature: string; readonly policyVersion: string };
+/** Checks a bundle's `bundle.sig` against trusted keys. */
+export function bundleVerify(bundleDir: string, keys: readonly KeyPair[]): { readonly policyVersion: string; readonly signedBy: string };
+/** Runs the bundle's policy tests. */
+export function policyTest(bundleDir: string): { readonly policy_version: string; readonly cases: readonly { readonly file: string; readonly name: string; readonly failures: readonly string[] }[] };
+/** The bundle's lint findings. */
+export function policyLint(bundleDir: string): readonly { readonly code: string; readonly file: string; readonly line: number; readonly policy_id: string | null; readonly message: string }[];
+/** Re-decides the calls of audit logs under a candidate bundle. */
+export function policyDryRun(bundleDir: string, logs: readonly string[], options?: { sealKey?: Uint8Array }): {
+  readonly candidate_version: string;
+  readonly decisions: number;
+  readonly replayed: number;
+  readonly changes: readonly { readonly decision_id: string; readonly agent_id: string; readonly task_id: string; readonly tool: string; readonly from: string; readonly to: string; readonly policies: readonly string[]; readonly opens: boolean }[];
+  readonly by_policy: Readonly<Record<string, number>>;
+  readonly by_agent: Readonly<Record<string, number>>;
+  readonly not_reevaluable: readonly string[];
+};
 export function slackMessage(pending: PendingApproval): { text: string; blocks: unknown[] };
 /** The core's enforcement of `decision` for a call with `args`. */
 export function enforce(decision: Decision, args: Args): Enforcement;

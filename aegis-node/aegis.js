@@ -90,6 +90,8 @@ function decisionFrom(d) {
     approvalId: d.approval_id ?? null,
     sanitizedArgs: d.sanitized_args ?? null,
     breakGlassId: d.break_glass_id ?? null,
+    candidate: d.candidate == null ? null : { policyVersion: d.candidate.policy_version, outcome: d.candidate.outcome,
+      policyIds: d.candidate.policy_ids, wouldBlock: d.candidate.would_block },
   });
 }
 
@@ -255,6 +257,33 @@ function auditVerify(dir, { verifierKey, trustedCheckpoints = [] } = {}) {
     firstBad: r.first_bad ? Object.freeze({ seq: r.first_bad.seq, why: r.first_bad.why }) : null,
     tornBytes: r.torn_bytes ?? 0, keyFromLog: r.key_from_log === true });
 }
+/** One administrator's signature over a control-plane `action` (`{ action: 'set_mode', mode: 'shadow' }`, ...). */
+function adminProof(key, action, { ttlSecs = 300, jti, issuedAt } = {}) {
+  return call('admin_proof', { key: key.privateJwk, action, ttl_secs: ttlSecs, jti, issued_at: issuedAt });
+}
+/** Signs the bundle in `bundleDir` and writes `bundle.sig`: `{ signature, policyVersion }`. */
+function bundleSign(bundleDir, key) {
+  const r = call('bundle_sign', { bundle_dir: bundleDir, key: key.privateJwk });
+  return Object.freeze({ signature: r.signature, policyVersion: r.policy_version });
+}
+/** Checks `bundle.sig` against trusted keys: `{ policyVersion, signedBy }`, or throws `bundle_signature_invalid`. */
+function bundleVerify(bundleDir, keys) {
+  const r = call('bundle_verify', { bundle_dir: bundleDir, keys: keys.map((k) => k.publicJwk) });
+  return Object.freeze({ policyVersion: r.policy_version, signedBy: r.signed_by });
+}
+/** Runs the bundle's policy tests (`tests/*.yaml`): the core's report (snake_case, as JSON). */
+function policyTest(bundleDir) {
+  return deepFreeze(call('policy_test', { bundle_dir: bundleDir }));
+}
+/** The bundle's lint findings: `[{ code, file, line, policy_id, message }]`. */
+function policyLint(bundleDir) {
+  return deepFreeze(call('policy_lint', { bundle_dir: bundleDir }));
+}
+/** Re-decides the calls of audit logs under a candidate bundle; changes that open a call first. */
+function policyDryRun(bundleDir, logs, { sealKey } = {}) {
+  return deepFreeze(call('policy_dry_run', { bundle_dir: bundleDir, logs,
+    seal_key_hex: sealKey == null ? undefined : Buffer.from(sealKey).toString('hex') }));
+}
 const AUDIT_OPTIONS = { dir: 'dir', signingKey: 'signing_key', signingKeyFile: 'signing_key_file',
   exportCheckpointsTo: 'export_checkpoints_to', checkpointEvery: 'checkpoint_every', sealKeyHex: 'seal_key_hex' };
 /** The audit options in the core's form; strict, like the core, so a misspelt option is refused. */
@@ -340,7 +369,8 @@ const EXTERNAL_ISSUER_OPTIONS = ['issuer', 'audience', 'jwks', 'algorithms', 'ro
 class Engine {
   #native;
   constructor({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
-    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit, telemetry }) {
+    maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit, telemetry,
+    bundleKeys, requireTwoAdmins }) {
     const config = {
       bundle_dir: bundleDir,
       // Both kinds are optional here; the core refuses an engine with no issuer at all.
@@ -352,6 +382,8 @@ class Engine {
       audience, leeway_secs: leewaySecs, max_delegation_depth: maxDelegationDepth,
       max_credential_lifetime_secs: maxCredentialLifetimeSecs, override_ttl_secs: overrideTtlSecs,
       max_break_glass_secs: maxBreakGlassSecs, fixed_time: fixedTime, audit: auditJson(audit),
+      bundle_keys: bundleKeys == null ? undefined : bundleKeys.map((k) => k.publicJwk),
+      require_two_admins: requireTwoAdmins === true,
       telemetry: telemetry == null ? undefined
         : { otlp_endpoint: telemetry.otlpEndpoint, service_name: telemetry.serviceName, export_interval_ms: telemetry.exportIntervalMs },
     };
@@ -378,6 +410,14 @@ class Engine {
   /** Signs a checkpoint of the audit log now (exported when configured); no log: `audit_unavailable`. */
   auditCheckpoint() {
     return checkpointFrom(this.#call('audit_checkpoint'));
+  }
+  /** A change to what is enforced, signed by two distinct administrators (see `adminProof`). */
+  admin(request) {
+    return deepFreeze(this.#call('admin', request));
+  }
+  /** `{ policy_version, mode, candidate_version, history }`. */
+  controlStatus() {
+    return deepFreeze(this.#call('control_status'));
   }
   /** Exports the spans and metrics recorded so far now (an engine built with `telemetry`). */
   flushTelemetry() {
@@ -481,9 +521,12 @@ exports.ERROR_CODES = ERROR_CODES;
 exports.Engine = Engine;
 exports.KeyPair = KeyPair;
 exports.VERDICT_CODES = VERDICT_CODES;
+exports.adminProof = adminProof;
 exports.argsToRun = argsToRun;
 exports.auditKeygen = auditKeygen;
 exports.auditVerify = auditVerify;
+exports.bundleSign = bundleSign;
+exports.bundleVerify = bundleVerify;
 exports.callDigest = callDigest;
 exports.createProof = createProof;
 exports.deepFreeze = deepFreeze;
@@ -494,6 +537,9 @@ exports.inspect = inspect;
 exports.issueRoot = issueRoot;
 exports.jsonPointer = jsonPointer;
 exports.operations = operations;
+exports.policyDryRun = policyDryRun;
+exports.policyLint = policyLint;
+exports.policyTest = policyTest;
 exports.reasonCodes = reasonCodes;
 exports.slackMessage = slackMessage;
 exports.snapshot = snapshot;

@@ -47,7 +47,12 @@ export type ErrorCode =
   | 'approval_not_pending'
   | 'approver_conflict'
   | 'break_glass_refused'
-  | 'unknown_operation';
+  | 'unknown_operation'
+  | 'admin_unauthorized'
+  | 'admin_conflict'
+  | 'admin_approval_required'
+  | 'bundle_signature_invalid'
+  | 'no_previous_bundle';
 
 /** A policy's verdict: reason codes that are not errors. */
 export type VerdictCode =
@@ -57,7 +62,8 @@ export type VerdictCode =
   | 'approval_required'
   | 'policy_permit'
   | 'approval_granted'
-  | 'break_glass_applied';
+  | 'break_glass_applied'
+  | 'shadow_mode';
 
 /** Why a decision came out as it did: a verdict, or the error that denied the call. */
 export type ReasonCode = VerdictCode | ErrorCode;

@@ -48,6 +48,11 @@ const ERROR_CODES = Object.freeze([
   'approver_conflict',
   'break_glass_refused',
   'unknown_operation',
+  'admin_unauthorized',
+  'admin_conflict',
+  'admin_approval_required',
+  'bundle_signature_invalid',
+  'no_previous_bundle',
 ]);
 
 const VERDICT_CODES = Object.freeze([
@@ -58,6 +63,7 @@ const VERDICT_CODES = Object.freeze([
   'policy_permit',
   'approval_granted',
   'break_glass_applied',
+  'shadow_mode',
 ]);
 
 module.exports = { ERROR_CODES, VERDICT_CODES };

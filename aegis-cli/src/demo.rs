@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use aegis_sod::audit::{AuditLog, LogKey};
 use aegis_sod::{
-    delegate, issue_root, slack_message, ApprovalResolution, AuthorizationRequest, Bundle, Clock, CredentialSpec, Decision,
-    Engine, KeyPair, Outcome, PendingApproval, SystemClock,
+    admin_proof, delegate, issue_root, slack_message, AdminAction, AdminRequest, AdminSignature, ApprovalResolution,
+    AuthorizationRequest, Bundle, Clock, CredentialSpec, Decision, Engine, KeyPair, Outcome, PendingApproval, SystemClock,
+    ADMIN_SCOPE,
 };
 use serde_json::{json, Value};
 
@@ -209,6 +210,78 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     println!("13. the planner's task ends: every credential of `{TASK}` is revoked\n");
     step("14. finance-agent tries one more payment in the ended task", chain, pay(100, GOOD_ACCOUNT), None, Outcome::Deny)?;
 
+    // The control plane: changing what is enforced is itself segregated.
+    let admin = |name: &str, key: &KeyPair| -> Result<Vec<String>, String> {
+        let spec = spec_in("aegis-admins", name, key, &[ADMIN_SCOPE], now, 900, &format!("cred-{name}"));
+        issue_root(ISSUER, &issuer, spec).map(|c| vec![c]).map_err(show)
+    };
+    let (alice_key, bob_key) = (key(8)?, key(9)?);
+    let (alice, bob) = (admin("alice", &alice_key)?, admin("bob", &bob_key)?);
+    // Each signature is single use: a fresh proof id per signature.
+    let signatures = std::cell::Cell::new(0u32);
+    let signed = |chain: &[String], key: &KeyPair, action: &AdminAction| -> Result<AdminSignature, String> {
+        signatures.set(signatures.get() + 1);
+        let jti = format!("demo-admin-{now}-{}", signatures.get());
+        Ok(AdminSignature { chain: chain.to_vec(), proof: admin_proof(key, action, &jti, now, 300).map_err(show)? })
+    };
+    let log_only = AdminAction::SetMode { mode: aegis_sod::Mode::Shadow };
+    println!("15. alice asks to switch Aegis to log-only and approves it herself");
+    let alone = AdminRequest {
+        action: log_only.clone(),
+        requested_by: signed(&alice, &alice_key, &log_only)?,
+        approved_by: signed(&alice, &alice_key, &AdminAction::SetMode { mode: aegis_sod::Mode::Shadow })?,
+    };
+    match engine.admin(&alone) {
+        Err(e) => println!("   refused [ok]: {}: {}\n", e.code(), e.message()),
+        Ok(_) => {
+            println!("   switched [UNEXPECTED]\n");
+            failures.set(failures.get() + 1);
+        }
+    }
+    let candidate_dir = candidate_bundle(&dir)?;
+    let set = AdminAction::SetCandidate { bundle_dir: candidate_dir.display().to_string() };
+    let both =
+        AdminRequest { requested_by: signed(&alice, &alice_key, &set)?, approved_by: signed(&bob, &bob_key, &set)?, action: set };
+    let outcome = engine.admin(&both).map_err(show)?;
+    println!(
+        "16. alice and bob put a candidate bundle beside the enforced one (shadow rollout): {}\n   requested by {}, approved by {}; the enforced bundle stays {}\n",
+        outcome.candidate_version.as_deref().unwrap_or("?"),
+        outcome.requested_by,
+        outcome.approved_by,
+        outcome.policy_version
+    );
+    let rollout_root =
+        issue_root(ISSUER, &issuer, spec_in("task-rollout", "planner", &planner, &[TOOL], now, 900, "cred-rollout"))
+            .map_err(show)?;
+    let rollout_leaf = delegate(
+        &rollout_root,
+        &planner,
+        spec_in("task-rollout", "finance-agent", &finance, &[TOOL], now, 600, "cred-rollout-f"),
+    )
+    .map_err(show)?;
+    let rollout = vec![rollout_root, rollout_leaf];
+    let mut would_block: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let amounts = [1200, 800, 2500];
+    for (n, amount) in amounts.into_iter().enumerate() {
+        let d = step_with(
+            &format!("17.{}. finance-agent pays {amount} under the candidate's eye", n + 1),
+            rollout.clone(),
+            pay(amount, GOOD_ACCOUNT),
+            None,
+            Outcome::Allow,
+        )?;
+        if let Some(c) = d.candidate.as_ref().filter(|c| c.would_block) {
+            println!("   candidate: {} ({}); the enforced bundle decided\n", c.outcome, c.policy_ids.join(", "));
+            for id in &c.policy_ids {
+                *would_block.entry(id.clone()).or_default() += 1;
+            }
+        }
+    }
+    for (rule, n) in &would_block {
+        println!("   candidate would-block: `{rule}`: {n} of {} calls", amounts.len());
+    }
+    println!();
+
     if failures.get() > 0 {
         return Err(format!("{} step(s) did not decide as expected", failures.get()));
     }
@@ -280,6 +353,25 @@ fn forge_scope(token: &str) -> Result<String, String> {
     claims["scope"] = json!(["*"]);
     let forged = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
     Ok(format!("{header}.{}.{signature}", B64.encode(&forged)))
+}
+
+/// The candidate of the demo's shadow rollout: the bundle with one stricter rule, written to a
+/// temporary directory.
+fn candidate_bundle(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let out = std::env::temp_dir().join(format!("aegis-demo-candidate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            std::fs::copy(&path, out.join(entry.file_name())).map_err(|e| e.to_string())?;
+        }
+    }
+    let rule = "// Candidate rule: payments over 1000 go to a human.\n@id(\"candidate-review-over-1000\")\n\
+        @message(\"candidate: payments over 1000 need a finance approver\")\n@approval(\"finance-approver\")\n\
+        forbid (principal, action == Action::\"stripe.create_payment\", resource)\nwhen { context.args.amount > 1000 };\n";
+    std::fs::write(out.join("candidate.cedar"), rule).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn default_bundle() -> PathBuf {

@@ -37,6 +37,11 @@ fn demo_walks_the_payments_story() {
         "reason:   budget_exceeded",
         "reason:   budget_amount_invalid",
         "reason:   task_ended",
+        "reason:   policy_forbid `drafter-does-not-pay`",
+        "refused [ok]: admin_conflict: `alice` cannot approve its own change",
+        "requested by alice, approved by bob",
+        "candidate: approval_needed (candidate-review-over-1000); the enforced bundle decided",
+        "candidate would-block: `candidate-review-over-1000`: 2 of 3 calls",
         "all steps decided as expected",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
@@ -199,8 +204,8 @@ fn the_demo_writes_an_audit_log_that_verifies_and_every_audit_command_checks_it(
     let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(proof["verified"], true);
     assert!(!proof["proof"].as_array().unwrap().is_empty());
-    let (ok, out, _) = aegis(&["audit", "tail", log_arg, "-n", "3"]);
-    assert!(ok && out.contains("task.ended") && out.contains("task_ended"), "{out}");
+    let (ok, out, _) = aegis(&["audit", "tail", log_arg, "-n", "8"]);
+    assert!(ok && out.contains("task.ended") && out.contains("task_ended") && out.contains("admin"), "{out}");
     let (ok, out, _) = aegis(&["audit", "export", log_arg]);
     assert!(ok);
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

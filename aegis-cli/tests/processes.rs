@@ -79,7 +79,10 @@ fn proof_bundle_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(payments_dir()).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        // The bundle's files; its `tests/` are not part of it.
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
     }
     let manifest = std::fs::read_to_string(dir.join("manifest.yaml"))
         .unwrap()

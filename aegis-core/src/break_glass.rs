@@ -145,8 +145,14 @@ impl Engine {
         self.store.open_grants()
     }
 
-    /// Closes a break-glass grant with the reference of its post-incident review.
+    /// Closes a break-glass grant with the reference of its post-incident review (on an
+    /// engine that requires two administrators, only through [`Engine::admin`]).
     pub fn close_break_glass(&self, id: &str, review_ref: &str) -> Result<()> {
+        self.control.direct_change_allowed("closing break-glass")?;
+        self.close_grant(id, review_ref)
+    }
+
+    pub(crate) fn close_grant(&self, id: &str, review_ref: &str) -> Result<()> {
         if review_ref.trim().is_empty() {
             return Err(Error::new(ErrorCode::BreakGlassRefused, "closing break-glass needs a review reference"));
         }

@@ -172,6 +172,20 @@ codes! {
         BreakGlassRefused => "break_glass_refused",
         /// The operation named at the JSON boundary does not exist.
         UnknownOperation => "unknown_operation",
+        /// An administrative change was asked by someone who is not an administrator (a root
+        /// identity holding `aegis.admin`), or its signature does not bind the change.
+        AdminUnauthorized => "admin_unauthorized",
+        /// The second administrator is the one asking (the same identity or key): a change to
+        /// what is enforced needs two.
+        AdminConflict => "admin_conflict",
+        /// This engine takes changes to what is enforced only as signed requests of two
+        /// administrators (`Engine::admin`).
+        AdminApprovalRequired => "admin_approval_required",
+        /// A bundle's signature is missing, does not verify, or is by a key the engine does not
+        /// trust for bundles.
+        BundleSignatureInvalid => "bundle_signature_invalid",
+        /// There is no earlier bundle to roll back to.
+        NoPreviousBundle => "no_previous_bundle",
     }
 }
 
@@ -192,6 +206,9 @@ codes! {
         ApprovalGranted => "approval_granted",
         /// An open break-glass grant lifted a breakable forbid.
         BreakGlassApplied => "break_glass_applied",
+        /// The engine is in log-only mode (two administrators switched it): the policies
+        /// refused this call and it was allowed, marked `would_block`.
+        ShadowMode => "shadow_mode",
     }
 }
 

@@ -20,7 +20,8 @@ mod time;
 pub use approval::{slack_message, ApprovalResolution, ApprovalStatus, OverrideClaims, PendingApproval, APPROVE_ACTION};
 pub use break_glass::{BreakGlassGrant, BreakGlassRequest, BREAK_GLASS_SCOPE};
 pub use engine::{
-    ApprovalNotifier, AuthorizationRequest, Decision, Enforcement, Engine, EngineBuilder, Outcome, Reason, ResourceRef,
+    admin_proof, AdminAction, AdminOutcome, AdminRequest, AdminSignature, ApprovalNotifier, AuthorizationRequest,
+    CandidateVerdict, Decision, Enforcement, Engine, EngineBuilder, Mode, Outcome, Reason, ResourceRef, ADMIN_SCOPE,
     DEFAULT_AUDIENCE,
 };
 pub use error::{Error, ErrorCode, ErrorDetails, PolicyVerdict, ReasonCode, Result};
@@ -30,8 +31,9 @@ pub use identity::{
 };
 pub use json::from_str_strict;
 pub use policy::{
-    lint, run_policy_tests, BudgetScope, BudgetSpec, Bundle, BundleSources, CaseResult, Lint, Manifest, OnExceed, PolicyMeta,
-    PolicyTestReport, PredicateSpec, REDACTED,
+    lint, run_policy_tests, sign_bundle, verify_bundle_signature, BudgetScope, BudgetSpec, Bundle, BundleClaims, BundleSources,
+    CaseResult, Detector, Lint, Manifest, OnExceed, PolicyMeta, PolicyTestReport, PredicateSpec, UnknownDetector,
+    BUNDLE_SIGNATURE_FILE, REDACTED,
 };
 #[cfg(feature = "redis")]
 pub use state::RedisStore;

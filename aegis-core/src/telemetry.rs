@@ -52,6 +52,7 @@ impl std::fmt::Debug for Telemetry {
 
 struct Instruments {
     decisions: Counter<u64>,
+    candidate_would_block: Counter<u64>,
     would_block: Counter<u64>,
     approval_latency: Histogram<f64>,
     budget_consumed: Counter<u64>,
@@ -62,6 +63,10 @@ impl Instruments {
     fn new(meter: &Meter) -> Self {
         Self {
             decisions: meter.u64_counter("aegis.decisions").with_description("decisions, by outcome, tool and policy").build(),
+            candidate_would_block: meter
+                .u64_counter("aegis.candidate.would_block")
+                .with_description("calls a candidate bundle's rule would have refused, by policy")
+                .build(),
             would_block: meter
                 .u64_counter("aegis.would_block")
                 .with_description("calls a shadow policy would have blocked, by policy and agent")
@@ -201,6 +206,11 @@ impl Telemetry {
                 .would_block
                 .add(1, &[KeyValue::new("aegis.policy_id", policy), KeyValue::new("gen_ai.agent.id", agent.clone())]);
         }
+        if let Some(candidate) = event.get("candidate").filter(|c| c["would_block"].as_bool() == Some(true)) {
+            for policy in candidate["policy_ids"].as_array().into_iter().flatten().filter_map(Json::as_str) {
+                self.instruments.candidate_would_block.add(1, &[KeyValue::new("aegis.policy_id", policy.to_owned())]);
+            }
+        }
         for spent in event.get("spent").and_then(Json::as_array).into_iter().flatten() {
             let (Some(budget), Some(amount)) = (spent["budget"].as_str(), spent["amount"].as_u64()) else { continue };
             self.instruments.budget_consumed.add(
@@ -293,6 +303,10 @@ fn decision_attributes(event: &Event) -> Vec<KeyValue> {
     ];
     if let Some(id) = event.get("tool_call_id").and_then(Json::as_str) {
         out.push(KeyValue::new("gen_ai.tool.call.id", id.to_owned()));
+    }
+    if let Some(candidate) = event.get("candidate").filter(|c| c.is_object()) {
+        out.push(KeyValue::new("aegis.candidate.outcome", candidate["outcome"].as_str().unwrap_or_default().to_owned()));
+        out.push(KeyValue::new("aegis.candidate.would_block", candidate["would_block"].as_bool() == Some(true)));
     }
     aegis_attributes(
         event,

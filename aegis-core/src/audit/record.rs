@@ -147,6 +147,9 @@ pub(crate) struct DecidedCall<'a> {
     pub digest: Option<String>,
     /// The arguments with every redaction the tool's policies name.
     pub args: Json,
+    /// How many matches each `@detect` detector of the tool's policies replaced in `args`
+    /// (detectors that found none are left out); never the matched text.
+    pub detections: std::collections::BTreeMap<&'static str, u64>,
     /// The raw arguments, sealed, when the log keeps them for replay.
     pub sealed_args: Option<Json>,
     /// Shadow policies that would have blocked the call.
@@ -182,7 +185,9 @@ pub(crate) fn decision(call: DecidedCall<'_>, decision: &Decision, time_ms: i64)
         .with("resource", call.request.resource.as_ref().map_or(Json::Null, |r| json!({"type": r.entity_type, "id": r.id})))
         .with("call_digest", call.digest.map_or(Json::Null, Json::from))
         .with("args", call.args)
+        .with("detections", call.detections.into_iter().map(|(d, n)| (d.to_owned(), Json::from(n))).collect::<Map<_, _>>())
         .with("would_block", decision.would_block)
+        .with("candidate", decision.candidate.as_ref().and_then(|c| serde_json::to_value(c).ok()).unwrap_or(Json::Null))
         .with("shadow_policies", call.shadow_policies)
         .with("spent", spent)
         .with("approval_id", decision.approval_id.clone().map_or(Json::Null, Json::from))

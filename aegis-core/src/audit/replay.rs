@@ -185,7 +185,10 @@ fn replay_decision(
         (Some(key), Some(sealed)) => key.open(sealed, &decision_id)?,
         _ => {
             let args = record.fields.get("args").cloned().unwrap_or(Json::Null);
-            if !args.is_object() || holds_redaction(&args) {
+            // A detector's replacement sits inside a string, where `holds_redaction` does not
+            // look; the record's counts say whether one changed the arguments.
+            let detected = record.fields.get("detections").and_then(Json::as_object).is_some_and(|d| !d.is_empty());
+            if !args.is_object() || detected || holds_redaction(&args) {
                 report.not_reevaluable.push(decision_id);
                 return Ok(());
             }

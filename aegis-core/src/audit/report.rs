@@ -125,6 +125,11 @@ pub struct Report {
     pub would_block_by_tool: Vec<Count>,
     /// Shadow policies by the same, most first.
     pub would_block_by_policy: Vec<Count>,
+    /// Candidate rules (shadow rollout) by calls the enforced bundle let run and they would
+    /// have refused, most first.
+    pub candidate_would_block: Vec<Count>,
+    /// Decisions where a candidate bundle decided otherwise than the enforced one.
+    pub candidate_divergences: u64,
     /// What each agent spent per budget.
     pub budget_by_agent: Vec<Spend>,
     /// Break-glass grants, oldest first.
@@ -150,6 +155,8 @@ impl Report {
             would_block_by_agent: Vec::new(),
             would_block_by_tool: Vec::new(),
             would_block_by_policy: Vec::new(),
+            candidate_would_block: Vec::new(),
+            candidate_divergences: 0,
             budget_by_agent: Vec::new(),
             break_glass: Vec::new(),
             as_of_ms,
@@ -157,6 +164,7 @@ impl Report {
         let mut weeks: BTreeMap<String, u64> = BTreeMap::new();
         let mut latencies = Vec::new();
         let (mut by_agent, mut by_tool, mut by_policy) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut by_candidate_rule: BTreeMap<String, u64> = BTreeMap::new();
         let mut spend: BTreeMap<(String, String), i64> = BTreeMap::new();
         // Grants in the order the logs opened them.
         let (mut grants, mut grant_index): (Vec<BreakGlassEntry>, BTreeMap<String, usize>) = (Vec::new(), BTreeMap::new());
@@ -169,6 +177,16 @@ impl Report {
                     if !permitted && has_sod_reason(record) {
                         report.sod_prevented += 1;
                         *weeks.entry(week_of(record.time_ms)).or_default() += 1;
+                    }
+                    if let Some(candidate) = record.fields.get("candidate").filter(|c| c.is_object()) {
+                        if candidate["outcome"].as_str() != Some(outcome) {
+                            report.candidate_divergences += 1;
+                        }
+                        if candidate["would_block"].as_bool() == Some(true) {
+                            for policy in strings(candidate.get("policy_ids")) {
+                                *by_candidate_rule.entry(policy).or_default() += 1;
+                            }
+                        }
                     }
                     if record.fields.get("would_block").and_then(Json::as_bool) == Some(true) {
                         *by_agent.entry(record.str("agent_id").unwrap_or("(unverified)").to_owned()).or_default() += 1;
@@ -230,6 +248,7 @@ impl Report {
         report.would_block_by_agent = ranked(by_agent);
         report.would_block_by_tool = ranked(by_tool);
         report.would_block_by_policy = ranked(by_policy);
+        report.candidate_would_block = ranked(by_candidate_rule);
         report.budget_by_agent =
             spend.into_iter().map(|((agent_id, budget), amount)| Spend { agent_id, budget, amount }).collect();
         let now_secs = as_of_ms.unwrap_or_default().div_euclid(1000);
@@ -406,6 +425,19 @@ mod html {
                     counts.iter().map(|c| (c.name.clone(), c.count as f64, format!("{id}-{}", c.name))).collect();
                 bar_chart(out, id, &bars, "calls");
             }
+        });
+        section(&mut body, "Candidate bundle (shadow rollout)", |out| {
+            let _ = write!(
+                out,
+                "<p>Decisions where the candidate decided otherwise: <strong data-figure=\"candidate-divergences\">{}</strong></p>",
+                r.candidate_divergences
+            );
+            let bars: Vec<(String, f64, String)> = r
+                .candidate_would_block
+                .iter()
+                .map(|c| (c.name.clone(), c.count as f64, format!("candidate-would-block-{}", c.name)))
+                .collect();
+            bar_chart(out, "candidate-would-block", &bars, "calls the candidate rule would have refused");
         });
         section(&mut body, "Budget consumption per agent", |out| {
             let bars: Vec<(String, f64, String)> = r

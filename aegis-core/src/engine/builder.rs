@@ -33,6 +33,8 @@ pub struct EngineBuilder {
     audit: Option<Arc<AuditLog>>,
     #[cfg(feature = "otel")]
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    bundle_keys: Option<Vec<PublicKey>>,
+    two_admins: bool,
 }
 
 impl Default for EngineBuilder {
@@ -55,6 +57,8 @@ impl Default for EngineBuilder {
             audit: None,
             #[cfg(feature = "otel")]
             telemetry: None,
+            bundle_keys: None,
+            two_admins: false,
         }
     }
 }
@@ -162,9 +166,29 @@ impl EngineBuilder {
         self
     }
 
+    /// Puts in force only bundles signed by one of `keys` ([`Bundle::from_dir_signed`],
+    /// `aegis bundle sign`): at build, on every swap and reload.
+    pub fn require_signed_bundles(mut self, keys: Vec<PublicKey>) -> Self {
+        self.bundle_keys = Some(keys);
+        self
+    }
+
+    /// Changes to what is enforced (swapping or reloading the bundle, replacing an external
+    /// issuer's keys, closing break-glass) are taken only as requests signed by two
+    /// administrators ([`Engine::admin`]); the direct methods refuse with
+    /// `admin_approval_required`. Switching the mode, rolling back and promoting a candidate
+    /// always need two.
+    pub fn require_two_admins(mut self) -> Self {
+        self.two_admins = true;
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<Engine> {
         let bundle = self.bundle.ok_or_else(|| Error::malformed_request("an engine needs a policy bundle"))?;
+        if let Some(keys) = &self.bundle_keys {
+            super::control::check_signed(&bundle, keys)?;
+        }
         if !(0..=300).contains(&self.leeway_secs) {
             return Err(Error::malformed_request("leeway must be between 0 and 300 seconds"));
         }
@@ -209,6 +233,7 @@ impl EngineBuilder {
             audit: self.audit,
             #[cfg(feature = "otel")]
             telemetry: self.telemetry,
+            control: super::control::ControlState::new(self.bundle_keys, self.two_admins),
         };
         engine.record(|| bundle_loaded_event(&engine.bundle.load(), None, engine.clock.now_millis()))?;
         Ok(engine)

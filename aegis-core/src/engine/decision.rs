@@ -107,6 +107,24 @@ pub struct Decision {
     pub decision_id: String,
     /// The bundle version that decided.
     pub policy_version: String,
+    /// What the candidate bundle evaluated beside the enforced one would have decided (shadow
+    /// rollout); never the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateVerdict>,
+}
+
+/// The candidate bundle's verdict on a call the enforced bundle decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CandidateVerdict {
+    /// The candidate's version.
+    pub policy_version: String,
+    /// What it would have decided.
+    pub outcome: Outcome,
+    /// The policies behind its verdict.
+    pub policy_ids: Vec<String>,
+    /// The enforced bundle lets the call run and the candidate would not.
+    pub would_block: bool,
 }
 
 /// What a guard does with a decision: the one rule every binding and integration follows.

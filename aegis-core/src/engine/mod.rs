@@ -9,6 +9,7 @@
 //! Approvals, break-glass and budgets extend the engine from their own modules.
 
 mod builder;
+mod control;
 mod decision;
 mod pipeline;
 mod replay;
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use builder::EngineBuilder;
-pub use decision::{Decision, Enforcement, Outcome, Reason};
+pub use control::{admin_proof, AdminAction, AdminOutcome, AdminRequest, AdminSignature, Mode, ADMIN_SCOPE};
+pub use decision::{CandidateVerdict, Decision, Enforcement, Outcome, Reason};
 pub(crate) use pipeline::VerifiedCall;
 pub use request::{AuthorizationRequest, ResourceRef};
 pub(crate) use verdict::{apply_evaluation, undecided};
 
-use crate::audit::{bundle_loaded_event, kind, AuditLog, Event};
+use crate::audit::{kind, AuditLog, Event};
 use crate::cache::BoundedCache;
 use crate::error::Result;
 use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
@@ -71,6 +73,8 @@ pub struct Engine {
     /// Where spans and metrics go; `None`: nowhere.
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The control plane: mode, bundle history, candidate, who may change them.
+    pub(crate) control: control::ControlState,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come
@@ -135,19 +139,22 @@ impl Engine {
     }
 
     /// Puts `bundle` in force atomically; calls in flight finish on the old one. The swap is
-    /// recorded first: when the audit log fails, the old bundle stays in force.
+    /// recorded first: when the audit log fails, the old bundle stays in force. The old bundle
+    /// is kept in the history [`Engine::admin`] rolls back to. An engine that requires signed
+    /// bundles refuses an unsigned one; one that requires two administrators refuses the
+    /// direct call (`admin_approval_required`).
     pub fn swap_bundle(&self, bundle: Bundle) -> Result<()> {
-        let previous = self.policy_version();
-        self.record(|| bundle_loaded_event(&bundle, Some(&previous), self.clock.now_millis()))?;
-        self.bundle.store(Arc::new(bundle));
-        Ok(())
+        self.control.direct_change_allowed("swapping the bundle")?;
+        self.put_in_force(bundle, kind::BUNDLE_LOADED)
     }
 
-    /// Loads a bundle directory and swaps it in; on any error the old bundle stays in force.
+    /// Loads a bundle directory (checking its signature when the engine requires signed
+    /// bundles) and swaps it in; on any error the old bundle stays in force.
     pub fn reload_bundle(&self, dir: impl AsRef<Path>) -> Result<String> {
-        let bundle = Bundle::from_dir(dir)?;
+        self.control.direct_change_allowed("reloading the bundle")?;
+        let bundle = self.control.load_bundle(dir.as_ref())?;
         let version = bundle.policy_version().to_owned();
-        self.swap_bundle(bundle)?;
+        self.put_in_force(bundle, kind::BUNDLE_LOADED)?;
         Ok(version)
     }
 
@@ -209,6 +216,11 @@ impl Engine {
 
     /// Replaces the JWK Set of an external issuer (the refresh hook for hosts that fetch it).
     pub fn update_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
+        self.control.direct_change_allowed("replacing an issuer's keys")?;
+        self.replace_jwks(issuer, jwks_json)
+    }
+
+    pub(crate) fn replace_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
         self.verifier.update_jwks(issuer, jwks_json)?;
         self.record(|| {
             Event::new(kind::ADMIN, self.clock.now_millis())

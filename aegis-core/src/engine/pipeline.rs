@@ -24,7 +24,7 @@ use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
 use crate::policy::eval::{principal_entities, CallContext, PreparedRequest};
-use crate::policy::{lookup, redact, Bundle, ToolEntry};
+use crate::policy::{lookup, redact, scrub, Bundle, ToolEntry};
 use crate::state::{Commit, CommitOutcome, LedgerEntry, TaskState};
 
 /// A call whose caller, scope, proof and override token verified: what the stateful stages
@@ -84,6 +84,10 @@ impl Engine {
             Ok(()) => decision,
             Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => return Err(e),
             Err(e) => deny(decision, e),
+        };
+        let decision = match self.control.mode() {
+            super::Mode::Enforce => decision,
+            super::Mode::Shadow => super::verdict::log_only(decision, &bundle, &request.tool, &request.args),
         };
         let (decision, event) = match &self.audit {
             Some(log) => self.record_decision(log, &bundle, request, call.as_ref(), decision),
@@ -151,12 +155,14 @@ impl Engine {
             .map(|r| r.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))).and_then(|m| m.category.clone()))
             .collect();
         let digest = digest.or_else(|| call_digest(&request.tool, &request.args).ok());
-        // Arguments are recorded with every redaction any of the tool's policies names; a tool
-        // the bundle does not know has none named, so only the digest is kept.
-        let args = bundle.tool(&request.tool).map_or(Json::Null, |tool| {
+        // Arguments are recorded with every redaction any of the tool's policies names, and
+        // every detector's matches replaced (only their counts are recorded); a tool the bundle
+        // does not know has none named, so only the digest is kept.
+        let (args, detections) = bundle.tool(&request.tool).map_or((Json::Null, Default::default()), |tool| {
             let mut args = request.args.clone();
             redact(&mut args, &tool.audit_redactions.iter().map(Vec::as_slice).collect::<Vec<_>>());
-            args
+            let detections = scrub(&mut args, &tool.audit_detectors);
+            (args, detections)
         });
         let sealed_args = log
             .and_then(AuditLog::seal_key)
@@ -167,6 +173,7 @@ impl Engine {
             chain: chain.map(|c| &**c),
             digest,
             args,
+            detections,
             sealed_args,
             shadow_policies: shadow,
             categories,
@@ -186,7 +193,13 @@ impl Engine {
         let call = slot.insert(self.verify_call(bundle, request, now)?);
         for _ in 0..MAX_ATTEMPTS {
             let state = self.task_state(&call.chain)?;
-            let reservations = self.evaluate(bundle, call, &state, now, decision)?;
+            let evaluated = self.evaluate(bundle, call, &state, now, decision);
+            // A candidate bundle in rollout decides beside the enforced one, on the same state.
+            if let Some(candidate) = self.control.candidate() {
+                let enforced_permits = evaluated.is_ok() && decision.outcome.permits_call();
+                decision.candidate = Some(self.candidate_verdict(&candidate, call, &state, now, enforced_permits));
+            }
+            let reservations = evaluated?;
             match decision.outcome {
                 Outcome::Deny => return Ok(()),
                 Outcome::ApprovalNeeded => return self.open_approval(bundle, call, decision),

@@ -4,8 +4,8 @@ use cedar_policy::{Decision as CedarDecision, Effect, PolicyId};
 use serde_json::Value as Json;
 
 use super::decision::{Decision, Outcome, Reason};
-use crate::error::{Error, ReasonCode};
-use crate::policy::{redact, Bundle, Evaluation};
+use crate::error::{Error, PolicyVerdict, ReasonCode};
+use crate::policy::{redact, scrub, Bundle, Detector, Evaluation};
 
 /// Whether every forbid that denied the call is `@breakable` (and nothing errored).
 pub(crate) fn breakable(bundle: &Bundle, eval: &Evaluation) -> bool {
@@ -25,6 +25,7 @@ pub(crate) fn undecided(decision_id: String, bundle: &Bundle) -> Decision {
         break_glass_id: None,
         decision_id,
         policy_version: bundle.policy_version().to_owned(),
+        candidate: None,
     }
 }
 
@@ -67,13 +68,24 @@ pub(crate) fn apply_evaluation(bundle: &Bundle, eval: &Evaluation, tool: &str, a
 }
 
 /// The call may run: `allow`, or `sanitize` with the redactions of `permits`.
+///
+/// A permit's `@sanitize` paths make the outcome `sanitize` whether or not the arguments hold
+/// them (the permit's `when` usually tests that they do). Its `@detect` detectors make it
+/// `sanitize` only when one of them matched: they look at every string, so a permit that
+/// detects in the call's free text would otherwise turn every such call into `sanitize`.
 fn permit_with_obligations(bundle: &Bundle, permits: &[PolicyId], args: &Json, decision: &mut Decision) {
     let paths = sanitize_paths(bundle, permits);
-    if paths.is_empty() {
+    let detectors = detectors(bundle, permits);
+    if paths.is_empty() && detectors.is_empty() {
+        decision.outcome = Outcome::Allow;
+        return;
+    }
+    let mut sanitized = args.clone();
+    redact(&mut sanitized, &paths);
+    let detected = scrub(&mut sanitized, &detectors);
+    if paths.is_empty() && detected.is_empty() {
         decision.outcome = Outcome::Allow;
     } else {
-        let mut sanitized = args.clone();
-        redact(&mut sanitized, &paths);
         decision.outcome = Outcome::Sanitize;
         decision.sanitized_args = Some(sanitized);
     }
@@ -116,9 +128,44 @@ pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, deci
 pub(crate) fn redacted_by_permits(bundle: &Bundle, eval: &Evaluation, args: &Json) -> Json {
     let mut shown = args.clone();
     redact(&mut shown, &sanitize_paths(bundle, eval.satisfied_permits()));
+    scrub(&mut shown, &detectors(bundle, eval.satisfied_permits()));
     shown
 }
 
 fn sanitize_paths<'b>(bundle: &'b Bundle, permits: &[PolicyId]) -> Vec<&'b [String]> {
     permits.iter().filter_map(|id| bundle.policy_meta(id)).flat_map(|m| m.sanitize.iter().map(Vec::as_slice)).collect()
+}
+
+fn detectors(bundle: &Bundle, permits: &[PolicyId]) -> Vec<Detector> {
+    permits.iter().filter_map(|id| bundle.policy_meta(id)).flat_map(|m| m.detect.iter().copied()).collect()
+}
+
+/// Log-only mode: a call the policies refused (a forbid, no permit, an approval it would need)
+/// is allowed and marked `would_block`; a refusal for any other reason (the caller, a proof, a
+/// token, the task's state, an error) stands. Obligations still apply, conservatively: every
+/// redaction and detector any of the tool's policies names (the permits that would have held
+/// are not known once forbids refused).
+pub(crate) fn log_only(mut decision: Decision, bundle: &Bundle, tool: &str, args: &Json) -> Decision {
+    let by_policy = decision.reasons.iter().all(|r| {
+        matches!(
+            r.code,
+            ReasonCode::Verdict(PolicyVerdict::PolicyForbid | PolicyVerdict::NoMatchingPermit | PolicyVerdict::ApprovalRequired)
+        )
+    });
+    if decision.outcome.permits_call() || !by_policy {
+        return decision;
+    }
+    let mut sanitized = args.clone();
+    if let Some(entry) = bundle.tool(tool) {
+        redact(&mut sanitized, &entry.audit_redactions.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        scrub(&mut sanitized, &entry.audit_detectors);
+    }
+    let changed = &sanitized != args;
+    decision.outcome = if changed { Outcome::Sanitize } else { Outcome::Allow };
+    decision.sanitized_args = changed.then_some(sanitized);
+    decision.would_block = true;
+    decision
+        .reasons
+        .push(Reason::new(ReasonCode::Verdict(PolicyVerdict::ShadowMode), "log-only mode: the policies refused this call"));
+    decision
 }

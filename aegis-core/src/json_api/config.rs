@@ -133,6 +133,13 @@ pub struct EngineConfig {
     /// OpenTelemetry export (default: none; needs the `otel` feature).
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
+    /// Put in force only bundles signed by one of these keys (`bundle.sig`); the engine's
+    /// `bundle_dir` is then checked too.
+    #[serde(default)]
+    pub bundle_keys: Option<Vec<Jwk>>,
+    /// Take changes to what is enforced only as requests of two administrators (`admin`).
+    #[serde(default)]
+    pub require_two_admins: bool,
 }
 
 /// Where the engine sends its OpenTelemetry spans and metrics.
@@ -328,8 +335,19 @@ pub fn engine_from_config(config: EngineConfig) -> Result<Engine> {
 /// Builds an engine from an [`EngineConfig`], calling `notifier` with every new pending
 /// approval serialized as JSON (bindings wrap their language's callback in it).
 pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(String) + Send + Sync>>) -> Result<Engine> {
-    let bundle = load_bundle(config.bundle_dir.as_deref(), config.bundle.as_ref())?;
+    let bundle_keys =
+        config.bundle_keys.as_ref().map(|keys| keys.iter().map(PublicKey::from_jwk).collect::<Result<Vec<_>>>()).transpose()?;
+    let bundle = match (&bundle_keys, config.bundle_dir.as_deref()) {
+        (Some(keys), Some(dir)) => Bundle::from_dir_signed(dir, keys)?,
+        _ => load_bundle(config.bundle_dir.as_deref(), config.bundle.as_ref())?,
+    };
     let mut builder = Engine::builder().bundle(bundle);
+    if let Some(keys) = bundle_keys {
+        builder = builder.require_signed_bundles(keys);
+    }
+    if config.require_two_admins {
+        builder = builder.require_two_admins();
+    }
     for issuer in &config.trusted_issuers {
         builder = builder.trust_issuer(issuer.issuer.clone(), PublicKey::from_jwk(&issuer.jwk)?);
     }

@@ -19,12 +19,14 @@ pub use config::{
 };
 pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
 
-use crate::audit::{read_log, LogKey, LogVerifier};
+use crate::audit::{dry_run, read_log, LogKey, LogVerifier, SealKey};
 use crate::break_glass::BreakGlassRequest;
+use crate::engine::{admin_proof, AdminAction, AdminRequest};
 use crate::engine::{AuthorizationRequest, Decision, Engine};
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::{self, KeyPair, PublicKey};
 use crate::json::{from_str_strict, parse_value_strict};
+use crate::policy::{lint, run_policy_tests, sign_bundle, Bundle, BundleSources};
 use crate::state::PendingApproval;
 use crate::time::OsRandom;
 
@@ -60,6 +62,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("update_jwks", true, "{issuer, jwks} -> null: replaces an external issuer's key set (the refresh hook)"),
     op("policy_version", true, "{} -> {policy_version}"),
     op("audit_checkpoint", true, "{} -> {origin, size, root, note}: signs and exports a checkpoint of the audit log"),
+    op("admin", true, "AdminRequest -> AdminOutcome: a change to what is enforced, signed by two administrators"),
+    op("control_status", true, "{} -> {policy_version, mode, candidate_version, history}"),
     op("flush_telemetry", true, "{} -> null: exports the spans and metrics recorded so far (engine `telemetry`)"),
     op("time_authorize", true, "{request, iterations} -> mean seconds per decision (benchmarks)"),
     op("generate_key", false, "{seed_hex?} -> private JWK"),
@@ -77,6 +81,16 @@ pub const OPERATIONS: &[Operation] = &[
         "audit_verify",
         false,
         "{dir, verifier_key?, trusted_checkpoints?} -> LogReport: checks a log and names its first bad record",
+    ),
+    op("admin_proof", false, "{key, action, issued_at?, ttl_secs?, jti?} -> proof: one administrator's signature over an action"),
+    op("bundle_sign", false, "{bundle_dir, key, issued_at?} -> {signature, policy_version}: writes bundle.sig"),
+    op("bundle_verify", false, "{bundle_dir, keys} -> {policy_version, signed_by}: checks bundle.sig against trusted keys"),
+    op("policy_test", false, "{bundle_dir} -> PolicyTestReport: runs the bundle's tests/*.yaml"),
+    op("policy_lint", false, "{bundle_dir} -> [Lint]"),
+    op(
+        "policy_dry_run",
+        false,
+        "{bundle_dir, logs, seal_key_hex?} -> DryRunReport: the logs' calls re-decided under a candidate",
     ),
     op("call_digest", false, "{tool, args} -> digest (string)"),
     op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
@@ -126,6 +140,67 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
         "update_jwks" => {
             let r: UpdateJwks = parse(input)?;
             engine()?.update_jwks(&r.issuer, &r.jwks.to_string()).and_then(|()| to_json(&Value::Null))
+        }
+        "admin" => to_json(&engine()?.admin(&parse::<AdminRequest>(input)?)?),
+        "control_status" => no_input(input).and_then(|()| {
+            let engine = engine()?;
+            to_json(&serde_json::json!({
+                "policy_version": engine.policy_version(),
+                "mode": engine.mode(),
+                "candidate_version": engine.candidate_version(),
+                "history": engine.bundle_history(),
+            }))
+        }),
+        "admin_proof" => {
+            let r: AdminProof = parse(input)?;
+            let jti = match r.jti {
+                Some(j) => j,
+                None => crate::time::random_id(&OsRandom, "adm_")?,
+            };
+            let now = r.issued_at.unwrap_or_else(|| crate::time::Clock::now_secs(&crate::time::SystemClock));
+            to_json(&admin_proof(&KeyPair::from_jwk(&r.key)?, &r.action, &jti, now, r.ttl_secs.unwrap_or(300))?)
+        }
+        "bundle_sign" => {
+            let r: BundleSign = parse(input)?;
+            let now = r.issued_at.unwrap_or_else(|| crate::time::Clock::now_secs(&crate::time::SystemClock));
+            let signature = sign_bundle(&r.bundle_dir, &KeyPair::from_jwk(&r.key)?, now)?;
+            let policy_version = Bundle::from_dir(&r.bundle_dir)?.policy_version().to_owned();
+            to_json(&serde_json::json!({"signature": signature, "policy_version": policy_version}))
+        }
+        "bundle_verify" => {
+            let r: BundleVerify = parse(input)?;
+            let keys = r.keys.iter().map(PublicKey::from_jwk).collect::<Result<Vec<_>>>()?;
+            let bundle = Bundle::from_dir_signed(&r.bundle_dir, &keys)?;
+            to_json(&serde_json::json!({"policy_version": bundle.policy_version(), "signed_by": bundle.signed_by()}))
+        }
+        "policy_test" => to_json(&run_policy_tests(parse::<BundleDir>(input)?.bundle_dir)?),
+        "policy_lint" => {
+            let sources = BundleSources::read_dir(parse::<BundleDir>(input)?.bundle_dir)?;
+            let bundle = Bundle::from_sources(&sources)?;
+            to_json(&lint(&sources, &bundle))
+        }
+        "policy_dry_run" => {
+            let r: DryRun = parse(input)?;
+            let candidate = Bundle::from_dir(&r.bundle_dir)?;
+            let seal = r
+                .seal_key_hex
+                .as_deref()
+                .map(|k| hex::decode(k).map_err(|_| Error::new(ErrorCode::InvalidKey, "`seal_key_hex` is not hex")))
+                .transpose()?
+                .map(|k| SealKey::new(&k))
+                .transpose()?;
+            let logs = r
+                .logs
+                .iter()
+                .map(|dir| read_log(std::path::Path::new(dir), None, &[]).map(|log| (dir.clone(), log)))
+                .collect::<Result<Vec<_>>>()?;
+            if let Some((dir, log)) = logs.iter().find(|(_, log)| !log.report.intact()) {
+                return Err(Error::new(
+                    ErrorCode::AuditInvalid,
+                    format!("`{dir}` fails verification at {:?}: replay only a log that verifies", log.report.first_bad),
+                ));
+            }
+            to_json(&dry_run(candidate, &logs, seal.as_ref())?)
         }
         "flush_telemetry" => no_input(input).and_then(|()| engine()?.flush_telemetry()).and_then(|()| to_json(&Value::Null)),
         "policy_version" => no_input(input).and_then(|()| to_json(&PolicyVersion { policy_version: engine()?.policy_version() })),
@@ -372,4 +447,42 @@ mod tests {
         }
         assert_eq!(call(None, "nope", "{}").unwrap_err().code(), ErrorCode::UnknownOperation);
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminProof {
+    key: crate::identity::Jwk,
+    action: AdminAction,
+    #[serde(default)]
+    issued_at: Option<i64>,
+    #[serde(default)]
+    ttl_secs: Option<i64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleSign {
+    bundle_dir: String,
+    key: crate::identity::Jwk,
+    #[serde(default)]
+    issued_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleVerify {
+    bundle_dir: String,
+    keys: Vec<crate::identity::Jwk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRun {
+    bundle_dir: String,
+    logs: Vec<String>,
+    #[serde(default)]
+    seal_key_hex: Option<String>,
 }

@@ -10,6 +10,9 @@
 //!   outcome is `approval_needed` instead of `deny`.
 //! - `@sanitize("args.a, args.b.c")` on a permit: when it determines an allow, those argument
 //!   paths are redacted and the outcome is `sanitize`.
+//! - `@detect("payment_card, email")` on a permit: when it determines an allow, every match of
+//!   those detectors in any string of the arguments is replaced (see [`Detector`]); the outcome
+//!   is `sanitize` when one matched.
 //! - `@shadow` on any policy: evaluated, never enforced; a matching shadow forbid sets
 //!   `would_block`.
 
@@ -26,6 +29,7 @@ use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use super::args::ArgsType;
+use super::detect::Detector;
 use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
 use super::manifest::{BudgetSpec, Manifest};
 use crate::error::{Error, ErrorCode, Result};
@@ -60,6 +64,8 @@ pub struct PolicyMeta {
     pub approval: Option<String>,
     /// `@sanitize`: argument paths to redact (without the leading `args`).
     pub sanitize: Vec<Vec<String>>,
+    /// `@detect`: detectors whose matches are redacted in every string of the arguments.
+    pub detect: Vec<Detector>,
     /// `@shadow`.
     pub shadow: bool,
     /// `@breakable` (forbids only): an open break-glass grant lifts it.
@@ -79,6 +85,10 @@ pub struct Bundle {
     tools: HashMap<String, Arc<ToolEntry>>,
     principal_type: EntityTypeName,
     role_type: EntityTypeName,
+    /// The SHA-256 of the bundle's files (hex): what a bundle signature covers.
+    digest: String,
+    /// The key (thumbprint) whose signature over the digest verified, if one did.
+    signed_by: Option<String>,
 }
 
 /// What the engine needs per tool, computed once at load.
@@ -95,6 +105,9 @@ pub(crate) struct ToolEntry {
     pub args_type: Option<ArgsType>,
     /// Every `@sanitize` path of the tool's policies: what its audit records redact.
     pub audit_redactions: Vec<Vec<String>>,
+    /// Every `@detect` detector of the tool's policies (sorted, once each): what its audit
+    /// records scrub.
+    pub audit_detectors: Vec<Detector>,
     pub budgets: Vec<CompiledBudget>,
 }
 
@@ -113,6 +126,12 @@ pub(crate) struct CompiledPredicate {
 }
 
 impl BundleSources {
+    /// The SHA-256 (hex) of every file, each length-prefixed with its name: what
+    /// `policy_version` abbreviates and a bundle signature covers.
+    pub fn digest(&self) -> String {
+        content_digest(self)
+    }
+
     /// Reads a bundle directory's files: `*.cedar`, one `*.cedarschema` and `manifest.yaml`
     /// (other files and subdirectories, such as `tests/`, are not part of the bundle).
     pub fn read_dir(dir: impl AsRef<Path>) -> Result<Self> {
@@ -215,6 +234,14 @@ impl Bundle {
                     .filter_map(|p| meta.get(p.id()))
                     .flat_map(|m| m.sanitize.iter().cloned())
                     .collect(),
+                audit_detectors: enforced
+                    .for_action(action)
+                    .policies()
+                    .filter_map(|p| meta.get(p.id()))
+                    .flat_map(|m| m.detect.iter().copied())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
                 budgets: manifest
                     .budgets
                     .iter()
@@ -228,8 +255,23 @@ impl Bundle {
             };
             tools.insert(tool, Arc::new(entry));
         }
-        let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, content_digest(sources));
-        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, role_type })
+        let digest = sources.digest();
+        let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, &digest[..16]);
+        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, role_type, digest, signed_by: None })
+    }
+
+    /// The SHA-256 (hex) of every file of the bundle: what a bundle signature covers.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The key (thumbprint) whose signature over this bundle verified, if one did.
+    pub fn signed_by(&self) -> Option<&str> {
+        self.signed_by.as_deref()
+    }
+
+    pub(crate) fn set_signed_by(&mut self, kid: String) {
+        self.signed_by = Some(kid);
     }
 
     /// `name@version+digest`: changes whenever any byte of the bundle changes.
@@ -424,6 +466,22 @@ fn policy_meta_unplaced(policy: &Policy, id: &str, file: &str, line: usize) -> R
             })
             .collect::<Result<_>>()?,
     };
+    let mut detect = match policy.annotation("detect") {
+        None => Vec::new(),
+        Some(_) if effect != Effect::Permit => {
+            return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@detect` belongs on a permit", at())))
+        }
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                name.trim()
+                    .parse::<Detector>()
+                    .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("{}: `@detect`: {e}", at())))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    detect.sort_unstable();
+    detect.dedup();
     Ok(PolicyMeta {
         id: id.to_owned(),
         effect,
@@ -432,6 +490,7 @@ fn policy_meta_unplaced(policy: &Policy, id: &str, file: &str, line: usize) -> R
         message: policy.annotation("message").map(str::to_owned),
         approval,
         sanitize,
+        detect,
         shadow: policy.annotation("shadow").is_some(),
         breakable: policy.annotation("breakable").is_some(),
         category: policy.annotation("category").map(str::to_owned),
@@ -519,6 +578,5 @@ fn content_digest(sources: &BundleSources) -> String {
         hasher.update((content.len() as u64).to_be_bytes());
         hasher.update(content.as_bytes());
     }
-    let digest = hasher.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }

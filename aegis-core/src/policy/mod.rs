@@ -2,18 +2,23 @@
 
 mod args;
 mod bundle;
+mod detect;
 pub(crate) mod eval;
 mod lint;
 mod manifest;
+mod signing;
 mod suite;
 
 pub use args::REDACTED;
 pub(crate) use args::{lookup, redact};
 pub(crate) use bundle::ToolEntry;
 pub use bundle::{Bundle, BundleSources, PolicyMeta};
+pub(crate) use detect::scrub;
+pub use detect::{Detector, UnknownDetector};
 pub use eval::Evaluation;
 #[cfg(feature = "testing")]
 pub use eval::PolicyIndex;
 pub use lint::{lint, Lint};
 pub use manifest::{BudgetScope, BudgetSpec, Manifest, OnExceed, PredicateSpec};
+pub use signing::{sign_bundle, verify_bundle_signature, BundleClaims, BUNDLE_SIGNATURE_FILE};
 pub use suite::{run_policy_tests, CaseResult, PolicyTestReport};

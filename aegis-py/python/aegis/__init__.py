@@ -47,8 +47,11 @@ __all__ = [
     "SignatureVerdict",
     "VERDICT_CODES",
     "args_to_run",
+    "admin_proof",
     "audit_keygen",
     "audit_verify",
+    "bundle_sign",
+    "bundle_verify",
     "call_digest",
     "create_proof",
     "delegate",
@@ -58,6 +61,9 @@ __all__ = [
     "issue_root",
     "json_pointer",
     "operations",
+    "policy_dry_run",
+    "policy_lint",
+    "policy_test",
     "reason_codes",
     "slack_message",
     "verify_signature",
@@ -128,6 +134,9 @@ class Decision:
     approval_id: Optional[str] = None
     sanitized_args: Optional[Mapping[str, Any]] = None
     break_glass_id: Optional[str] = None
+    #: What a candidate bundle in shadow rollout would have decided (`policy_version`,
+    #: `outcome`, `policy_ids`, `would_block`); never the outcome.
+    candidate: Optional[Mapping[str, Any]] = None
 
     @property
     def allowed(self) -> bool:
@@ -168,6 +177,7 @@ class Decision:
             approval_id=data.get("approval_id"),
             sanitized_args=freeze(data["sanitized_args"]) if "sanitized_args" in data else None,
             break_glass_id=data.get("break_glass_id"),
+            candidate=freeze(data["candidate"]) if data.get("candidate") is not None else None,
         )
 
 
@@ -514,6 +524,50 @@ def audit_verify(log_dir: Union[str, "os.PathLike[str]"], *, verifier_key: Optio
                      bool(out["key_from_log"]))
 
 
+def admin_proof(key: KeyPair, action: Mapping[str, Any], *, ttl_secs: int = 300, jti: Optional[str] = None,
+                issued_at: Optional[int] = None) -> str:
+    """One administrator's signature over a control-plane `action` (`{"action": "set_mode",
+    "mode": "shadow"}`, `{"action": "rollback"}`, ...), by the key its root credential binds:
+    pass it with the credential chain as `requested_by` or `approved_by` of
+    :meth:`Engine.admin`. Single use."""
+    return str(_free("admin_proof", {"key": key.private_jwk, "action": dict(action), "ttl_secs": ttl_secs,
+                                     "jti": jti, "issued_at": issued_at}))
+
+
+def bundle_sign(bundle_dir: Union[str, "os.PathLike[str]"], key: KeyPair) -> Dict[str, Any]:
+    """Signs the bundle in `bundle_dir` (name, version and the SHA-256 of every file) and writes
+    `bundle.sig` beside it; returns `{signature, policy_version}`."""
+    return dict(_free("bundle_sign", {"bundle_dir": os.fspath(bundle_dir), "key": key.private_jwk}))
+
+
+def bundle_verify(bundle_dir: Union[str, "os.PathLike[str]"], keys: Sequence[KeyPair]) -> Dict[str, Any]:
+    """Checks `bundle.sig` against trusted `keys`; returns `{policy_version, signed_by}` or
+    raises `BundleSignatureInvalid`."""
+    return dict(_free("bundle_verify", {"bundle_dir": os.fspath(bundle_dir), "keys": [k.public_jwk for k in keys]}))
+
+
+def policy_test(bundle_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+    """Runs the bundle's policy tests (`tests/*.yaml`): `{policy_version, cases: [{file, name,
+    failures}]}`; a case passed when its `failures` is empty."""
+    return dict(_free("policy_test", {"bundle_dir": os.fspath(bundle_dir)}))
+
+
+def policy_lint(bundle_dir: Union[str, "os.PathLike[str]"]) -> List[Dict[str, Any]]:
+    """The bundle's lint findings: `[{code, file, line, policy_id, message}]`."""
+    return [dict(x) for x in _free("policy_lint", {"bundle_dir": os.fspath(bundle_dir)})]
+
+
+def policy_dry_run(bundle_dir: Union[str, "os.PathLike[str]"], logs: Sequence[Union[str, "os.PathLike[str]"]], *,
+                   seal_key: Optional[bytes] = None) -> Dict[str, Any]:
+    """Re-decides the calls of audit `logs` under the candidate bundle in `bundle_dir`:
+    `{changes: [{decision_id, from, to, opens, policies, ...}], by_policy, by_agent, ...}`,
+    calls that would now run first. `seal_key` opens raw arguments the logs keep sealed."""
+    if isinstance(logs, (str, bytes)):
+        raise TypeError("`logs` is a sequence of log directories, not one")
+    return dict(_free("policy_dry_run", {"bundle_dir": os.fspath(bundle_dir), "logs": [os.fspath(x) for x in logs],
+                                         "seal_key_hex": bytes(seal_key).hex() if seal_key is not None else None}))
+
+
 def call_digest(tool: str, args: Mapping[str, Any]) -> str:
     """The digest approvals and proofs bind to: SHA-256 of the RFC 8785 form of the call."""
     return str(_free("call_digest", {"tool": tool, "args": args}))
@@ -595,6 +649,8 @@ class Engine:
         notifier: Optional[Callable[[PendingApproval], None]] = None,
         audit: Optional[Mapping[str, Any]] = None,
         telemetry: Optional[Mapping[str, Any]] = None,
+        bundle_keys: Optional[Sequence[KeyPair]] = None,
+        require_two_admins: bool = False,
     ) -> None:
         """`trusted_issuers` maps each issuer of Aegis root credentials (`iss`) to its Ed25519
         public key; `external_issuers` lists the issuers of external identities (OIDC ID tokens,
@@ -613,7 +669,11 @@ class Engine:
 
         `telemetry` exports OpenTelemetry spans and metrics over OTLP/HTTP, a mapping of the
         core's `TelemetryConfig` members (`otlp_endpoint`, and optionally `service_name`,
-        `export_interval_ms`)."""
+        `export_interval_ms`).
+
+        `bundle_keys` puts in force only bundles signed by one of these keys (`bundle.sig`, see
+        :func:`bundle_sign`); `require_two_admins` takes changes to what is enforced only
+        through :meth:`admin`."""
         if isinstance(external_issuers, Mapping):
             raise TypeError("`external_issuers` is a sequence of issuers, not one mapping")
         config = {
@@ -630,6 +690,8 @@ class Engine:
             "fixed_time": fixed_time,
             "audit": dict(audit) if audit is not None else None,
             "telemetry": dict(telemetry) if telemetry is not None else None,
+            "bundle_keys": [k.public_jwk for k in bundle_keys] if bundle_keys is not None else None,
+            "require_two_admins": require_two_admins,
         }
         callback = None
         if notifier is not None:
@@ -656,6 +718,17 @@ class Engine:
         """Signs a checkpoint of the audit log now (and exports it when configured); an engine
         without a log raises `AuditUnavailable`."""
         return Checkpoint._from(self._op("audit_checkpoint", {}))
+
+    def admin(self, request: Mapping[str, Any]) -> Dict[str, Any]:
+        """Applies a change to what is enforced, signed by two distinct administrators:
+        `{"action": {...}, "requested_by": {"chain": [...], "proof": ...}, "approved_by": {...}}`
+        (see :func:`admin_proof`). Returns `{action, policy_version, mode, candidate_version,
+        requested_by, approved_by}`; one administrator alone gets `AdminConflict`."""
+        return dict(self._op("admin", dict(request)))
+
+    def control_status(self) -> Dict[str, Any]:
+        """`{policy_version, mode, candidate_version, history}`: what is enforced and how."""
+        return dict(self._op("control_status", {}))
 
     def flush_telemetry(self) -> None:
         """Exports the spans and metrics recorded so far now (an engine built with `telemetry`);

@@ -304,6 +304,36 @@ class UnknownOperation(AegisError):
     code = "unknown_operation"
 
 
+class AdminUnauthorized(AegisError):
+    """An administrative change was asked by someone who is not an administrator (a root"""
+
+    code = "admin_unauthorized"
+
+
+class AdminConflict(AegisError):
+    """The second administrator is the one asking (the same identity or key): a change to"""
+
+    code = "admin_conflict"
+
+
+class AdminApprovalRequired(AegisError):
+    """This engine takes changes to what is enforced only as signed requests of two"""
+
+    code = "admin_approval_required"
+
+
+class BundleSignatureInvalid(AegisError):
+    """A bundle's signature is missing, does not verify, or is by a key the engine does not"""
+
+    code = "bundle_signature_invalid"
+
+
+class NoPreviousBundle(AegisError):
+    """There is no earlier bundle to roll back to."""
+
+    code = "no_previous_bundle"
+
+
 ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "malformed_request": MalformedRequest,
     "invalid_key": InvalidKey,
@@ -351,6 +381,11 @@ ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "approver_conflict": ApproverConflict,
     "break_glass_refused": BreakGlassRefused,
     "unknown_operation": UnknownOperation,
+    "admin_unauthorized": AdminUnauthorized,
+    "admin_conflict": AdminConflict,
+    "admin_approval_required": AdminApprovalRequired,
+    "bundle_signature_invalid": BundleSignatureInvalid,
+    "no_previous_bundle": NoPreviousBundle,
 }
 
 VERDICT_CODES: Tuple[str, ...] = (
@@ -361,6 +396,7 @@ VERDICT_CODES: Tuple[str, ...] = (
     "policy_permit",
     "approval_granted",
     "break_glass_applied",
+    "shadow_mode",
 )
 
 REASON_CODES: Tuple[str, ...] = VERDICT_CODES + tuple(ERRORS_BY_CODE)
