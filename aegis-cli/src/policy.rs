@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use aegis_sod::audit::{dry_run, SealKey};
-use aegis_sod::{lint, run_policy_tests, Bundle, BundleSources};
+use aegis_sod::{lint, run_policy_tests, schema_with_common_context, Bundle, BundleSources, COMPILED_FILE, MATRIX_FILE};
 use clap::Subcommand;
 
 use crate::show;
@@ -47,6 +47,12 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print what the bundle's SoD matrix (`sod.yaml`) compiles to, and the schema with the
+    /// common context Aegis adds to every action.
+    Compile {
+        /// The bundle directory.
+        bundle_dir: PathBuf,
+    },
     /// Run the bundle's policy tests (`tests/*.yaml`); exits non-zero when any case fails.
     Test {
         /// The bundle directory.
@@ -61,11 +67,25 @@ pub fn run(command: PolicyCommand) -> Result<(), String> {
     match command {
         PolicyCommand::Validate { bundle_dir } => validate(&bundle_dir),
         PolicyCommand::Test { bundle_dir, json } => test(&bundle_dir, json),
+        PolicyCommand::Compile { bundle_dir } => compile(&bundle_dir),
         PolicyCommand::Lint { bundle_dir, allow, json } => lint_bundle(&bundle_dir, &allow, json),
         PolicyCommand::DryRun { bundle, logs, seal_key_hex, accept_changes, json } => {
             replay(&bundle, &logs, seal_key_hex.as_deref(), accept_changes, json)
         }
     }
+}
+
+fn compile(bundle_dir: &Path) -> Result<(), String> {
+    let sources = BundleSources::read_dir(bundle_dir).map_err(show)?;
+    // It must load as a whole: a matrix that compiles to policies Cedar refuses is an error.
+    let bundle = Bundle::from_sources(&sources).map_err(show)?;
+    match sources.policies.iter().find(|(name, _)| name == COMPILED_FILE) {
+        Some((_, cedar)) => println!("{cedar}"),
+        None => println!("// `{}` has no `{MATRIX_FILE}`", bundle_dir.display()),
+    }
+    println!("// The schema as {} validates against it (the common context added):\n", bundle.policy_version());
+    println!("{}", schema_with_common_context(&sources).map_err(show)?);
+    Ok(())
 }
 
 fn findings(bundle_dir: &Path) -> Result<(Bundle, Vec<aegis_sod::Lint>), String> {

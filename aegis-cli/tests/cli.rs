@@ -269,11 +269,11 @@ fn policy_test_lint_and_dry_run() {
             std::fs::copy(&path, candidate.join(path.file_name().unwrap())).unwrap();
         }
     }
-    let seg = candidate.join("segregation.cedar");
-    let text = std::fs::read_to_string(&seg).unwrap();
-    let start = text.find("@id(\"drafter-does-not-pay\")").unwrap();
-    let end = start + text[start..].find(";\n").unwrap() + 2;
-    std::fs::write(&seg, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let matrix = candidate.join("sod.yaml");
+    let text = std::fs::read_to_string(&matrix).unwrap();
+    let start = text.find("  - id: drafter-does-not-pay").unwrap();
+    let end = start + text[start..].find("  - id: approver-does-not-pay").unwrap();
+    std::fs::write(&matrix, format!("{}{}", &text[..start], &text[end..])).unwrap();
     let (ok, out, err) = aegis(&["policy", "dry-run", "--bundle", candidate.to_str().unwrap(), "--log", log.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(out.contains("1 changed (1 would now run)"), "{out}");

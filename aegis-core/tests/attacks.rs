@@ -152,6 +152,7 @@ fn overflowing_numbers_deny_and_never_take_down_other_tasks() {
         roomy.manifest =
             roomy.manifest.replace("limit: 5000", "limit: 9223372036854775807").replace("on_exceed: approval", "on_exceed: deny");
         roomy.policies.retain(|(f, _)| f != "limits.cedar");
+        remove_policy(&mut roomy, "large-payment-needs-approval");
         engine.swap_bundle(Bundle::from_sources(&roomy).unwrap()).unwrap();
         let chain = chain_in("task-overflow", "finance-agent", &key(3), &[TOOL], NOW);
         for amount in [-5_000_000_000_000_000_000_i64, -5_000_000_000_000_000_000] {

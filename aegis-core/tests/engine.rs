@@ -15,17 +15,7 @@ fn request(chain: Vec<String>, args: Value) -> AuthorizationRequest {
 }
 
 fn payments_sources() -> BundleSources {
-    let dir = payments_dir();
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    BundleSources {
-        manifest: read("manifest.yaml"),
-        schema: read("payments.cedarschema"),
-        schema_file: "payments.cedarschema".into(),
-        policies: ["approvals.cedar", "permits.cedar", "segregation.cedar", "limits.cedar"]
-            .iter()
-            .map(|f| ((*f).to_owned(), read(f)))
-            .collect(),
-    }
+    BundleSources::read_dir(payments_dir()).unwrap()
 }
 
 #[test]
@@ -162,8 +152,8 @@ fn failed_reload_keeps_the_old_bundle_and_a_good_one_swaps_atomically() {
     assert_eq!(engine.authorize(&request(fx.chain(), pay(1200, GOOD_ACCOUNT))).unwrap().outcome, Outcome::Allow);
 
     // A valid change: payments now need approval above 1000.
-    let limits = std::fs::read_to_string(broken.join("limits.cedar")).unwrap().replace("amount > 5000", "amount > 1000");
-    std::fs::write(broken.join("limits.cedar"), limits).unwrap();
+    let matrix = std::fs::read_to_string(broken.join("sod.yaml")).unwrap().replace("above: 5000", "above: 1000");
+    std::fs::write(broken.join("sod.yaml"), matrix).unwrap();
     std::fs::remove_file(broken.join("extra.cedar")).unwrap();
     let after = engine.reload_bundle(&broken).unwrap();
     assert_ne!(after, before);
@@ -198,7 +188,10 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        // The bundle's files; its `tests/` are not part of it.
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 

@@ -68,7 +68,7 @@ fn the_payments_bundle_yields_only_the_unforbidden_invoice_tool() {
     let sources = BundleSources::read_dir(&dir).unwrap();
     let bundle = Bundle::from_sources(&sources).unwrap();
     let lints = lint(&sources, &bundle);
-    assert_eq!(found(&lints), vec![at("tool_without_forbid", "payments.cedarschema", 41, None)], "{lints:#?}");
+    assert_eq!(found(&lints), vec![at("tool_without_forbid", "payments.cedarschema", 23, None)], "{lints:#?}");
     assert!(lints[0].message.contains("`invoice.create`"), "{}", lints[0].message);
 }
 

@@ -60,17 +60,6 @@ fn candidate(edit: impl FnOnce(&mut aegis_sod::BundleSources)) -> Bundle {
     Bundle::from_sources(&sources).unwrap()
 }
 
-fn without(sources: &mut aegis_sod::BundleSources, policy_id: &str) {
-    for (_, text) in &mut sources.policies {
-        if let Some(start) = text.find(&format!("@id(\"{policy_id}\")")) {
-            let end = start + text[start..].find(";\n").unwrap() + 2;
-            text.replace_range(start..end, "");
-            return;
-        }
-    }
-    panic!("no policy {policy_id}");
-}
-
 #[test]
 fn replay_under_candidates() {
     let dir = fresh_dir("replay-log");
@@ -91,7 +80,7 @@ fn replay_under_candidates() {
     assert_eq!(unsealed.replayed, 5);
 
     // One SoD forbid removed: exactly the call it refused would now run.
-    let flipped = dry_run(candidate(|s| without(s, "drafter-does-not-pay")), &logs, Some(&seal)).unwrap();
+    let flipped = dry_run(candidate(|s| remove_policy(s, "drafter-does-not-pay")), &logs, Some(&seal)).unwrap();
     assert_eq!(flipped.changes.len(), 1, "{flipped:#?}");
     let c = &flipped.changes[0];
     assert_eq!(
@@ -104,7 +93,7 @@ fn replay_under_candidates() {
     // A stricter candidate (payments over 1000 forbidden) and a looser one at once: the call
     // that would now run is listed before the ones that would now be refused.
     let stricter = candidate(|s| {
-        without(s, "drafter-does-not-pay");
+        remove_policy(s, "drafter-does-not-pay");
         s.policies.push((
             "extra.cedar".into(),
             "@id(\"over-1000\")\nforbid (principal, action == Action::\"stripe.create_payment\", resource)\nwhen { context.args.amount > 1000 };\n".into(),

@@ -67,13 +67,11 @@ fn new_engine(store: Value, bundle_patch: Option<(&str, &str)>) -> Handle {
     match bundle_patch {
         None => config["bundle_dir"] = json!(format!("{root}/policies/payments")),
         Some((from, to)) => {
-            let read = |f: &str| std::fs::read_to_string(format!("{root}/policies/payments/{f}")).unwrap();
-            let policies: serde_json::Map<String, Value> =
-                ["approvals.cedar", "limits.cedar", "permits.cedar", "segregation.cedar"]
-                    .iter()
-                    .map(|f| ((*f).to_owned(), json!(read(f))))
-                    .collect();
-            config["bundle"] = json!({"manifest": read("manifest.yaml").replace(from, to), "schema": read("payments.cedarschema"), "policies": policies});
+            // The bundle's files as the engine reads them (its SoD matrix compiled).
+            let sources = aegis_sod::BundleSources::read_dir(format!("{root}/policies/payments")).unwrap();
+            let policies: serde_json::Map<String, Value> = sources.policies.iter().map(|(f, s)| (f.clone(), json!(s))).collect();
+            config["bundle"] =
+                json!({"manifest": sources.manifest.replace(from, to), "schema": sources.schema, "policies": policies});
         }
     }
     let config = CString::new(config.to_string()).unwrap();

@@ -41,11 +41,11 @@ test('a dry run names the call a removed SoD forbid would let through', () => {
 
   assert.deepEqual(policyDryRun(BUNDLE, [logDir]).changes, []);
   const candidate = copyBundle(path.join(dir, 'candidate'));
-  const seg = path.join(candidate, 'segregation.cedar');
-  const text = fs.readFileSync(seg, 'utf8');
-  const start = text.indexOf('@id("drafter-does-not-pay")');
-  const end = start + text.slice(start).indexOf(';\n') + 2;
-  fs.writeFileSync(seg, text.slice(0, start) + text.slice(end));
+  const matrix = path.join(candidate, 'sod.yaml');
+  const text = fs.readFileSync(matrix, 'utf8');
+  const start = text.indexOf('  - id: drafter-does-not-pay');
+  const end = text.indexOf('  - id: approver-does-not-pay');
+  fs.writeFileSync(matrix, text.slice(0, start) + text.slice(end));
   const flipped = policyDryRun(candidate, [logDir]);
   assert.deepEqual(flipped.changes.map((c) => [c.decision_id, c.from, c.to, c.opens]), [[refused.decisionId, 'deny', 'allow', true]]);
 });

@@ -21,11 +21,11 @@ def test_the_bundle_passes_its_own_tests_and_lints_name_file_and_line() -> None:
 def candidate_without(tmp_path, policy_id: str):
     dst = tmp_path / "candidate"
     shutil.copytree(BUNDLE, dst)
-    seg = dst / "segregation.cedar"
-    text = seg.read_text()
-    start = text.index(f'@id("{policy_id}")')
-    end = start + text[start:].index(";\n") + 2
-    seg.write_text(text[:start] + text[end:])
+    matrix = dst / "sod.yaml"
+    text = matrix.read_text()
+    start = text.index(f"  - id: {policy_id}")
+    end = text.find("  - id: ", start + 1)
+    matrix.write_text(text[:start] + (text[end:] if end >= 0 else ""))
     return dst
 
 

@@ -28,17 +28,8 @@ pub fn payments_sources() -> BundleSources {
 
 /// The payments bundle's sources, as shipped.
 pub fn payments_sources_as_shipped() -> BundleSources {
-    let dir = repo_root().join("policies/payments");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-    BundleSources {
-        manifest: read("manifest.yaml"),
-        schema: read("payments.cedarschema"),
-        schema_file: "payments.cedarschema".into(),
-        policies: ["approvals.cedar", "permits.cedar", "segregation.cedar", "limits.cedar"]
-            .iter()
-            .map(|f| ((*f).to_owned(), read(f)))
-            .collect(),
-    }
+    // The bundle's files as the engine reads them (its SoD matrix compiled).
+    BundleSources::read_dir(repo_root().join("policies/payments")).unwrap_or_default()
 }
 
 /// The payments bundle padded to `policies` policies spread over `tools` extra tools.

@@ -154,6 +154,11 @@ impl BundleSources {
                 Some("cedar") => sources.policies.push((name, read(&path)?)),
                 Some("cedarschema") => schemas.push((name, read(&path)?)),
                 _ if name == "manifest.yaml" || name == "manifest.yml" => manifest = Some(read(&path)?),
+                // The SoD matrix is compiled to Cedar here: the policies it becomes are part of
+                // the bundle (and of its digest) like any other.
+                _ if name == super::matrix::MATRIX_FILE => sources
+                    .policies
+                    .push((super::matrix::COMPILED_FILE.to_owned(), super::matrix::compile_matrix(&read(&path)?)?)),
                 _ => {}
             }
         }
@@ -182,17 +187,21 @@ impl Bundle {
     pub fn from_sources(sources: &BundleSources) -> Result<Self> {
         let manifest: Manifest = serde_norway::from_str(&sources.manifest)
             .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: {e}")))?;
-        let (schema, _warnings) = Schema::from_cedarschema_str(&sources.schema).map_err(|e| {
+        // Parsed once for its diagnostics, then in JSON form with the engine's common context
+        // added to every action (the schema declares each tool's `args`, nothing repeated).
+        let (fragment, _warnings) = cedar_policy::SchemaFragment::from_cedarschema_str(&sources.schema).map_err(|e| {
             Error::new(ErrorCode::InvalidBundle, format!("`{}`: {}", sources.schema_file, render_diagnostic(&e, &sources.schema)))
         })?;
+        let mut schema_json = fragment
+            .to_json_value()
+            .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{}`: {e}", sources.schema_file)))?;
+        super::context_schema::add_common_context(&mut schema_json, &manifest);
+        let schema = Schema::from_json_value(schema_json.clone())
+            .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{}`: {e}", sources.schema_file)))?;
         let action_entities = schema
             .action_entities()
             .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("`{}`: {e}", sources.schema_file)))?;
 
-        let schema_json = cedar_policy::SchemaFragment::from_cedarschema_str(&sources.schema)
-            .ok()
-            .and_then(|(fragment, _)| fragment.to_json_value().ok())
-            .unwrap_or_default();
         let (all, meta) = parse_policy_files(&sources.policies)?;
         validate(&schema, &all, &meta, &sources.policies)?;
 

@@ -2,10 +2,12 @@
 
 mod args;
 mod bundle;
+mod context_schema;
 mod detect;
 pub(crate) mod eval;
 mod lint;
 mod manifest;
+mod matrix;
 mod signing;
 mod suite;
 
@@ -13,6 +15,7 @@ pub use args::REDACTED;
 pub(crate) use args::{lookup, redact};
 pub(crate) use bundle::ToolEntry;
 pub use bundle::{Bundle, BundleSources, PolicyMeta};
+pub use context_schema::schema_with_common_context;
 pub(crate) use detect::scrub;
 pub use detect::{Detector, UnknownDetector};
 pub use eval::Evaluation;
@@ -20,5 +23,6 @@ pub use eval::Evaluation;
 pub use eval::PolicyIndex;
 pub use lint::{lint, Lint};
 pub use manifest::{BudgetScope, BudgetSpec, Manifest, OnExceed, PredicateSpec};
+pub use matrix::{compile_matrix, COMPILED_FILE, MATRIX_FILE};
 pub use signing::{sign_bundle, verify_bundle_signature, BundleClaims, BUNDLE_SIGNATURE_FILE};
 pub use suite::{run_policy_tests, CaseResult, PolicyTestReport};

@@ -441,22 +441,21 @@ pub fn req(chain: &[String], args: Value, token: Option<&str>) -> AuthorizationR
     }
 }
 
-/// The payments bundle's sources, to load variants of it in memory.
+/// The payments bundle's sources (its SoD matrix compiled), to load variants of it in memory.
 pub fn engine_sources() -> aegis_sod::BundleSources {
-    let dir = payments_dir();
-    let mut policies: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
-        .collect();
-    policies.sort();
-    aegis_sod::BundleSources {
-        manifest: std::fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
-        schema: std::fs::read_to_string(dir.join("payments.cedarschema")).unwrap(),
-        schema_file: "payments.cedarschema".into(),
-        policies,
+    aegis_sod::BundleSources::read_dir(payments_dir()).unwrap()
+}
+
+/// Removes the policy `policy_id` (from `@id` to its `;`) from whichever file holds it.
+pub fn remove_policy(sources: &mut aegis_sod::BundleSources, policy_id: &str) {
+    for (_, text) in &mut sources.policies {
+        if let Some(start) = text.find(&format!("@id(\"{policy_id}\")")) {
+            let end = start + text[start..].find(";\n").unwrap() + 2;
+            text.replace_range(start..end, "");
+            return;
+        }
     }
+    panic!("no policy {policy_id}");
 }
 
 /// The token with one bit of its signature flipped (the middle byte): well-formed, invalid.

@@ -1,0 +1,348 @@
+//! The SoD matrix: `sod.yaml` in a bundle declares duties (groups of tools), how each duty's
+//! executor must stand in its delegation chain, who approves it, the thresholds that need an
+//! approval, and which duties one agent (or one lineage, or one task) may not combine. It is
+//! compiled to Cedar policies, each tied to its matrix line by a comment; `aegis policy
+//! compile` prints them. Loading a bundle compiles its matrix: the YAML is the source, the
+//! Cedar is never edited by hand.
+//!
+//! ```yaml
+//! roles: [finance-approver]
+//! duties:
+//!   draft_invoice: [invoice.create]
+//!   pay: [stripe.create_payment]
+//!   approve: [aegis.approve]
+//! executors:
+//!   pay: {delegated: true, not_parent: true, not_initiator: true, not_in_lineage: true}
+//! approvers:
+//!   - {id: finance-approver-approves-payments, duty: pay, role: finance-approver}
+//! thresholds:
+//!   - {id: large-payment-needs-approval, duty: pay, arg: amount, above: 5000, approval: finance-approver, breakable: true}
+//! incompatible:
+//!   - {id: drafter-does-not-pay, first: draft_invoice, then: pay, within: agent}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// The matrix file's name in a bundle.
+pub const MATRIX_FILE: &str = "sod.yaml";
+/// The name the compiled policies carry in the bundle (errors and lints point at it).
+pub const COMPILED_FILE: &str = "sod.yaml.cedar";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Matrix {
+    /// Issuer-attested roles the matrix names.
+    #[serde(default)]
+    roles: Vec<String>,
+    /// Duty name -> the tools that perform it.
+    duties: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    executors: BTreeMap<String, Executor>,
+    #[serde(default)]
+    approvers: Vec<Approver>,
+    #[serde(default)]
+    thresholds: Vec<Threshold>,
+    #[serde(default)]
+    incompatible: Vec<Incompatible>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Executor {
+    /// Executed by a delegate, never by the root of the chain.
+    #[serde(default)]
+    delegated: bool,
+    /// Never by the agent that delegated to it.
+    #[serde(default)]
+    not_parent: bool,
+    /// Never by the task's initiator.
+    #[serde(default)]
+    not_initiator: bool,
+    /// Never by an agent that appears above itself in the chain.
+    #[serde(default)]
+    not_in_lineage: bool,
+    /// Only by identities holding one of these roles.
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approver {
+    id: String,
+    duty: String,
+    role: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Threshold {
+    id: String,
+    duty: String,
+    arg: String,
+    above: i64,
+    /// The role that may approve a call over the threshold; none: the threshold is a hard
+    /// limit.
+    #[serde(default)]
+    approval: Option<String>,
+    #[serde(default)]
+    breakable: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incompatible {
+    id: String,
+    /// The duty done first.
+    first: String,
+    /// The duty it excludes afterwards.
+    then: String,
+    /// Who may not combine them: the same `agent` (or key holder), anyone in its `lineage`,
+    /// or anyone in the `task`.
+    within: Within,
+    /// Also forbid `first` after `then`.
+    #[serde(default)]
+    both_ways: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Within {
+    Agent,
+    Lineage,
+    Task,
+}
+
+impl Within {
+    fn set(self) -> &'static str {
+        match self {
+            Self::Agent => "context.task.duties_by_agent",
+            Self::Lineage => "context.task.duties_by_lineage",
+            Self::Task => "context.task.performed",
+        }
+    }
+}
+
+/// The 1-based line of the first line of `text` holding `needle`, for the comments that tie a
+/// generated policy to its matrix entry.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).map_or(1, |n| n + 1)
+}
+
+/// The line of the first `needle` after the line holding `section`.
+fn line_after(text: &str, section: &str, needle: &str) -> usize {
+    let start = line_of(text, section);
+    text.lines().skip(start).position(|l| l.contains(needle)).map_or(start, |n| start + n + 1)
+}
+
+fn invalid(why: String) -> Error {
+    Error::new(ErrorCode::InvalidBundle, format!("`{MATRIX_FILE}`: {why}"))
+}
+
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+fn action_scope(tools: &[String]) -> String {
+    match tools {
+        [one] => format!("action == Action::{}", quoted(one)),
+        many => format!("action in [{}]", many.iter().map(|t| format!("Action::{}", quoted(t))).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn string_set(tools: &[String]) -> String {
+    format!("[{}]", tools.iter().map(|t| quoted(t)).collect::<Vec<_>>().join(", "))
+}
+
+/// Compiles `sod.yaml` to Cedar policies (one `@category("sod")` policy per rule, each with a
+/// comment naming its matrix line).
+pub fn compile_matrix(yaml: &str) -> Result<String> {
+    let m: Matrix = serde_norway::from_str(yaml).map_err(|e| invalid(e.to_string()))?;
+    let tools = |duty: &str| -> Result<&Vec<String>> {
+        m.duties.get(duty).filter(|t| !t.is_empty()).ok_or_else(|| invalid(format!("no duty `{duty}` (or it names no tools)")))
+    };
+    let role = |r: &str| -> Result<()> {
+        match m.roles.iter().any(|x| x == r) {
+            true => Ok(()),
+            false => Err(invalid(format!("role `{r}` is not among the matrix's `roles`"))),
+        }
+    };
+    let mut out = format!("// Compiled from `{MATRIX_FILE}` by Aegis: do not edit; change the matrix.\n");
+    let mut emit = |line: usize, id: &str, category: bool, extra: &[String], message: &str, body: String| {
+        let _ = write!(out, "\n// {MATRIX_FILE} line {line}\n@id({})\n", quoted(id));
+        if category {
+            out.push_str("@category(\"sod\")\n");
+        }
+        for annotation in extra {
+            out.push_str(annotation);
+            out.push('\n');
+        }
+        let _ = writeln!(out, "@message({})\n{body};", quoted(message));
+    };
+    // Executor rules are named after what they hold; with several duties, after the duty too.
+    let several = m.executors.len() > 1;
+    for (duty, rules) in &m.executors {
+        let scope = action_scope(tools(duty)?);
+        let forbid = |condition: &str| format!("forbid (principal, {scope}, resource)\n{condition}");
+        let id = |base: &str| if several { format!("{base}-{duty}") } else { base.to_owned() };
+        let needle = line_after(yaml, "executors:", &format!("{duty}:"));
+        let checks: [(bool, &str, String, &str); 4] = [
+            (
+                rules.delegated,
+                "executor-needs-parent",
+                format!("`{duty}` must be executed by a delegated agent, never by the root of the chain"),
+                "unless { context has parent_agent_id }",
+            ),
+            (
+                rules.not_parent,
+                "executor-differs-from-parent",
+                format!("the executor of `{duty}` must differ from the agent that delegated to it"),
+                "when { context has parent_agent_id && context.parent_agent_id == context.agent_id }",
+            ),
+            (
+                rules.not_initiator,
+                "executor-differs-from-initiator",
+                format!("the executor of `{duty}` must differ from the initiator of the task"),
+                "when { context.initiator == context.agent_id }",
+            ),
+            (
+                rules.not_in_lineage,
+                "executor-not-in-lineage",
+                format!("the executor of `{duty}` must not appear above itself in the delegation chain"),
+                "when { context.lineage.contains(context.agent_id) }",
+            ),
+        ];
+        for (on, base, message, condition) in checks {
+            if on {
+                emit(needle, &id(base), true, &[], &message, forbid(condition));
+            }
+        }
+        if !rules.roles.is_empty() {
+            for r in &rules.roles {
+                role(r)?;
+            }
+            let holds = rules.roles.iter().map(|r| format!("principal in Role::{}", quoted(r))).collect::<Vec<_>>().join(" || ");
+            emit(
+                needle,
+                &format!("{duty}-performed-by-role"),
+                true,
+                &[],
+                &format!("`{duty}` is performed only by {}", rules.roles.join(", ")),
+                forbid(&format!("unless {{ {holds} }}")),
+            );
+        }
+    }
+    for a in &m.approvers {
+        role(&a.role)?;
+        let tools = tools(&a.duty)?;
+        let condition = match tools.as_slice() {
+            [one] => format!("context.approval.tool == {}", quoted(one)),
+            many => format!("{}.contains(context.approval.tool)", string_set(many)),
+        };
+        let message = a.message.clone().unwrap_or_else(|| format!("a {} answers `{}` approvals", a.role, a.duty));
+        emit(
+            line_of(yaml, &format!("id: {}", a.id)),
+            &a.id,
+            false,
+            &[],
+            &message,
+            format!(
+                "permit (principal in Role::{}, action == Action::\"aegis.approve\", resource)\nwhen {{ {condition} }}",
+                quoted(&a.role)
+            ),
+        );
+    }
+    for t in &m.thresholds {
+        let mut extra = Vec::new();
+        if let Some(r) = &t.approval {
+            role(r)?;
+            extra.push(format!("@approval({})", quoted(r)));
+        }
+        if t.breakable {
+            extra.push("@breakable".into());
+        }
+        let path = t.arg.split('.').map(str::to_owned).collect::<Vec<_>>();
+        if path.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            return Err(invalid(format!("threshold `{}`: `{}` is not an argument path", t.id, t.arg)));
+        }
+        let message = t.message.clone().unwrap_or_else(|| format!("`{}` over {} needs approval", t.duty, t.above));
+        emit(
+            line_of(yaml, &format!("id: {}", t.id)),
+            &t.id,
+            false,
+            &extra,
+            &message,
+            format!(
+                "forbid (principal, {}, resource)\nwhen {{ context.args.{} > {} }}",
+                action_scope(tools(&t.duty)?),
+                path.join("."),
+                t.above
+            ),
+        );
+    }
+    for i in &m.incompatible {
+        let message =
+            i.message.clone().unwrap_or_else(|| format!("whoever did `{}` in this task may not do `{}`", i.first, i.then));
+        let pairs = if i.both_ways {
+            vec![(&i.first, &i.then, i.id.clone()), (&i.then, &i.first, format!("{}-reverse", i.id))]
+        } else {
+            vec![(&i.first, &i.then, i.id.clone())]
+        };
+        for (first, then, id) in pairs {
+            let done = tools(first)?;
+            let condition = match done.as_slice() {
+                [one] => format!("{}.contains({})", i.within.set(), quoted(one)),
+                many => format!("{}.containsAny({})", i.within.set(), string_set(many)),
+            };
+            emit(
+                line_of(yaml, &format!("id: {}", i.id)),
+                &id,
+                true,
+                &[],
+                &message,
+                format!("forbid (principal, {}, resource)\nwhen {{ {condition} }}", action_scope(tools(then)?)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_duties_and_roles_are_named() {
+        let base = "roles: [r]\nduties: {pay: [p]}\n";
+        let err = compile_matrix(&format!("{base}thresholds: [{{id: t, duty: nope, arg: a, above: 1}}]\n")).unwrap_err();
+        assert!(err.to_string().contains("no duty `nope`"), "{err}");
+        let err = compile_matrix(&format!("{base}approvers: [{{id: a, duty: pay, role: ghost}}]\n")).unwrap_err();
+        assert!(err.to_string().contains("role `ghost`"), "{err}");
+        let err =
+            compile_matrix(&format!("{base}thresholds: [{{id: t, duty: pay, arg: \"a) || true\", above: 1}}]\n")).unwrap_err();
+        assert!(err.to_string().contains("not an argument path"), "{err}");
+        let err = compile_matrix("duties: {pay: [p]}\nextra: 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn names_are_quoted_as_cedar_strings() {
+        let out = compile_matrix(
+            "roles: []\nduties: {a: [\"t\\\"x\"], b: [u]}\nincompatible: [{id: \"i\\\"d\", first: a, then: b, within: task}]\n",
+        )
+        .unwrap();
+        assert!(out.contains(r#"context.task.performed.contains("t\"x")"#), "{out}");
+        assert!(out.contains(r#"@id("i\"d")"#), "{out}");
+    }
+}
