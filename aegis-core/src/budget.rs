@@ -8,7 +8,11 @@ use crate::approval::BUDGET_LIFT_PREFIX;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::VerifiedChain;
-use crate::policy::{lookup, BudgetScope, OnExceed, ToolEntry};
+use smol_str::SmolStr;
+
+use crate::policy::eval::{duties_by, Temporal};
+use crate::policy::{lookup, BudgetScope, Bundle, OnExceed, TemporalSpec, ToolEntry, TEMPORAL_PREFIX};
+use crate::state::TaskState;
 
 /// A budget reservation made by a commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,14 +59,9 @@ pub(crate) fn reservations(
                     )
                 })?,
             };
-            let (scope, id) = match b.spec.per {
-                BudgetScope::Task => ("task", &chain.task_id),
-                BudgetScope::Agent => ("agent", &chain.agent_id),
-                BudgetScope::Initiator => ("initiator", &chain.initiator),
-            };
             let lifted = lifted.iter().any(|l| l.strip_prefix(BUDGET_LIFT_PREFIX) == Some(b.name.as_str()));
             Ok(Reservation {
-                key: format!("{}/{scope}/{id}", b.name),
+                key: budget_key(&b.name, b.spec.per, chain),
                 amount,
                 limit: b.spec.limit,
                 window_start: now.saturating_sub(b.spec.window_secs),
@@ -70,6 +69,16 @@ pub(crate) fn reservations(
             })
         })
         .collect()
+}
+
+/// A budget's (or meter's) key for `chain`: its name and scope, e.g. `payments/task/t-1`.
+fn budget_key(name: &str, per: BudgetScope, chain: &VerifiedChain) -> String {
+    let (scope, id) = match per {
+        BudgetScope::Task => ("task", &chain.task_id),
+        BudgetScope::Agent => ("agent", &chain.agent_id),
+        BudgetScope::Initiator => ("initiator", &chain.initiator),
+    };
+    format!("{name}/{scope}/{id}")
 }
 
 /// Whether spending `amount` on top of `spent` exceeds `limit`; a sum past `i64` does.
@@ -87,6 +96,31 @@ pub(crate) struct Overruns {
 }
 
 impl Engine {
+    /// The bundle's temporal facts for a call by `chain`: counts and sums read from their
+    /// meters over the window, `formerly` from the task's ledger.
+    pub(crate) fn temporal_facts(
+        &self,
+        bundle: &Bundle,
+        chain: &VerifiedChain,
+        state: &TaskState,
+        now: i64,
+    ) -> Result<Vec<(SmolStr, Temporal)>> {
+        let mut facts = Vec::with_capacity(bundle.manifest().temporal.len());
+        for (name, spec) in &bundle.manifest().temporal {
+            let value = match spec {
+                TemporalSpec::CountWithin { secs, per, .. } | TemporalSpec::SumWithin { secs, per, .. } => {
+                    let key = budget_key(&format!("{TEMPORAL_PREFIX}{name}"), *per, chain);
+                    Temporal::Number(self.store.budget_spent(&key, now.saturating_sub(*secs))?)
+                }
+                TemporalSpec::Formerly { tools, by } => {
+                    Temporal::Holds(duties_by(&state.duties, chain, *by).any(|done| tools.iter().any(|t| t == done)))
+                }
+            };
+            facts.push((SmolStr::from(name.as_str()), value));
+        }
+        Ok(facts)
+    }
+
     /// Which enforced budgets the reservations would exceed.
     pub(crate) fn overruns(&self, tool: &ToolEntry, reservations: &[Reservation]) -> Result<Overruns> {
         let mut out = Overruns::default();

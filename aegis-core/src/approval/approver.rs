@@ -142,7 +142,8 @@ impl Engine {
         let args = Json::Object(serde_json::Map::new());
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
         let entities = principal_entities(&principal, bundle.role_type(), &chain.roles)?;
-        let context = (base, CallContext { args: &args, now, approval: Some(facts) });
+        // Temporal facts describe tool calls; an approval's context has none.
+        let context = (base, CallContext { args: &args, now, approval: Some(facts), temporal: Vec::new() });
         // No arguments: every predicate over them is false.
         let predicates = tool.predicates.iter().map(|p| (smol_str::SmolStr::from(p.name.as_str()), false));
         let prepared = PreparedRequest::new(principal, &tool.target, None, context, predicates)?;

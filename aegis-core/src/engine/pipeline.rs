@@ -305,7 +305,8 @@ impl Engine {
             let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
         });
-        let context = (base, CallContext { args: &request.args, now, approval: None });
+        let temporal = self.temporal_facts(bundle, &chain, state, now)?;
+        let context = (base, CallContext { args: &request.args, now, approval: None, temporal });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
         let (eval, shadow) = bundle.evaluate(&tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
         decision.would_block = !shadow.is_empty();

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use super::args::ArgsType;
 use super::detect::Detector;
 use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
-use super::manifest::{BudgetSpec, Manifest};
+use super::manifest::{BudgetSpec, Manifest, TemporalSpec};
 use crate::error::{Error, ErrorCode, Result};
 
 /// The sources of a bundle, for loading from memory rather than a directory.
@@ -215,6 +215,17 @@ impl Bundle {
         let role_type = type_name(&format!("{ns}{}", manifest.role_type))?;
         let resource_type = type_name(&format!("{ns}{}", manifest.resource_type))?;
         let predicates = compile_predicates(&manifest)?;
+        if let Some((name, _)) = manifest.temporal.iter().find(|(_, t)| match t {
+            TemporalSpec::CountWithin { secs, .. } | TemporalSpec::SumWithin { secs, .. } => *secs <= 0,
+            TemporalSpec::Formerly { tools, .. } => tools.is_empty(),
+        }) {
+            return Err(Error::new(
+                ErrorCode::InvalidBundle,
+                format!("`manifest.yaml`: temporal fact `{name}` needs a window > 0 (or, for `formerly`, tools)"),
+            ));
+        }
+        // Counting and summing facts are metered like budgets that never run out.
+        let meters: Vec<(String, BudgetSpec)> = manifest.temporal.iter().filter_map(|(name, t)| t.meter(name)).collect();
         if let Some((name, _)) = manifest.budgets.iter().find(|(_, b)| b.limit < 0 || b.window_secs <= 0) {
             return Err(Error::new(
                 ErrorCode::InvalidBundle,
@@ -254,6 +265,7 @@ impl Bundle {
                 budgets: manifest
                     .budgets
                     .iter()
+                    .chain(meters.iter().map(|(name, spec)| (name, spec)))
                     .filter(|(_, b)| b.tools.iter().any(|t| t == &tool || t == "*"))
                     .map(|(name, b)| CompiledBudget {
                         name: name.clone(),

@@ -41,6 +41,20 @@ fn aegis_attributes(action: &str, manifest: &Manifest) -> Vec<(&'static str, Jso
         ),
         ("break_glass", json!({"type": "Boolean"})),
     ];
+    if !manifest.temporal.is_empty() && action != APPROVE_ACTION {
+        let facts: Map<String, Json> = manifest
+            .temporal
+            .iter()
+            .map(|(name, spec)| {
+                let ty = match spec {
+                    super::manifest::TemporalSpec::Formerly { .. } => "Boolean",
+                    _ => "Long",
+                };
+                (name.clone(), json!({"type": ty}))
+            })
+            .collect();
+        attributes.push(("temporal", json!({"type": "Record", "attributes": facts})));
+    }
     if action == APPROVE_ACTION {
         attributes.push((
             "approval",

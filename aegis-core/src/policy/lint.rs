@@ -30,6 +30,7 @@ const SUPPLIED_CONTEXT: &[&str] = &[
     "intent",
     "now",
     "predicates",
+    "temporal",
     "task",
     "break_glass",
 ];

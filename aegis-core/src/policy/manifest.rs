@@ -37,7 +37,76 @@ pub struct Manifest {
     /// coverage measures (default: every tool of the bundle).
     #[serde(default)]
     pub critical_tools: Vec<String>,
+    /// Facts over the task's past the engine computes and hands Cedar as
+    /// `context.temporal.<name>` (numbers and booleans, as it does predicates).
+    // `count_within: {...}` as a one-key map, not a YAML tag.
+    #[serde(default, with = "serde_norway::with::singleton_map_recursive")]
+    pub temporal: BTreeMap<String, TemporalSpec>,
 }
+
+/// A fact over what was done before this call (past-time operators, after Dogwood's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TemporalSpec {
+    /// How many calls of `tools` were allowed within the last `secs` seconds (a `Long`).
+    CountWithin {
+        /// The tools counted.
+        tools: Vec<String>,
+        /// The window, in seconds.
+        secs: i64,
+        /// Whose calls: the `task`'s, the calling `agent`'s or its root `initiator`'s.
+        per: BudgetScope,
+    },
+    /// The sum of integer argument `arg` over allowed calls of `tools` within the last `secs`
+    /// seconds (a `Long`; like a budget, a contribution must be a whole number from 0 up).
+    SumWithin {
+        /// The tools summed.
+        tools: Vec<String>,
+        /// A dotted path to the integer argument.
+        arg: String,
+        /// The window, in seconds.
+        secs: i64,
+        /// Whose calls.
+        per: BudgetScope,
+    },
+    /// Whether any of `tools` was performed before in the task (a `Bool`): by this `agent`
+    /// (or its key), by anyone in its `lineage`, or by anyone in the `task`.
+    Formerly {
+        /// The tools looked for.
+        tools: Vec<String>,
+        /// By whom.
+        by: FormerlyBy,
+    },
+}
+
+/// Whose past duties [`TemporalSpec::Formerly`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormerlyBy {
+    /// The calling agent (or any holder of its key).
+    Agent,
+    /// The agent and everyone above it in its chain.
+    Lineage,
+    /// Anyone in the task.
+    Task,
+}
+
+impl TemporalSpec {
+    /// The budget that meters a counting or summing fact: reserved by every allowed call of
+    /// its tools, never limited. `None` for `formerly`, which reads the ledger.
+    pub(crate) fn meter(&self, name: &str) -> Option<(String, BudgetSpec)> {
+        let (tools, sum, secs, per) = match self {
+            Self::CountWithin { tools, secs, per } => (tools, None, *secs, *per),
+            Self::SumWithin { tools, arg, secs, per } => (tools, Some(arg.clone()), *secs, *per),
+            Self::Formerly { .. } => return None,
+        };
+        let spec = BudgetSpec { tools: tools.clone(), sum, per, limit: i64::MAX, window_secs: secs, on_exceed: OnExceed::Deny };
+        Some((format!("{TEMPORAL_PREFIX}{name}"), spec))
+    }
+}
+
+/// The name prefix of the meters that count and sum for temporal facts.
+pub(crate) const TEMPORAL_PREFIX: &str = "temporal.";
 
 /// A budget: a limit over a rolling window on the sum of one argument (or the number of calls).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,8 @@ pub use eval::Evaluation;
 #[cfg(feature = "testing")]
 pub use eval::PolicyIndex;
 pub use lint::{lint, Lint};
-pub use manifest::{BudgetScope, BudgetSpec, Manifest, OnExceed, PredicateSpec};
+pub(crate) use manifest::TEMPORAL_PREFIX;
+pub use manifest::{BudgetScope, BudgetSpec, FormerlyBy, Manifest, OnExceed, PredicateSpec, TemporalSpec};
 pub use matrix::{compile_matrix, COMPILED_FILE, MATRIX_FILE};
 pub use signing::{sign_bundle, verify_bundle_signature, BundleClaims, BUNDLE_SIGNATURE_FILE};
 pub use suite::{run_policy_tests, CaseResult, PolicyTestReport};

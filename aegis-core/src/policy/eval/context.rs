@@ -14,6 +14,7 @@ use smol_str::SmolStr;
 
 use crate::error::{Error, Result};
 use crate::identity::VerifiedChain;
+use crate::policy::FormerlyBy;
 use crate::state::{key_holder, KEY_HOLDER_PREFIX};
 
 /// The context attributes that depend only on the chain, built once per verified chain.
@@ -65,24 +66,46 @@ impl BaseContext {
 ///
 /// A duty counts for this chain when its holder is the agent or the agent's key (a holder
 /// acting under another name is still itself); for the lineage, any agent or key of the chain.
-fn task_record(duties: &BTreeSet<(String, String)>, chain: &VerifiedChain) -> Value {
+/// The tools performed in the task by the caller (or its key), by anyone in its chain, or by
+/// anyone: the one rule behind `context.task` and the `formerly` facts.
+pub(crate) fn duties_by<'d>(
+    duties: &'d BTreeSet<(String, String)>,
+    chain: &VerifiedChain,
+    by: FormerlyBy,
+) -> impl Iterator<Item = &'d str> {
     let leaf_key = chain.kids.last().map(|k| key_holder(k));
     let chain_keys: Vec<String> = chain.kids.iter().map(|k| key_holder(k)).collect();
-    let by_agent = duties.iter().filter(|(a, _)| a == &chain.agent_id || leaf_key.as_ref() == Some(a)).map(|(_, t)| t.as_str());
-    let by_lineage = duties
+    let (agent, lineage) = (chain.agent_id.clone(), chain.lineage.clone());
+    duties
         .iter()
-        .filter(|(a, _)| a == &chain.agent_id || chain.lineage.iter().any(|l| l == a) || chain_keys.contains(a))
-        .map(|(_, t)| t.as_str());
+        .filter(move |(a, _)| match by {
+            FormerlyBy::Agent => a == &agent || leaf_key.as_ref() == Some(a),
+            FormerlyBy::Lineage => a == &agent || lineage.iter().any(|l| l == a) || chain_keys.contains(a),
+            FormerlyBy::Task => true,
+        })
+        .map(|(_, t)| t.as_str())
+}
+
+fn task_record(duties: &BTreeSet<(String, String)>, chain: &VerifiedChain) -> Value {
     let actors = duties.iter().map(|(a, _)| a.as_str()).filter(|a| !a.starts_with(KEY_HOLDER_PREFIX));
     Value::record(
         [
-            ("duties_by_agent", string_set(by_agent)),
-            ("duties_by_lineage", string_set(by_lineage)),
-            ("performed", string_set(duties.iter().map(|(_, t)| t.as_str()))),
+            ("duties_by_agent", string_set(duties_by(duties, chain, FormerlyBy::Agent))),
+            ("duties_by_lineage", string_set(duties_by(duties, chain, FormerlyBy::Lineage))),
+            ("performed", string_set(duties_by(duties, chain, FormerlyBy::Task))),
             ("actors", string_set(actors)),
         ],
         None,
     )
+}
+
+/// A temporal fact's value (`context.temporal.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Temporal {
+    /// A count or a sum.
+    Number(i64),
+    /// Whether something happened before.
+    Holds(bool),
 }
 
 /// The request being approved, as the `approval` record of an `aegis.approve` decision.
@@ -118,6 +141,8 @@ pub(crate) struct CallContext<'a> {
     pub args: &'a Json,
     pub now: i64,
     pub approval: Option<ApprovalFacts<'a>>,
+    /// The bundle's temporal facts; none: no `temporal` attribute.
+    pub temporal: Vec<(SmolStr, Temporal)>,
 }
 
 /// Builds the context as Cedar values directly: the restricted-expression path
@@ -138,6 +163,20 @@ pub(super) fn build(
     base.insert(SmolStr::new_static("predicates"), Value::record_arc(Arc::new(holding), None));
     if let Some(approval) = &call.approval {
         base.insert(SmolStr::new_static("approval"), approval.to_value());
+    }
+    if !call.temporal.is_empty() {
+        let facts: BTreeMap<SmolStr, Value> = call
+            .temporal
+            .iter()
+            .map(|(name, v)| {
+                let value = match v {
+                    Temporal::Number(n) => Value::from(*n),
+                    Temporal::Holds(b) => Value::from(*b),
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        base.insert(SmolStr::new_static("temporal"), Value::record_arc(Arc::new(facts), None));
     }
     let Some(args) = to_value(call.args)? else {
         return build_with_decimals(call.args, base);

@@ -17,7 +17,7 @@ use cedar_policy_core::extensions::Extensions;
 
 use crate::error::{Error, ErrorCode, Result};
 
-pub(crate) use context::{ApprovalFacts, BaseContext, CallContext, ChainContext, TaskFacts};
+pub(crate) use context::{duties_by, ApprovalFacts, BaseContext, CallContext, ChainContext, TaskFacts, Temporal};
 
 /// What every request for one tool shares, built once at load: the action and the default
 /// resource (`<resource_type>::"<tool>"`).
