@@ -5,6 +5,7 @@
 
 mod audit;
 mod authorize;
+mod bundle;
 mod demo;
 mod exec;
 mod keys;
@@ -31,6 +32,9 @@ enum Command {
     /// Work with policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Sign and verify policy bundles.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
     /// Work with Ed25519 keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Policy(command) => policy::run(command),
         Command::Keys(command) => keys::run(command),
+        Command::Bundle(command) => bundle::run(command),
         Command::Token(command) => token::run(command),
         Command::Authorize(args) => authorize::run(&args),
         Command::Exec(args) => exec::run(&args),

@@ -290,3 +290,36 @@ fn policy_test_lint_and_dry_run() {
     ]);
     assert!(ok, "expected changes accepted");
 }
+
+#[test]
+fn bundles_are_signed_and_verified_and_a_late_edit_is_caught() {
+    let dir = std::env::temp_dir().join(format!("aegis-cli-bundle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bundle = dir.join("payments");
+    std::fs::create_dir_all(&bundle).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("policies/payments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, bundle.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let (ok, private, _) = aegis(&["keys", "generate", "--seed", &"0c".repeat(32)]);
+    assert!(ok);
+    let (_, public, _) = aegis(&["keys", "generate", "--seed", &"0c".repeat(32), "--public"]);
+    let (_, other, _) = aegis(&["keys", "generate", "--seed", &"0d".repeat(32), "--public"]);
+    for (name, text) in [("signer.jwk", &private), ("signer.pub.jwk", &public), ("other.pub.jwk", &other)] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let b = bundle.to_str().unwrap();
+    let key = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let (ok, out, err) = aegis(&["bundle", "sign", b, "--key", &key("signer.jwk")]);
+    assert!(ok && out.starts_with("signed payments@"), "{out}{err}");
+    let (ok, out, err) = aegis(&["bundle", "verify", b, "--key", &key("signer.pub.jwk")]);
+    assert!(ok && out.starts_with("ok: payments@"), "{out}{err}");
+    let (ok, _, err) = aegis(&["bundle", "verify", b, "--key", &key("other.pub.jwk")]);
+    assert!(!ok && err.contains("bundle_signature_invalid"), "{err}");
+    let matrix = std::fs::read_to_string(bundle.join("sod.yaml")).unwrap().replace("above: 5000", "above: 50000");
+    std::fs::write(bundle.join("sod.yaml"), matrix).unwrap();
+    let (ok, _, err) = aegis(&["bundle", "verify", b, "--key", &key("signer.pub.jwk")]);
+    assert!(!ok && err.contains("a file changed after signing"), "{err}");
+}

@@ -116,3 +116,45 @@ fn the_common_context_holds_only_what_the_engine_fills_in() {
     assert_eq!(err.code(), ErrorCode::InvalidBundle);
     assert!(err.to_string().contains("bogus"), "{err}");
 }
+
+#[test]
+fn a_windowed_incompatibility_and_matrix_budgets_reach_the_manifest() {
+    let fx = Fixture::new();
+    let dir = temp_path("matrix-window");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.yaml"), "name: w\nversion: 1.0.0\n").unwrap();
+    std::fs::write(dir.join("m.cedarschema"), SCHEMA).unwrap();
+    std::fs::write(dir.join("permits.cedar"), "permit (principal, action, resource);\n").unwrap();
+    std::fs::write(
+        dir.join("sod.yaml"),
+        "roles: []\nduties: {draft: [draft], pay: [pay]}\n\
+         incompatible: [{id: cool-off, first: draft, then: pay, within: agent, window_secs: 600}]\n\
+         budgets: {pays: {tools: [pay], per: task, limit: 2, window_secs: 86400}}\n",
+    )
+    .unwrap();
+    let sources = BundleSources::read_dir(&dir).unwrap();
+    assert!(sources.manifest.contains("sod_cool_off") && sources.manifest.contains("pays"), "{}", sources.manifest);
+    let engine =
+        fx.builder_on(Arc::new(aegis_sod::MemoryStore::new())).bundle(Bundle::from_sources(&sources).unwrap()).build().unwrap();
+    let ask = |tool: &str, now: i64| {
+        let chain = chain_in("t", "a", &key(20), &["draft", "pay"], now);
+        engine.authorize(&AuthorizationRequest::new(chain, tool, json!({}))).unwrap()
+    };
+    assert_eq!(ask("draft", NOW).outcome, Outcome::Allow);
+    let d = ask("pay", NOW);
+    assert_eq!((d.outcome, d.reasons[0].policy_id.as_deref()), (Outcome::Deny, Some("cool-off")));
+    // Ten minutes later the window has passed; the matrix's budget allows two payments.
+    fx.clock.advance_secs(601);
+    assert_eq!(ask("pay", NOW + 601).outcome, Outcome::Allow);
+    assert_eq!(ask("pay", NOW + 601).outcome, Outcome::Allow);
+    assert_eq!(ask("pay", NOW + 601).codes(), vec![aegis_sod::ReasonCode::Error(ErrorCode::BudgetExceeded)]);
+    // A budget the manifest declares too is refused by name.
+    std::fs::write(
+        dir.join("manifest.yaml"),
+        "name: w\nversion: 1.0.0\nbudgets: {pays: {tools: [pay], per: task, limit: 9, window_secs: 60}}\n",
+    )
+    .unwrap();
+    let err = BundleSources::read_dir(&dir).unwrap_err();
+    assert!(err.to_string().contains("declared in the manifest too"), "{err}");
+}

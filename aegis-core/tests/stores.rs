@@ -474,9 +474,8 @@ fn redis_replica_acknowledgement_fails_closed_when_no_replica_answers() {
 fn a_budget_can_ask_for_approval_instead_of_denying() {
     let fx = Fixture::new();
     let mut sources = aegis_sod::BundleSources {
-        manifest: std::fs::read_to_string(payments_dir().join("manifest.yaml"))
-            .unwrap()
-            .replace("on_exceed: deny", "on_exceed: approval"),
+        // The manifest as loaded: the matrix's budget merged in.
+        manifest: engine_sources().manifest.replace("on_exceed: deny", "on_exceed: approval"),
         ..engine_sources()
     };
     sources.manifest.push('\n');

@@ -145,6 +145,7 @@ impl BundleSources {
         })?;
         let mut sources = BundleSources::default();
         let mut manifest = None;
+        let mut matrix = None;
         let mut schemas = Vec::new();
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
@@ -156,14 +157,16 @@ impl BundleSources {
                 _ if name == "manifest.yaml" || name == "manifest.yml" => manifest = Some(read(&path)?),
                 // The SoD matrix is compiled to Cedar here: the policies it becomes are part of
                 // the bundle (and of its digest) like any other.
-                _ if name == super::matrix::MATRIX_FILE => sources
-                    .policies
-                    .push((super::matrix::COMPILED_FILE.to_owned(), super::matrix::compile_matrix(&read(&path)?)?)),
+                _ if name == super::matrix::MATRIX_FILE => matrix = Some(super::matrix::compile(&read(&path)?)?),
                 _ => {}
             }
         }
         sources.manifest = manifest
             .ok_or_else(|| Error::new(ErrorCode::InvalidBundle, format!("bundle `{}` has no `manifest.yaml`", dir.display())))?;
+        if let Some(compiled) = matrix {
+            sources.manifest = super::matrix::merge_into_manifest(&sources.manifest, &compiled)?;
+            sources.policies.push((super::matrix::COMPILED_FILE.to_owned(), compiled.cedar));
+        }
         if schemas.len() != 1 {
             return Err(Error::new(
                 ErrorCode::InvalidBundle,

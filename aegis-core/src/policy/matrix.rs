@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
+use super::manifest::{BudgetScope, BudgetSpec, TemporalSpec};
 use crate::error::{Error, ErrorCode, Result};
 
 /// The matrix file's name in a bundle.
@@ -49,6 +50,18 @@ struct Matrix {
     thresholds: Vec<Threshold>,
     #[serde(default)]
     incompatible: Vec<Incompatible>,
+    /// Budgets, as in the manifest (merged into it; a name declared in both is an error).
+    #[serde(default)]
+    budgets: BTreeMap<String, BudgetSpec>,
+}
+
+/// What a matrix adds to its bundle: Cedar policies, and budgets and temporal facts for the
+/// manifest.
+#[derive(Debug)]
+pub(crate) struct CompiledMatrix {
+    pub cedar: String,
+    pub budgets: BTreeMap<String, BudgetSpec>,
+    pub temporal: BTreeMap<String, TemporalSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +125,10 @@ struct Incompatible {
     /// Also forbid `first` after `then`.
     #[serde(default)]
     both_ways: bool,
+    /// Only within this many seconds after `first` (counted by a temporal fact the matrix
+    /// declares, `sod_<id>`); absent: for the rest of the task.
+    #[serde(default)]
+    window_secs: Option<i64>,
     #[serde(default)]
     message: Option<String>,
 }
@@ -168,6 +185,15 @@ fn string_set(tools: &[String]) -> String {
 /// Compiles `sod.yaml` to Cedar policies (one `@category("sod")` policy per rule, each with a
 /// comment naming its matrix line).
 pub fn compile_matrix(yaml: &str) -> Result<String> {
+    compile(yaml).map(|c| c.cedar)
+}
+
+/// The temporal fact a windowed incompatibility counts with.
+fn window_fact(id: &str) -> String {
+    format!("sod_{}", id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>())
+}
+
+pub(crate) fn compile(yaml: &str) -> Result<CompiledMatrix> {
     let m: Matrix = serde_norway::from_str(yaml).map_err(|e| invalid(e.to_string()))?;
     let tools = |duty: &str| -> Result<&Vec<String>> {
         m.duties.get(duty).filter(|t| !t.is_empty()).ok_or_else(|| invalid(format!("no duty `{duty}` (or it names no tools)")))
@@ -291,7 +317,21 @@ pub fn compile_matrix(yaml: &str) -> Result<String> {
             ),
         );
     }
+    let mut temporal = BTreeMap::new();
     for i in &m.incompatible {
+        if let Some(secs) = i.window_secs {
+            let per = match i.within {
+                Within::Agent => BudgetScope::Agent,
+                Within::Task => BudgetScope::Task,
+                Within::Lineage => {
+                    return Err(invalid(format!("`{}`: a window counts per `agent` or `task`, not per `lineage`", i.id)))
+                }
+            };
+            if secs <= 0 || i.both_ways {
+                return Err(invalid(format!("`{}`: a window needs `window_secs` > 0 and one direction", i.id)));
+            }
+            temporal.insert(window_fact(&i.id), TemporalSpec::CountWithin { tools: tools(&i.first)?.clone(), secs, per });
+        }
         let message =
             i.message.clone().unwrap_or_else(|| format!("whoever did `{}` in this task may not do `{}`", i.first, i.then));
         let pairs = if i.both_ways {
@@ -301,9 +341,10 @@ pub fn compile_matrix(yaml: &str) -> Result<String> {
         };
         for (first, then, id) in pairs {
             let done = tools(first)?;
-            let condition = match done.as_slice() {
-                [one] => format!("{}.contains({})", i.within.set(), quoted(one)),
-                many => format!("{}.containsAny({})", i.within.set(), string_set(many)),
+            let condition = match (i.window_secs, done.as_slice()) {
+                (Some(_), _) => format!("context.temporal.{} >= 1", window_fact(&i.id)),
+                (None, [one]) => format!("{}.contains({})", i.within.set(), quoted(one)),
+                (None, many) => format!("{}.containsAny({})", i.within.set(), string_set(many)),
             };
             emit(
                 line_of(yaml, &format!("id: {}", i.id)),
@@ -315,7 +356,39 @@ pub fn compile_matrix(yaml: &str) -> Result<String> {
             );
         }
     }
-    Ok(out)
+    Ok(CompiledMatrix { cedar: out, budgets: m.budgets, temporal })
+}
+
+/// Merges what a matrix declares for the manifest (budgets, the temporal facts of windowed
+/// rules) into the manifest's YAML.
+pub(crate) fn merge_into_manifest(manifest: &str, compiled: &CompiledMatrix) -> Result<String> {
+    if compiled.budgets.is_empty() && compiled.temporal.is_empty() {
+        return Ok(manifest.to_owned());
+    }
+    let bad = |e: &dyn std::fmt::Display| Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: {e}"));
+    let mut doc: serde_norway::Value = serde_norway::from_str(manifest).map_err(|e| bad(&e))?;
+    let map = doc.as_mapping_mut().ok_or_else(|| bad(&"not a mapping"))?;
+    for (section, entries) in [
+        ("budgets", serde_norway::to_value(&compiled.budgets).map_err(|e| bad(&e))?),
+        (
+            "temporal",
+            serde_norway::with::singleton_map_recursive::serialize(&compiled.temporal, serde_norway::value::Serializer)
+                .map_err(|e| bad(&e))?,
+        ),
+    ] {
+        let Some(entries) = entries.as_mapping() else { continue };
+        let target = map
+            .entry(serde_norway::Value::from(section))
+            .or_insert_with(|| serde_norway::Value::Mapping(serde_norway::Mapping::new()));
+        let target = target.as_mapping_mut().ok_or_else(|| bad(&format!("`{section}` is not a mapping")))?;
+        for (name, spec) in entries {
+            if target.contains_key(name) {
+                return Err(invalid(format!("`{section}` entry {name:?} is declared in the manifest too")));
+            }
+            target.insert(name.clone(), spec.clone());
+        }
+    }
+    serde_norway::to_string(&doc).map_err(|e| bad(&e))
 }
 
 #[cfg(test)]
