@@ -204,9 +204,9 @@ export interface EngineOptions {
 /** A control-plane change (`set_mode`, `load_bundle`, `rollback`, `set_candidate`, ...). */
 export type AdminAction =
   | { action: 'set_mode'; mode: 'enforce' | 'shadow' }
-  | { action: 'load_bundle'; bundle_dir: string }
+  | { action: 'load_bundle'; bundle_dir: string; digest: string }
   | { action: 'rollback' }
-  | { action: 'set_candidate'; bundle_dir: string }
+  | { action: 'set_candidate'; bundle_dir: string; digest: string }
   | { action: 'promote_candidate' }
   | { action: 'clear_candidate' }
   | { action: 'update_jwks'; issuer: string; jwks: JwkSet }
@@ -279,7 +279,7 @@ export class Engine {
   /** Exports the spans and metrics recorded so far now (an engine built with `telemetry`). */
   flushTelemetry(): void;
   /** A change to what is enforced, signed by two distinct administrators. */
-  admin(request: { action: AdminAction; requested_by: AdminSignature; approved_by: AdminSignature }): AdminOutcome;
+  admin(request: { action: AdminAction; policy_version: string; requested_by: AdminSignature; approved_by: AdminSignature }): AdminOutcome;
   /** What is enforced and how. */
   controlStatus(): { readonly policy_version: string; readonly mode: 'enforce' | 'shadow'; readonly candidate_version: string | null; readonly history: readonly string[] };
   authorize(request: AuthorizationRequest): Decision;
@@ -360,7 +360,7 @@ export function auditVerify(dir: string, options?: { verifierKey?: string; trust
 export function createProof(options: { key: KeyPair; tool: string; args: Args; ttlSecs?: number; jti?: string; issuedAt?: number }): string;
 export function callDigest(tool: string, args: Args): string;
 /** One administrator's signature over a control-plane action (single use). */
-export function adminProof(key: KeyPair, action: AdminAction, options?: { ttlSecs?: number; jti?: string; issuedAt?: number }): string;
+export function adminProof(key: KeyPair, action: AdminAction, policyVersion: string, options?: { ttlSecs?: number; jti?: string; issuedAt?: number }): string;
 /** Signs a bundle directory (writes `bundle.sig`). */
 export function bundleSign(bundleDir: string, key: KeyPair): { readonly signature: string; readonly policyVersion: string };
 /** Checks a bundle's `bundle.sig` against trusted keys. */

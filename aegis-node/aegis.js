@@ -257,9 +257,12 @@ function auditVerify(dir, { verifierKey, trustedCheckpoints = [] } = {}) {
     firstBad: r.first_bad ? Object.freeze({ seq: r.first_bad.seq, why: r.first_bad.why }) : null,
     tornBytes: r.torn_bytes ?? 0, keyFromLog: r.key_from_log === true });
 }
-/** One administrator's signature over a control-plane `action` (`{ action: 'set_mode', mode: 'shadow' }`, ...). */
-function adminProof(key, action, { ttlSecs = 300, jti, issuedAt } = {}) {
-  return call('admin_proof', { key: key.privateJwk, action, ttl_secs: ttlSecs, jti, issued_at: issuedAt });
+/**
+ * One administrator's signature over a control-plane `action` (`{ action: 'set_mode', mode: 'shadow' }`, ...)
+ * on an engine with `policyVersion` in force.
+ */
+function adminProof(key, action, policyVersion, { ttlSecs = 300, jti, issuedAt } = {}) {
+  return call('admin_proof', { key: key.privateJwk, action, policy_version: policyVersion, ttl_secs: ttlSecs, jti, issued_at: issuedAt });
 }
 /** Signs the bundle in `bundleDir` and writes `bundle.sig`: `{ signature, policyVersion }`. */
 function bundleSign(bundleDir, key) {

@@ -222,11 +222,13 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let signed = |chain: &[String], key: &KeyPair, action: &AdminAction| -> Result<AdminSignature, String> {
         signatures.set(signatures.get() + 1);
         let jti = format!("demo-admin-{now}-{}", signatures.get());
-        Ok(AdminSignature { chain: chain.to_vec(), proof: admin_proof(key, action, &jti, now, 300).map_err(show)? })
+        let proof = admin_proof(key, action, &engine.policy_version(), &jti, now, 300).map_err(show)?;
+        Ok(AdminSignature { chain: chain.to_vec(), proof })
     };
     let log_only = AdminAction::SetMode { mode: aegis_sod::Mode::Shadow };
     println!("15. alice asks to switch Aegis to log-only and approves it herself");
     let alone = AdminRequest {
+        policy_version: engine.policy_version(),
         action: log_only.clone(),
         requested_by: signed(&alice, &alice_key, &log_only)?,
         approved_by: signed(&alice, &alice_key, &AdminAction::SetMode { mode: aegis_sod::Mode::Shadow })?,
@@ -239,9 +241,15 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         }
     }
     let candidate_dir = candidate_bundle(&dir)?;
-    let set = AdminAction::SetCandidate { bundle_dir: candidate_dir.display().to_string() };
-    let both =
-        AdminRequest { requested_by: signed(&alice, &alice_key, &set)?, approved_by: signed(&bob, &bob_key, &set)?, action: set };
+    // The administrators sign the candidate's content (its digest), not just its path.
+    let digest = Bundle::from_dir(&candidate_dir).map_err(show)?.digest().to_owned();
+    let set = AdminAction::SetCandidate { bundle_dir: candidate_dir.display().to_string(), digest };
+    let both = AdminRequest {
+        requested_by: signed(&alice, &alice_key, &set)?,
+        approved_by: signed(&bob, &bob_key, &set)?,
+        policy_version: engine.policy_version(),
+        action: set,
+    };
     let outcome = engine.admin(&both).map_err(show)?;
     println!(
         "16. alice and bob put a candidate bundle beside the enforced one (shadow rollout): {}\n   requested by {}, approved by {}; the enforced bundle stays {}\n",

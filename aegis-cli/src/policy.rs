@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use aegis_sod::audit::{dry_run, SealKey};
-use aegis_sod::{lint, run_policy_tests, schema_with_common_context, Bundle, BundleSources, COMPILED_FILE, MATRIX_FILE};
+use aegis_sod::{lint_dir, run_policy_tests, schema_with_common_context, Bundle, BundleSources, COMPILED_FILE, MATRIX_FILE};
 use clap::Subcommand;
 
 use crate::show;
@@ -89,9 +89,8 @@ fn compile(bundle_dir: &Path) -> Result<(), String> {
 }
 
 fn findings(bundle_dir: &Path) -> Result<(Bundle, Vec<aegis_sod::Lint>), String> {
-    let sources = BundleSources::read_dir(bundle_dir).map_err(show)?;
-    let bundle = Bundle::from_sources(&sources).map_err(show)?;
-    let found = lint(&sources, &bundle);
+    let bundle = Bundle::from_dir(bundle_dir).map_err(show)?;
+    let found = lint_dir(bundle_dir).map_err(show)?;
     Ok((bundle, found))
 }
 

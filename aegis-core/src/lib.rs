@@ -31,9 +31,10 @@ pub use identity::{
 };
 pub use json::from_str_strict;
 pub use policy::{
-    compile_matrix, lint, run_policy_tests, schema_with_common_context, sign_bundle, verify_bundle_signature, BudgetScope,
-    BudgetSpec, Bundle, BundleClaims, BundleSources, CaseResult, Detector, Lint, Manifest, OnExceed, PolicyMeta,
-    PolicyTestReport, PredicateSpec, UnknownDetector, BUNDLE_SIGNATURE_FILE, COMPILED_FILE, MATRIX_FILE, REDACTED,
+    compile_matrix, lint, lint_dir, lint_matrix, run_policy_tests, schema_with_common_context, sign_bundle,
+    verify_bundle_signature, BudgetScope, BudgetSpec, Bundle, BundleClaims, BundleSources, CaseResult, Detector, Lint, Manifest,
+    OnExceed, PolicyMeta, PolicyTestReport, PredicateSpec, UnknownDetector, BUNDLE_SIGNATURE_FILE, COMPILED_FILE, MATRIX_FILE,
+    REDACTED,
 };
 #[cfg(feature = "redis")]
 pub use state::RedisStore;

@@ -30,13 +30,31 @@ fn admin(name: &str) -> (Vec<String>, KeyPair) {
 
 static JTI: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+thread_local! {
+    /// The bundle version the next requests are signed for (each test sets it).
+    static VERSION: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn signing_for(engine: &Engine) {
+    VERSION.with(|v| *v.borrow_mut() = engine.policy_version());
+}
+
 fn sign(who: &(Vec<String>, KeyPair), action: &AdminAction) -> AdminSignature {
     let n = JTI.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    AdminSignature { chain: who.0.clone(), proof: admin_proof(&who.1, action, &format!("admin-{n}"), NOW, 120).unwrap() }
+    let version = VERSION.with(|v| v.borrow().clone());
+    AdminSignature {
+        chain: who.0.clone(),
+        proof: admin_proof(&who.1, action, &version, &format!("admin-{n}"), NOW, 120).unwrap(),
+    }
 }
 
 fn request(action: AdminAction, asker: &(Vec<String>, KeyPair), second: &(Vec<String>, KeyPair)) -> AdminRequest {
-    AdminRequest { requested_by: sign(asker, &action), approved_by: sign(second, &action), action }
+    AdminRequest {
+        requested_by: sign(asker, &action),
+        approved_by: sign(second, &action),
+        policy_version: VERSION.with(|v| v.borrow().clone()),
+        action,
+    }
 }
 
 fn engine(fx: &Fixture) -> Engine {
@@ -53,6 +71,7 @@ fn refused(engine: &Engine, request: &AdminRequest, code: ErrorCode) {
 fn one_identity_cannot_switch_aegis_to_log_only() {
     let fx = Fixture::new();
     let engine = engine(&fx);
+    signing_for(&engine);
     let (alice, bob) = (admin("alice"), admin("bob"));
     let shadow = AdminAction::SetMode { mode: aegis_sod::Mode::Shadow };
 
@@ -78,7 +97,7 @@ fn one_identity_cannot_switch_aegis_to_log_only() {
     refused(&engine, &swapped, ErrorCode::AdminUnauthorized);
     // A signature by a key other than the one the credential binds.
     let mut forged = request(shadow.clone(), &alice, &bob);
-    forged.approved_by.proof = admin_proof(&key(41), &shadow, "forged", NOW, 120).unwrap();
+    forged.approved_by.proof = admin_proof(&key(41), &shadow, &engine.policy_version(), "forged", NOW, 120).unwrap();
     refused(&engine, &forged, ErrorCode::AdminUnauthorized);
 
     // Two administrators: log-only. The initiator paying itself is now allowed, marked.
@@ -89,6 +108,15 @@ fn one_identity_cannot_switch_aegis_to_log_only() {
     let d = engine.authorize(&req(&planner_alone, pay(50, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!((d.outcome, d.would_block), (Outcome::Allow, true), "{d:?}");
     assert_eq!(d.reasons.last().unwrap().code.as_str(), "shadow_mode");
+    // The call log-only let through counts: it is in the task's ledger, and nobody was asked
+    // to approve anything.
+    assert!(engine.ledger(TASK).unwrap().iter().any(|e| e.decision_id == d.decision_id));
+    let big = engine.authorize(&req(&fx.chain(), pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((big.outcome, big.approval_id.as_ref()), (Outcome::Allow, None));
+    assert!(engine.pending_approvals().unwrap().is_empty());
+    // A negative amount still cannot make room in a budget.
+    let d_neg = engine.authorize(&req(&planner_alone, pay(-5000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(d_neg.outcome, Outcome::Deny);
     // Log-only keeps the obligations: a card number still never reaches the tool.
     let with_card =
         serde_json::json!({"amount": 50, "currency": "eur", "destination": GOOD_ACCOUNT, "card_number": "4242424242424242"});
@@ -117,6 +145,7 @@ fn one_identity_cannot_switch_aegis_to_log_only() {
 fn a_signature_is_accepted_once_across_threads() {
     let fx = Fixture::new();
     let engine = Arc::new(engine(&fx));
+    signing_for(&engine);
     let (alice, bob) = (admin("alice"), admin("bob"));
     let one = request(AdminAction::ClearCandidate, &alice, &bob);
     let accepted: usize = std::thread::scope(|s| {
@@ -151,6 +180,7 @@ fn add_forbid(dir: &Path, id: &str, condition: &str) {
 fn two_admin_engines_refuse_direct_changes_and_roll_back() {
     let fx = Fixture::new();
     let engine = fx.builder_on(Arc::new(aegis_sod::MemoryStore::new())).require_two_admins().build().unwrap();
+    signing_for(&engine);
     let (alice, bob) = (admin("alice"), admin("bob"));
     let stricter = payments_copy("control-stricter");
     add_forbid(&stricter, "over-1000", "context.args.amount > 1000");
@@ -168,12 +198,23 @@ fn two_admin_engines_refuse_direct_changes_and_roll_back() {
     let err = engine.admin(&request(AdminAction::Rollback, &alice, &bob)).unwrap_err();
     assert_eq!(err.code(), ErrorCode::NoPreviousBundle);
 
-    let load = AdminAction::LoadBundle { bundle_dir: stricter.display().to_string() };
-    let outcome = engine.admin(&request(load, &alice, &bob)).unwrap();
+    let digest = Bundle::from_dir(&stricter).unwrap().digest().to_owned();
+    // A request for other content than the directory holds is refused: what is signed is the
+    // content, not the path.
+    let wrong = AdminAction::LoadBundle { bundle_dir: stricter.display().to_string(), digest: "00".repeat(32) };
+    assert_eq!(engine.admin(&request(wrong, &alice, &bob)).unwrap_err().code(), ErrorCode::InvalidBundle);
+    assert_eq!(engine.policy_version(), original);
+    let load = AdminAction::LoadBundle { bundle_dir: stricter.display().to_string(), digest };
+    let outcome = engine.admin(&request(load.clone(), &alice, &bob)).unwrap();
+    // Requests signed for the old version are refused now: a signature does not outlive the
+    // state it was given for.
+    assert_eq!(engine.admin(&request(load, &alice, &bob)).unwrap_err().code(), ErrorCode::AdminUnauthorized);
+    signing_for(&engine);
     assert_ne!(outcome.policy_version, original);
     assert_eq!(engine.bundle_history(), vec![original.clone()]);
     assert_eq!(engine.authorize(&req(&chain, pay(1200, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Deny);
     let back = engine.admin(&request(AdminAction::Rollback, &bob, &alice)).unwrap();
+    signing_for(&engine);
     assert_eq!(back.policy_version, original);
     assert!(engine.bundle_history().is_empty());
     assert_eq!(engine.authorize(&req(&chain, pay(1100, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
@@ -227,11 +268,13 @@ fn a_candidate_decides_beside_the_enforced_bundle_and_is_promoted_in_one_call() 
     let log_key = aegis_sod::audit::LogKey::new("aegis.example/candidate", KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
     let log = Arc::new(aegis_sod::audit::AuditLog::builder(&dir, log_key).open().unwrap());
     let engine = fx.builder_on(Arc::new(aegis_sod::MemoryStore::new())).audit_log(log).build().unwrap();
+    signing_for(&engine);
     let (alice, bob) = (admin("alice"), admin("bob"));
     let stricter = payments_copy("control-candidate");
     add_forbid(&stricter, "candidate-over-1000", "context.args.amount > 1000");
-    let outcome =
-        engine.admin(&request(AdminAction::SetCandidate { bundle_dir: stricter.display().to_string() }, &alice, &bob)).unwrap();
+    let digest = Bundle::from_dir(&stricter).unwrap().digest().to_owned();
+    let set = AdminAction::SetCandidate { bundle_dir: stricter.display().to_string(), digest };
+    let outcome = engine.admin(&request(set, &alice, &bob)).unwrap();
     let candidate_version = outcome.candidate_version.clone().unwrap();
     assert_ne!(candidate_version, outcome.policy_version);
 
@@ -257,9 +300,32 @@ fn a_candidate_decides_beside_the_enforced_bundle_and_is_promoted_in_one_call() 
 
     // Promotion is one call (of two administrators): the candidate is in force, none beside it.
     let promoted = engine.admin(&request(AdminAction::PromoteCandidate, &bob, &alice)).unwrap();
+    signing_for(&engine);
     assert_eq!((promoted.policy_version.as_str(), promoted.candidate_version.as_deref()), (candidate_version.as_str(), None));
     assert_eq!(engine.authorize(&req(&chain, pay(1300, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Deny);
     // And rollback is one call back.
     engine.admin(&request(AdminAction::Rollback, &alice, &bob)).unwrap();
     assert_eq!(engine.authorize(&req(&chain, pay(1400, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+}
+
+#[test]
+fn no_tool_call_can_spend_an_administrators_signature_or_end_the_control_plane() {
+    let fx = Fixture::new();
+    let engine = engine(&fx);
+    signing_for(&engine);
+    let (alice, bob) = (admin("alice"), admin("bob"));
+    let action = AdminAction::ClearCandidate;
+    let asked = request(action.clone(), &alice, &bob);
+    // The administrator's proof presented with a tool call named `aegis.admin`: refused before
+    // anything is consumed, so the change still goes through afterwards.
+    let mut call = aegis_sod::AuthorizationRequest::new(
+        alice.0.clone(),
+        ADMIN_SCOPE,
+        action.signed_payload(&engine.policy_version()).unwrap(),
+    );
+    call = call.with_proof(asked.requested_by.proof.clone());
+    let d = engine.authorize(&call).unwrap();
+    assert_eq!((d.outcome, d.reasons[0].code.as_str()), (Outcome::Deny, "unknown_tool"));
+    engine.admin(&asked).unwrap();
+    assert_eq!(engine.end_task("aegis:control-plane").unwrap_err().code(), ErrorCode::MalformedRequest);
 }

@@ -67,14 +67,15 @@ test('one administrator cannot switch Aegis to log-only', () => {
   const engine = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, requireTwoAdmins: true });
   const admin = (name, n) => ({ chain: [issueRoot({ issuer: ISSUER, issuerKey: ISSUER_KEY, agentId: name, agentKey: key(n),
     taskId: 'admins', intent: 'operate aegis', scope: ['aegis.admin'] })], key: key(n) });
-  const sign = (who, action) => ({ chain: who.chain, proof: adminProof(who.key, action) });
+  const v = engine.policyVersion;
+  const sign = (who, action) => ({ chain: who.chain, proof: adminProof(who.key, action, v) });
   const [alice, bob] = [admin('alice', 60), admin('bob', 61)];
   const shadow = { action: 'set_mode', mode: 'shadow' };
-  assert.throws(() => engine.admin({ action: shadow, requested_by: sign(alice, shadow), approved_by: sign(alice, shadow) }),
+  assert.throws(() => engine.admin({ action: shadow, policy_version: v, requested_by: sign(alice, shadow), approved_by: sign(alice, shadow) }),
     (e) => e.code === 'admin_conflict');
   assert.throws(() => engine.reloadBundle(BUNDLE), (e) => e.code === 'admin_approval_required');
   assert.equal(engine.controlStatus().mode, 'enforce');
-  const out = engine.admin({ action: shadow, requested_by: sign(alice, shadow), approved_by: sign(bob, shadow) });
+  const out = engine.admin({ action: shadow, policy_version: v, requested_by: sign(alice, shadow), approved_by: sign(bob, shadow) });
   assert.deepEqual([out.mode, out.requested_by, out.approved_by], ['shadow', 'alice', 'bob']);
   const d = engine.authorize({ chain: financeChain(uniqueTask('node-shadow')).slice(0, 1), tool: TOOL, args: pay(10) });
   assert.equal(d.outcome, 'allow');

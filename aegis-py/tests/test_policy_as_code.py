@@ -76,24 +76,31 @@ def admin(name: str, n: int):
     return chain, key(n)
 
 
-def signed(who, action):
+def signed(who, action, version):
     chain, k = who
-    return {"chain": chain, "proof": aegis.admin_proof(k, action)}
+    return {"chain": chain, "proof": aegis.admin_proof(k, action, version)}
 
 
 def test_one_administrator_cannot_switch_to_log_only(tmp_path) -> None:
     eng = aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, require_two_admins=True)
     alice, bob = admin("alice", 60), admin("bob", 61)
     shadow = {"action": "set_mode", "mode": "shadow"}
+    v = eng.policy_version
     with pytest.raises(aegis.AdminConflict):
-        eng.admin({"action": shadow, "requested_by": signed(alice, shadow), "approved_by": signed(alice, shadow)})
+        eng.admin({"action": shadow, "policy_version": v, "requested_by": signed(alice, shadow, v),
+                   "approved_by": signed(alice, shadow, v)})
     with pytest.raises(aegis.AdminUnauthorized):
         other = {"action": "clear_candidate"}
-        eng.admin({"action": shadow, "requested_by": signed(alice, shadow), "approved_by": signed(bob, other)})
+        eng.admin({"action": shadow, "policy_version": v, "requested_by": signed(alice, shadow, v),
+                   "approved_by": signed(bob, other, v)})
+    with pytest.raises(aegis.AdminUnauthorized):
+        eng.admin({"action": shadow, "policy_version": v, "requested_by": signed(alice, shadow, v),
+                   "approved_by": signed(bob, shadow, "payments@0.0.0+0000000000000000")})
     with pytest.raises(aegis.AdminApprovalRequired):
         eng.reload_bundle(BUNDLE)
     assert eng.control_status()["mode"] == "enforce"
-    out = eng.admin({"action": shadow, "requested_by": signed(alice, shadow), "approved_by": signed(bob, shadow)})
+    out = eng.admin({"action": shadow, "policy_version": v, "requested_by": signed(alice, shadow, v),
+                     "approved_by": signed(bob, shadow, v)})
     assert (out["mode"], out["requested_by"], out["approved_by"]) == ("shadow", "alice", "bob")
     planner_alone = finance_chain(unique_task("py-shadow"))[:1]
     d = eng.authorize(planner_alone, TOOL, pay(10))

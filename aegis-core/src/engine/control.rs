@@ -27,7 +27,7 @@ use crate::state::{Commit, CommitOutcome, LedgerEntry};
 /// The action administrators hold, by this exact name.
 pub const ADMIN_SCOPE: &str = "aegis.admin";
 /// The task the control plane's own ledger lives in.
-const CONTROL_TASK: &str = "aegis:control-plane";
+pub(crate) const CONTROL_TASK: &str = "aegis:control-plane";
 /// Bundles kept for rollback.
 const HISTORY: usize = 16;
 
@@ -55,6 +55,9 @@ pub enum AdminAction {
     LoadBundle {
         /// The bundle directory.
         bundle_dir: String,
+        /// The SHA-256 of the bundle the administrators reviewed ([`Bundle::digest`]): what
+        /// they sign is the content, not a path whose files could change before it loads.
+        digest: String,
     },
     /// Put the previous bundle back in force.
     Rollback,
@@ -62,6 +65,8 @@ pub enum AdminAction {
     SetCandidate {
         /// The candidate bundle directory.
         bundle_dir: String,
+        /// The SHA-256 of the candidate the administrators reviewed.
+        digest: String,
     },
     /// Put the candidate in force.
     PromoteCandidate,
@@ -98,9 +103,16 @@ impl AdminAction {
         }
     }
 
-    /// The action as the JSON both administrators sign.
+    /// The action as JSON.
     pub fn to_json(&self) -> Result<Json> {
         serde_json::to_value(self).map_err(|e| Error::internal(format!("cannot encode an admin action: {e}")))
+    }
+
+    /// What both administrators sign: the action and the bundle version in force when they
+    /// asked, so a signature neither outlives the state it was given for nor applies to an
+    /// engine running another bundle.
+    pub fn signed_payload(&self, policy_version: &str) -> Result<Json> {
+        Ok(serde_json::json!({"action": self.to_json()?, "policy_version": policy_version}))
     }
 }
 
@@ -121,6 +133,9 @@ pub struct AdminSignature {
 pub struct AdminRequest {
     /// What to change.
     pub action: AdminAction,
+    /// The bundle version in force when the administrators signed: the request is refused once
+    /// another is in force.
+    pub policy_version: String,
     /// The administrator asking.
     pub requested_by: AdminSignature,
     /// The second administrator.
@@ -144,11 +159,18 @@ pub struct AdminOutcome {
     pub approved_by: String,
 }
 
-/// An administrator's signature over `action`: a proof of possession by `key` (the key the
-/// administrator's credential binds) with the action as the call's arguments, valid for
-/// `ttl_secs` from `issued_at`, single use by `jti`.
-pub fn admin_proof(key: &KeyPair, action: &AdminAction, jti: &str, issued_at: i64, ttl_secs: i64) -> Result<String> {
-    create_proof(key, ADMIN_SCOPE, &action.to_json()?, jti, issued_at, ttl_secs)
+/// An administrator's signature over `action` on an engine with `policy_version` in force: a
+/// proof of possession by `key` (the key the administrator's credential binds) over
+/// [`AdminAction::signed_payload`], valid for `ttl_secs` from `issued_at`, single use by `jti`.
+pub fn admin_proof(
+    key: &KeyPair,
+    action: &AdminAction,
+    policy_version: &str,
+    jti: &str,
+    issued_at: i64,
+    ttl_secs: i64,
+) -> Result<String> {
+    create_proof(key, ADMIN_SCOPE, &action.signed_payload(policy_version)?, jti, issued_at, ttl_secs)
 }
 
 /// The engine's control-plane state.
@@ -246,16 +268,17 @@ impl Engine {
     }
 
     /// Puts `bundle` in force, recorded first, the old one kept for rollback.
-    pub(crate) fn put_in_force(&self, bundle: Bundle, event_kind: &str) -> Result<()> {
+    pub(crate) fn put_in_force(&self, bundle: Arc<Bundle>, change: &str) -> Result<()> {
         if let Some(keys) = &self.control.bundle_keys {
             check_signed(&bundle, keys)?;
         }
+        // One change at a time: the history and the bundle in force move together.
         let mut history = self.control.history.lock().unwrap_or_else(PoisonError::into_inner);
         let previous = self.bundle.load_full();
         self.record(|| {
-            bundle_loaded_event(&bundle, Some(previous.policy_version()), self.clock.now_millis()).with("change", event_kind)
+            bundle_loaded_event(&bundle, Some(previous.policy_version()), self.clock.now_millis()).with("change", change)
         })?;
-        self.bundle.store(Arc::new(bundle));
+        self.bundle.store(bundle);
         history.push(previous);
         if history.len() > HISTORY {
             history.remove(0);
@@ -265,12 +288,20 @@ impl Engine {
 
     /// Applies a change to what is enforced, asked by one administrator and approved by a
     /// second: both are root identities holding `aegis.admin`, distinct in id and key, each
-    /// signing the action; both signatures are accepted once. The change is recorded before
-    /// it takes effect (a log that fails leaves everything as it was).
+    /// signing the action and the bundle version in force; both signatures are accepted once.
+    /// Everything the change needs is checked first; then it is recorded and takes effect
+    /// (a log that fails leaves everything as it was).
     pub fn admin(&self, request: &AdminRequest) -> Result<AdminOutcome> {
         let now = self.clock.now_secs();
+        let current = self.policy_version();
+        if request.policy_version != current {
+            return Err(unauthorized(format!(
+                "the request was signed for `{}`, and `{current}` is in force",
+                request.policy_version
+            )));
+        }
         let action = request.action.to_json()?;
-        let digest = call_digest(ADMIN_SCOPE, &action)?;
+        let digest = call_digest(ADMIN_SCOPE, &request.action.signed_payload(&current)?)?;
         let (asker, asker_jti) = self.verify_admin(&request.requested_by, &digest, now, "the requester")?;
         let (second, second_jti) = self.verify_admin(&request.approved_by, &digest, now, "the approver")?;
         if asker.agent_id == second.agent_id || asker.root_kid == second.root_kid {
@@ -280,15 +311,15 @@ impl Engine {
             ));
         }
         self.consume_admin_signatures(&asker, vec![asker_jti, second_jti], now)?;
-        self.record(|| {
+        let event = || {
             Event::new(kind::ADMIN, self.clock.now_millis())
                 .with("action", request.action.name())
                 .with("params", action.clone())
                 .with("requested_by", asker.agent_id.as_str())
                 .with("approved_by", second.agent_id.as_str())
-                .with("policy_version", self.policy_version())
-        })?;
-        self.apply(&request.action)?;
+                .with("policy_version", current.as_str())
+        };
+        self.apply(&request.action, event)?;
         Ok(AdminOutcome {
             action: request.action.name().to_owned(),
             policy_version: self.policy_version(),
@@ -299,54 +330,81 @@ impl Engine {
         })
     }
 
-    fn apply(&self, action: &AdminAction) -> Result<()> {
+    /// Loads the bundle an action names and checks it is the one the administrators signed.
+    fn load_signed_off(&self, dir: &str, digest: &str) -> Result<Arc<Bundle>> {
+        let bundle = self.control.load_bundle(Path::new(dir))?;
+        if bundle.digest() != digest {
+            return Err(Error::new(
+                ErrorCode::InvalidBundle,
+                format!("the bundle in `{dir}` ({}) is not the one the administrators signed off", bundle.policy_version()),
+            ));
+        }
+        Ok(Arc::new(bundle))
+    }
+
+    /// Checks what `action` needs, records `event`, then makes the change.
+    fn apply(&self, action: &AdminAction, event: impl FnOnce() -> Event) -> Result<()> {
         match action {
             AdminAction::SetMode { mode } => {
+                self.record(event)?;
                 self.control.mode.store(u8::from(*mode == Mode::Shadow), Ordering::SeqCst);
                 Ok(())
             }
-            AdminAction::LoadBundle { bundle_dir } => {
-                let bundle = self.control.load_bundle(Path::new(bundle_dir))?;
+            AdminAction::LoadBundle { bundle_dir, digest } => {
+                let bundle = self.load_signed_off(bundle_dir, digest)?;
+                if let Some(keys) = &self.control.bundle_keys {
+                    check_signed(&bundle, keys)?;
+                }
+                self.record(event)?;
                 self.put_in_force(bundle, kind::BUNDLE_LOADED)
             }
             AdminAction::Rollback => {
-                let previous = {
-                    let history = self.control.history.lock().unwrap_or_else(PoisonError::into_inner);
-                    history.last().cloned()
-                };
-                let previous =
-                    previous.ok_or_else(|| Error::new(ErrorCode::NoPreviousBundle, "no earlier bundle to roll back to"))?;
+                let mut history = self.control.history.lock().unwrap_or_else(PoisonError::into_inner);
+                let previous = history
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| Error::new(ErrorCode::NoPreviousBundle, "no earlier bundle to roll back to"))?;
                 let current = self.bundle.load_full();
+                self.record(event)?;
                 self.record(|| {
                     bundle_loaded_event(&previous, Some(current.policy_version()), self.clock.now_millis())
                         .with("change", "rollback")
                 })?;
-                let mut history = self.control.history.lock().unwrap_or_else(PoisonError::into_inner);
                 history.pop();
                 self.bundle.store(previous);
                 Ok(())
             }
-            AdminAction::SetCandidate { bundle_dir } => {
-                let bundle = self.control.load_bundle(Path::new(bundle_dir))?;
-                self.control.candidate.store(Some(Arc::new(bundle)));
+            AdminAction::SetCandidate { bundle_dir, digest } => {
+                let bundle = self.load_signed_off(bundle_dir, digest)?;
+                self.record(event)?;
+                self.control.candidate.store(Some(bundle));
                 Ok(())
             }
             AdminAction::PromoteCandidate => {
                 let candidate = self
                     .control
-                    .candidate
-                    .swap(None)
+                    .candidate()
                     .ok_or_else(|| Error::malformed_request("there is no candidate bundle to promote"))?;
-                let bundle = Arc::try_unwrap(candidate)
-                    .map_err(|_| Error::new(ErrorCode::Contention, "the candidate is in use; promote again"))?;
-                self.put_in_force(bundle, "promote_candidate")
+                self.record(event)?;
+                self.put_in_force(Arc::clone(&candidate), "promote_candidate")?;
+                // Cleared only if it is still the one promoted.
+                self.control.candidate.compare_and_swap(&Some(candidate), None);
+                Ok(())
             }
             AdminAction::ClearCandidate => {
+                self.record(event)?;
                 self.control.candidate.store(None);
                 Ok(())
             }
-            AdminAction::UpdateJwks { issuer, jwks } => self.replace_jwks(issuer, &jwks.to_string()),
-            AdminAction::CloseBreakGlass { grant_id, review_ref } => self.close_grant(grant_id, review_ref),
+            // These record their own change; the administrators' record follows it.
+            AdminAction::UpdateJwks { issuer, jwks } => {
+                self.replace_jwks(issuer, &jwks.to_string())?;
+                self.record(event)
+            }
+            AdminAction::CloseBreakGlass { grant_id, review_ref } => {
+                self.close_grant(grant_id, review_ref)?;
+                self.record(event)
+            }
         }
     }
 

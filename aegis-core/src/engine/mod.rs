@@ -32,7 +32,7 @@ pub(crate) use verdict::{apply_evaluation, undecided};
 
 use crate::audit::{kind, AuditLog, Event};
 use crate::cache::BoundedCache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
 use crate::policy::eval::{BaseContext, TaskFacts};
 use crate::policy::Bundle;
@@ -145,7 +145,7 @@ impl Engine {
     /// direct call (`admin_approval_required`).
     pub fn swap_bundle(&self, bundle: Bundle) -> Result<()> {
         self.control.direct_change_allowed("swapping the bundle")?;
-        self.put_in_force(bundle, kind::BUNDLE_LOADED)
+        self.put_in_force(Arc::new(bundle), kind::BUNDLE_LOADED)
     }
 
     /// Loads a bundle directory (checking its signature when the engine requires signed
@@ -154,7 +154,7 @@ impl Engine {
         self.control.direct_change_allowed("reloading the bundle")?;
         let bundle = self.control.load_bundle(dir.as_ref())?;
         let version = bundle.policy_version().to_owned();
-        self.put_in_force(bundle, kind::BUNDLE_LOADED)?;
+        self.put_in_force(Arc::new(bundle), kind::BUNDLE_LOADED)?;
         Ok(version)
     }
 
@@ -242,6 +242,9 @@ impl Engine {
 
     /// Ends a task: every credential of the task is refused from now on.
     pub fn end_task(&self, task_id: &str) -> Result<()> {
+        if task_id == control::CONTROL_TASK {
+            return Err(Error::malformed_request(format!("`{task_id}` is the control plane's own ledger, not a task")));
+        }
         self.store.end_task(task_id, self.clock.now_secs())?;
         self.record(|| Event::new(kind::TASK_ENDED, self.clock.now_millis()).with("task_id", task_id))
     }

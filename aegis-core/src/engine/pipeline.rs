@@ -85,10 +85,6 @@ impl Engine {
             Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => return Err(e),
             Err(e) => deny(decision, e),
         };
-        let decision = match self.control.mode() {
-            super::Mode::Enforce => decision,
-            super::Mode::Shadow => super::verdict::log_only(decision, &bundle, &request.tool, &request.args),
-        };
         let (decision, event) = match &self.audit {
             Some(log) => self.record_decision(log, &bundle, request, call.as_ref(), decision),
             None => (decision, None),
@@ -199,7 +195,19 @@ impl Engine {
                 let enforced_permits = evaluated.is_ok() && decision.outcome.permits_call();
                 decision.candidate = Some(self.candidate_verdict(&candidate, call, &state, now, enforced_permits));
             }
-            let reservations = evaluated?;
+            let mut reservations = evaluated?;
+            if self.control.mode() == super::Mode::Shadow && super::verdict::refused_by_policy(decision) {
+                // Log-only: the call runs and counts like any allowed call (its proof and
+                // token consumed, its duty recorded, its spending reserved); a denying budget
+                // still refuses it, and no human is asked.
+                reservations = self.log_only_reservations(call, now)?;
+                *decision = super::verdict::log_only(
+                    std::mem::replace(decision, undecided(String::new(), bundle)),
+                    bundle,
+                    &request.tool,
+                    &request.args,
+                );
+            }
             match decision.outcome {
                 Outcome::Deny => return Ok(()),
                 Outcome::ApprovalNeeded => return self.open_approval(bundle, call, decision),
@@ -217,6 +225,11 @@ impl Engine {
     /// Stage 1: who is calling, whether its scope and the bundle know the tool, and the proof
     /// and override token it presents.
     fn verify_call<'r>(&self, bundle: &Bundle, request: &'r AuthorizationRequest, now: i64) -> Result<VerifiedCall<'r>> {
+        if request.tool == super::ADMIN_SCOPE {
+            // Administrators' signatures are proofs over this name: no tool call may use (and so
+            // consume) one.
+            return Err(Error::new(ErrorCode::UnknownTool, format!("`{}` is Aegis's own action, not a tool", request.tool)));
+        }
         let chain = self.verifier.verify(&request.chain, now)?;
         if !chain.grants(&request.tool) {
             return Err(Error::new(
@@ -338,11 +351,25 @@ impl Engine {
             decision.needs_budget_approval(&overruns.approvable.join("`, `"));
         }
         if decision.outcome == Outcome::ApprovalNeeded {
-            call.display_args = Some(redacted_by_permits(bundle, &eval, &request.args));
+            call.display_args = Some(redacted_by_permits(bundle, &eval, &request.tool, &request.args));
             call.budget_over = overruns.approvable;
             return Ok(Vec::new());
         }
         Ok(reservations)
+    }
+
+    /// The budget reservations of a call log-only mode lets through: every budget reserved, an
+    /// approvable one without its limit (the approval it would need is the policy refusal
+    /// log-only waives), a denying one still enforced.
+    fn log_only_reservations(&self, call: &VerifiedCall<'_>, now: i64) -> Result<Vec<Reservation>> {
+        let reservations = crate::budget::reservations(&call.tool, &call.chain, &call.request.args, now, &[])?;
+        let overruns = self.overruns(&call.tool, &reservations)?;
+        if let Some(key) = overruns.denying {
+            return Err(Error::new(ErrorCode::BudgetExceeded, format!("budget `{key}` would be exceeded")));
+        }
+        let waived: Vec<String> =
+            overruns.approvable.iter().map(|b| format!("{}{b}", crate::approval::BUDGET_LIFT_PREFIX)).collect();
+        crate::budget::reservations(&call.tool, &call.chain, &call.request.args, now, &waived)
     }
 
     /// Stage 4: makes an allowed call count. `Ok(false)`: the task moved since `state`; decide

@@ -125,9 +125,13 @@ pub(crate) fn lift_forbids(bundle: &Bundle, eval: &Evaluation, args: &Json, deci
 }
 
 /// The arguments with the redactions of every permit that held (what an approver sees).
-pub(crate) fn redacted_by_permits(bundle: &Bundle, eval: &Evaluation, args: &Json) -> Json {
+pub(crate) fn redacted_by_permits(bundle: &Bundle, eval: &Evaluation, tool: &str, args: &Json) -> Json {
     let mut shown = args.clone();
     redact(&mut shown, &sanitize_paths(bundle, eval.satisfied_permits()));
+    // What a human is shown gets every detector the tool's policies name: whichever permit
+    // would hold once approved, nothing it would scrub is shown in the meantime.
+    let all = bundle.tool(tool).map(|t| t.audit_detectors.clone()).unwrap_or_default();
+    scrub(&mut shown, &all);
     scrub(&mut shown, &detectors(bundle, eval.satisfied_permits()));
     shown
 }
@@ -140,19 +144,28 @@ fn detectors(bundle: &Bundle, permits: &[PolicyId]) -> Vec<Detector> {
     permits.iter().filter_map(|id| bundle.policy_meta(id)).flat_map(|m| m.detect.iter().copied()).collect()
 }
 
+/// Whether the policies (and nothing else) refused the call: a forbid, no permit, or an
+/// approval it would need; at least one such reason and no other.
+pub(crate) fn refused_by_policy(decision: &Decision) -> bool {
+    !decision.outcome.permits_call()
+        && !decision.reasons.is_empty()
+        && decision.reasons.iter().all(|r| {
+            matches!(
+                r.code,
+                ReasonCode::Verdict(
+                    PolicyVerdict::PolicyForbid | PolicyVerdict::NoMatchingPermit | PolicyVerdict::ApprovalRequired
+                )
+            )
+        })
+}
+
 /// Log-only mode: a call the policies refused (a forbid, no permit, an approval it would need)
 /// is allowed and marked `would_block`; a refusal for any other reason (the caller, a proof, a
 /// token, the task's state, an error) stands. Obligations still apply, conservatively: every
 /// redaction and detector any of the tool's policies names (the permits that would have held
 /// are not known once forbids refused).
 pub(crate) fn log_only(mut decision: Decision, bundle: &Bundle, tool: &str, args: &Json) -> Decision {
-    let by_policy = decision.reasons.iter().all(|r| {
-        matches!(
-            r.code,
-            ReasonCode::Verdict(PolicyVerdict::PolicyForbid | PolicyVerdict::NoMatchingPermit | PolicyVerdict::ApprovalRequired)
-        )
-    });
-    if decision.outcome.permits_call() || !by_policy {
+    if !refused_by_policy(&decision) {
         return decision;
     }
     let mut sanitized = args.clone();

@@ -26,7 +26,7 @@ use crate::engine::{AuthorizationRequest, Decision, Engine};
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::{self, KeyPair, PublicKey};
 use crate::json::{from_str_strict, parse_value_strict};
-use crate::policy::{lint, run_policy_tests, sign_bundle, Bundle, BundleSources};
+use crate::policy::{lint_dir, run_policy_tests, sign_bundle, Bundle};
 use crate::state::PendingApproval;
 use crate::time::OsRandom;
 
@@ -82,7 +82,11 @@ pub const OPERATIONS: &[Operation] = &[
         false,
         "{dir, verifier_key?, trusted_checkpoints?} -> LogReport: checks a log and names its first bad record",
     ),
-    op("admin_proof", false, "{key, action, issued_at?, ttl_secs?, jti?} -> proof: one administrator's signature over an action"),
+    op(
+        "admin_proof",
+        false,
+        "{key, action, policy_version, issued_at?, ttl_secs?, jti?} -> proof: one administrator's signature over an action",
+    ),
     op("bundle_sign", false, "{bundle_dir, key, issued_at?} -> {signature, policy_version}: writes bundle.sig"),
     op("bundle_verify", false, "{bundle_dir, keys} -> {policy_version, signed_by}: checks bundle.sig against trusted keys"),
     op("policy_test", false, "{bundle_dir} -> PolicyTestReport: runs the bundle's tests/*.yaml"),
@@ -158,7 +162,14 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
                 None => crate::time::random_id(&OsRandom, "adm_")?,
             };
             let now = r.issued_at.unwrap_or_else(|| crate::time::Clock::now_secs(&crate::time::SystemClock));
-            to_json(&admin_proof(&KeyPair::from_jwk(&r.key)?, &r.action, &jti, now, r.ttl_secs.unwrap_or(300))?)
+            to_json(&admin_proof(
+                &KeyPair::from_jwk(&r.key)?,
+                &r.action,
+                &r.policy_version,
+                &jti,
+                now,
+                r.ttl_secs.unwrap_or(300),
+            )?)
         }
         "bundle_sign" => {
             let r: BundleSign = parse(input)?;
@@ -174,11 +185,7 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
             to_json(&serde_json::json!({"policy_version": bundle.policy_version(), "signed_by": bundle.signed_by()}))
         }
         "policy_test" => to_json(&run_policy_tests(parse::<BundleDir>(input)?.bundle_dir)?),
-        "policy_lint" => {
-            let sources = BundleSources::read_dir(parse::<BundleDir>(input)?.bundle_dir)?;
-            let bundle = Bundle::from_sources(&sources)?;
-            to_json(&lint(&sources, &bundle))
-        }
+        "policy_lint" => to_json(&lint_dir(parse::<BundleDir>(input)?.bundle_dir)?),
         "policy_dry_run" => {
             let r: DryRun = parse(input)?;
             let candidate = Bundle::from_dir(&r.bundle_dir)?;
@@ -454,6 +461,7 @@ mod tests {
 struct AdminProof {
     key: crate::identity::Jwk,
     action: AdminAction,
+    policy_version: String,
     #[serde(default)]
     issued_at: Option<i64>,
     #[serde(default)]

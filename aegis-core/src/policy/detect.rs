@@ -118,27 +118,27 @@ static DIGIT_RUN: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"[0-9](
 /// A candidate IBAN: country, check digits, then groups of four (a space before each allowed)
 /// and a shorter last group; the length and the mod-97 check are verified in code.
 static IBAN: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"(?i)\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b").ok());
+    LazyLock::new(|| Regex::new(r"(?i)(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)").ok());
 
 /// A pragmatic addr-spec: the characters addresses use in practice, a dotted domain and a
 /// letters-only top-level domain.
 static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}\b").ok()
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}(?-u:\b)").ok()
 });
 
-/// Secret formats, one alternative each. `\b` keeps a prefix inside a word (`task-...`,
+/// Secret formats, one alternative each. `\b` (ASCII) keeps a prefix inside a word (`task-...`,
 /// `work_live_...`) from counting. A private key block without its end line is redacted to the
 /// end of the text: a truncated key is still a key.
 static SECRET: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|.*)",
-        r"|\bAKIA[0-9A-Z]{16}\b",
-        r"|\b(?:sk_live|sk_test|rk_live)_[0-9A-Za-z]{24,}",
-        r"|\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}",
-        r"|\bgithub_pat_[A-Za-z0-9_]{22,}",
-        r"|\bxox[abprs]-[A-Za-z0-9-]{10,}",
-        r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-        r"|\bsk-[A-Za-z0-9_-]{20,}",
+        r"|(?-u:\b)AKIA[0-9A-Z]{16}(?-u:\b)",
+        r"|(?-u:\b)(?:sk_live|sk_test|rk_live)_[0-9A-Za-z]{24,}",
+        r"|(?-u:\b)(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}",
+        r"|(?-u:\b)github_pat_[A-Za-z0-9_]{22,}",
+        r"|(?-u:\b)xox[abprs]-[A-Za-z0-9-]{10,}",
+        r"|(?-u:\b)eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        r"|(?-u:\b)sk-[A-Za-z0-9_-]{20,}",
     ))
     .ok()
 });

@@ -330,7 +330,14 @@ pub(crate) fn compile(yaml: &str) -> Result<CompiledMatrix> {
             if secs <= 0 || i.both_ways {
                 return Err(invalid(format!("`{}`: a window needs `window_secs` > 0 and one direction", i.id)));
             }
-            temporal.insert(window_fact(&i.id), TemporalSpec::CountWithin { tools: tools(&i.first)?.clone(), secs, per });
+            let fact = TemporalSpec::CountWithin { tools: tools(&i.first)?.clone(), secs, per };
+            if temporal.insert(window_fact(&i.id), fact).is_some() {
+                return Err(invalid(format!(
+                    "`{}`: another windowed rule's id maps to the same fact `{}`",
+                    i.id,
+                    window_fact(&i.id)
+                )));
+            }
         }
         let message =
             i.message.clone().unwrap_or_else(|| format!("whoever did `{}` in this task may not do `{}`", i.first, i.then));
@@ -391,6 +398,54 @@ pub(crate) fn merge_into_manifest(manifest: &str, compiled: &CompiledMatrix) -> 
     serde_norway::to_string(&doc).map_err(|e| bad(&e))
 }
 
+/// Static SoD conflicts in a matrix (`static_sod_conflict`): a role allowed to perform two
+/// duties the matrix calls incompatible, or to execute a duty it also approves. The dynamic
+/// checks still refuse the second duty; the finding says the role design invites it.
+pub fn lint_matrix(yaml: &str) -> Vec<super::Lint> {
+    let Ok(m) = serde_norway::from_str::<Matrix>(yaml) else { return Vec::new() };
+    let roles_of = |duty: &str| m.executors.get(duty).map(|e| e.roles.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut finding = |needle: &str, message: String| {
+        out.push(super::Lint {
+            code: "static_sod_conflict",
+            file: MATRIX_FILE.to_owned(),
+            line: line_of(yaml, needle),
+            policy_id: None,
+            message,
+        });
+    };
+    for i in &m.incompatible {
+        let (a, b) = (roles_of(&i.first), roles_of(&i.then));
+        for role in a.iter().filter(|r| b.contains(r)) {
+            finding(
+                &format!("id: {}", i.id),
+                format!(
+                    "role `{role}` may perform both `{}` and `{}`, which `{}` says one agent may not combine",
+                    i.first, i.then, i.id
+                ),
+            );
+        }
+    }
+    for a in &m.approvers {
+        if roles_of(&a.duty).contains(&a.role) {
+            finding(&format!("id: {}", a.id), format!("role `{}` both executes and approves `{}`", a.role, a.duty));
+        }
+    }
+    out
+}
+
+/// Every lint of the bundle in `dir`: the policies' and, when it has one, the SoD matrix's.
+pub fn lint_dir(dir: impl AsRef<std::path::Path>) -> Result<Vec<super::Lint>> {
+    let dir = dir.as_ref();
+    let sources = super::BundleSources::read_dir(dir)?;
+    let bundle = super::Bundle::from_sources(&sources)?;
+    let mut found = super::lint(&sources, &bundle);
+    if let Ok(yaml) = std::fs::read_to_string(dir.join(MATRIX_FILE)) {
+        found.extend(lint_matrix(&yaml));
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +462,36 @@ mod tests {
         assert!(err.to_string().contains("not an argument path"), "{err}");
         let err = compile_matrix("duties: {pay: [p]}\nextra: 1\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn static_conflicts_are_found() {
+        let yaml = "roles: [clerk, boss]\nduties: {draft: [d], pay: [p]}\n\
+                    executors: {draft: {roles: [clerk]}, pay: {roles: [clerk, boss]}}\n\
+                    approvers: [{id: boss-approves, duty: pay, role: boss}]\n\
+                    incompatible: [{id: no-both, first: draft, then: pay, within: agent}]\n";
+        let found = lint_matrix(yaml);
+        let messages: Vec<&str> = found.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(found.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("role `clerk` may perform both `draft` and `pay`"), "{messages:?}");
+        assert!(messages[1].contains("role `boss` both executes and approves `pay`"), "{messages:?}");
+        assert_eq!((found[0].code, found[0].line), ("static_sod_conflict", 5));
+        // Disjoint roles: nothing to report.
+        assert!(lint_matrix(
+            &yaml
+                .replace("pay: {roles: [clerk, boss]}", "pay: {roles: [payer]}")
+                .replace("[clerk, boss]", "[clerk, boss, payer]")
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn windowed_rules_never_share_a_fact() {
+        let yaml = "roles: []\nduties: {a: [x], b: [y]}\nincompatible: [\
+                    {id: a-b, first: a, then: b, within: task, window_secs: 60}, \
+                    {id: a_b, first: b, then: a, within: task, window_secs: 600}]\n";
+        let err = compile(yaml).unwrap_err();
+        assert!(err.to_string().contains("same fact `sod_a_b`"), "{err}");
     }
 
     #[test]

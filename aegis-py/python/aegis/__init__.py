@@ -524,14 +524,15 @@ def audit_verify(log_dir: Union[str, "os.PathLike[str]"], *, verifier_key: Optio
                      bool(out["key_from_log"]))
 
 
-def admin_proof(key: KeyPair, action: Mapping[str, Any], *, ttl_secs: int = 300, jti: Optional[str] = None,
-                issued_at: Optional[int] = None) -> str:
+def admin_proof(key: KeyPair, action: Mapping[str, Any], policy_version: str, *, ttl_secs: int = 300,
+                jti: Optional[str] = None, issued_at: Optional[int] = None) -> str:
     """One administrator's signature over a control-plane `action` (`{"action": "set_mode",
-    "mode": "shadow"}`, `{"action": "rollback"}`, ...), by the key its root credential binds:
-    pass it with the credential chain as `requested_by` or `approved_by` of
+    "mode": "shadow"}`, `{"action": "rollback"}`, `{"action": "load_bundle", "bundle_dir": ...,
+    "digest": ...}`) on an engine with `policy_version` in force, by the key its root credential
+    binds: pass it with the credential chain as `requested_by` or `approved_by` of
     :meth:`Engine.admin`. Single use."""
-    return str(_free("admin_proof", {"key": key.private_jwk, "action": dict(action), "ttl_secs": ttl_secs,
-                                     "jti": jti, "issued_at": issued_at}))
+    return str(_free("admin_proof", {"key": key.private_jwk, "action": dict(action), "policy_version": policy_version,
+                                     "ttl_secs": ttl_secs, "jti": jti, "issued_at": issued_at}))
 
 
 def bundle_sign(bundle_dir: Union[str, "os.PathLike[str]"], key: KeyPair) -> Dict[str, Any]:
@@ -721,7 +722,8 @@ class Engine:
 
     def admin(self, request: Mapping[str, Any]) -> Dict[str, Any]:
         """Applies a change to what is enforced, signed by two distinct administrators:
-        `{"action": {...}, "requested_by": {"chain": [...], "proof": ...}, "approved_by": {...}}`
+        `{"action": {...}, "policy_version": ..., "requested_by": {"chain": [...], "proof": ...},
+        "approved_by": {...}}`
         (see :func:`admin_proof`). Returns `{action, policy_version, mode, candidate_version,
         requested_by, approved_by}`; one administrator alone gets `AdminConflict`."""
         return dict(self._op("admin", dict(request)))
