@@ -158,3 +158,18 @@ fn a_windowed_incompatibility_and_matrix_budgets_reach_the_manifest() {
     let err = BundleSources::read_dir(&dir).unwrap_err();
     assert!(err.to_string().contains("declared in the manifest too"), "{err}");
 }
+
+#[test]
+fn a_declared_engine_attribute_of_another_type_fails_validation() {
+    let mut sources = matrix_bundle("roles: []\nduties: {pay: [pay]}\n");
+    sources.schema = SCHEMA.replace(
+        r#"action "pay" appliesTo { principal: [Agent], resource: [Tool], context: { args: {} } };"#,
+        r#"action "pay" appliesTo { principal: [Agent], resource: [Tool], context: { args: {}, depth: String } };"#,
+    );
+    sources.policies.push((
+        "typed.cedar".into(),
+        "permit (principal, action == Action::\"pay\", resource) when { context.depth != \"0\" };\n".into(),
+    ));
+    let err = Bundle::from_sources(&sources).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidBundle, "{err}");
+}

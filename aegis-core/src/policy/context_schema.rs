@@ -67,9 +67,9 @@ fn aegis_attributes(action: &str, manifest: &Manifest) -> Vec<(&'static str, Jso
     attributes
 }
 
-/// Adds the engine's attributes to every action's context in `schema` (JSON form), keeping
-/// whatever the schema declares itself. A context given as a named common type is left as the
-/// author wrote it.
+/// Sets the engine's attributes in every action's context in `schema` (JSON form), replacing
+/// any declaration of them; the schema's own attributes (`args`, ...) are kept. A context given
+/// as a named common type is left as the author wrote it.
 pub(crate) fn add_common_context(schema: &mut Json, manifest: &Manifest) {
     let Some(namespaces) = schema.as_object_mut() else { return };
     for namespace in namespaces.values_mut() {
@@ -84,8 +84,10 @@ pub(crate) fn add_common_context(schema: &mut Json, manifest: &Manifest) {
                 continue;
             };
             let Some(declared) = declared.as_object_mut() else { continue };
+            // The engine's types win over a declaration: a policy written against another
+            // type (`context.depth != "0"`) must fail validation, not hold at run time.
             for (attribute, ty) in aegis_attributes(name, manifest) {
-                declared.entry(attribute).or_insert(ty);
+                declared.insert(attribute.to_owned(), ty);
             }
         }
     }
