@@ -45,11 +45,13 @@ forbid (principal, action in [Action::"pay", Action::"refund"], resource)
 when { context.args.amount > 100 };
 "#;
 
+/// The engine fills `context.predicates` from the manifest: `ok` is declared there.
+const MANIFEST: &str = "name: t\nversion: 1.0.0\npredicates:\n  ok: {arg: memo, pattern: 'x', tools: [pay]}\n";
+
 fn run(schema: String, extra: &[(&str, &str)]) -> Vec<Lint> {
     let mut policies = vec![("base.cedar".to_owned(), BASE.to_owned())];
     policies.extend(extra.iter().map(|(f, s)| ((*f).to_owned(), (*s).to_owned())));
-    let sources =
-        BundleSources { manifest: "name: t\nversion: 1.0.0\n".into(), schema, schema_file: SCHEMA_FILE.into(), policies };
+    let sources = BundleSources { manifest: MANIFEST.into(), schema, schema_file: SCHEMA_FILE.into(), policies };
     let bundle = Bundle::from_sources(&sources).unwrap_or_else(|e| panic!("bundle does not load: {e}"));
     lint(&sources, &bundle)
 }
