@@ -237,7 +237,7 @@ fn mod97(chars: &[u8]) -> bool {
 }
 
 /// Replaces every match of `detectors` in every string of `args` (object values and array
-/// items at any depth; keys are left alone) and returns how many matches each detector found,
+/// items at any depth; keys are left alone; a card number may also be a JSON integer) and returns how many matches each detector found,
 /// listing only detectors that found some. The counts are all that leaves this function: never
 /// the matched text.
 pub(crate) fn scrub(args: &mut Json, detectors: &[Detector]) -> BTreeMap<&'static str, u64> {
@@ -264,6 +264,15 @@ fn scrub_value(value: &mut Json, detectors: &[Detector], counts: &mut BTreeMap<&
         }
         Json::Array(items) => items.iter_mut().for_each(|v| scrub_value(v, detectors, counts)),
         Json::Object(map) => map.values_mut().for_each(|v| scrub_value(v, detectors, counts)),
+        // A card number sent as a JSON integer (13 to 19 digits that pass the Luhn check) is
+        // replaced by the marker: a number is no hiding place.
+        Json::Number(n) if detectors.contains(&Detector::PaymentCard) => {
+            let digits = n.as_u64().map(|v| v.to_string()).unwrap_or_default();
+            if (13..=19).contains(&digits.len()) && luhn(digits.as_bytes()) {
+                *counts.entry(Detector::PaymentCard.as_str()).or_insert(0) += 1;
+                *value = Json::String(Detector::PaymentCard.replacement().to_owned());
+            }
+        }
         Json::Null | Json::Bool(_) | Json::Number(_) => {}
     }
 }
@@ -414,7 +423,7 @@ mod tests {
     #[test]
     fn every_string_at_any_depth_is_scrubbed_and_keys_are_not() {
         let mut args = json!({
-            "amount": 4242424242424242_i64,
+            "amount": 4242424242424241_i64,
             "memo": "pay 4242 4242 4242 4242",
             "4242424242424242": "key is left alone",
             "lines": [
@@ -426,7 +435,7 @@ mod tests {
         assert_eq!(
             args,
             json!({
-                "amount": 4242424242424242_i64,
+                "amount": 4242424242424241_i64,
                 "memo": "pay [REDACTED:payment_card]",
                 "4242424242424242": "key is left alone",
                 "lines": [
@@ -464,5 +473,18 @@ mod tests {
             let mut value = json!(format!("a {} b", d.replacement()));
             assert!(scrub(&mut value, &Detector::ALL).is_empty(), "{d}");
         }
+    }
+
+    #[test]
+    fn a_card_number_sent_as_a_json_integer_is_replaced() {
+        let mut args = json!({"card": 4_242_424_242_424_242_u64, "order": 4_242_424_242_424_241_u64, "n": 7});
+        let counts = scrub(&mut args, &[Detector::PaymentCard]);
+        assert_eq!(args["card"], json!("[REDACTED:payment_card]"));
+        assert_eq!(
+            (args["order"].clone(), args["n"].clone()),
+            (json!(4_242_424_242_424_241_u64), json!(7)),
+            "Luhn-failing and short stay"
+        );
+        assert_eq!(counts.get("payment_card"), Some(&1));
     }
 }
