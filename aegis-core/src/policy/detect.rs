@@ -115,10 +115,10 @@ impl fmt::Display for Detector {
 /// take other scripts' digits the Luhn check cannot read.
 static DIGIT_RUN: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"[0-9](?:[ -]?[0-9])*").ok());
 
-/// A candidate IBAN: country, check digits, then groups of four (a space before each allowed)
-/// and a shorter last group; the length and the mod-97 check are verified in code.
+/// A candidate IBAN: country, check digits, then groups of four (a space or a dash before each
+/// allowed) and a shorter last group; the length and the mod-97 check are verified in code.
 static IBAN: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"(?i)(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)").ok());
+    LazyLock::new(|| Regex::new(r"(?i)(?-u:\b)[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?-u:\b)").ok());
 
 /// A pragmatic addr-spec: the characters addresses use in practice, a dotted domain and a
 /// letters-only top-level domain.
@@ -131,8 +131,9 @@ static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// end of the text: a truncated key is still a key.
 static SECRET: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|.*)",
-        r"|(?-u:\b)AKIA[0-9A-Z]{16}(?-u:\b)",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?s:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*)",
+        r"|(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)",
+        r#"|(?i:aws_secret_access_key|secret_access_key|aws_secret)["']?\s*[=:]\s*["']?[A-Za-z0-9/+]{40}(?-u:\b)"#,
         r"|(?-u:\b)(?:sk_live|sk_test|rk_live)_[0-9A-Za-z]{24,}",
         r"|(?-u:\b)(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}",
         r"|(?-u:\b)github_pat_[A-Za-z0-9_]{22,}",
@@ -210,11 +211,12 @@ fn luhn(digits: &[u8]) -> bool {
 /// a following word of four letters as one more group).
 fn iban_in(text: &str, candidate: Range<usize>) -> Option<Range<usize>> {
     let slice = text.get(candidate.clone())?;
-    let ends = slice.match_indices(' ').map(|(i, _)| i).chain(std::iter::once(slice.len()));
+    let separator = |b: u8| b == b' ' || b == b'-';
+    let ends = slice.bytes().enumerate().filter(|(_, b)| separator(*b)).map(|(i, _)| i).chain(std::iter::once(slice.len()));
     let mut ends: Vec<usize> = ends.collect();
     ends.reverse();
     ends.into_iter().find_map(|end| {
-        let chars: Vec<u8> = slice.get(..end)?.bytes().filter(|b| *b != b' ').map(|b| b.to_ascii_uppercase()).collect();
+        let chars: Vec<u8> = slice.get(..end)?.bytes().filter(|b| !separator(*b)).map(|b| b.to_ascii_uppercase()).collect();
         ((15..=34).contains(&chars.len()) && mod97(&chars)).then(|| candidate.start..candidate.start + end)
     })
 }
@@ -486,5 +488,18 @@ mod tests {
             "Luhn-failing and short stay"
         );
         assert_eq!(counts.get("payment_card"), Some(&1));
+    }
+
+    #[test]
+    fn dashed_ibans_pgp_blocks_and_aws_secrets_are_found() {
+        assert_eq!(scrubbed("iban DE89-3704-0044-0532-0130-00 ok", Detector::Iban), ("iban [REDACTED:iban] ok".into(), 1));
+        assert_eq!(scrubbed("iban DE89-3704-0044-0532-0130-01", Detector::Iban).1, 0, "the check digits fail");
+        let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF...\n-----END PGP PRIVATE KEY BLOCK-----";
+        assert_eq!(scrubbed(&format!("key: {pgp} done"), Detector::Secret), ("key: [REDACTED:secret] done".into(), 1));
+        assert_eq!(scrubbed("temp ASIAIOSFODNN7EXAMPLE used", Detector::Secret).1, 1);
+        let aws = "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        assert_eq!(scrubbed(aws, Detector::Secret), ("[REDACTED:secret]".into(), 1));
+        // Forty characters without a label are not taken for a secret.
+        assert_eq!(scrubbed("hash wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", Detector::Secret).1, 0);
     }
 }
