@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use aegis_sod::{
@@ -153,19 +153,6 @@ fn a_signature_is_accepted_once_across_threads() {
         handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
     });
     assert_eq!(accepted, 1);
-}
-
-fn payments_copy(name: &str) -> PathBuf {
-    let dir = temp_path(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(payments_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    dir
 }
 
 fn add_forbid(dir: &Path, id: &str, condition: &str) {

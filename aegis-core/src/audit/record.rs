@@ -89,6 +89,12 @@ impl Event {
     }
 }
 
+/// The strings of a JSON array field (a record's `lineage`, `policy_ids`, ...); nothing for
+/// anything else.
+pub(crate) fn string_list(value: Option<&Json>) -> Vec<String> {
+    value.and_then(Json::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+}
+
 /// A record read back from a log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {

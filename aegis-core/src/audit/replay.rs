@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::record::{kind, AuditRecord};
+use super::record::{kind, string_list as strings, AuditRecord};
 use super::seal::SealKey;
 use super::verify::ReadLog;
 use crate::engine::{AuthorizationRequest, Engine, ResourceRef};
@@ -129,10 +129,6 @@ pub fn dry_run(candidate: Bundle, logs: &[(String, ReadLog)], seal: Option<&Seal
         *report.by_agent.entry(change.agent_id.clone()).or_default() += 1;
     }
     Ok(report)
-}
-
-fn strings(value: Option<&Json>) -> Vec<String> {
-    value.and_then(Json::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(Json::as_str).map(str::to_owned).collect())
 }
 
 fn reason_codes(record: &AuditRecord) -> Vec<String> {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::export::{civil_from_days, rfc3339};
-use super::record::{kind, AuditRecord};
+use super::record::{kind, string_list as strings, AuditRecord};
 use super::verify::ReadLog;
 
 /// How many agents and tools the would-block rankings show.
@@ -305,10 +305,6 @@ fn has_sod_reason(record: &AuditRecord) -> bool {
         .get("reasons")
         .and_then(Json::as_array)
         .is_some_and(|reasons| reasons.iter().any(|r| r["category"].as_str() == Some("sod")))
-}
-
-fn strings(value: Option<&Json>) -> Vec<String> {
-    value.and_then(Json::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(Json::as_str).map(str::to_owned).collect())
 }
 
 fn coverage(record: &AuditRecord) -> Option<Coverage> {

@@ -351,10 +351,8 @@ impl Engine {
                 Ok(())
             }
             AdminAction::LoadBundle { bundle_dir, digest } => {
+                // Loading checked the signature when the engine requires one.
                 let bundle = self.load_signed_off(bundle_dir, digest)?;
-                if let Some(keys) = &self.control.bundle_keys {
-                    check_signed(&bundle, keys)?;
-                }
                 self.record(event)?;
                 self.put_in_force(bundle, kind::BUNDLE_LOADED)
             }
@@ -420,19 +418,8 @@ impl Engine {
         let mut scratch = super::undecided(String::new(), candidate);
         let decided = match candidate.tool(&call.request.tool) {
             Some(tool) => {
-                let mut shadow_call = super::VerifiedCall {
-                    request: call.request,
-                    chain: Arc::clone(&call.chain),
-                    tool: Arc::clone(tool),
-                    digest: call.digest.clone(),
-                    consume: Vec::new(),
-                    approval: call.approval.clone(),
-                    display_args: None,
-                    budget_over: Vec::new(),
-                    shadow: Vec::new(),
-                    spent: Vec::new(),
-                    recorded: false,
-                };
+                let mut shadow_call = super::VerifiedCall::new(call.request, Arc::clone(&call.chain), Arc::clone(tool));
+                shadow_call.approval = call.approval.clone();
                 self.evaluate(candidate, &mut shadow_call, state, now, &mut scratch).map(drop)
             }
             None => Err(Error::new(ErrorCode::UnknownTool, format!("the candidate has no tool `{}`", call.request.tool))),

@@ -53,7 +53,24 @@ pub(crate) struct VerifiedCall<'r> {
     pub recorded: bool,
 }
 
-impl VerifiedCall<'_> {
+impl<'r> VerifiedCall<'r> {
+    /// A call of `tool` by `chain`, before its proof, token and evaluation are looked at.
+    pub fn new(request: &'r AuthorizationRequest, chain: Arc<VerifiedChain>, tool: Arc<ToolEntry>) -> Self {
+        Self {
+            request,
+            chain,
+            tool,
+            digest: None,
+            consume: Vec::new(),
+            approval: None,
+            display_args: None,
+            budget_over: Vec::new(),
+            shadow: Vec::new(),
+            spent: Vec::new(),
+            recorded: false,
+        }
+    }
+
     /// The call digest (RFC 8785 canonical JSON of tool and arguments).
     pub fn digest(&mut self) -> Result<&str> {
         if self.digest.is_none() {
@@ -237,28 +254,7 @@ impl Engine {
                 format!("agent `{}` holds no credential for tool `{}`", chain.agent_id, request.tool),
             ));
         }
-        let tool = bundle.tool(&request.tool).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorCode::UnknownTool,
-                format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()),
-            )
-        })?;
-        if let Some(ty) = &tool.args_type {
-            ty.check(&request.args, "args").map_err(|why| Error::new(ErrorCode::ArgsInvalid, why))?;
-        }
-        let mut call = VerifiedCall {
-            request,
-            chain,
-            tool,
-            digest: None,
-            consume: Vec::new(),
-            approval: None,
-            display_args: None,
-            budget_over: Vec::new(),
-            shadow: Vec::new(),
-            spent: Vec::new(),
-            recorded: false,
-        };
+        let mut call = VerifiedCall::new(request, chain, tool_for(bundle, request)?);
         match (&request.proof, call.tool.proof_required) {
             (None, true) => {
                 return Err(Error::new(
@@ -433,6 +429,21 @@ impl Engine {
             }
         }
     }
+}
+
+/// The bundle's entry for the requested tool, once the arguments have the types its schema
+/// declares.
+pub(super) fn tool_for(bundle: &Bundle, request: &AuthorizationRequest) -> Result<Arc<ToolEntry>> {
+    let tool = bundle.tool(&request.tool).cloned().ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnknownTool,
+            format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version()),
+        )
+    })?;
+    if let Some(ty) = &tool.args_type {
+        ty.check(&request.args, "args").map_err(|why| Error::new(ErrorCode::ArgsInvalid, why))?;
+    }
+    Ok(tool)
 }
 
 /// The entity a request's `resource` names.

@@ -24,31 +24,9 @@ impl Engine {
         approved: bool,
     ) -> Decision {
         let bundle = self.bundle.load_full();
-        let decision = undecided(self.next_decision_id(), &bundle);
-        let mut call = match bundle.tool(&request.tool) {
-            Some(tool) => VerifiedCall {
-                request,
-                chain,
-                tool: Arc::clone(tool),
-                digest: None,
-                consume: Vec::new(),
-                approval: None,
-                display_args: None,
-                budget_over: Vec::new(),
-                shadow: Vec::new(),
-                spent: Vec::new(),
-                recorded: false,
-            },
-            None => {
-                let why = format!("tool `{}` is not an action of bundle `{}`", request.tool, bundle.policy_version());
-                return deny(decision, Error::new(ErrorCode::UnknownTool, why));
-            }
-        };
-        let mut decision = decision;
+        let mut decision = undecided(self.next_decision_id(), &bundle);
         let decided = (|| -> Result<()> {
-            if let Some(ty) = &call.tool.args_type {
-                ty.check(&request.args, "args").map_err(|why| Error::new(ErrorCode::ArgsInvalid, why))?;
-            }
+            let mut call = VerifiedCall::new(request, chain, super::pipeline::tool_for(&bundle, request)?);
             let state = self.task_state(&call.chain)?;
             let reservations = self.evaluate(&bundle, &mut call, &state, now, &mut decision)?;
             let stands = decision.outcome.permits_call() || (approved && decision.outcome == Outcome::ApprovalNeeded);

@@ -130,9 +130,9 @@ pub(crate) fn redacted_by_permits(bundle: &Bundle, eval: &Evaluation, tool: &str
     redact(&mut shown, &sanitize_paths(bundle, eval.satisfied_permits()));
     // What a human is shown gets every detector the tool's policies name: whichever permit
     // would hold once approved, nothing it would scrub is shown in the meantime.
+    // (The union holds every permit's detectors.)
     let all = bundle.tool(tool).map(|t| t.audit_detectors.clone()).unwrap_or_default();
     scrub(&mut shown, &all);
-    scrub(&mut shown, &detectors(bundle, eval.satisfied_permits()));
     shown
 }
 

@@ -466,3 +466,23 @@ pub fn tamper_signature(token: &str) -> String {
     bytes[middle] ^= 1;
     format!("{rest}.{}", b64_encode(&bytes))
 }
+
+/// A fresh copy of the payments bundle (with its tests), to vary on disk.
+pub fn payments_copy(name: &str) -> PathBuf {
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy_dir(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+    let dir = temp_path(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&payments_dir(), &dir);
+    dir
+}
