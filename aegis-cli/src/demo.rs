@@ -382,7 +382,7 @@ fn candidate_bundle(dir: &std::path::Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-fn default_bundle() -> PathBuf {
+pub(crate) fn default_bundle() -> PathBuf {
     let local = PathBuf::from("policies/payments");
     if local.is_dir() {
         local

@@ -11,6 +11,7 @@ mod exec;
 mod keys;
 mod policy;
 mod report;
+mod serve;
 mod token;
 
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Run a batch of engine operations on a (shared) store, one JSON line per step.
     Exec(exec::ExecArgs),
+    /// Run the decision service: HTTP API, Envoy ext_authz (HTTP, gRPC), Slack and Teams
+    /// approvals, Prometheus metrics, the live report.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::run(&args),
         Command::Audit(command) => audit::run(command),
         Command::Report(args) => report::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,6 +186,20 @@ codes! {
         BundleSignatureInvalid => "bundle_signature_invalid",
         /// There is no earlier bundle to roll back to.
         NoPreviousBundle => "no_previous_bundle",
+        /// A chat platform's request (a Slack click, a Teams card action) carries no valid
+        /// signature or token, or its timestamp is outside the accepted window.
+        ChannelSignatureInvalid => "channel_signature_invalid",
+        /// A chat platform's request was already received: replays are refused.
+        ChannelReplayed => "channel_replayed",
+        /// The person who answered in a chat platform is on no entry of the bundle's roster,
+        /// or approval channels are not configured.
+        ChannelUserUnknown => "channel_user_unknown",
+        /// A proxy asked for a decision without the call's arguments, for a tool the bundle
+        /// does not let the gate decide without them (`decide_without_args`).
+        ArgsRequired => "args_required",
+        /// The decision redacts arguments and the caller (a proxy) cannot rewrite them: denied
+        /// rather than run the tool with what the policy removed.
+        SanitizeUnenforceable => "sanitize_unenforceable",
     }
 }
 

@@ -50,6 +50,13 @@ impl Engine {
         Ok(verified)
     }
 
+    /// Authenticates someone acting as a person for `scope` (`aegis.approve`, `aegis.admin`):
+    /// a root identity attested by a trusted issuer, holding `scope` by its exact name, whose
+    /// own task has not ended. For services that gate their own endpoints on it.
+    pub fn authenticate_person(&self, chain: &[String], scope: &str) -> Result<Arc<VerifiedChain>> {
+        self.verify_person(chain, scope, self.clock.now_secs())
+    }
+
     /// Segregation of duties that holds for approving and rejecting alike: not the requester,
     /// nobody above it in its chain, no key of its chain.
     pub(super) fn check_outside_requester(&self, pending: &PendingApproval, chain: &VerifiedChain) -> Result<()> {

@@ -10,7 +10,11 @@ use cedar_policy::PolicyId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use channel::slack_message;
+pub(crate) use channel::ChannelIssuer;
+pub use channel::{
+    slack_message, slack_resolved_message, teams_card, teams_invoke_response, Channel, ChannelVerdict, SlackAction,
+    SlackVerifier, TeamsAction, TeamsVerifier, BOT_FRAMEWORK_ISSUER,
+};
 
 use approver::ApproverVerdict;
 

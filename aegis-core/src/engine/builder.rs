@@ -35,6 +35,7 @@ pub struct EngineBuilder {
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     bundle_keys: Option<Vec<PublicKey>>,
     two_admins: bool,
+    channel_issuer: Option<crate::approval::ChannelIssuer>,
 }
 
 impl Default for EngineBuilder {
@@ -59,6 +60,7 @@ impl Default for EngineBuilder {
             telemetry: None,
             bundle_keys: None,
             two_admins: false,
+            channel_issuer: None,
         }
     }
 }
@@ -183,6 +185,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Lets people answer approvals in chat platforms (Slack, Teams): once the platform's
+    /// signature verifies, [`Engine::resolve_from_channel`] attests the clicking account as
+    /// its roster identity (the bundle's `roster`) with a short-lived root credential of
+    /// issuer `issuer`, signed by `key`, which this engine trusts; the approval then runs
+    /// through every check an approver's does.
+    pub fn approval_channels(mut self, issuer: impl Into<String>, key: KeyPair) -> Self {
+        let issuer = issuer.into();
+        self.issuers.push(TrustedIssuer { name: issuer.clone(), key: key.public_key().clone() });
+        self.channel_issuer = Some(crate::approval::ChannelIssuer { issuer, key });
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<Engine> {
         let bundle = self.bundle.ok_or_else(|| Error::malformed_request("an engine needs a policy bundle"))?;
@@ -234,6 +248,7 @@ impl EngineBuilder {
             #[cfg(feature = "otel")]
             telemetry: self.telemetry,
             control: super::control::ControlState::new(self.bundle_keys, self.two_admins),
+            channel_issuer: self.channel_issuer,
         };
         engine.record(|| bundle_loaded_event(&engine.bundle.load(), None, engine.clock.now_millis()))?;
         Ok(engine)

@@ -75,6 +75,8 @@ pub struct Engine {
     pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// The control plane: mode, bundle history, candidate, who may change them.
     pub(crate) control: control::ControlState,
+    /// Attests the people who answer approvals in chat platforms; `None`: no channels.
+    pub(crate) channel_issuer: Option<crate::approval::ChannelIssuer>,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come

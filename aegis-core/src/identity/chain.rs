@@ -179,6 +179,11 @@ struct CachedChain {
 }
 
 impl ChainVerifier {
+    /// The audience every link must name.
+    pub(crate) fn audience(&self) -> &str {
+        &self.policy.audience
+    }
+
     pub fn new(issuers: Vec<TrustedIssuer>, external: Vec<ExternalIssuer>, policy: ChainPolicy) -> Self {
         let issuers = issuers.into_iter().map(|i| (i.key.kid().to_owned(), i)).collect();
         let external = external.into_iter().map(|e| (e.issuer().to_owned(), e)).collect();

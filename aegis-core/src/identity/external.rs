@@ -112,8 +112,9 @@ impl ExternalIssuer {
         Ok(())
     }
 
-    /// Verifies `token` at `now` (seconds), with `leeway` seconds of clock skew.
-    pub(crate) fn verify(&self, token: &str, now: i64, leeway: i64) -> Result<ExternalIdentity> {
+    /// Verifies `token`'s header, signature, issuer, audience and times under this issuer's
+    /// rules, requiring `required` claims; returns its claims with its `nbf` and `exp`.
+    pub(crate) fn verify_claims(&self, token: &str, now: i64, leeway: i64, required: &[&str]) -> Result<(Value, i64, i64)> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| Error::malformed_token(format!("external token: {e}")))?;
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() || has_crit(token) {
             return Err(Error::new(ErrorCode::ForbiddenHeader, "an external token may not carry or point to its own keys"));
@@ -139,7 +140,7 @@ impl ExternalIssuer {
         validation.algorithms = vec![header.alg];
         validation.set_audience(&[&self.audience]);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(required);
         validation.leeway = u64::try_from(leeway).unwrap_or(0);
         // The engine's clock decides, not the system's: checked below.
         validation.validate_exp = false;
@@ -154,6 +155,12 @@ impl ExternalIssuer {
         if now.saturating_sub(leeway) >= exp {
             return Err(Error::new(ErrorCode::CredentialExpired, "external token has expired"));
         }
+        Ok((claims, nbf, exp))
+    }
+
+    /// Verifies `token` at `now` (seconds), with `leeway` seconds of clock skew.
+    pub(crate) fn verify(&self, token: &str, now: i64, leeway: i64) -> Result<ExternalIdentity> {
+        let (claims, nbf, exp) = self.verify_claims(token, now, leeway, &["exp", "iss", "aud", "sub"])?;
         let id = claims
             .get("sub")
             .and_then(Value::as_str)

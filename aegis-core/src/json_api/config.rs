@@ -140,6 +140,22 @@ pub struct EngineConfig {
     /// Take changes to what is enforced only as requests of two administrators (`admin`).
     #[serde(default)]
     pub require_two_admins: bool,
+    /// Let people answer approvals in Slack and Teams as the bundle's roster identities
+    /// (`Engine::resolve_from_channel`).
+    #[serde(default)]
+    pub approval_channels: Option<ApprovalChannelsConfig>,
+}
+
+/// The issuer that attests the people answering approvals in chat platforms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalChannelsConfig {
+    /// The issuer's name (default `aegis-approval-channels`); it must differ from every
+    /// trusted issuer's.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Its private JWK.
+    pub key: Jwk,
 }
 
 /// Where the engine sends its OpenTelemetry spans and metrics.
@@ -353,6 +369,13 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
     }
     for issuer in &config.external_issuers {
         builder = builder.trust_external_issuer(issuer.build()?);
+    }
+    if let Some(channels) = &config.approval_channels {
+        let name = channels.issuer.clone().unwrap_or_else(|| "aegis-approval-channels".to_owned());
+        if config.trusted_issuers.iter().any(|i| i.issuer == name) {
+            return Err(Error::malformed_request(format!("issuer `{name}` is configured twice")));
+        }
+        builder = builder.approval_channels(name, KeyPair::from_jwk(&channels.key)?);
     }
     if let Some(audience) = config.audience {
         builder = builder.audience(audience);

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{
-    engine_from_config, engine_from_json, engine_with_notifier, load_bundle, EngineConfig, ExternalIssuerConfig, InlineBundle,
-    IssuerConfig, StoreConfig, StoreSetting, TelemetryConfig,
+    engine_from_config, engine_from_json, engine_with_notifier, load_bundle, ApprovalChannelsConfig, EngineConfig,
+    ExternalIssuerConfig, InlineBundle, IssuerConfig, StoreConfig, StoreSetting, TelemetryConfig,
 };
 pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
 

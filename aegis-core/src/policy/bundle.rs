@@ -31,7 +31,8 @@ use sha2::{Digest, Sha256};
 use super::args::ArgsType;
 use super::detect::Detector;
 use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
-use super::manifest::{BudgetSpec, Manifest, TemporalSpec};
+use super::manifest::{BudgetSpec, Manifest, RosterEntry, TemporalSpec};
+use crate::approval::Channel;
 use crate::error::{Error, ErrorCode, Result};
 
 /// The sources of a bundle, for loading from memory rather than a directory.
@@ -235,6 +236,7 @@ impl Bundle {
                 format!("`manifest.yaml`: budget `{name}` needs a limit >= 0 and a window > 0"),
             ));
         }
+        validate_roster(&manifest)?;
         let mut tools = HashMap::new();
         for action in schema.actions() {
             let tool = action.id().unescaped().to_owned();
@@ -327,6 +329,22 @@ impl Bundle {
         };
         tools.sort_unstable();
         tools
+    }
+
+    /// The roster identity a chat platform's account is, with its entry.
+    pub fn roster_identity(&self, channel: Channel, account: &str) -> Option<(&str, &RosterEntry)> {
+        self.manifest.roster.iter().find_map(|(id, entry)| {
+            let accounts = match channel {
+                Channel::Slack => &entry.slack,
+                Channel::Teams => &entry.teams,
+            };
+            accounts.iter().any(|a| a == account).then_some((id.as_str(), entry))
+        })
+    }
+
+    /// Whether a proxy may have `tool` decided without the call's arguments.
+    pub fn decides_without_args(&self, tool: &str) -> bool {
+        self.manifest.decide_without_args.iter().any(|t| t == tool)
     }
 
     /// The tools under at least one enforced (not shadow) forbid, sorted.
@@ -603,4 +621,26 @@ fn content_digest(sources: &BundleSources) -> String {
         hasher.update(content.as_bytes());
     }
     hex::encode(hasher.finalize())
+}
+
+/// A roster identity is a plain name (never namespaced like a delegate's) and an account is
+/// listed once: two identities for one account would make a click ambiguous.
+fn validate_roster(manifest: &Manifest) -> Result<()> {
+    let invalid = |why: String| Err(Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: roster: {why}")));
+    let mut seen = std::collections::HashSet::new();
+    for (id, entry) in &manifest.roster {
+        if id.is_empty() || id.contains('/') || id.chars().any(char::is_whitespace) {
+            return invalid(format!("identity `{id}` must be a plain name (no `/`, no spaces)"));
+        }
+        let accounts = entry.slack.iter().map(|a| ("slack", a)).chain(entry.teams.iter().map(|a| ("teams", a)));
+        for (channel, account) in accounts {
+            if account.trim().is_empty() || !seen.insert((channel, account.as_str())) {
+                return invalid(format!("{channel} account `{account}` is empty or listed twice"));
+            }
+            if channel == "slack" && account.split('/').filter(|p| !p.is_empty()).count() != 2 {
+                return invalid(format!("slack account `{account}` must be `<team id>/<user id>`"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -42,6 +42,31 @@ pub struct Manifest {
     // `count_within: {...}` as a one-key map, not a YAML tag.
     #[serde(default, with = "serde_norway::with::singleton_map_recursive")]
     pub temporal: BTreeMap<String, TemporalSpec>,
+    /// The people who may answer approvals in a chat platform, by the identity the engine
+    /// gives them: a click is attested as that identity (with these roles) only if the
+    /// platform's signature verifies and the clicking account is listed here.
+    #[serde(default)]
+    pub roster: BTreeMap<String, RosterEntry>,
+    /// Tools a proxy may have decided without seeing the call's arguments (decided on `{}`):
+    /// for tools whose policies never read them. Any other tool asked about without arguments
+    /// is denied (`args_required`).
+    #[serde(default)]
+    pub decide_without_args: Vec<String>,
+}
+
+/// One person of the roster: the accounts that are this identity in each chat platform.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterEntry {
+    /// The roles the identity holds (`principal in Role::"..."`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Slack accounts, as `<team id>/<user id>`.
+    #[serde(default)]
+    pub slack: Vec<String>,
+    /// Microsoft Teams accounts, as Entra ID object ids (`aadObjectId`).
+    #[serde(default)]
+    pub teams: Vec<String>,
 }
 
 /// A fact over what was done before this call (past-time operators, after Dogwood's).
