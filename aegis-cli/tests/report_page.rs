@@ -6,9 +6,12 @@
 //! install it (`.ci/run` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::Command;
 
+use common::{figures, headless};
 use serde_json::Value;
 
 fn aegis(args: &[&str]) -> std::process::Output {
@@ -17,45 +20,6 @@ fn aegis(args: &[&str]) -> std::process::Output {
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn chromium() -> PathBuf {
-    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
-        if Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    panic!("headless Chromium is needed for the report page test: `apt-get install chromium` (CI installs it)");
-}
-
-/// Runs headless Chromium with the flags this machine needs (no sandbox as root, no network
-/// chatter) on a fresh profile.
-fn headless(profile: &Path, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(chromium());
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=5000",
-    ]);
-    command.arg(format!("--user-data-dir={}", profile.display()));
-    command.args(args).output().unwrap()
-}
-
-/// Every `data-figure="NAME">VALUE<` in the DOM.
-fn figures(dom: &str) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    for part in dom.split("data-figure=\"").skip(1) {
-        let (name, rest) = part.split_once('"').unwrap();
-        let value = rest.split_once('>').unwrap().1.split('<').next().unwrap();
-        out.insert(name.replace("&amp;", "&"), value.replace("&amp;", "&"));
-    }
-    out
 }
 
 #[test]

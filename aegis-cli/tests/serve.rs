@@ -9,6 +9,8 @@
 //! installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -501,6 +503,7 @@ fn a_payment_through_nginx_is_approved_in_slack_and_runs_once() {
     assert_eq!(serde_json::from_slice::<Value>(&tool.all()[1].body).unwrap(), large);
     let r = call_through(&nginx, &agent, &large, Some(&approval_id));
     assert_eq!(r.status(), 403, "the approval is single-use");
+    assert_eq!(header(&r, "aegis-reason"), "approval_replayed");
     assert_eq!(tool.all().len(), 2);
 
     // Teams: an unsigned card action, one signed by another key, one for another bot, one
@@ -539,4 +542,234 @@ fn a_payment_through_nginx_is_approved_in_slack_and_runs_once() {
     ] {
         assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
     }
+
+    // The live report, rendered by headless Chromium from the service, shows the figures the
+    // core computes from the same log.
+    let dom = common::headless(&dir.join("profile"), &["--dump-dom", &format!("http://{}/report", serve.http)]);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom = String::from_utf8(dom.stdout).unwrap();
+    assert!(dom.contains("data-rendered=\"ok\""), "the page's charts did not draw: {}", &dom[..dom.len().min(2000)]);
+    let shown = common::figures(&dom);
+    let core = Command::new(env!("CARGO_BIN_EXE_aegis"))
+        .args(["report", dir.join("audit").to_str().unwrap(), "--json", "-"])
+        .output()
+        .unwrap();
+    assert!(core.status.success(), "{}", String::from_utf8_lossy(&core.stderr));
+    let core: Value = serde_json::from_slice(&core.stdout).unwrap();
+    for outcome in ["allow", "approval_needed", "deny"] {
+        let expected = core["decisions"][outcome].as_u64().unwrap_or(0);
+        assert_eq!(shown[&format!("decisions-{outcome}")], expected.to_string(), "{outcome}");
+    }
+    assert_eq!(core["decisions"]["allow"], 3);
+    assert_eq!(shown["approvals-resolved"], core["approval_latency"]["count"].to_string());
+    assert_eq!(shown["logs-intact"], "every log verified");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gRPC ext_authz service.
+
+fn check_request(bearer: &str, args: &Value, approval: Option<&str>) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext, CheckRequest};
+    let mut headers = HashMap::from([
+        ("authorization".to_owned(), bearer.to_owned()),
+        ("mcp-name".to_owned(), TOOL.to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ]);
+    if let Some(id) = approval {
+        headers.insert("aegis-approval-id".into(), id.into());
+    }
+    // Envoy with `with_request_body`: the body itself, here an MCP `tools/call` request.
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": TOOL, "arguments": args}});
+    let http = attribute_context::HttpRequest {
+        method: "POST".into(),
+        path: "/mcp".into(),
+        headers,
+        raw_body: body.to_string().into_bytes(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `Check`'s status code (0 allows) and the headers of its HTTP response.
+fn grpc_check(addr: &str, request: envoy_types::pb::envoy::service::auth::v3::CheckRequest) -> (i32, HashMap<String, String>) {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut client = AuthorizationClient::connect(format!("http://{addr}")).await.unwrap();
+        let response = client.check(request).await.unwrap().into_inner();
+        let headers = match response.http_response {
+            Some(HttpResponse::OkResponse(ok)) => ok.headers,
+            Some(HttpResponse::DeniedResponse(denied)) => denied.headers,
+            _ => Vec::new(),
+        };
+        let headers = headers.into_iter().filter_map(|h| h.header).map(|h| (h.key, h.value)).collect();
+        (response.status.map_or(-1, |s| s.code), headers)
+    })
+}
+
+#[test]
+fn the_same_loop_through_the_grpc_check_service() {
+    let dir = temp_dir("grpc");
+    let slack = Recorder::start();
+    let serve = start_serve(
+        &dir,
+        &config(&dir, &format!("http://{}/slack/post", slack.addr), &format!("http://{}/teams/post", slack.addr)),
+    );
+    let agent = agent_bearer("task-serve-grpc");
+    const OK: i32 = 0;
+    const PERMISSION_DENIED: i32 = 7;
+    const UNAUTHENTICATED: i32 = 16;
+
+    let (code, headers) = grpc_check(&serve.grpc, check_request(&agent, &pay(900), None));
+    assert_eq!(code, OK, "{headers:?}");
+    assert_eq!(headers["aegis-call-digest"], call_digest(TOOL, &pay(900)).unwrap());
+    let (code, _) = grpc_check(&serve.grpc, check_request("Bearer ", &pay(900), None));
+    assert_eq!(code, UNAUTHENTICATED);
+    // The body names another tool than `Mcp-Name`: refused.
+    let mut mismatched = check_request(&agent, &pay(900), None);
+    let http = mismatched.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
+    http.headers.insert("mcp-name".into(), "invoice.create".into());
+    assert_eq!(grpc_check(&serve.grpc, mismatched).0, PERMISSION_DENIED);
+
+    let (code, headers) = grpc_check(&serve.grpc, check_request(&agent, &pay(9000), None));
+    assert_eq!(code, PERMISSION_DENIED);
+    assert_eq!(headers["aegis-outcome"], "approval_needed");
+    let approval_id = headers["aegis-approval-id"].clone();
+    slack.wait_for("/slack/post", &approval_id);
+
+    let now = SystemClock.now_secs();
+    let response_url = format!("http://{}/slack/response", slack.addr);
+    let forged = slack_body("U0FINLEAD", "aegis_approve", &approval_id, &response_url);
+    assert_eq!(slack_click(&serve.http, now, &slack_sign("guess", now, &forged), &forged).status(), 401);
+    assert_eq!(grpc_check(&serve.grpc, check_request(&agent, &pay(9000), Some(&approval_id))).0, PERMISSION_DENIED);
+    let click = forged;
+    let signature = slack_sign(SLACK_SECRET, now, &click);
+    assert_eq!(slack_click(&serve.http, now, &signature, &click).status(), 200);
+    assert_eq!(slack_click(&serve.http, now, &signature, &click).status(), 401, "replayed");
+
+    let (code, headers) = grpc_check(&serve.grpc, check_request(&agent, &pay(9000), Some(&approval_id)));
+    assert_eq!(code, OK, "{headers:?}");
+    let (code, headers) = grpc_check(&serve.grpc, check_request(&agent, &pay(9000), Some(&approval_id)));
+    assert_eq!(code, PERMISSION_DENIED, "single use: {headers:?}");
+    assert_eq!(headers["aegis-reason"], "approval_replayed");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_slack_that_cannot_be_reached_leaves_the_call_pending_and_denied() {
+    let dir = temp_dir("undelivered");
+    // Nothing listens on this port.
+    let closed = format!("http://127.0.0.1:{}/slack/post", free_port());
+    let serve = start_serve(&dir, &config(&dir, &closed, &closed));
+    let agent = agent_bearer("task-serve-undelivered");
+    let decide = |args: &Value| -> Value {
+        client()
+            .post(format!("http://{}/v1/authorize", serve.http))
+            .header("authorization", &agent)
+            .json(&json!({"tool": TOOL, "args": args}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let decision = decide(&pay(6000));
+    assert_eq!(decision["outcome"], "approval_needed", "{decision}");
+    let id = decision["approval_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = client().get(format!("http://{}/metrics", serve.http)).send().unwrap().text().unwrap();
+        if metrics.contains("aegis_channel_deliveries_total{channel=\"slack\",result=\"failed\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed delivery counted:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(approval_status(&serve.http, &agent, &id), "pending");
+    assert_eq!(decide(&pay(6000))["outcome"], "approval_needed", "still denied");
+}
+
+#[test]
+fn every_documented_route_is_served_and_callers_are_authenticated() {
+    let dir = temp_dir("routes");
+    let slack = Recorder::start();
+    let post = format!("http://{}/post", slack.addr);
+    let serve = start_serve(&dir, &config(&dir, &post, &post));
+    let spec: Value = client().get(format!("http://{}/openapi.json", serve.http)).send().unwrap().json().unwrap();
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() >= 19);
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = format!("http://{}{}", serve.http, path.replace('{', "x").replace('}', ""));
+            let response = match method.as_str() {
+                "get" => client().get(&url).send().unwrap(),
+                "post" => client().post(&url).body("{}").send().unwrap(),
+                other => panic!("{other}"),
+            };
+            let status = response.status().as_u16();
+            assert!(status != 404 && status != 405 || path.contains("{approval_id}"), "{method} {path}: {status}");
+        }
+    }
+    // Without credentials, nothing private is answered.
+    for path in ["/v1/approvals", "/v1/break-glass", "/v1/tasks/t/ledger"] {
+        let status = client().get(format!("http://{}{path}", serve.http)).send().unwrap().status().as_u16();
+        assert_eq!(status, 401, "{path}");
+    }
+    // An agent is not an approver: it cannot list approvals or approve.
+    let agent = agent_bearer("task-serve-routes");
+    let status =
+        client().get(format!("http://{}/v1/approvals", serve.http)).header("authorization", &agent).send().unwrap().status();
+    assert_eq!(status, 403);
+    let decision: Value = client()
+        .post(format!("http://{}/v1/authorize", serve.http))
+        .header("authorization", &agent)
+        .json(&json!({"tool": TOOL, "args": pay(5500)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = decision["approval_id"].as_str().unwrap();
+    let r =
+        client().post(format!("http://{}/v1/approvals/{id}/approve", serve.http)).header("authorization", &agent).send().unwrap();
+    assert_eq!(r.status(), 403);
+    // Another task's agent cannot read this approval or this task's ledger.
+    let stranger = agent_bearer("task-serve-other");
+    let r = client().get(format!("http://{}/v1/approvals/{id}", serve.http)).header("authorization", &stranger).send().unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client()
+        .get(format!("http://{}/v1/tasks/task-serve-routes/ledger", serve.http))
+        .header("authorization", &stranger)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A delegate cannot end the task; its root can, and then the agent is denied.
+    let r = client()
+        .post(format!("http://{}/v1/tasks/task-serve-routes/end", serve.http))
+        .header("authorization", &agent)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let planner_only = agent.split('~').next().unwrap().to_owned();
+    let r = client()
+        .post(format!("http://{}/v1/tasks/task-serve-routes/end", serve.http))
+        .header("authorization", &planner_only)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let decision: Value = client()
+        .post(format!("http://{}/v1/authorize", serve.http))
+        .header("authorization", &agent)
+        .json(&json!({"tool": TOOL, "args": pay(10)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(decision["outcome"], "deny");
+    assert_eq!(decision["reasons"][0]["code"], "task_ended");
 }

@@ -131,11 +131,13 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
 
 /// The operator's report over the engine's audit log, rendered at each request.
 async fn report(State(service): State<Arc<Service>>) -> Response {
-    let Some(log) = service.engine.audit_log() else {
+    let Some(log) = service.engine.audit_log().cloned() else {
         return error_response(&Error::new(ErrorCode::AuditUnavailable, "this service keeps no audit log"));
     };
     let dir = log.dir();
     let page = blocking(move || {
+        // A checkpoint over everything so far: the page verifies the log up to now.
+        log.checkpoint()?;
         let read = aegis_sod::audit::read_log(&dir, None, &[])?;
         Ok(aegis_sod::audit::Report::from_logs(&[(dir.display().to_string(), read)]).to_html())
     })

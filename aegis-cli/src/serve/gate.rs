@@ -45,7 +45,7 @@ pub(crate) struct GateAnswer {
 
 /// Decides on a proxied call.
 pub(crate) fn check(service: &Service, call: &ProxiedCall<'_>) -> GateAnswer {
-    let (request, approval_id) = match request_of(service, call) {
+    let request = match request_of(service, call) {
         Ok(r) => r,
         Err(e) => return refused(&e),
     };
@@ -54,11 +54,11 @@ pub(crate) fn check(service: &Service, call: &ProxiedCall<'_>) -> GateAnswer {
         Err(e) => return refused(&e),
     };
     service.metrics.decision(&request.tool, &decision);
-    answer(service, &request, &decision, approval_id.as_deref())
+    answer(&request, &decision)
 }
 
-/// The authorization request a proxied call makes, and the approval id it names.
-fn request_of(service: &Service, call: &ProxiedCall<'_>) -> Result<(AuthorizationRequest, Option<String>), Error> {
+/// The authorization request a proxied call makes.
+fn request_of(service: &Service, call: &ProxiedCall<'_>) -> Result<AuthorizationRequest, Error> {
     let header = |name: &str| call.headers.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let chain = bearer_chain(header("authorization"))?;
     let named = header("mcp-name").or_else(|| header("aegis-tool")).map(str::to_owned);
@@ -108,7 +108,7 @@ fn request_of(service: &Service, call: &ProxiedCall<'_>) -> Result<(Authorizatio
     if let Some(id) = header("aegis-tool-call-id") {
         request = request.with_tool_call_id(id);
     }
-    Ok((request, approval_id))
+    Ok(request)
 }
 
 /// The arguments of a body: an MCP `tools/call` request's `params.arguments` (its
@@ -150,7 +150,7 @@ pub(crate) fn bearer_chain(authorization: Option<&str>) -> Result<Vec<String>, E
     Ok(token.split('~').map(str::to_owned).collect())
 }
 
-fn answer(service: &Service, request: &AuthorizationRequest, decision: &Decision, approval_id: Option<&str>) -> GateAnswer {
+fn answer(request: &AuthorizationRequest, decision: &Decision) -> GateAnswer {
     let mut headers = vec![
         ("aegis-decision-id", decision.decision_id.clone()),
         ("aegis-policy-version", decision.policy_version.clone()),
@@ -165,9 +165,6 @@ fn answer(service: &Service, request: &AuthorizationRequest, decision: &Decision
         Outcome::Allow => {
             if let Ok(digest) = aegis_sod::call_digest(&request.tool, &request.args) {
                 headers.push(("aegis-call-digest", digest));
-            }
-            if let Some(id) = approval_id {
-                service.forget_token(id);
             }
             200
         }

@@ -85,31 +85,32 @@ pub(crate) struct Service {
     pub engine: Arc<Engine>,
     pub slack: Option<SlackVerifier>,
     pub teams: Option<TeamsVerifier>,
-    /// Override tokens of approved calls, by approval id, until the agent's call uses them:
-    /// a proxy's retry names the approval (`Aegis-Approval-Id`) and the gate presents the
-    /// token. The engine still checks everything the token binds (agent, task, call, version)
-    /// and that it is used once.
-    pub tokens: Mutex<HashMap<String, String>>,
+    /// Override tokens of approved calls, by approval id: a proxy's retry names the approval
+    /// (`Aegis-Approval-Id`) and the gate presents its token. The engine checks everything the
+    /// token binds (agent, task, call, version) and that it is used once; a token is kept
+    /// after its use so that a second retry is refused as `approval_replayed` rather than
+    /// opening a new request for a human.
+    pub tokens: Mutex<HashMap<String, (String, std::time::Instant)>>,
     pub metrics: metrics::Metrics,
     pub outbox: mpsc::UnboundedSender<chat::Outgoing>,
 }
+
+/// How long a kept override token is remembered (tokens expire sooner: 5 minutes by default).
+const TOKEN_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Service {
     /// Keeps an approved call's token for the agent's retry.
     pub fn keep_token(&self, approval_id: &str, token: Option<&String>) {
         if let Some(token) = token {
-            self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(approval_id.to_owned(), token.clone());
+            let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tokens.retain(|_, (_, kept)| kept.elapsed() < TOKEN_MEMORY);
+            tokens.insert(approval_id.to_owned(), (token.clone(), std::time::Instant::now()));
         }
     }
 
     /// The token kept for an approval.
     pub fn token_for(&self, approval_id: &str) -> Option<String> {
-        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(approval_id).cloned()
-    }
-
-    /// Forgets a token once its call was allowed (it is single-use anyway).
-    pub fn forget_token(&self, approval_id: &str) {
-        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(approval_id);
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(approval_id).map(|(t, _)| t.clone())
     }
 }
 
