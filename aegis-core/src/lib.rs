@@ -19,8 +19,8 @@ mod time;
 
 pub use approval::{
     slack_message, slack_resolved_message, teams_card, teams_invoke_response, ApprovalResolution, ApprovalStatus, Channel,
-    ChannelVerdict, OverrideClaims, PendingApproval, SlackAction, SlackVerifier, TeamsAction, TeamsVerifier, APPROVE_ACTION,
-    BOT_FRAMEWORK_ISSUER,
+    ChannelVerdict, OverrideClaims, PendingApproval, SlackAction, SlackVerifier, TeamsAction, TeamsVerifier, Vote,
+    APPROVE_ACTION, BOT_FRAMEWORK_ISSUER,
 };
 pub use break_glass::{BreakGlassGrant, BreakGlassRequest, BREAK_GLASS_SCOPE};
 pub use engine::{

@@ -173,3 +173,26 @@ fn a_declared_engine_attribute_of_another_type_fails_validation() {
     let err = Bundle::from_sources(&sources).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidBundle, "{err}");
 }
+
+#[test]
+fn thresholds_compile_quorums_and_stages() {
+    let matrix = "roles: [lead, finance]\nduties: {draft: [draft], pay: [pay]}\nthresholds:\n\
+                  \x20 - {id: two-approve, duty: pay, arg: amount, above: 10, approval: finance, quorum: 2}\n\
+                  \x20 - {id: staged, duty: pay, arg: amount, above: 100, approval: finance, stages: [lead, finance]}\n";
+    let compiled = compile_matrix(matrix).unwrap();
+    assert!(compiled.contains("@quorum(\"2\")") && compiled.contains("@stages(\"lead,finance\")"), "{compiled}");
+    let mut sources = matrix_bundle(matrix);
+    sources.schema = SCHEMA.replace(
+        r#"action "pay" appliesTo { principal: [Agent], resource: [Tool], context: { args: {} } };"#,
+        r#"action "pay" appliesTo { principal: [Agent], resource: [Tool], context: { args: { amount: Long } } };"#,
+    );
+    let bundle = Bundle::from_sources(&sources).unwrap();
+    assert_eq!(bundle.policy_meta(&PolicyId::new("two-approve")).unwrap().quorum, 2);
+    assert_eq!(bundle.policy_meta(&PolicyId::new("staged")).unwrap().stages, ["lead", "finance"]);
+    // A quorum without an approval role, a stage naming an undeclared role: refused.
+    let no_role = "roles: []\nduties: {pay: [pay]}\nthresholds: [{id: t, duty: pay, arg: amount, above: 1, quorum: 2}]\n";
+    assert!(compile_matrix(no_role).is_err());
+    let unknown = "roles: [finance]\nduties: {pay: [pay]}\n\
+                   thresholds: [{id: t, duty: pay, arg: amount, above: 1, approval: finance, stages: [ghost]}]\n";
+    assert!(compile_matrix(unknown).is_err());
+}

@@ -70,6 +70,9 @@ fn pending(id: &str, created: i64) -> PendingApproval {
         resolved_by: None,
         resolved_at_ms: None,
         note: None,
+        quorum: 2,
+        stages: Vec::new(),
+        votes: Vec::new(),
     }
 }
 
@@ -118,11 +121,26 @@ fn conformance(store: &dyn Store) {
     resolved.status = aegis_sod::ApprovalStatus::Approved;
     resolved.resolved_by = Some("finance-approver".into());
     resolved.resolved_at_ms = Some(1010);
-    assert!(store.resolve(&resolved).unwrap());
-    assert!(!store.resolve(&resolved).unwrap(), "an approval resolves once");
+    assert!(store.resolve(&resolved, 0).unwrap());
+    assert!(!store.resolve(&resolved, 0).unwrap(), "an approval resolves once");
     assert_eq!(store.approval("apr_a").unwrap().unwrap().latency_ms(), Some(1000));
     assert_eq!(store.list_pending().unwrap().len(), 1);
     assert!(store.approval("apr_missing").unwrap().is_none());
+    // A vote keeps the approval pending and listed; a vote or resolution made on a stale count
+    // of votes (someone answered in between) does not take effect.
+    let mut voted = pending("apr_b", 20);
+    voted.votes.push(aegis_sod::Vote { approver: "a1".into(), key: "k1".into(), stage: None, at_ms: 1020, note: None });
+    assert!(store.resolve(&voted, 0).unwrap());
+    assert!(!store.resolve(&voted, 0).unwrap(), "a second vote on the same count loses");
+    assert_eq!(store.approval("apr_b").unwrap().unwrap().votes.len(), 1);
+    assert_eq!(store.list_pending().unwrap().len(), 1, "still pending after one vote of two");
+    let mut done = voted.clone();
+    done.votes.push(aegis_sod::Vote { approver: "a2".into(), key: "k2".into(), stage: None, at_ms: 1030, note: None });
+    done.status = aegis_sod::ApprovalStatus::Approved;
+    assert!(!store.resolve(&done, 0).unwrap());
+    assert!(store.resolve(&done, 1).unwrap());
+    assert!(store.list_pending().unwrap().is_empty());
+    store.insert_pending(&pending("apr_c", 30)).unwrap();
 
     // Break-glass grants.
     let grant = BreakGlassGrant {

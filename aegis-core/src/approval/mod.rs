@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub(crate) use channel::ChannelIssuer;
+
 pub use channel::{
     slack_message, slack_resolved_message, teams_card, teams_invoke_response, Channel, ChannelVerdict, SlackAction,
     SlackVerifier, TeamsAction, TeamsVerifier, BOT_FRAMEWORK_ISSUER,
@@ -145,12 +146,53 @@ pub struct PendingApproval {
     /// The approver's note.
     #[serde(default)]
     pub note: Option<String>,
+    /// How many distinct approvers must approve (`@quorum`; 1 unless a policy asks more).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub quorum: u32,
+    /// Roles that approve in this order, one approver each (`@stages`); empty: any approver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
+    /// The approvals given so far, each by a distinct identity and key; the override token is
+    /// minted only with the last one needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<Vote>,
+}
+
+/// One approver's approval of a request that needs several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vote {
+    /// The approver's attested identity.
+    pub approver: String,
+    /// The thumbprint of the approver's root key.
+    pub key: String,
+    /// The stage's role this vote fills, when the approval is staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// When, milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The approver's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl PendingApproval {
     /// Milliseconds between the request and its resolution, once resolved.
     pub fn latency_ms(&self) -> Option<i64> {
         self.resolved_at_ms.map(|r| r.saturating_sub(self.created_at_ms))
+    }
+
+    /// How many approvals it takes: the quorum, and at least one per stage.
+    pub fn votes_needed(&self) -> usize {
+        usize::try_from(self.quorum.max(1)).unwrap_or(usize::MAX).max(self.stages.len())
     }
 }
 
@@ -164,12 +206,20 @@ impl Engine {
         let approval_id = random_id(self.random.as_ref(), "apr_")?;
         let chain = Arc::clone(&call.chain);
         let mut roles = Vec::new();
+        let (mut quorum, mut stages) = (1, Vec::<String>::new());
         let mut lifts: Vec<String> = call.approval.as_ref().map(|c| c.lifts.clone()).unwrap_or_default();
         for reason in &decision.reasons {
             match reason.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))) {
                 Some(meta) => {
                     roles.push(meta.approval.clone().unwrap_or_default());
                     lifts.push(meta.id.clone());
+                    // The strictest policy wins: the largest quorum, every stage once, in order.
+                    quorum = quorum.max(meta.quorum);
+                    for stage in &meta.stages {
+                        if !stages.contains(stage) {
+                            stages.push(stage.clone());
+                        }
+                    }
                 }
                 None => roles.push("budget-approver".to_owned()),
             }
@@ -204,6 +254,11 @@ impl Engine {
             resolved_by: None,
             resolved_at_ms: None,
             note: None,
+            // Stages need one approver each; a larger quorum asks that many in all (the votes
+            // past the stages need no particular role).
+            quorum,
+            stages,
+            votes: Vec::new(),
         };
         self.store.insert_pending(&pending)?;
         self.record(|| approval_event(kind::APPROVAL_OPENED, &pending, None, pending.created_at_ms))?;
@@ -268,6 +323,9 @@ impl Engine {
         };
         let mut reasons = Vec::new();
         if status == ApprovalStatus::Approved {
+            if let Some(reason) = self.check_vote(&pending, &chain) {
+                return Ok(refused(pending, reason));
+            }
             match self.approve_atomically(&pending, &chain, now) {
                 Ok(ApproverVerdict::Permitted(r)) => reasons = r,
                 Ok(ApproverVerdict::Refused(reason)) => return Ok(refused(pending, reason)),
@@ -275,19 +333,45 @@ impl Engine {
                 Err(e) => return Ok(refused(pending, Reason::from_error(&e))),
             }
         }
+        let now_ms = self.clock.now_millis();
         let mut resolved = pending.clone();
-        resolved.status = status;
-        resolved.resolved_by = Some(chain.agent_id.clone());
-        resolved.resolved_at_ms = Some(self.clock.now_millis());
-        resolved.note = note.map(str::to_owned);
-        if !self.store.resolve(&resolved)? {
-            // Resolved by someone else in between: the duty may be recorded, no token is minted.
-            return Err(Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")));
+        if status == ApprovalStatus::Approved {
+            resolved.votes.push(Vote {
+                approver: chain.agent_id.clone(),
+                key: chain.root_kid.clone(),
+                stage: pending.stages.get(pending.votes.len()).cloned(),
+                at_ms: now_ms,
+                note: note.map(str::to_owned),
+            });
+        }
+        // A rejection by any approver closes the request; approvals close it with the last
+        // vote needed. Until then nothing is lifted and no token exists.
+        let complete = status == ApprovalStatus::Rejected || resolved.votes.len() >= pending.votes_needed();
+        if complete {
+            resolved.status = status;
+            resolved.resolved_by = Some(chain.agent_id.clone());
+            resolved.resolved_at_ms = Some(now_ms);
+            resolved.note = note.map(str::to_owned);
+        }
+        if !self.store.resolve(&resolved, pending.votes.len())? {
+            // Answered by someone else in between: the duty may be recorded, no token is minted.
+            let latest = self.store.approval(approval_id)?;
+            return Err(match latest {
+                Some(a) if a.status == ApprovalStatus::Pending => Error::new(
+                    ErrorCode::Contention,
+                    format!("another approver answered approval `{approval_id}` at the same time; answer again"),
+                ),
+                _ => Error::new(ErrorCode::ApprovalNotPending, format!("approval `{approval_id}` is already resolved")),
+            });
         }
         // No token leaves before the approval's record is durable.
-        let event_kind = if status == ApprovalStatus::Rejected { kind::APPROVAL_REJECTED } else { kind::APPROVAL_APPROVED };
-        self.record(|| approval_event(event_kind, &resolved, Some(&chain), self.clock.now_millis()))?;
-        if status == ApprovalStatus::Rejected {
+        let event_kind = match (status, complete) {
+            (ApprovalStatus::Rejected, _) => kind::APPROVAL_REJECTED,
+            (_, false) => kind::APPROVAL_VOTED,
+            _ => kind::APPROVAL_APPROVED,
+        };
+        self.record(|| approval_event(event_kind, &resolved, Some(&chain), now_ms))?;
+        if status == ApprovalStatus::Rejected || !complete {
             return Ok(ApprovalResolution { accepted: true, reasons, override_token: None, approval: resolved });
         }
         let claims = OverrideClaims {
@@ -304,6 +388,24 @@ impl Engine {
         };
         let token = jws::sign(&claims, OVERRIDE_TYP, &self.approval_key)?;
         Ok(ApprovalResolution { accepted: true, reasons, override_token: Some(token), approval: resolved })
+    }
+
+    /// Why `chain` may not cast the next vote on `pending`: it already voted (by identity or
+    /// key: a quorum is of distinct people), or it lacks the role of the stage that is next.
+    fn check_vote(&self, pending: &PendingApproval, chain: &VerifiedChain) -> Option<Reason> {
+        let conflict = |message: String| Some(Reason::from_error(&Error::new(ErrorCode::ApproverConflict, message)));
+        if pending.votes.iter().any(|v| v.approver == chain.agent_id || v.key == chain.root_kid) {
+            return conflict(format!("`{}` already approved this request; it needs distinct approvers", chain.agent_id));
+        }
+        match pending.stages.get(pending.votes.len()) {
+            Some(role) if !chain.roles.contains(role) => conflict(format!(
+                "`{}` does not hold `{role}`, the role of stage {} of {}",
+                chain.agent_id,
+                pending.votes.len() + 1,
+                pending.stages.len()
+            )),
+            _ => None,
+        }
     }
 
     /// Approvals waiting for a human, oldest first.
@@ -336,7 +438,8 @@ impl Engine {
             duplicate.resolved_by = Some("aegis".to_owned());
             duplicate.resolved_at_ms = Some(self.clock.now_millis());
             duplicate.note = Some(format!("superseded: the call ran under approval `{}`", claims.approval_id));
-            if self.store.resolve(&duplicate).unwrap_or(false) {
+            let votes = duplicate.votes.len();
+            if self.store.resolve(&duplicate, votes).unwrap_or(false) {
                 let _ = self.record(|| approval_event(kind::APPROVAL_SUPERSEDED, &duplicate, None, self.clock.now_millis()));
             }
         }

@@ -19,8 +19,10 @@ pub mod kind {
     pub const DECISION: &str = "decision";
     /// A call was put before a human.
     pub const APPROVAL_OPENED: &str = "approval.opened";
-    /// A human approved it.
+    /// A human approved it (the last vote of a quorum or the last stage).
     pub const APPROVAL_APPROVED: &str = "approval.approved";
+    /// One approver of several voted for it; it stays pending.
+    pub const APPROVAL_VOTED: &str = "approval.voted";
     /// A human rejected it.
     pub const APPROVAL_REJECTED: &str = "approval.rejected";
     /// Closed without a decision: the same call already ran under another approval.

@@ -63,6 +63,10 @@ pub struct PolicyMeta {
     pub message: Option<String>,
     /// `@approval`: the role that may approve.
     pub approval: Option<String>,
+    /// `@quorum("k")`: how many distinct approvers an approval needs (default 1).
+    pub quorum: u32,
+    /// `@stages("lead,finance")`: roles that approve in this order, one approver each.
+    pub stages: Vec<String>,
     /// `@sanitize`: argument paths to redact (without the leading `args`).
     pub sanitize: Vec<Vec<String>>,
     /// `@detect`: detectors whose matches are redacted in every string of the arguments.
@@ -487,6 +491,28 @@ fn policy_meta_unplaced(policy: &Policy, id: &str, file: &str, line: usize) -> R
     if approval.is_some() && effect != Effect::Forbid {
         return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@approval` belongs on a forbid", at())));
     }
+    let quorum = match policy.annotation("quorum") {
+        None => 1,
+        Some(_) if approval.is_none() => {
+            return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@quorum` belongs on an `@approval` forbid", at())))
+        }
+        Some(k) => k.trim().parse::<u32>().ok().filter(|k| (1..=10).contains(k)).ok_or_else(|| {
+            Error::new(ErrorCode::InvalidBundle, format!("{}: `@quorum(\"{k}\")` must be a number from 1 to 10", at()))
+        })?,
+    };
+    let stages: Vec<String> = match policy.annotation("stages") {
+        None => Vec::new(),
+        Some(_) if approval.is_none() || quorum != 1 => {
+            return Err(Error::new(
+                ErrorCode::InvalidBundle,
+                format!("{}: `@stages` belongs on an `@approval` forbid without `@quorum`", at()),
+            ))
+        }
+        Some(list) => list.split(',').map(|r| r.trim().to_owned()).collect(),
+    };
+    if stages.iter().any(String::is_empty) || stages.len() > 10 {
+        return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@stages` names 1 to 10 roles, comma-separated", at())));
+    }
     if policy.annotation("breakable").is_some() && effect != Effect::Forbid {
         return Err(Error::new(ErrorCode::InvalidBundle, format!("{}: `@breakable` belongs on a forbid", at())));
     }
@@ -531,6 +557,8 @@ fn policy_meta_unplaced(policy: &Policy, id: &str, file: &str, line: usize) -> R
         line,
         message: policy.annotation("message").map(str::to_owned),
         approval,
+        quorum,
+        stages,
         sanitize,
         detect,
         shadow: policy.annotation("shadow").is_some(),

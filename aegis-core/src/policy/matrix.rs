@@ -105,6 +105,12 @@ struct Threshold {
     /// limit.
     #[serde(default)]
     approval: Option<String>,
+    /// How many distinct approvers holding the role must approve (`@quorum`).
+    #[serde(default)]
+    quorum: Option<u32>,
+    /// Roles that approve in this order, one approver each (`@stages`).
+    #[serde(default)]
+    stages: Vec<String>,
     #[serde(default)]
     breakable: bool,
     #[serde(default)]
@@ -294,6 +300,18 @@ pub(crate) fn compile(yaml: &str) -> Result<CompiledMatrix> {
         if let Some(r) = &t.approval {
             role(r)?;
             extra.push(format!("@approval({})", quoted(r)));
+        }
+        if (t.quorum.is_some() || !t.stages.is_empty()) && t.approval.is_none() {
+            return Err(invalid(format!("threshold `{}`: `quorum` and `stages` need an `approval` role", t.id)));
+        }
+        if let Some(k) = t.quorum {
+            extra.push(format!("@quorum({})", quoted(&k.to_string())));
+        }
+        if !t.stages.is_empty() {
+            for r in &t.stages {
+                role(r)?;
+            }
+            extra.push(format!("@stages({})", quoted(&t.stages.join(","))));
         }
         if t.breakable {
             extra.push("@breakable".into());

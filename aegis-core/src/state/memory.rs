@@ -133,10 +133,10 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn resolve(&self, resolved: &PendingApproval) -> Result<bool> {
+    fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool> {
         let mut s = self.lock()?;
         match s.approvals.get_mut(&resolved.approval_id) {
-            Some(a) if a.status == ApprovalStatus::Pending => {
+            Some(a) if a.status == ApprovalStatus::Pending && a.votes.len() == prior_votes => {
                 *a = resolved.clone();
                 Ok(true)
             }

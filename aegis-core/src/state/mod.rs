@@ -139,7 +139,10 @@ pub trait Store: Send + Sync {
     /// Approvals still pending, oldest first.
     fn list_pending(&self) -> Result<Vec<PendingApproval>>;
     /// Moves an approval from pending to `resolved.status`; false if it was not pending.
-    fn resolve(&self, resolved: &PendingApproval) -> Result<bool>;
+    ///
+    /// Takes effect only while the stored approval is pending with exactly `prior_votes` votes
+    /// (a vote of a quorum or stage, a resolution): `false` when someone answered in between.
+    fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool>;
     /// Records a break-glass grant.
     fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()>;
     /// Every grant not yet closed.

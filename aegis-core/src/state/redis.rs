@@ -57,7 +57,12 @@ return total
 const RESOLVE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-if cjson.decode(current)['status'] ~= 'pending' then return 0 end
+local approval = cjson.decode(current)
+if approval['status'] ~= 'pending' then return 0 end
+local votes = approval['votes']
+local n = 0
+if type(votes) == 'table' then n = #votes end
+if n ~= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 ";
@@ -387,10 +392,10 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    fn resolve(&self, resolved: &PendingApproval) -> Result<bool> {
+    fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool> {
         let (key, body) = (self.approval_key(&resolved.approval_id), json(resolved)?);
-        let changed: i64 = self.with(|c| self.scripts.resolve.key(&key).arg(&body).invoke(c))?;
-        if changed == 1 {
+        let changed: i64 = self.with(|c| self.scripts.resolve.key(&key).arg(&body).arg(prior_votes).invoke(c))?;
+        if changed == 1 && resolved.status != ApprovalStatus::Pending {
             let index = self.index_key();
             self.with(|c| redis::cmd("ZREM").arg(&index).arg(&resolved.approval_id).query::<i64>(c))?;
             self.replicate()?;

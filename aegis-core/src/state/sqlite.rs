@@ -253,12 +253,14 @@ impl Store for SqliteStore {
         rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
     }
 
-    fn resolve(&self, resolved: &PendingApproval) -> Result<bool> {
+    fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool> {
+        let prior = i64::try_from(prior_votes).map_err(store_error)?;
         let changed = self
             .conn()?
             .execute(
-                "UPDATE approvals SET status = ?2, body = ?3 WHERE approval_id = ?1 AND status = 'pending'",
-                params![resolved.approval_id, status_str(resolved.status), to_json(resolved)?],
+                "UPDATE approvals SET status = ?2, body = ?3 WHERE approval_id = ?1 AND status = 'pending' \
+                 AND COALESCE(json_array_length(body, '$.votes'), 0) = ?4",
+                params![resolved.approval_id, status_str(resolved.status), to_json(resolved)?, prior],
             )
             .map_err(store_error)?;
         Ok(changed == 1)

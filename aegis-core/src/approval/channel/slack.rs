@@ -122,6 +122,12 @@ impl SlackAction {
     }
 }
 
+/// Who approved so far, of how many needed.
+fn votes_line(pending: &PendingApproval) -> String {
+    let who: Vec<String> = pending.votes.iter().map(|v| format!("`{}`", inert(&v.approver))).collect();
+    format!("approved by {} ({} of {} needed)", who.join(", "), pending.votes.len(), pending.votes_needed())
+}
+
 /// Text from a request, made inert in Slack's `mrkdwn`: `&`, `<` and `>` escaped (no mentions,
 /// links or channel pings) and code fences broken so arguments cannot end their block.
 fn inert(text: &str) -> String {
@@ -181,12 +187,15 @@ pub fn slack_resolved_message(pending: &PendingApproval, refusal: Option<&str>) 
     };
     let by = pending.resolved_by.as_deref().map(inert).unwrap_or_else(|| "-".into());
     let when = pending.resolved_at_ms.map(|ms| format!("<!date^{}^{{date_short_pretty}} {{time_secs}}|{ms} ms>", ms / 1000));
-    let line = match refusal {
-        Some(_) => status,
-        None => format!("*{status}* by `{by}` at {}", when.unwrap_or_default()),
+    let partial = refusal.is_none() && pending.status == ApprovalStatus::Pending;
+    let line = match (refusal, partial) {
+        (Some(_), _) => status,
+        // A vote of several: the buttons stay for the next approver.
+        (None, true) => votes_line(pending),
+        (None, false) => format!("*{status}* by `{by}` at {}", when.unwrap_or_default()),
     };
     if let Some(blocks) = message["blocks"].as_array_mut() {
-        if refusal.is_none() {
+        if refusal.is_none() && !partial {
             blocks.retain(|b| b["type"] != "actions");
         }
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": line}}));

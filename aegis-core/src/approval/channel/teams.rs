@@ -128,6 +128,12 @@ pub fn teams_card(pending: &PendingApproval, refusal: Option<&str>) -> Value {
     body.push(json!({"type": "TextBlock", "isSubtle": true, "size": "Small", "wrap": true,
         "text": format!("policy version {} · call digest {}", pending.policy_version, pending.call_digest)}));
     let answered = pending.status != ApprovalStatus::Pending;
+    if !pending.votes.is_empty() && !answered {
+        let who: Vec<&str> = pending.votes.iter().map(|v| v.approver.as_str()).collect();
+        body.push(json!({"type": "TextBlock", "wrap": true, "text": format!(
+            "approved by {} ({} of {} needed)", who.join(", "), pending.votes.len(), pending.votes_needed()
+        )}));
+    }
     if let Some(why) = refusal {
         body.push(json!({"type": "TextBlock", "color": "Attention", "wrap": true, "text": format!("answer not taken: {why}")}));
     } else if answered {
