@@ -60,7 +60,18 @@ export interface PendingApproval {
   readonly roles: readonly string[]; readonly policyVersion: string; readonly createdAtMs: number;
   readonly status: 'pending' | 'approved' | 'rejected' | 'superseded'; readonly resolvedBy: string | null;
   readonly resolvedAtMs: number | null; readonly note: string | null; readonly latencyMs: number | null;
+  /** How many distinct approvers must approve (`@quorum`), and the roles that approve in order (`@stages`). */
+  readonly quorum: number; readonly stages: readonly string[];
+  /** The approvals given so far (each by a distinct identity and key). */
+  readonly votes: readonly { readonly approver: string; readonly key: string; readonly stage?: string; readonly at_ms: number; readonly note?: string }[];
+  /** For a batch approval: the envelope of calls it covers. */
+  readonly batch: BatchEnvelope | null;
   readonly raw: unknown;
+}
+/** What a batch approval covers: calls of one tool within limits, for `window_secs` after its approval. */
+export interface BatchEnvelope {
+  readonly tool: string; readonly max_calls: number; readonly per_call_limit?: number; readonly total_limit?: number;
+  readonly destinations?: readonly string[]; readonly window_secs: number;
 }
 export interface ApprovalResolution {
   readonly accepted: boolean;
@@ -296,6 +307,9 @@ export class Engine {
   approveAsync(approvalId: string, approverChain: Chain, note?: string): Promise<ApprovalResolution>;
   reject(approvalId: string, approverChain: Chain, note?: string): ApprovalResolution;
   rejectAsync(approvalId: string, approverChain: Chain, note?: string): Promise<ApprovalResolution>;
+  /** Asks one approval for a batch of calls within `envelope`, where the bundle batches the tool. */
+  requestBatch(chain: Chain, envelope: BatchEnvelope, options?: { resource?: ResourceRef; reason?: string }): PendingApproval;
+  requestBatchAsync(chain: Chain, envelope: BatchEnvelope, options?: { resource?: ResourceRef; reason?: string }): Promise<PendingApproval>;
   pendingApprovals(): PendingApproval[];
   pendingApprovalsAsync(): Promise<PendingApproval[]>;
   approval(approvalId: string): PendingApproval | null;

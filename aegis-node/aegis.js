@@ -137,9 +137,17 @@ function pendingFrom(p) {
     intent: p.intent, policyIds: p.policy_ids,
     reasons: p.reasons, roles: p.roles, policyVersion: p.policy_version, createdAtMs: p.created_at_ms,
     status: p.status, resolvedBy: p.resolved_by ?? null, resolvedAtMs: p.resolved_at_ms ?? null, note: p.note ?? null,
+    quorum: p.quorum ?? 1, stages: p.stages ?? [], votes: p.votes ?? [], batch: p.batch ?? null,
     latencyMs: p.resolved_at_ms == null ? null : p.resolved_at_ms - p.created_at_ms,
     raw: p,
   });
+}
+
+function batchBody(chain, envelope, { resource, reason } = {}) {
+  const body = { chain, envelope };
+  if (resource != null) body.resource = resource;
+  if (reason != null) body.reason = reason;
+  return body;
 }
 
 function resolutionFrom(r) {
@@ -450,6 +458,12 @@ class Engine {
   }
   async rejectAsync(approvalId, approverChain, note) {
     return resolutionFrom(await this.#callAsync('reject', resolveBody(approvalId, approverChain, note)));
+  }
+  requestBatch(chain, envelope, options = {}) {
+    return pendingFrom(this.#call('request_batch', batchBody(chain, envelope, options)));
+  }
+  async requestBatchAsync(chain, envelope, options = {}) {
+    return pendingFrom(await this.#callAsync('request_batch', batchBody(chain, envelope, options)));
   }
   pendingApprovals() {
     return this.#call('pending_approvals').map(pendingFrom);

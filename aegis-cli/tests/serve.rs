@@ -773,3 +773,48 @@ fn every_documented_route_is_served_and_callers_are_authenticated() {
     assert_eq!(decision["outcome"], "deny");
     assert_eq!(decision["reasons"][0]["code"], "task_ended");
 }
+
+#[test]
+fn a_batch_approved_in_slack_admits_each_fitting_call_once_at_the_gate() {
+    let dir = temp_dir("batch");
+    let slack = Recorder::start();
+    let post = format!("http://{}/slack/post", slack.addr);
+    let serve = start_serve(&dir, &config(&dir, &post, &post));
+    let agent = agent_bearer("task-serve-batch");
+    let gate = |args: &Value, approval: Option<&str>| {
+        let mut request = client()
+            .post(format!("http://{}/v1/ext_authz/tools/{TOOL}", serve.http))
+            .header("authorization", &agent)
+            .body(args.to_string());
+        if let Some(id) = approval {
+            request = request.header("aegis-approval-id", id);
+        }
+        let r = request.send().unwrap();
+        (r.status().as_u16(), header(&r, "aegis-reason"))
+    };
+    // 4500 of the task's 5000 a day spent; the next payouts would each need an approval.
+    assert_eq!(gate(&pay(4500), None).0, 200);
+    assert_eq!(gate(&pay(1000), None).0, 403);
+
+    let envelope = json!({"tool": TOOL, "max_calls": 2, "per_call_limit": 1500, "total_limit": 2500,
+        "destinations": [ACCOUNT], "window_secs": 900});
+    let r = client()
+        .post(format!("http://{}/v1/batches", serve.http))
+        .header("authorization", &agent)
+        .json(&json!({"envelope": envelope, "reason": "two vendor payouts"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().unwrap()["approval_id"].as_str().unwrap().to_owned();
+    let posted: Value = serde_json::from_slice(&slack.wait_for("/slack/post", &id).body).unwrap();
+    assert!(posted.to_string().contains("two vendor payouts"));
+    let now = SystemClock.now_secs();
+    let click = slack_body("U0FINLEAD", "aegis_approve", &id, &format!("http://{}/slack/response", slack.addr));
+    assert_eq!(slack_click(&serve.http, now, &slack_sign(SLACK_SECRET, now, &click), &click).status(), 200);
+
+    assert_eq!(gate(&pay(1000), Some(&id)), (200, String::new()));
+    assert_eq!(gate(&pay(1000), Some(&id)), (403, "approval_replayed".into()));
+    assert_eq!(gate(&pay(1600), Some(&id)), (403, "batch_refused".into()));
+    assert_eq!(gate(&pay(1200), Some(&id)).0, 200);
+    assert_eq!(gate(&pay(5), Some(&id)), (403, "budget_exceeded".into()), "two calls used");
+}

@@ -200,6 +200,9 @@ codes! {
         /// The decision redacts arguments and the caller (a proxy) cannot rewrite them: denied
         /// rather than run the tool with what the policy removed.
         SanitizeUnenforceable => "sanitize_unenforceable",
+        /// A batch approval was asked for a tool the bundle does not batch, or beyond the
+        /// envelope it allows; or a call is outside its batch's envelope.
+        BatchRefused => "batch_refused",
     }
 }
 

@@ -18,9 +18,9 @@ pub mod telemetry;
 mod time;
 
 pub use approval::{
-    slack_message, slack_resolved_message, teams_card, teams_invoke_response, ApprovalResolution, ApprovalStatus, Channel,
-    ChannelVerdict, OverrideClaims, PendingApproval, SlackAction, SlackVerifier, TeamsAction, TeamsVerifier, Vote,
-    APPROVE_ACTION, BOT_FRAMEWORK_ISSUER,
+    slack_message, slack_resolved_message, teams_card, teams_invoke_response, ApprovalResolution, ApprovalStatus, BatchEnvelope,
+    BatchRequest, Channel, ChannelVerdict, OverrideClaims, PendingApproval, SlackAction, SlackVerifier, TeamsAction,
+    TeamsVerifier, Vote, APPROVE_ACTION, BOT_FRAMEWORK_ISSUER,
 };
 pub use break_glass::{BreakGlassGrant, BreakGlassRequest, BREAK_GLASS_SCOPE};
 pub use engine::{
@@ -36,9 +36,9 @@ pub use identity::{
 pub use json::from_str_strict;
 pub use policy::{
     compile_matrix, lint, lint_dir, lint_matrix, run_policy_tests, schema_with_common_context, sign_bundle,
-    verify_bundle_signature, BudgetScope, BudgetSpec, Bundle, BundleClaims, BundleSources, CaseResult, Detector, Lint, Manifest,
-    OnExceed, PolicyMeta, PolicyTestReport, PredicateSpec, RosterEntry, UnknownDetector, BUNDLE_SIGNATURE_FILE, COMPILED_FILE,
-    MATRIX_FILE, REDACTED,
+    verify_bundle_signature, BatchSpec, BudgetScope, BudgetSpec, Bundle, BundleClaims, BundleSources, CaseResult, Detector, Lint,
+    Manifest, OnExceed, PolicyMeta, PolicyTestReport, PredicateSpec, RosterEntry, UnknownDetector, BUNDLE_SIGNATURE_FILE,
+    COMPILED_FILE, MATRIX_FILE, REDACTED,
 };
 #[cfg(feature = "redis")]
 pub use state::RedisStore;

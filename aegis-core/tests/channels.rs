@@ -155,11 +155,9 @@ fn a_roster_entry_naming_the_requesters_delegator_cannot_approve() {
     let engine = channel_engine(&fx, bundle);
     let d = engine.authorize(&req(&fx.chain(), pay(7000, GOOD_ACCOUNT), None)).unwrap();
     let id = d.approval_id.unwrap();
-    for account in ["T1/UPLANNER"] {
-        let r = engine.resolve_from_channel(Channel::Slack, account, &id, ChannelVerdict::Approve, None).unwrap();
-        assert!(!r.accepted, "{account}: {r:?}");
-        assert_eq!(r.reasons[0].code.to_string(), "approver_conflict");
-    }
+    let r = engine.resolve_from_channel(Channel::Slack, "T1/UPLANNER", &id, ChannelVerdict::Approve, None).unwrap();
+    assert!(!r.accepted, "{r:?}");
+    assert_eq!(r.reasons[0].code.to_string(), "approver_conflict");
     // The approval stays pending and the call denied.
     let again = engine.authorize(&req(&fx.chain(), pay(7000, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!(again.outcome, Outcome::ApprovalNeeded);

@@ -73,6 +73,7 @@ fn pending(id: &str, created: i64) -> PendingApproval {
         quorum: 2,
         stages: Vec::new(),
         votes: Vec::new(),
+        batch: None,
     }
 }
 

@@ -17,6 +17,7 @@ const WRAPPERS = {
   approve: ['Engine#approve', 'Engine#approveAsync'],
   reject: ['Engine#reject', 'Engine#rejectAsync'],
   pending_approvals: ['Engine#pendingApprovals', 'Engine#pendingApprovalsAsync'],
+  request_batch: ['Engine#requestBatch', 'Engine#requestBatchAsync'],
   approval: ['Engine#approval'],
   ledger: ['Engine#ledger'],
   end_task: ['Engine#endTask'],

@@ -16,6 +16,7 @@ WRAPPERS = {
     "approve": "Engine.approve",
     "reject": "Engine.reject",
     "pending_approvals": "Engine.pending_approvals",
+    "request_batch": "Engine.request_batch",
     "approval": "Engine.approval",
     "ledger": "Engine.ledger",
     "end_task": "Engine.end_task",

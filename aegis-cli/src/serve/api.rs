@@ -36,6 +36,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/approvals/{approval_id}"),
     ("post", "/v1/approvals/{approval_id}/approve"),
     ("post", "/v1/approvals/{approval_id}/reject"),
+    ("post", "/v1/batches"),
     ("get", "/v1/tasks/{task_id}/ledger"),
     ("post", "/v1/tasks/{task_id}/end"),
     ("get", "/v1/break-glass"),
@@ -61,6 +62,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/approvals/{approval_id}", get(get_approval))
         .route("/v1/approvals/{approval_id}/approve", post(approve))
         .route("/v1/approvals/{approval_id}/reject", post(reject))
+        .route("/v1/batches", post(request_batch))
         .route("/v1/tasks/{task_id}/ledger", get(ledger))
         .route("/v1/tasks/{task_id}/end", post(end_task))
         .route("/v1/break-glass", get(open_break_glass).post(break_glass))
@@ -211,6 +213,24 @@ async fn get_approval(State(service): State<Arc<Service>>, Path(id): Path<String
                 ));
             }
             Ok(json!({"approval": pending, "override_token": svc.token_for(&id)}))
+        })
+        .await,
+    )
+}
+
+/// Asks one approval for a batch of calls (the bearer is the agent's chain): posted to the
+/// approval channels like any request.
+async fn request_batch(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> Response {
+    let svc = Arc::clone(&service);
+    reply(
+        blocking(move || {
+            let mut value: serde_json::Value = aegis_sod::from_str_strict(&String::from_utf8_lossy(&body))?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("chain".into(), json!(bearer(&headers)?));
+            }
+            let request: aegis_sod::BatchRequest = serde_json::from_value(value)
+                .map_err(|e| Error::new(ErrorCode::MalformedRequest, format!("batch request: {e}")))?;
+            svc.engine.request_batch(&request)
         })
         .await,
     )

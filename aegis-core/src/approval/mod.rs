@@ -2,6 +2,7 @@
 //! to one call, and the channels a human answers in.
 
 mod approver;
+mod batch;
 mod channel;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use cedar_policy::PolicyId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use batch::{BatchEnvelope, BatchRequest};
 pub(crate) use channel::ChannelIssuer;
 
 pub use channel::{
@@ -55,6 +57,10 @@ pub struct OverrideClaims {
     /// What the approval lifts: the forbid policies it answered and `budget:<name>` for each
     /// budget it allows to be exceeded. Nothing else is lifted.
     pub lifts: Vec<String>,
+    /// For a batch approval: the envelope its calls must fit (`call` is then the envelope's
+    /// digest, and each call is single-use on its own digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchEnvelope>,
     /// Issued at, seconds.
     pub iat: i64,
     /// Expiry, seconds.
@@ -156,6 +162,9 @@ pub struct PendingApproval {
     /// minted only with the last one needed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub votes: Vec<Vote>,
+    /// For a batch approval ([`Engine::request_batch`]): the envelope of calls it covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchEnvelope>,
 }
 
 /// One approver's approval of a request that needs several.
@@ -259,6 +268,7 @@ impl Engine {
             quorum,
             stages,
             votes: Vec::new(),
+            batch: None,
         };
         self.store.insert_pending(&pending)?;
         self.record(|| approval_event(kind::APPROVAL_OPENED, &pending, None, pending.created_at_ms))?;
@@ -383,8 +393,10 @@ impl Engine {
             approver: chain.agent_id.clone(),
             res: pending.resource.clone(),
             lifts: pending.lifts.clone(),
+            batch: pending.batch.clone(),
             iat: now,
-            exp: now.saturating_add(self.override_ttl_secs),
+            // A batch is usable for its window; a single call's token for the override TTL.
+            exp: now.saturating_add(pending.batch.as_ref().map_or(self.override_ttl_secs, |b| b.window_secs)),
         };
         let token = jws::sign(&claims, OVERRIDE_TYP, &self.approval_key)?;
         Ok(ApprovalResolution { accepted: true, reasons, override_token: Some(token), approval: resolved })
@@ -470,7 +482,8 @@ impl Engine {
         if c.task != chain.task_id {
             return Err(Error::new(ErrorCode::ApprovalWrongTask, format!("the approval was for task `{}`", c.task)));
         }
-        if c.call != digest {
+        // A batch's calls are checked against its envelope (`Engine::admit_batched`).
+        if c.batch.is_none() && c.call != digest {
             return Err(Error::new(ErrorCode::ApprovalArgsMismatch, "the approval was for another tool or other arguments"));
         }
         if c.pv != bundle.policy_version() {

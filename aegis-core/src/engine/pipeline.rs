@@ -39,6 +39,8 @@ pub(crate) struct VerifiedCall<'r> {
     pub consume: Vec<(String, i64)>,
     /// The verified override token, if one was presented.
     pub approval: Option<OverrideClaims>,
+    /// What a batch token reserves for this call: one of the batch's calls, its amount.
+    pub batch_reservations: Vec<crate::state::Reservation>,
     /// The arguments with the redactions of every permit that held: what a human approving
     /// the call is shown.
     pub display_args: Option<Json>,
@@ -63,6 +65,7 @@ impl<'r> VerifiedCall<'r> {
             digest: None,
             consume: Vec::new(),
             approval: None,
+            batch_reservations: Vec::new(),
             display_args: None,
             budget_over: Vec::new(),
             shadow: Vec::new(),
@@ -274,7 +277,18 @@ impl Engine {
         if let Some(token) = &request.approval_token {
             let chain = Arc::clone(&call.chain);
             let claims = self.verify_override(token, &chain, (call.digest()?, request.resource.as_ref()), bundle, now)?;
-            call.consume.push((format!("approval:{}", claims.approval_id), claims.exp.saturating_add(self.leeway_secs + 1)));
+            match &claims.batch {
+                None => call
+                    .consume
+                    .push((format!("approval:{}", claims.approval_id), claims.exp.saturating_add(self.leeway_secs + 1))),
+                Some(envelope) => {
+                    let digest = call.digest()?.to_owned();
+                    let (once, reservations) =
+                        self.admit_batched(bundle, &claims, envelope, (&request.tool, &request.args, &digest))?;
+                    call.consume.push(once);
+                    call.batch_reservations = reservations;
+                }
+            }
             call.approval = Some(claims);
         }
         Ok(call)
@@ -351,6 +365,8 @@ impl Engine {
             call.budget_over = overruns.approvable;
             return Ok(Vec::new());
         }
+        let mut reservations = reservations;
+        reservations.extend(call.batch_reservations.iter().cloned());
         Ok(reservations)
     }
 

@@ -52,6 +52,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("approve", true, "{approval_id, approver_chain, note?} -> ApprovalResolution"),
     op("reject", true, "{approval_id, approver_chain, note?} -> ApprovalResolution"),
     op("pending_approvals", true, "{} -> [PendingApproval]"),
+    op("request_batch", true, "BatchRequest -> PendingApproval: asks one approval for a batch of calls"),
     op("approval", true, "{approval_id} -> PendingApproval | null"),
     op("ledger", true, "{task_id} -> [LedgerEntry]"),
     op("end_task", true, "{task_id} -> null"),
@@ -127,6 +128,7 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
             let r: ResolveRequest = parse(input)?;
             to_json(&engine()?.reject(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
         }
+        "request_batch" => to_json(&engine()?.request_batch(&parse::<crate::approval::BatchRequest>(input)?)?),
         "pending_approvals" => no_input(input).and_then(|()| to_json(&engine()?.pending_approvals()?)),
         "approval" => to_json(&engine()?.approval(&parse::<ApprovalId>(input)?.approval_id)?),
         "ledger" => to_json(&engine()?.ledger(&parse::<TaskId>(input)?.task_id)?),

@@ -285,6 +285,7 @@ impl Bundle {
             };
             tools.insert(tool, Arc::new(entry));
         }
+        validate_batches(&manifest, &meta, &tools)?;
         let digest = sources.digest();
         let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, &digest[..16]);
         Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, role_type, digest, signed_by: None })
@@ -667,6 +668,36 @@ fn validate_roster(manifest: &Manifest) -> Result<()> {
             }
             if channel == "slack" && account.split('/').filter(|p| !p.is_empty()).count() != 2 {
                 return invalid(format!("slack account `{account}` must be `<team id>/<user id>`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A batch names a tool of the bundle, sane caps, and lifts only `@approval` forbids and
+/// approvable budgets of that tool.
+fn validate_batches(
+    manifest: &Manifest,
+    meta: &HashMap<PolicyId, PolicyMeta>,
+    tools: &HashMap<String, Arc<ToolEntry>>,
+) -> Result<()> {
+    let invalid = |tool: &str, why: String| {
+        Err(Error::new(ErrorCode::InvalidBundle, format!("`manifest.yaml`: batches of `{tool}`: {why}")))
+    };
+    for (tool, spec) in &manifest.batches {
+        let Some(entry) = tools.get(tool) else { return invalid(tool, "no such tool".into()) };
+        if !(1..=1000).contains(&spec.max_calls) || !(1..=86_400).contains(&spec.max_window_secs) {
+            return invalid(tool, "`max_calls` must be 1 to 1000 and `max_window_secs` 1 to 86400".into());
+        }
+        for id in &spec.lifts {
+            match meta.get(&PolicyId::new(id)) {
+                Some(m) if m.approval.is_some() && m.effect == Effect::Forbid => {}
+                _ => return invalid(tool, format!("`{id}` is not an `@approval` forbid")),
+            }
+        }
+        for name in &spec.lifts_budgets {
+            if !entry.budgets.iter().any(|b| &b.name == name && b.spec.on_exceed == super::OnExceed::Approval) {
+                return invalid(tool, format!("`{name}` is not an approvable budget of the tool"));
             }
         }
     }

@@ -52,6 +52,34 @@ pub struct Manifest {
     /// is denied (`args_required`).
     #[serde(default)]
     pub decide_without_args: Vec<String>,
+    /// Tools whose calls may be approved in batches (one approval for up to N calls within an
+    /// envelope), and what a batch may lift: low-risk bulk work only.
+    #[serde(default)]
+    pub batches: BTreeMap<String, BatchSpec>,
+}
+
+/// What a batch approval of one tool may cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// The most calls one batch may cover (1 to 1000).
+    pub max_calls: u32,
+    /// The longest window a batch may stay usable, in seconds (at most a day).
+    pub max_window_secs: i64,
+    /// The integer argument a batch bounds per call and in total (a dotted path); batches of a
+    /// tool with one must state both limits.
+    #[serde(default)]
+    pub amount_arg: Option<String>,
+    /// The argument that must be one of the batch's allowed destinations; batches of a tool
+    /// with one must list them.
+    #[serde(default)]
+    pub destination_arg: Option<String>,
+    /// The `@approval` forbids a batch lifts for its calls (their ids).
+    #[serde(default)]
+    pub lifts: Vec<String>,
+    /// The budgets (`on_exceed: approval`) a batch lifts for its calls: its own total bounds them.
+    #[serde(default)]
+    pub lifts_budgets: Vec<String>,
 }
 
 /// One person of the roster: the accounts that are this identity in each chat platform.

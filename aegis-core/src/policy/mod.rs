@@ -23,7 +23,9 @@ pub use eval::Evaluation;
 pub use eval::PolicyIndex;
 pub use lint::{lint, Lint};
 pub(crate) use manifest::TEMPORAL_PREFIX;
-pub use manifest::{BudgetScope, BudgetSpec, FormerlyBy, Manifest, OnExceed, PredicateSpec, RosterEntry, TemporalSpec};
+pub use manifest::{
+    BatchSpec, BudgetScope, BudgetSpec, FormerlyBy, Manifest, OnExceed, PredicateSpec, RosterEntry, TemporalSpec,
+};
 pub use matrix::{compile_matrix, lint_dir, lint_matrix, COMPILED_FILE, MATRIX_FILE};
 pub use signing::{sign_bundle, verify_bundle_signature, BundleClaims, BUNDLE_SIGNATURE_FILE};
 pub use suite::{run_policy_tests, CaseResult, PolicyTestReport};

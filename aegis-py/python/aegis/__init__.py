@@ -222,6 +222,10 @@ class PendingApproval:
     note: Optional[str] = None
     lifts: Tuple[str, ...] = ()
     resource: Optional[Tuple[str, str]] = None
+    quorum: int = 1
+    stages: Tuple[str, ...] = ()
+    votes: Tuple[Mapping[str, Any], ...] = ()
+    batch: Optional[Mapping[str, Any]] = None
     _raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -237,7 +241,10 @@ class PendingApproval:
             intent=d["intent"], policy_ids=tuple(d["policy_ids"]), reasons=tuple(d["reasons"]),
             roles=tuple(d["roles"]), policy_version=d["policy_version"], created_at_ms=d["created_at_ms"],
             status=d["status"], resolved_by=d.get("resolved_by"), resolved_at_ms=d.get("resolved_at_ms"),
-            note=d.get("note"), lifts=tuple(d.get("lifts") or ()), resource=_resource_of(d.get("resource")), _raw=d,
+            note=d.get("note"), lifts=tuple(d.get("lifts") or ()), resource=_resource_of(d.get("resource")),
+            quorum=d.get("quorum", 1), stages=tuple(d.get("stages") or ()),
+            votes=tuple(freeze(v) for v in d.get("votes") or ()),
+            batch=None if d.get("batch") is None else freeze(d["batch"]), _raw=d,
         )
 
 
@@ -800,6 +807,21 @@ class Engine:
             approval=PendingApproval._from_json(out["approval"]),
             override_token=out.get("override_token"),
         )
+
+    def request_batch(
+        self, chain: Chain, envelope: Mapping[str, Any], *, resource: Optional[Tuple[str, str]] = None,
+        reason: Optional[str] = None,
+    ) -> PendingApproval:
+        """Asks one approval for a batch of calls of one tool within `envelope` (`tool`,
+        `max_calls`, `per_call_limit`, `total_limit`, `destinations`, `window_secs`), where the
+        bundle batches the tool. Once approved, its override token admits each call that fits,
+        once each."""
+        body: Dict[str, Any] = {"chain": list(chain), "envelope": dict(envelope)}
+        if resource is not None:
+            body["resource"] = {"type": resource[0], "id": resource[1]}
+        if reason is not None:
+            body["reason"] = reason
+        return PendingApproval._from_json(self._op("request_batch", body))
 
     def pending_approvals(self) -> List[PendingApproval]:
         """Approvals waiting for a human, oldest first."""
