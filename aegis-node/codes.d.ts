@@ -52,7 +52,13 @@ export type ErrorCode =
   | 'admin_conflict'
   | 'admin_approval_required'
   | 'bundle_signature_invalid'
-  | 'no_previous_bundle';
+  | 'no_previous_bundle'
+  | 'channel_signature_invalid'
+  | 'channel_replayed'
+  | 'channel_user_unknown'
+  | 'args_required'
+  | 'sanitize_unenforceable'
+  | 'batch_refused';
 
 /** A policy's verdict: reason codes that are not errors. */
 export type VerdictCode =

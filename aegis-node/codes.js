@@ -53,6 +53,12 @@ const ERROR_CODES = Object.freeze([
   'admin_approval_required',
   'bundle_signature_invalid',
   'no_previous_bundle',
+  'channel_signature_invalid',
+  'channel_replayed',
+  'channel_user_unknown',
+  'args_required',
+  'sanitize_unenforceable',
+  'batch_refused',
 ]);
 
 const VERDICT_CODES = Object.freeze([

@@ -334,6 +334,42 @@ class NoPreviousBundle(AegisError):
     code = "no_previous_bundle"
 
 
+class ChannelSignatureInvalid(AegisError):
+    """A chat platform's request (a Slack click, a Teams card action) carries no valid"""
+
+    code = "channel_signature_invalid"
+
+
+class ChannelReplayed(AegisError):
+    """A chat platform's request was already received: replays are refused."""
+
+    code = "channel_replayed"
+
+
+class ChannelUserUnknown(AegisError):
+    """The person who answered in a chat platform is on no entry of the bundle's roster,"""
+
+    code = "channel_user_unknown"
+
+
+class ArgsRequired(AegisError):
+    """A proxy asked for a decision without the call's arguments, for a tool the bundle"""
+
+    code = "args_required"
+
+
+class SanitizeUnenforceable(AegisError):
+    """The decision redacts arguments and the caller (a proxy) cannot rewrite them: denied"""
+
+    code = "sanitize_unenforceable"
+
+
+class BatchRefused(AegisError):
+    """A batch approval was asked for a tool the bundle does not batch, or beyond the"""
+
+    code = "batch_refused"
+
+
 ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "malformed_request": MalformedRequest,
     "invalid_key": InvalidKey,
@@ -386,6 +422,12 @@ ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "admin_approval_required": AdminApprovalRequired,
     "bundle_signature_invalid": BundleSignatureInvalid,
     "no_previous_bundle": NoPreviousBundle,
+    "channel_signature_invalid": ChannelSignatureInvalid,
+    "channel_replayed": ChannelReplayed,
+    "channel_user_unknown": ChannelUserUnknown,
+    "args_required": ArgsRequired,
+    "sanitize_unenforceable": SanitizeUnenforceable,
+    "batch_refused": BatchRefused,
 }
 
 VERDICT_CODES: Tuple[str, ...] = (
