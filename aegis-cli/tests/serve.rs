@@ -142,28 +142,45 @@ struct Serve {
     _child: Running,
     http: String,
     grpc: String,
+    https: bool,
 }
 
 fn start_serve(dir: &Path, config: &Value) -> Serve {
     let path = dir.join("serve.json");
     std::fs::write(&path, config.to_string()).unwrap();
+    start_serve_args(&["--config", path.to_str().unwrap()])
+}
+
+fn start_serve_with(dir: &Path, config: &Value, extra: &[&str]) -> Serve {
+    let path = dir.join("serve.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start_serve_args(&args)
+}
+
+fn start_serve_args(args: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aegis"))
-        .args(["serve", "--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http, mut grpc) = (None, None);
+    let (mut http, mut grpc, mut https) = (None, None, false);
     while http.is_none() || grpc.is_none() {
         let line = lines.next().expect("aegis serve exited before listening").unwrap();
-        if let Some(rest) = line.strip_prefix("aegis serve: http://") {
+        let url = line.strip_prefix("aegis serve: http://").or_else(|| line.strip_prefix("aegis serve: https://"));
+        if let Some(rest) = url {
+            https = line.starts_with("aegis serve: https://");
             http = Some(rest.split_whitespace().next().unwrap().to_owned());
         } else if let Some(rest) = line.strip_prefix("aegis serve: grpc ext_authz on ") {
             grpc = Some(rest.trim().to_owned());
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    Serve { _child: Running(child), http: http.unwrap(), grpc: grpc.unwrap() }
+    Serve { _child: Running(child), http: http.unwrap(), grpc: grpc.unwrap(), https }
 }
 
 fn nginx_binary() -> PathBuf {
@@ -817,4 +834,170 @@ fn a_batch_approved_in_slack_admits_each_fitting_call_once_at_the_gate() {
     assert_eq!(gate(&pay(1600), Some(&id)), (403, "batch_refused".into()));
     assert_eq!(gate(&pay(1200), Some(&id)).0, 200);
     assert_eq!(gate(&pay(5), Some(&id)), (403, "budget_exceeded".into()), "two calls used");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and mutual TLS.
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed for the TLS test");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn new_key_and_request(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+fn curl(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).current_dir(dir).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn mutual_tls_admits_only_clients_the_ca_issued() {
+    let dir = temp_dir("mtls");
+    // A CA; a server certificate for 127.0.0.1 and a client certificate, both issued by it; a
+    // client certificate nobody the server trusts issued.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aegis test CA",
+        ],
+    );
+    for (name, ext) in
+        [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"), ("client", "extendedKeyUsage=clientAuth\n")]
+    {
+        new_key_and_request(&dir, name);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=client",
+        ],
+    );
+
+    let slack = Recorder::start();
+    let post = format!("http://{}/post", slack.addr);
+    let serve = start_serve_with(
+        &dir,
+        &config(&dir, &post, &post),
+        &[
+            "--tls-cert",
+            dir.join("server.pem").to_str().unwrap(),
+            "--tls-key",
+            dir.join("server.key").to_str().unwrap(),
+            "--client-ca",
+            dir.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(serve.https, "the service says it serves https");
+    let url = format!("https://{}/healthz", serve.http);
+    let ok = curl(&dir, &["--cacert", "ca.pem", "--cert", "client.pem", "--key", "client.key", &url]);
+    assert!(ok.is_some_and(|body| body.contains("\"ok\"")), "a client the CA issued is served");
+    assert!(curl(&dir, &["--cacert", "ca.pem", &url]).is_none(), "no client certificate: no handshake");
+    assert!(curl(&dir, &["--cacert", "ca.pem", "--cert", "rogue.pem", "--key", "rogue.key", &url]).is_none(), "untrusted client");
+    assert!(curl(&dir, &[&format!("http://{}/healthz", serve.http)]).is_none(), "no plain HTTP on the TLS port");
+    // Behind mutual TLS, callers still authenticate with their chains.
+    let decided = curl(
+        &dir,
+        &[
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "client.pem",
+            "--key",
+            "client.key",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &format!("authorization: {}", agent_bearer("task-serve-mtls")),
+            "--data",
+            &json!({"tool": TOOL, "args": pay(100)}).to_string(),
+            &format!("https://{}/v1/authorize", serve.http),
+        ],
+    );
+    let decision: Value = serde_json::from_str(&decided.unwrap()).unwrap();
+    assert_eq!(decision["outcome"], "allow");
+}
+
+#[test]
+fn the_demo_service_runs_the_payments_bundle_with_the_demo_keys() {
+    let serve = start_serve_args(&["--demo"]);
+    let health: Value = client().get(format!("http://{}/healthz", serve.http)).send().unwrap().json().unwrap();
+    assert!(health["policy_version"].as_str().unwrap().starts_with("payments@"));
+    // The demo trusts the demo issuer (key seed 0x01): the agent's chain decides.
+    let decision: Value = client()
+        .post(format!("http://{}/v1/authorize", serve.http))
+        .header("authorization", agent_bearer("task-serve-demo"))
+        .json(&json!({"tool": TOOL, "args": pay(7000)}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(decision["outcome"], "approval_needed");
 }

@@ -41,7 +41,6 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tasks/{task_id}/end"),
     ("get", "/v1/break-glass"),
     ("post", "/v1/break-glass"),
-    ("post", "/v1/break-glass/{grant_id}/close"),
     ("get", "/v1/bundle"),
     ("post", "/v1/admin"),
     ("post", "/v1/ext_authz"),
@@ -66,7 +65,6 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route("/v1/tasks/{task_id}/ledger", get(ledger))
         .route("/v1/tasks/{task_id}/end", post(end_task))
         .route("/v1/break-glass", get(open_break_glass).post(break_glass))
-        .route("/v1/break-glass/{grant_id}/close", post(close_break_glass))
         .route("/v1/bundle", get(bundle_status))
         .route("/v1/admin", post(admin))
         // Envoy's HTTP ext_authz service calls with the original method, at the original path
@@ -107,11 +105,6 @@ fn reply<T: serde::Serialize>(result: Result<T, Error>) -> Response {
 
 fn bearer(headers: &HeaderMap) -> Result<Vec<String>, Error> {
     bearer_chain(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
-}
-
-/// The caller, authenticated as a person holding `scope`.
-fn person(service: &Service, headers: &HeaderMap, scope: &str) -> Result<Arc<aegis_sod::VerifiedChain>, Error> {
-    service.engine.authenticate_person(&bearer(headers)?, scope)
 }
 
 /// The caller as an approver or an administrator.
@@ -341,31 +334,6 @@ async fn break_glass(State(service): State<Arc<Service>>, body: Bytes) -> Respon
 async fn open_break_glass(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
     let svc = Arc::clone(&service);
     reply(blocking(move || approver_or_admin(&svc, &headers).and_then(|()| svc.engine.open_break_glass())).await)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Review {
-    review_ref: String,
-}
-
-/// Closes a grant after review: an administrator (an engine requiring two administrators
-/// refuses this and takes it only as an `AdminRequest`).
-async fn close_break_glass(
-    State(service): State<Arc<Service>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let svc = Arc::clone(&service);
-    reply(
-        blocking(move || {
-            person(&svc, &headers, ADMIN_SCOPE)?;
-            let review: Review = aegis_sod::from_str_strict(&String::from_utf8_lossy(&body))?;
-            svc.engine.close_break_glass(&id, &review.review_ref).map(|()| json!({"closed": id}))
-        })
-        .await,
-    )
 }
 
 async fn bundle_status(State(service): State<Arc<Service>>) -> Response {

@@ -12,6 +12,7 @@ mod chat;
 mod gate;
 mod grpc;
 mod metrics;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +42,15 @@ pub struct ServeArgs {
     /// Where the ext_authz gRPC service listens (default: not at all).
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// Serve the HTTP API over TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM, PKCS#8 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM): mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 /// The service's configuration file.
@@ -151,11 +161,16 @@ async fn serve(args: &ServeArgs) -> Result<(), String> {
     let posts = chat::Posts { slack: config.slack.and_then(|s| s.post_url), teams: config.teams.and_then(|t| t.post_url) };
     tokio::spawn(chat::deliver(Arc::clone(&service), posts, inbox));
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key, args.client_ca.as_deref())?),
+        _ => None,
+    };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and supervisors read these lines to find the ports.
-    println!("aegis serve: http://{http_addr} (policy version {})", service.engine.policy_version());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("aegis serve: {scheme}://{http_addr} (policy version {})", service.engine.policy_version());
     if let Some(addr) = args.grpc_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         println!("aegis serve: grpc ext_authz on {}", listener.local_addr().map_err(|e| e.to_string())?);
@@ -163,7 +178,16 @@ async fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    axum::serve(listener, api::router(service)).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string())
+    let app = api::router(service);
+    match tls {
+        Some(config) => {
+            tokio::select! {
+                () = tls::serve(listener, config, app) => Ok(()),
+                () = shutdown() => Ok(()),
+            }
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string()),
+    }
 }
 
 async fn shutdown() {

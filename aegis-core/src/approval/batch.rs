@@ -141,9 +141,16 @@ impl Engine {
         if self.store.task_state(&chain.task_id)?.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id)));
         }
+        // Only budgets that ask for an approval when exceeded; one that denies stays enforced.
+        let approvable = |name: &&String| {
+            bundle.tool(&envelope.tool).is_some_and(|t| {
+                t.budgets.iter().any(|b| &b.name == *name && b.spec.on_exceed == crate::policy::OnExceed::Approval)
+            })
+        };
+        let budgets: Vec<&String> = spec.lifts_budgets.iter().filter(approvable).collect();
         let metas: Vec<_> = spec.lifts.iter().filter_map(|id| bundle.policy_meta(&cedar_policy::PolicyId::new(id))).collect();
         let mut roles: Vec<String> = metas.iter().filter_map(|m| m.approval.clone()).collect();
-        if !spec.lifts_budgets.is_empty() {
+        if !budgets.is_empty() {
             roles.push("budget-approver".to_owned());
         }
         roles.sort_unstable();
@@ -166,7 +173,7 @@ impl Engine {
                 .lifts
                 .iter()
                 .cloned()
-                .chain(spec.lifts_budgets.iter().map(|b| format!("{}{b}", super::BUDGET_LIFT_PREFIX)))
+                .chain(budgets.iter().map(|b| format!("{}{b}", super::BUDGET_LIFT_PREFIX)))
                 .collect(),
             agent_id: chain.agent_id.clone(),
             lineage: chain.lineage.clone(),

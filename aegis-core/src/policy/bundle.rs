@@ -696,8 +696,9 @@ fn validate_batches(
             }
         }
         for name in &spec.lifts_budgets {
-            if !entry.budgets.iter().any(|b| &b.name == name && b.spec.on_exceed == super::OnExceed::Approval) {
-                return invalid(tool, format!("`{name}` is not an approvable budget of the tool"));
+            // A budget that denies is never lifted (`Engine::request_batch` leaves it out).
+            if !entry.budgets.iter().any(|b| &b.name == name) {
+                return invalid(tool, format!("`{name}` is not a budget of the tool"));
             }
         }
     }

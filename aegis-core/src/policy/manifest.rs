@@ -77,7 +77,8 @@ pub struct BatchSpec {
     /// The `@approval` forbids a batch lifts for its calls (their ids).
     #[serde(default)]
     pub lifts: Vec<String>,
-    /// The budgets (`on_exceed: approval`) a batch lifts for its calls: its own total bounds them.
+    /// The budgets a batch lifts for its calls (its own total bounds them); only those whose
+    /// `on_exceed` is `approval`: a budget that denies is never lifted.
     #[serde(default)]
     pub lifts_budgets: Vec<String>,
 }
