@@ -285,6 +285,13 @@ fn agent_bearer(task: &str) -> String {
     format!("Bearer {planner}~{finance}")
 }
 
+/// A finance approver's own root credential (a person attested by the issuer), as a bearer.
+fn approver_bearer() -> String {
+    let mut person = spec("approvals-desk", "finance-approver", &key(4), &["aegis.approve"]);
+    person.roles = vec!["finance-approver".into()];
+    format!("Bearer {}", issue_root(ISSUER, &key(1), person).unwrap())
+}
+
 fn rsa_pem(name: &str) -> Vec<u8> {
     std::fs::read(repo_root().join("aegis-core/tests/fixtures").join(name)).unwrap()
 }
@@ -442,6 +449,17 @@ fn a_payment_through_nginx_is_approved_in_slack_and_runs_once() {
     assert_eq!(ran[0].headers["aegis-call-digest"], call_digest(TOOL, &small).unwrap());
     assert!(!ran[0].headers.contains_key("authorization"), "the agent's chain is not forwarded to the tool");
 
+    // A header naming another tool than the path the upstream runs: denied.
+    let r = client()
+        .post(format!("http://{nginx}/tools/{TOOL}"))
+        .header("authorization", &agent)
+        .header("aegis-tool", "invoice.create")
+        .header("aegis-args", b64(&json!({"customer": "acme", "amount": 1})))
+        .body(small.to_string())
+        .send()
+        .unwrap();
+    assert_eq!((r.status().as_u16(), header(&r, "aegis-reason")), (403, "args_invalid".into()));
+
     // No chain, no arguments, or arguments that differ from the body: denied at the gate.
     let r = client().post(format!("http://{nginx}/tools/{TOOL}")).header("aegis-args", b64(&small)).send().unwrap();
     assert_eq!(r.status(), 401);
@@ -562,7 +580,15 @@ fn a_payment_through_nginx_is_approved_in_slack_and_runs_once() {
 
     // The live report, rendered by headless Chromium from the service, shows the figures the
     // core computes from the same log.
-    let dom = common::headless(&dir.join("profile"), &["--dump-dom", &format!("http://{}/report", serve.http)]);
+    // The page is for approvers and administrators: fetched with a finance approver's chain,
+    // then rendered from the file (it loads nothing from the network).
+    let anonymous = client().get(format!("http://{}/report", serve.http)).send().unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let page = client().get(format!("http://{}/report", serve.http)).header("authorization", approver_bearer()).send().unwrap();
+    assert_eq!(page.status(), 200);
+    std::fs::write(dir.join("live-report.html"), page.text().unwrap()).unwrap();
+    let url = format!("file://{}", dir.join("live-report.html").display());
+    let dom = common::headless(&dir.join("profile"), &["--dump-dom", &url]);
     assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
     let dom = String::from_utf8(dom.stdout).unwrap();
     assert!(dom.contains("data-rendered=\"ok\""), "the page's charts did not draw: {}", &dom[..dom.len().min(2000)]);
@@ -765,6 +791,19 @@ fn every_documented_route_is_served_and_callers_are_authenticated() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
+    // The report is not for agents; the shared tasks of external identities and chat answers
+    // are ended by administrators only.
+    let r = client().get(format!("http://{}/report", serve.http)).header("authorization", &agent).send().unwrap();
+    assert_eq!(r.status(), 403);
+    let planner = agent.split('~').next().unwrap().to_owned();
+    for shared in ["external:https%3A%2F%2Fidp.example", "channel:aegis-approval-channels"] {
+        let r = client()
+            .post(format!("http://{}/v1/tasks/{shared}/end", serve.http))
+            .header("authorization", &planner)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403, "{shared}");
+    }
     // A delegate cannot end the task; its root can, and then the agent is denied.
     let r = client()
         .post(format!("http://{}/v1/tasks/task-serve-routes/end", serve.http))
@@ -809,7 +848,16 @@ fn a_batch_approved_in_slack_admits_each_fitting_call_once_at_the_gate() {
         let r = request.send().unwrap();
         (r.status().as_u16(), header(&r, "aegis-reason"))
     };
-    // 4500 of the task's 5000 a day spent; the next payouts would each need an approval.
+    // Envoy's path is the proxy's: an `X-Original-URI` the client adds does not change the tool.
+    let r = client()
+        .post(format!("http://{}/v1/ext_authz/tools/{TOOL}", serve.http))
+        .header("authorization", &agent)
+        .header("x-original-uri", "/tools/invoice.create")
+        .body(pay(100).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "decided as `{TOOL}`");
+    // 4600 of the task's 5000 a day spent; the next payouts would each need an approval.
     assert_eq!(gate(&pay(4500), None).0, 200);
     assert_eq!(gate(&pay(1000), None).0, 403);
 

@@ -127,3 +127,29 @@ fn a_batch_keeps_its_total_its_window_its_agent_and_lifts_nothing_else() {
     let late = engine.authorize(&req(&lasting, pay(10, GOOD_ACCOUNT), Some(&token))).unwrap();
     assert_eq!((late.outcome, late.reasons[0].code.to_string()), (Outcome::Deny, "approval_expired".into()));
 }
+
+#[test]
+fn a_batch_lifts_a_summed_budget_only_when_it_bounds_that_sum() {
+    let mut sources = engine_sources();
+    sources.manifest = sources.manifest.replace("    amount_arg: amount\n", "");
+    let err = aegis_sod::Bundle::from_sources(&sources).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidBundle);
+    assert!(err.message().contains("amount_arg"), "{}", err.message());
+}
+
+#[test]
+fn a_call_that_needs_its_own_approval_does_not_carry_the_batch_into_it() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    assert_eq!(engine.authorize(&req(&fx.chain(), pay(4000, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    let pending = engine.request_batch(&ask(&fx, envelope(5, 9000, 20_000))).unwrap();
+    let token =
+        engine.approve(&pending.approval_id, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
+    // Over 5000: the payment's own forbid asks for an approval; the batch's budget lift does
+    // not travel into it (the new request lifts only what it asks for).
+    let d = engine.authorize(&req(&fx.chain(), pay(6000, GOOD_ACCOUNT), Some(&token))).unwrap();
+    assert_eq!(d.outcome, Outcome::ApprovalNeeded, "{d:?}");
+    let single = engine.approval(&d.approval_id.unwrap()).unwrap().unwrap();
+    assert!(single.batch.is_none());
+    assert!(!single.lifts.iter().any(|l| l == "budget:task_payments"), "{:?}", single.lifts);
+}

@@ -182,7 +182,7 @@ fn a_roster_is_validated_when_the_bundle_loads() {
 fn messages_cannot_ping_link_or_break_out_of_their_blocks() {
     let fx = Fixture::new();
     let engine = fx.engine();
-    let memo = "```<!channel> <https://evil.example|click to approve> &amp;";
+    let memo = "````<!channel> <https://evil.example|click to approve> &amp; [approve here](https://evil.example) **ok**";
     let mut args = pay(7000, GOOD_ACCOUNT);
     args["memo"] = json!(memo);
     let d = engine.authorize(&req(&fx.chain(), args, None)).unwrap();
@@ -193,8 +193,11 @@ fn messages_cannot_ping_link_or_break_out_of_their_blocks() {
     assert_eq!(text.matches("```").count(), 2, "only the block's own fences: {text}");
     let resolved = slack_resolved_message(&pending, Some("<!here> nope"));
     assert!(!resolved.to_string().contains("<!here>"));
-    // A Teams card carries the approval id in its actions' data, never a token.
+    // A Teams card renders no link or emphasis from the request, and carries the approval id
+    // in its actions' data, never a token.
     let card = teams_card(&pending, None);
+    let shown = card.to_string();
+    assert!(!shown.contains("[approve here]") && !shown.contains("**ok**"), "{shown}");
     assert_eq!(card["actions"][0]["data"]["approval_id"], pending.approval_id.as_str());
     assert_eq!(card["actions"][0]["type"], "Action.Execute");
 }

@@ -124,8 +124,13 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], service.metrics.render()).into_response()
 }
 
-/// The operator's report over the engine's audit log, rendered at each request.
-async fn report(State(service): State<Arc<Service>>) -> Response {
+/// The operator's report over the engine's audit log, rendered at each request, for
+/// approvers and administrators.
+async fn report(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    let svc = Arc::clone(&service);
+    if let Err(e) = blocking(move || approver_or_admin(&svc, &headers)).await {
+        return error_response(&e);
+    }
     let Some(log) = service.engine.audit_log().cloned() else {
         return error_response(&Error::new(ErrorCode::AuditUnavailable, "this service keeps no audit log"));
     };
@@ -175,7 +180,7 @@ async fn decide(service: Arc<Service>, request: AuthorizationRequest) -> Respons
     let tool = request.tool.clone();
     let decided = blocking(move || svc.engine.authorize(&request)).await;
     if let Ok(decision) = &decided {
-        service.metrics.decision(&tool, decision);
+        service.metrics.decision(&service.engine.bundle(), &tool, decision);
     }
     reply(decided)
 }
@@ -307,6 +312,11 @@ async fn end_task(State(service): State<Arc<Service>>, Path(task): Path<String>,
             let chain = bearer(&headers)?;
             let is_admin = svc.engine.authenticate_person(&chain, ADMIN_SCOPE).is_ok();
             if !is_admin {
+                // The shared tasks of external identities and chat answers revoke every person
+                // of an issuer or channel: only an administrator ends them.
+                if task.starts_with("external:") || task.starts_with("channel:") {
+                    return Err(Error::new(ErrorCode::ToolNotInScope, format!("only an administrator ends `{task}`")));
+                }
                 let caller = svc.engine.verify_chain(&chain)?;
                 if !caller.is_root() || caller.task_id != task {
                     return Err(Error::new(
@@ -360,10 +370,14 @@ async fn admin(State(service): State<Arc<Service>>, body: Bytes) -> Response {
 async fn ext_authz(State(service): State<Arc<Service>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let headers: HashMap<String, String> =
         headers.iter().filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))).collect();
-    let path = headers
-        .get("x-original-uri")
-        .cloned()
-        .unwrap_or_else(|| uri.path().strip_prefix("/v1/ext_authz").unwrap_or_default().to_owned());
+    // Envoy calls at `/v1/ext_authz<original path>`: that path is the proxy's, never a
+    // header. Only a check at the bare `/v1/ext_authz` (nginx, which sets `X-Original-URI`
+    // itself, overwriting any the client sent) takes the path from the header.
+    let own = uri.path().strip_prefix("/v1/ext_authz").unwrap_or_default();
+    let path = match own {
+        "" | "/" => headers.get("x-original-uri").cloned().unwrap_or_default(),
+        own => own.to_owned(),
+    };
     let svc = Arc::clone(&service);
     let answer = tokio::task::spawn_blocking(move || {
         let body = (!body.is_empty()).then_some(&body[..]);

@@ -38,7 +38,7 @@ pub(crate) struct Posts {
 }
 
 /// Posts outgoing messages until the service stops, one at a time, off the runtime's threads.
-pub(crate) async fn deliver(service: Arc<Service>, posts: Posts, mut inbox: mpsc::UnboundedReceiver<Outgoing>) {
+pub(crate) async fn deliver(service: Arc<Service>, posts: Posts, mut inbox: mpsc::Receiver<Outgoing>) {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false).build().into();
     let posts = Arc::new(posts);
@@ -107,7 +107,7 @@ pub(crate) async fn slack_action(State(service): State<Arc<Service>>, headers: H
         blocking(move || svc.engine.resolve_from_channel(Channel::Slack, &a.account, &a.approval_id, a.verdict, None)).await;
     let reply = |body: Value| {
         if let Some(url) = &action.response_url {
-            let _ = service.outbox.send(Outgoing::SlackUpdate { url: url.clone(), body });
+            let _ = service.outbox.try_send(Outgoing::SlackUpdate { url: url.clone(), body });
         }
     };
     match resolved {

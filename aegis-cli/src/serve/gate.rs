@@ -53,7 +53,7 @@ pub(crate) fn check(service: &Service, call: &ProxiedCall<'_>) -> GateAnswer {
         Ok(d) => d,
         Err(e) => return refused(&e),
     };
-    service.metrics.decision(&request.tool, &decision);
+    service.metrics.decision(&service.engine.bundle(), &request.tool, &decision);
     answer(&request, &decision)
 }
 
@@ -61,14 +61,21 @@ pub(crate) fn check(service: &Service, call: &ProxiedCall<'_>) -> GateAnswer {
 fn request_of(service: &Service, call: &ProxiedCall<'_>) -> Result<AuthorizationRequest, Error> {
     let header = |name: &str| call.headers.get(name).map(String::as_str).filter(|v| !v.is_empty());
     let chain = bearer_chain(header("authorization"))?;
-    let named = header("mcp-name").or_else(|| header("aegis-tool")).map(str::to_owned);
-    let from_path = || {
-        let path = call.path.split(['?', '#']).next().unwrap_or_default();
-        path.split_once("/tools/")
-            .map(|(_, rest)| rest.trim_matches('/').to_owned())
-            .filter(|t| !t.is_empty() && !t.contains('/'))
-    };
-    let mut tool = named.or_else(from_path);
+    // Every place that names the tool must name the same one: the upstream runs the tool of
+    // the path, so a header naming another would have the gate decide on the wrong tool.
+    let path = call.path.split(['?', '#']).next().unwrap_or_default();
+    let from_path = path.split_once("/tools/").map(|(_, rest)| rest.trim_matches('/')).filter(|t| !t.is_empty());
+    if from_path.is_some_and(|t| t.contains('/')) {
+        return Err(Error::new(ErrorCode::MalformedRequest, "the path names no single tool under `/tools/`"));
+    }
+    let names: Vec<&str> = [header("mcp-name"), header("aegis-tool"), from_path].into_iter().flatten().collect();
+    if let Some(other) = names.iter().find(|n| **n != names[0]) {
+        return Err(Error::new(
+            ErrorCode::ArgsInvalid,
+            format!("the call names two tools, `{}` and `{other}` (path, `Mcp-Name`, `Aegis-Tool`)", names[0]),
+        ));
+    }
+    let mut tool = names.first().map(|t| (*t).to_owned());
     let body_args = match call.body.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
         None => None,
         Some(body) => {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpStatusCode};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -31,8 +33,10 @@ impl Authorization for Check {
         let mut response = CheckResponse::default();
         if answer.status == 200 {
             let mut ok = OkHttpResponseBuilder::new();
+            // Overwrite: a client that sent its own `Aegis-*` headers must not reach the
+            // upstream with them first.
             for (name, value) in answer.headers {
-                ok.add_header(name, value, None, true);
+                ok.add_header(name, value, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), true);
             }
             response.set_status(Status::ok("allowed")).set_http_response(ok);
         } else {

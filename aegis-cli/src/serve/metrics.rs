@@ -36,8 +36,10 @@ impl Metrics {
         f(&mut self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
-    /// Counts a decision.
-    pub fn decision(&self, tool: &str, decision: &Decision) {
+    /// Counts a decision; a tool the bundle does not know is counted as `unknown` (callers
+    /// choose tool names, and every label value is kept for good).
+    pub fn decision(&self, bundle: &aegis_sod::Bundle, tool: &str, decision: &Decision) {
+        let tool = if bundle.tools().any(|t| t == tool) { tool } else { "unknown" };
         self.with(|c| {
             *c.decisions.entry((decision.outcome.to_string(), tool.to_owned())).or_default() += 1;
             if decision.would_block {

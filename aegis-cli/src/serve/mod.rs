@@ -102,8 +102,11 @@ pub(crate) struct Service {
     /// opening a new request for a human.
     pub tokens: Mutex<HashMap<String, (String, std::time::Instant)>>,
     pub metrics: metrics::Metrics,
-    pub outbox: mpsc::UnboundedSender<chat::Outgoing>,
+    pub outbox: mpsc::Sender<chat::Outgoing>,
 }
+
+/// Messages waiting to be posted to Slack and Teams.
+const OUTBOX_CAPACITY: usize = 1024;
 
 /// How long a kept override token is remembered (tokens expire sooner: 5 minutes by default).
 const TOKEN_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -130,21 +133,29 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
 }
 
 async fn serve(args: &ServeArgs) -> Result<(), String> {
+    if args.demo && !args.listen.ip().is_loopback() {
+        return Err("`--demo` uses published keys: it listens on loopback addresses only".into());
+    }
     let config = match (&args.config, args.demo) {
         (Some(path), _) => aegis_sod::from_str_strict::<ServeConfig>(&crate::read(path)?).map_err(show)?,
         (None, _) => demo_config()?,
     };
-    let (outbox, inbox) = mpsc::unbounded_channel();
+    // Bounded: a flood of requests cannot grow the queue without end; a message that does not
+    // fit is not posted (its approval stays pending, listed by the API).
+    let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
     let notify_tx = outbox.clone();
     // The engine calls this with every new pending approval, on the deciding thread: it only
     // queues the message; delivery happens on the runtime and never delays or changes the
     // decision (a failed delivery leaves the call pending and denied).
     let notifier: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |pending: String| {
         if let Ok(pending) = serde_json::from_str::<PendingApproval>(&pending) {
-            let _ = notify_tx.send(chat::Outgoing::NewApproval(Box::new(pending)));
+            let _ = notify_tx.try_send(chat::Outgoing::NewApproval(Box::new(pending)));
         }
     });
     let engine = Arc::new(engine_with_notifier(config.engine, Some(notifier)).map_err(show)?);
+    if config.slack.as_ref().is_some_and(|s| s.signing_secret.len() < 16) {
+        return Err("`slack.signing_secret` must be the app's signing secret (16 characters or more)".into());
+    }
     let slack = config.slack.as_ref().map(|s| SlackVerifier::new(&s.signing_secret));
     let teams = match &config.teams {
         Some(t) => Some(TeamsVerifier::new(&t.app_id, &t.jwks.to_string()).map_err(show)?),

@@ -65,10 +65,19 @@ pub(crate) fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -
 pub(crate) async fn serve(listener: TcpListener, config: Arc<ServerConfig>, app: Router) {
     let acceptor = TlsAcceptor::from(config);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or the like: back off rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(stream).await else { return };
+            // A client that never finishes its handshake holds nothing for long.
+            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+            let Ok(Ok(tls)) = handshake.await else { return };
             let _ =
                 auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), TowerToHyperService::new(app)).await;
         });

@@ -216,7 +216,10 @@ impl Engine {
         let chain = Arc::clone(&call.chain);
         let mut roles = Vec::new();
         let (mut quorum, mut stages) = (1, Vec::<String>::new());
-        let mut lifts: Vec<String> = call.approval.as_ref().map(|c| c.lifts.clone()).unwrap_or_default();
+        // A batch's lifts are not carried into a single approval: that would take them past the
+        // batch's count, total and the quorum its own forbids ask.
+        let carried = call.approval.as_ref().filter(|c| c.batch.is_none());
+        let mut lifts: Vec<String> = carried.map(|c| c.lifts.clone()).unwrap_or_default();
         for reason in &decision.reasons {
             match reason.policy_id.as_ref().and_then(|id| bundle.policy_meta(&PolicyId::new(id))) {
                 Some(meta) => {

@@ -696,9 +696,15 @@ fn validate_batches(
             }
         }
         for name in &spec.lifts_budgets {
-            // A budget that denies is never lifted (`Engine::request_batch` leaves it out).
-            if !entry.budgets.iter().any(|b| &b.name == name) {
+            // A budget that denies is never lifted (`Engine::request_batch` leaves it out); one
+            // that sums an argument is lifted only if the batch bounds that very argument.
+            let Some(budget) = entry.budgets.iter().find(|b| &b.name == name) else {
                 return invalid(tool, format!("`{name}` is not a budget of the tool"));
+            };
+            if let Some(sum) = &budget.spec.sum {
+                if spec.amount_arg.as_deref() != Some(sum.as_str()) {
+                    return invalid(tool, format!("lifting `{name}` needs `amount_arg: {sum}`, which the batch then bounds"));
+                }
             }
         }
     }

@@ -131,7 +131,12 @@ fn votes_line(pending: &PendingApproval) -> String {
 /// Text from a request, made inert in Slack's `mrkdwn`: `&`, `<` and `>` escaped (no mentions,
 /// links or channel pings) and code fences broken so arguments cannot end their block.
 fn inert(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace("```", "`\u{200b}``")
+    let mut text = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    // No two backticks stay adjacent, however many were sent.
+    while text.contains("``") {
+        text = text.replace("``", "`\u{200b}`");
+    }
+    text
 }
 
 /// A Slack Block Kit message body (for `chat.postMessage` or an incoming webhook) asking a

@@ -105,15 +105,15 @@ impl TeamsAction {
 /// plain `TextBlock` text: Adaptive Cards render no markup from it but a Markdown subset, so
 /// arguments are shown in a monospace block as JSON.
 pub fn teams_card(pending: &PendingApproval, refusal: Option<&str>) -> Value {
-    let fact = |title: &str, value: &str| json!({"title": title, "value": value});
+    let fact = |title: &str, value: &str| json!({"title": title, "value": inert(value)});
     let why: Vec<Value> = pending
         .policy_ids
         .iter()
         .zip(pending.reasons.iter())
-        .map(|(id, msg)| json!({"type": "TextBlock", "text": format!("{id}: {msg}"), "wrap": true}))
+        .map(|(id, msg)| json!({"type": "TextBlock", "text": inert(&format!("{id}: {msg}")), "wrap": true}))
         .collect();
     let mut body = vec![
-        json!({"type": "TextBlock", "size": "Large", "weight": "Bolder", "text": format!("Approval needed: {}", pending.tool), "wrap": true}),
+        json!({"type": "TextBlock", "size": "Large", "weight": "Bolder", "text": inert(&format!("Approval needed: {}", pending.tool)), "wrap": true}),
         json!({"type": "FactSet", "facts": [
             fact("Agent", &pending.agent_id),
             fact("Delegated by", &lineage(pending)),
@@ -122,7 +122,7 @@ pub fn teams_card(pending: &PendingApproval, refusal: Option<&str>) -> Value {
             fact("Approver role", &pending.roles.join(", ")),
             fact("Approval id", &pending.approval_id),
         ]}),
-        json!({"type": "TextBlock", "text": shown_args(pending), "fontType": "Monospace", "wrap": true}),
+        json!({"type": "TextBlock", "text": inert(&shown_args(pending)), "fontType": "Monospace", "wrap": true}),
     ];
     body.extend(why);
     body.push(json!({"type": "TextBlock", "isSubtle": true, "size": "Small", "wrap": true,
@@ -135,7 +135,9 @@ pub fn teams_card(pending: &PendingApproval, refusal: Option<&str>) -> Value {
         )}));
     }
     if let Some(why) = refusal {
-        body.push(json!({"type": "TextBlock", "color": "Attention", "wrap": true, "text": format!("answer not taken: {why}")}));
+        body.push(
+            json!({"type": "TextBlock", "color": "Attention", "wrap": true, "text": inert(&format!("answer not taken: {why}"))}),
+        );
     } else if answered {
         let status = match pending.status {
             ApprovalStatus::Approved => "approved",
@@ -165,6 +167,12 @@ pub fn teams_card(pending: &PendingApproval, refusal: Option<&str>) -> Value {
         "body": body,
         "actions": actions,
     })
+}
+
+/// Text from a request, made inert in a card's Markdown subset: no links (`[text](url)`) and no
+/// emphasis, by swapping the brackets and asterisks for look-alikes.
+fn inert(text: &str) -> String {
+    text.replace('[', "\u{FF3B}").replace(']', "\u{FF3D}").replace('*', "\u{2217}")
 }
 
 /// The body of the answer to an `adaptiveCard/action` invoke: the card that replaces the one
