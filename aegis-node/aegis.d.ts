@@ -23,6 +23,8 @@ interface DecisionBase {
   readonly wouldBlock: boolean;
   readonly breakGlassId: string | null;
   /** What a candidate bundle in shadow rollout would have decided; never the outcome. */
+  /** For a permitting decision of an engine that issues receipts: what the tool checks with `verifyReceipt`. */
+  readonly receipt: string | null;
   readonly candidate: { readonly policyVersion: string; readonly outcome: 'allow' | 'deny' | 'sanitize' | 'approval_needed'; readonly policyIds: readonly string[]; readonly wouldBlock: boolean } | null;
 }
 export interface AllowDecision extends DecisionBase { readonly outcome: 'allow'; readonly approvalId: null; readonly sanitizedArgs: null }
@@ -210,6 +212,8 @@ export interface EngineOptions {
   bundleKeys?: readonly KeyPair[];
   /** Take changes to what is enforced only through `admin` (two administrators). */
   requireTwoAdmins?: boolean;
+  /** Sign a receipt for every permitting decision, for tools that check with `verifyReceipt`. */
+  receipts?: { key: KeyPair; issuer?: string; audience?: string; ttlSecs?: number };
 }
 
 /** A control-plane change (`set_mode`, `load_bundle`, `rollback`, `set_candidate`, ...). */
@@ -310,6 +314,8 @@ export class Engine {
   /** Asks one approval for a batch of calls within `envelope`, where the bundle batches the tool. */
   requestBatch(chain: Chain, envelope: BatchEnvelope, options?: { resource?: ResourceRef; reason?: string }): PendingApproval;
   requestBatchAsync(chain: Chain, envelope: BatchEnvelope, options?: { resource?: ResourceRef; reason?: string }): Promise<PendingApproval>;
+  /** The JWK Set that verifies this engine's decision receipts (null: it issues none). */
+  receiptJwks(): { readonly keys: readonly unknown[] } | null;
   pendingApprovals(): PendingApproval[];
   pendingApprovalsAsync(): Promise<PendingApproval[]>;
   approval(approvalId: string): PendingApproval | null;
@@ -409,3 +415,9 @@ export function errorCodes(): ErrorCode[];
 export function reasonCodes(): ReasonCode[];
 /** The core's operation table (each has a wrapper in this package). */
 export function operations(): { name: string; needsEngine: boolean; summary: string }[];
+
+/** A tool's offline check of a decision receipt: signed by a key of `jwks`, by `issuer`, for `audience`, unexpired, for exactly `tool` and `args`. */
+export function verifyReceipt(receipt: string, jwks: unknown, check: { issuer: string; audience: string; tool: string; args: Args; now?: number }): {
+  readonly iss: string; readonly aud: string; readonly sub: string; readonly task: string; readonly tool: string;
+  readonly call: string; readonly jti: string; readonly pv: string; readonly iat: number; readonly exp: number;
+};

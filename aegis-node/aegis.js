@@ -90,6 +90,7 @@ function decisionFrom(d) {
     approvalId: d.approval_id ?? null,
     sanitizedArgs: d.sanitized_args ?? null,
     breakGlassId: d.break_glass_id ?? null,
+    receipt: d.receipt ?? null,
     candidate: d.candidate == null ? null : { policyVersion: d.candidate.policy_version, outcome: d.candidate.outcome,
       policyIds: d.candidate.policy_ids, wouldBlock: d.candidate.would_block },
   });
@@ -231,6 +232,9 @@ function verifySignature(publicKey, message, signature) {
   return Object.freeze({ valid: out.valid === true, keyError: out.key_error ?? null });
 }
 const callDigest = (tool, args) => call('call_digest', { tool, args });
+/** A tool's offline check of a decision receipt; returns its claims or throws `ReceiptInvalid` / `ReceiptMismatch`. */
+const verifyReceipt = (receipt, jwks, { issuer, audience, tool, args, now }) =>
+  call('verify_receipt', now == null ? { receipt, jwks, issuer, audience, tool, args } : { receipt, jwks, issuer, audience, tool, args, now });
 const slackMessage = (pending) => call('slack_message', pending.raw);
 /** The core's enforcement of `decision` for a call with `args` (what guards do). */
 const enforce = (decision, args) => enforcementFrom(call('enforce', { decision: decisionJson(decision), args: args ?? {} }));
@@ -381,7 +385,7 @@ class Engine {
   #native;
   constructor({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
     maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit, telemetry,
-    bundleKeys, requireTwoAdmins }) {
+    bundleKeys, requireTwoAdmins, receipts }) {
     const config = {
       bundle_dir: bundleDir,
       // Both kinds are optional here; the core refuses an engine with no issuer at all.
@@ -395,6 +399,8 @@ class Engine {
       max_break_glass_secs: maxBreakGlassSecs, fixed_time: fixedTime, audit: auditJson(audit),
       bundle_keys: bundleKeys == null ? undefined : bundleKeys.map((k) => k.publicJwk),
       require_two_admins: requireTwoAdmins === true,
+      receipts: receipts == null ? undefined
+        : { key: receipts.key.privateJwk, issuer: receipts.issuer, audience: receipts.audience, ttl_secs: receipts.ttlSecs },
       telemetry: telemetry == null ? undefined
         : { otlp_endpoint: telemetry.otlpEndpoint, service_name: telemetry.serviceName, export_interval_ms: telemetry.exportIntervalMs },
     };
@@ -431,6 +437,9 @@ class Engine {
     return deepFreeze(this.#call('control_status'));
   }
   /** Exports the spans and metrics recorded so far now (an engine built with `telemetry`). */
+  receiptJwks() {
+    return this.#call('receipt_jwks');
+  }
   flushTelemetry() {
     this.#call('flush_telemetry');
   }
@@ -545,6 +554,7 @@ exports.auditVerify = auditVerify;
 exports.bundleSign = bundleSign;
 exports.bundleVerify = bundleVerify;
 exports.callDigest = callDigest;
+exports.verifyReceipt = verifyReceipt;
 exports.createProof = createProof;
 exports.deepFreeze = deepFreeze;
 exports.delegate = delegate;

@@ -58,7 +58,9 @@ export type ErrorCode =
   | 'channel_user_unknown'
   | 'args_required'
   | 'sanitize_unenforceable'
-  | 'batch_refused';
+  | 'batch_refused'
+  | 'receipt_invalid'
+  | 'receipt_mismatch';
 
 /** A policy's verdict: reason codes that are not errors. */
 export type VerdictCode =

@@ -59,6 +59,8 @@ const ERROR_CODES = Object.freeze([
   'args_required',
   'sanitize_unenforceable',
   'batch_refused',
+  'receipt_invalid',
+  'receipt_mismatch',
 ]);
 
 const VERDICT_CODES = Object.freeze([

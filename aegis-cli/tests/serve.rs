@@ -217,9 +217,11 @@ http {{
       auth_request_set $aegis_approval $upstream_http_aegis_approval_id;
       auth_request_set $aegis_reason $upstream_http_aegis_reason;
       auth_request_set $aegis_digest $upstream_http_aegis_call_digest;
+      auth_request_set $aegis_receipt $upstream_http_aegis_receipt;
       add_header Aegis-Approval-Id $aegis_approval always;
       add_header Aegis-Reason $aegis_reason always;
       proxy_set_header Aegis-Call-Digest $aegis_digest;
+      proxy_set_header Aegis-Receipt $aegis_receipt;
       proxy_set_header Authorization "";
       proxy_pass http://{tool};
     }}
@@ -311,6 +313,7 @@ fn config(dir: &Path, slack_post: &str, teams_post: &str) -> Value {
             "bundle_dir": repo_root().join("policies/payments").display().to_string(),
             "trusted_issuers": [{"issuer": ISSUER, "jwk": key(1).public_key().to_jwk()}],
             "approval_channels": {"key": key(9).to_private_jwk()},
+            "receipts": {"key": key(12).to_private_jwk(), "issuer": "aegis.serve.test", "audience": "payments-api"},
             "audit": {"dir": dir.join("audit").display().to_string(), "signing_key": log_key["signer_key"]},
         },
         "slack": {"signing_secret": SLACK_SECRET, "post_url": slack_post},
@@ -448,6 +451,21 @@ fn a_payment_through_nginx_is_approved_in_slack_and_runs_once() {
     assert_eq!(serde_json::from_slice::<Value>(&ran[0].body).unwrap(), small);
     assert_eq!(ran[0].headers["aegis-call-digest"], call_digest(TOOL, &small).unwrap());
     assert!(!ran[0].headers.contains_key("authorization"), "the agent's chain is not forwarded to the tool");
+    // The tool checks the receipt offline against the service's published keys: valid for this
+    // body, refused for any other.
+    let jwks: Value = client().get(format!("http://{}/.well-known/jwks.json", serve.http)).send().unwrap().json().unwrap();
+    let check = |args: &Value| aegis_sod::ReceiptCheck {
+        issuer: "aegis.serve.test".into(),
+        audience: "payments-api".into(),
+        tool: TOOL.into(),
+        args: args.clone(),
+    };
+    let receipt = &ran[0].headers["aegis-receipt"];
+    let now = SystemClock.now_secs();
+    let claims = aegis_sod::verify_receipt(receipt, &jwks, &check(&small), now, 30).unwrap();
+    assert_eq!(claims.sub, "planner/finance-agent");
+    let err = aegis_sod::verify_receipt(receipt, &jwks, &check(&pay(1201)), now, 30).unwrap_err();
+    assert_eq!(err.code(), aegis_sod::ErrorCode::ReceiptMismatch);
 
     // A header naming another tool than the path the upstream runs: denied.
     let r = client()

@@ -203,6 +203,11 @@ codes! {
         /// A batch approval was asked for a tool the bundle does not batch, or beyond the
         /// envelope it allows; or a call is outside its batch's envelope.
         BatchRefused => "batch_refused",
+        /// A decision receipt is missing, malformed, not signed by the trusted key, for another
+        /// issuer or audience, or expired.
+        ReceiptInvalid => "receipt_invalid",
+        /// A decision receipt authorized another tool or other arguments than the call's.
+        ReceiptMismatch => "receipt_mismatch",
     }
 }
 

@@ -12,6 +12,7 @@ mod identity;
 mod json;
 pub mod json_api;
 mod policy;
+mod receipt;
 mod state;
 #[cfg(feature = "otel")]
 pub mod telemetry;
@@ -40,6 +41,7 @@ pub use policy::{
     Manifest, OnExceed, PolicyMeta, PolicyTestReport, PredicateSpec, RosterEntry, UnknownDetector, BUNDLE_SIGNATURE_FILE,
     COMPILED_FILE, MATRIX_FILE, REDACTED,
 };
+pub use receipt::{verify_receipt, ReceiptCheck, ReceiptClaims, RECEIPT_TYP};
 #[cfg(feature = "redis")]
 pub use state::RedisStore;
 #[cfg(feature = "sqlite")]

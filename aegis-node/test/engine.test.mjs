@@ -7,7 +7,7 @@ import path from 'node:path';
 import util from 'node:util';
 import {
   AegisApprovalRequired, AegisDenied, AegisError, ERROR_CODES, Engine, KeyPair, VERDICT_CODES, argsToRun, delegate, enforce,
-  errorCodes, reasonCodes, slackMessage,
+  errorCodes, reasonCodes, slackMessage, verifyReceipt,
 } from '../aegis.js';
 import { BUNDLE, ISSUER, ISSUER_KEY, PLANNER_KEY, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
 
@@ -215,4 +215,21 @@ test('a throwing notifier becomes a process warning, never an exception', async 
   } finally {
     process.off('warning', onWarning);
   }
+});
+
+test('a tool checks the decision receipt offline', () => {
+  const eng = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY },
+    receipts: { key: KeyPair.fromSeed(Buffer.alloc(32, 11)), issuer: 'aegis.example', audience: 'payments-api' } });
+  const jwks = eng.receiptJwks();
+  assert.equal(jwks?.keys.length, 1);
+  const chain = financeChain(uniqueTask('receipt'));
+  const d = eng.authorize({ chain, tool: TOOL, args: pay(1200) });
+  assert.equal(d.outcome, 'allow');
+  const check = { issuer: 'aegis.example', audience: 'payments-api', tool: TOOL };
+  assert.equal(verifyReceipt(d.receipt ?? '', jwks, { ...check, args: pay(1200) }).jti, d.decisionId);
+  assert.throws(() => verifyReceipt(d.receipt ?? '', jwks, { ...check, args: pay(1201) }), (e) => e.code === 'receipt_mismatch');
+  assert.throws(() => verifyReceipt(d.receipt ?? '', { keys: [KeyPair.generate().publicJwk] }, { ...check, args: pay(1200) }),
+    (e) => e.code === 'receipt_invalid');
+  assert.equal(eng.authorize({ chain, tool: TOOL, args: pay(9000) }).receipt, null);
+  assert.equal(engine().receiptJwks(), null);
 });

@@ -17,6 +17,8 @@ const WRAPPERS = {
   approve: ['Engine#approve', 'Engine#approveAsync'],
   reject: ['Engine#reject', 'Engine#rejectAsync'],
   pending_approvals: ['Engine#pendingApprovals', 'Engine#pendingApprovalsAsync'],
+  receipt_jwks: ['Engine#receiptJwks'],
+  verify_receipt: ['verifyReceipt'],
   request_batch: ['Engine#requestBatch', 'Engine#requestBatchAsync'],
   approval: ['Engine#approval'],
   ledger: ['Engine#ledger'],

@@ -423,3 +423,23 @@ def test_langgraph_tool_node_with_the_aegis_wrapper() -> None:
     forge_enforcement(eng, {"action": "launch"})
     out = compiled.invoke({"messages": [AIMessage(content="", tool_calls=calls[:1])]})
     assert out["messages"][-1].status == "error" and ran == [100, 7]
+
+
+def test_a_tool_checks_the_decision_receipt_offline() -> None:
+    eng = aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY},
+                       receipts={"key": aegis.KeyPair.from_seed(bytes([11]) * 32).private_jwk, "issuer": "aegis.example",
+                                 "audience": "payments-api"})
+    jwks = eng.receipt_jwks()
+    assert jwks is not None and len(jwks["keys"]) == 1
+    chain = finance_chain(unique_task("receipt"))
+    d = eng.authorize(chain, TOOL, pay(1200))
+    assert d.outcome == "allow" and d.receipt
+    check = {"issuer": "aegis.example", "audience": "payments-api", "tool": TOOL}
+    claims = aegis.verify_receipt(d.receipt, jwks, args=pay(1200), **check)
+    assert claims["jti"] == d.decision_id and claims["sub"] == FINANCE_AGENT
+    with pytest.raises(aegis.ReceiptMismatch):
+        aegis.verify_receipt(d.receipt, jwks, args=pay(1201), **check)
+    with pytest.raises(aegis.ReceiptInvalid):
+        aegis.verify_receipt(d.receipt, {"keys": [aegis.KeyPair.generate().public_jwk]}, args=pay(1200), **check)
+    assert eng.authorize(chain, TOOL, pay(9000)).receipt is None
+    assert engine().receipt_jwks() is None

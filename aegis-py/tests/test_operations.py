@@ -16,6 +16,8 @@ WRAPPERS = {
     "approve": "Engine.approve",
     "reject": "Engine.reject",
     "pending_approvals": "Engine.pending_approvals",
+    "receipt_jwks": "Engine.receipt_jwks",
+    "verify_receipt": "verify_receipt",
     "request_batch": "Engine.request_batch",
     "approval": "Engine.approval",
     "ledger": "Engine.ledger",

@@ -29,6 +29,7 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/openapi.json"),
+    ("get", "/.well-known/jwks.json"),
     ("get", "/metrics"),
     ("get", "/report"),
     ("post", "/v1/authorize"),
@@ -54,6 +55,7 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/.well-known/jwks.json", get(receipt_jwks))
         .route("/metrics", get(metrics))
         .route("/report", get(report))
         .route("/v1/authorize", post(authorize))
@@ -118,6 +120,22 @@ fn approver_or_admin(service: &Service, headers: &HeaderMap) -> Result<(), Error
 
 async fn healthz(State(service): State<Arc<Service>>) -> Response {
     Json(json!({"status": "ok", "policy_version": service.engine.policy_version()})).into_response()
+}
+
+/// The keys that verify this service's decision receipts.
+async fn receipt_jwks(State(service): State<Arc<Service>>) -> Response {
+    match service.engine.receipt_jwks() {
+        Some(jwks) => Json(jwks).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            aegis_sod::json_api::error_json(&Error::new(
+                ErrorCode::ReceiptInvalid,
+                "this service issues no receipts (engine `receipts`)",
+            )),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {

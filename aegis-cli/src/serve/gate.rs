@@ -11,7 +11,8 @@
 //! - `Aegis-Proof`, `Aegis-Approval` (an override token) or `Aegis-Approval-Id` (the approval
 //!   this call was approved under: the service presents its token), `traceparent`.
 //!
-//! Only `allow` passes (200). `approval_needed` is a deny (ext_authz has no pending verdict)
+//! Only `allow` passes (200), with `Aegis-Call-Digest` and, when the engine issues receipts,
+//! `Aegis-Receipt`. `approval_needed` is a deny (ext_authz has no pending verdict)
 //! carrying `Aegis-Approval-Id`; `sanitize` is a deny (`sanitize_unenforceable`): a proxy
 //! cannot rewrite the body, and running the tool with what a policy redacted is not an option.
 
@@ -172,6 +173,10 @@ fn answer(request: &AuthorizationRequest, decision: &Decision) -> GateAnswer {
         Outcome::Allow => {
             if let Ok(digest) = aegis_sod::call_digest(&request.tool, &request.args) {
                 headers.push(("aegis-call-digest", digest));
+            }
+            // For tools that check for themselves (`/.well-known/jwks.json`).
+            if let Some(receipt) = &decision.receipt {
+                headers.push(("aegis-receipt", receipt.clone()));
             }
             200
         }

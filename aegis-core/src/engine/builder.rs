@@ -36,6 +36,7 @@ pub struct EngineBuilder {
     bundle_keys: Option<Vec<PublicKey>>,
     two_admins: bool,
     channel_issuer: Option<crate::approval::ChannelIssuer>,
+    receipts: Option<crate::receipt::ReceiptSigner>,
 }
 
 impl Default for EngineBuilder {
@@ -61,6 +62,7 @@ impl Default for EngineBuilder {
             bundle_keys: None,
             two_admins: false,
             channel_issuer: None,
+            receipts: None,
         }
     }
 }
@@ -197,6 +199,19 @@ impl EngineBuilder {
         self
     }
 
+    /// Signs a receipt (issuer `issuer`, audience `audience`, valid `ttl_secs`) for every
+    /// permitting decision, with `key`; tools verify it offline against
+    /// [`Engine::receipt_jwks`] with [`crate::verify_receipt`].
+    pub fn receipts(mut self, issuer: impl Into<String>, audience: impl Into<String>, key: KeyPair, ttl_secs: i64) -> Self {
+        self.receipts = Some(crate::receipt::ReceiptSigner {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            key,
+            ttl_secs: ttl_secs.max(1),
+        });
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<Engine> {
         let bundle = self.bundle.ok_or_else(|| Error::malformed_request("an engine needs a policy bundle"))?;
@@ -249,6 +264,7 @@ impl EngineBuilder {
             telemetry: self.telemetry,
             control: super::control::ControlState::new(self.bundle_keys, self.two_admins),
             channel_issuer: self.channel_issuer,
+            receipts: self.receipts,
         };
         engine.record(|| bundle_loaded_event(&engine.bundle.load(), None, engine.clock.now_millis()))?;
         Ok(engine)

@@ -111,6 +111,10 @@ pub struct Decision {
     /// rollout); never the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<CandidateVerdict>,
+    /// For a permitting decision of an engine that issues receipts: the receipt the tool
+    /// verifies ([`crate::verify_receipt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// The candidate bundle's verdict on a call the enforced bundle decided.

@@ -28,7 +28,7 @@ pub use control::{admin_proof, AdminAction, AdminOutcome, AdminRequest, AdminSig
 pub use decision::{CandidateVerdict, Decision, Enforcement, Outcome, Reason};
 pub(crate) use pipeline::VerifiedCall;
 pub use request::{AuthorizationRequest, ResourceRef};
-pub(crate) use verdict::{apply_evaluation, undecided};
+pub(crate) use verdict::{apply_evaluation, deny, undecided};
 
 use crate::audit::{kind, AuditLog, Event};
 use crate::cache::BoundedCache;
@@ -77,6 +77,8 @@ pub struct Engine {
     pub(crate) control: control::ControlState,
     /// Attests the people who answer approvals in chat platforms; `None`: no channels.
     pub(crate) channel_issuer: Option<crate::approval::ChannelIssuer>,
+    /// Signs a receipt for every permitting decision; `None`: no receipts.
+    pub(crate) receipts: Option<crate::receipt::ReceiptSigner>,
 }
 
 /// The call-independent part of the context last built for a task: most calls in a task come

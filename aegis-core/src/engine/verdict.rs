@@ -26,6 +26,7 @@ pub(crate) fn undecided(decision_id: String, bundle: &Bundle) -> Decision {
         decision_id,
         policy_version: bundle.policy_version().to_owned(),
         candidate: None,
+        receipt: None,
     }
 }
 
@@ -96,6 +97,7 @@ pub(crate) fn deny(mut decision: Decision, error: Error) -> Decision {
     decision.outcome = Outcome::Deny;
     decision.approval_id = None;
     decision.sanitized_args = None;
+    decision.receipt = None;
     decision.reasons = vec![Reason::from_error(&error)];
     decision
 }

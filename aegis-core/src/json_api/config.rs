@@ -144,6 +144,26 @@ pub struct EngineConfig {
     /// (`Engine::resolve_from_channel`).
     #[serde(default)]
     pub approval_channels: Option<ApprovalChannelsConfig>,
+    /// Sign a receipt for every permitting decision, for tools that check for themselves.
+    #[serde(default)]
+    pub receipts: Option<ReceiptsConfig>,
+}
+
+/// Decision receipts (`Engine::receipt_jwks`, `verify_receipt`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// The signing key (private JWK).
+    pub key: Jwk,
+    /// The issuer receipts name (default `aegis`).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The audience receipts name: the tools that verify them (default `aegis-tools`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// How long a receipt is valid, in seconds (default 60).
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
 }
 
 /// The issuer that attests the people answering approvals in chat platforms.
@@ -369,6 +389,14 @@ pub fn engine_with_notifier(config: EngineConfig, notifier: Option<Arc<dyn Fn(St
     }
     for issuer in &config.external_issuers {
         builder = builder.trust_external_issuer(issuer.build()?);
+    }
+    if let Some(r) = &config.receipts {
+        builder = builder.receipts(
+            r.issuer.clone().unwrap_or_else(|| "aegis".to_owned()),
+            r.audience.clone().unwrap_or_else(|| "aegis-tools".to_owned()),
+            KeyPair::from_jwk(&r.key)?,
+            r.ttl_secs.unwrap_or(60),
+        );
     }
     if let Some(channels) = &config.approval_channels {
         let name = channels.issuer.clone().unwrap_or_else(|| "aegis-approval-channels".to_owned());

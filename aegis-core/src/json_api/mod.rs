@@ -15,7 +15,7 @@ use serde_json::Value;
 
 pub use config::{
     engine_from_config, engine_from_json, engine_with_notifier, load_bundle, ApprovalChannelsConfig, EngineConfig,
-    ExternalIssuerConfig, InlineBundle, IssuerConfig, StoreConfig, StoreSetting, TelemetryConfig,
+    ExternalIssuerConfig, InlineBundle, IssuerConfig, ReceiptsConfig, StoreConfig, StoreSetting, TelemetryConfig,
 };
 pub use requests::{create_proof, issue, IssueRequest, ProofRequest, ResolveRequest};
 
@@ -29,6 +29,20 @@ use crate::json::{from_str_strict, parse_value_strict};
 use crate::policy::{lint_dir, run_policy_tests, sign_bundle, Bundle};
 use crate::state::PendingApproval;
 use crate::time::OsRandom;
+
+/// The input of `verify_receipt`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyReceipt {
+    receipt: String,
+    jwks: Value,
+    issuer: String,
+    audience: String,
+    tool: String,
+    args: Value,
+    #[serde(default)]
+    now: Option<i64>,
+}
 
 /// One operation of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,6 +79,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("audit_checkpoint", true, "{} -> {origin, size, root, note}: signs and exports a checkpoint of the audit log"),
     op("admin", true, "AdminRequest -> AdminOutcome: a change to what is enforced, signed by two administrators"),
     op("control_status", true, "{} -> {policy_version, mode, candidate_version, history}"),
+    op("receipt_jwks", true, "{} -> JWK Set | null: the keys that verify this engine's decision receipts"),
     op("flush_telemetry", true, "{} -> null: exports the spans and metrics recorded so far (engine `telemetry`)"),
     op("time_authorize", true, "{request, iterations} -> mean seconds per decision (benchmarks)"),
     op("generate_key", false, "{seed_hex?} -> private JWK"),
@@ -96,6 +111,11 @@ pub const OPERATIONS: &[Operation] = &[
         "policy_dry_run",
         false,
         "{bundle_dir, logs, seal_key_hex?} -> DryRunReport: the logs' calls re-decided under a candidate",
+    ),
+    op(
+        "verify_receipt",
+        false,
+        "{receipt, jwks, issuer, audience, tool, args, now?} -> ReceiptClaims: a tool's offline check of a decision receipt",
     ),
     op("call_digest", false, "{tool, args} -> digest (string)"),
     op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
@@ -129,6 +149,13 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
             to_json(&engine()?.reject(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
         }
         "request_batch" => to_json(&engine()?.request_batch(&parse::<crate::approval::BatchRequest>(input)?)?),
+        "receipt_jwks" => no_input(input).and_then(|()| to_json(&engine()?.receipt_jwks())),
+        "verify_receipt" => {
+            let r: VerifyReceipt = parse(input)?;
+            let now = r.now.unwrap_or_else(|| crate::time::Clock::now_secs(&crate::time::SystemClock));
+            let check = crate::receipt::ReceiptCheck { issuer: r.issuer, audience: r.audience, tool: r.tool, args: r.args };
+            to_json(&crate::receipt::verify_receipt(&r.receipt, &r.jwks, &check, now, 30)?)
+        }
         "pending_approvals" => no_input(input).and_then(|()| to_json(&engine()?.pending_approvals()?)),
         "approval" => to_json(&engine()?.approval(&parse::<ApprovalId>(input)?.approval_id)?),
         "ledger" => to_json(&engine()?.ledger(&parse::<TaskId>(input)?.task_id)?),

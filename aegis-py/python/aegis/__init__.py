@@ -137,6 +137,9 @@ class Decision:
     #: What a candidate bundle in shadow rollout would have decided (`policy_version`,
     #: `outcome`, `policy_ids`, `would_block`); never the outcome.
     candidate: Optional[Mapping[str, Any]] = None
+    #: For a permitting decision of an engine that issues receipts: the receipt the tool checks
+    #: with :func:`verify_receipt`.
+    receipt: Optional[str] = None
 
     @property
     def allowed(self) -> bool:
@@ -178,6 +181,7 @@ class Decision:
             sanitized_args=freeze(data["sanitized_args"]) if "sanitized_args" in data else None,
             break_glass_id=data.get("break_glass_id"),
             candidate=freeze(data["candidate"]) if data.get("candidate") is not None else None,
+            receipt=data.get("receipt"),
         )
 
 
@@ -576,6 +580,18 @@ def policy_dry_run(bundle_dir: Union[str, "os.PathLike[str]"], logs: Sequence[Un
                                          "seal_key_hex": bytes(seal_key).hex() if seal_key is not None else None}))
 
 
+def verify_receipt(receipt: str, jwks: Mapping[str, Any], *, issuer: str, audience: str, tool: str,
+                   args: Mapping[str, Any], now: Optional[int] = None) -> Dict[str, Any]:
+    """A tool's offline check of a decision receipt: signed by a key of `jwks`, by `issuer`, for
+    `audience`, unexpired, for exactly `tool` and `args`. Returns its claims; raises
+    `ReceiptInvalid` or `ReceiptMismatch`."""
+    body: Dict[str, Any] = {"receipt": receipt, "jwks": jwks, "issuer": issuer, "audience": audience, "tool": tool,
+                            "args": args}
+    if now is not None:
+        body["now"] = now
+    return _free("verify_receipt", body)
+
+
 def call_digest(tool: str, args: Mapping[str, Any]) -> str:
     """The digest approvals and proofs bind to: SHA-256 of the RFC 8785 form of the call."""
     return str(_free("call_digest", {"tool": tool, "args": args}))
@@ -659,6 +675,7 @@ class Engine:
         telemetry: Optional[Mapping[str, Any]] = None,
         bundle_keys: Optional[Sequence[KeyPair]] = None,
         require_two_admins: bool = False,
+        receipts: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """`trusted_issuers` maps each issuer of Aegis root credentials (`iss`) to its Ed25519
         public key; `external_issuers` lists the issuers of external identities (OIDC ID tokens,
@@ -681,7 +698,9 @@ class Engine:
 
         `bundle_keys` puts in force only bundles signed by one of these keys (`bundle.sig`, see
         :func:`bundle_sign`); `require_two_admins` takes changes to what is enforced only
-        through :meth:`admin`."""
+        through :meth:`admin`. `receipts` signs a receipt for every permitting decision, a
+        mapping of the core's `ReceiptsConfig` (`key`: a private JWK, and optionally `issuer`,
+        `audience`, `ttl_secs`); tools check it with :func:`verify_receipt`."""
         if isinstance(external_issuers, Mapping):
             raise TypeError("`external_issuers` is a sequence of issuers, not one mapping")
         config = {
@@ -700,6 +719,7 @@ class Engine:
             "telemetry": dict(telemetry) if telemetry is not None else None,
             "bundle_keys": [k.public_jwk for k in bundle_keys] if bundle_keys is not None else None,
             "require_two_admins": require_two_admins,
+            "receipts": dict(receipts) if receipts is not None else None,
         }
         callback = None
         if notifier is not None:
@@ -738,6 +758,10 @@ class Engine:
     def control_status(self) -> Dict[str, Any]:
         """`{policy_version, mode, candidate_version, history}`: what is enforced and how."""
         return dict(self._op("control_status", {}))
+
+    def receipt_jwks(self) -> Optional[Dict[str, Any]]:
+        """The JWK Set that verifies this engine's decision receipts (None: it issues none)."""
+        return self._op("receipt_jwks", {})
 
     def flush_telemetry(self) -> None:
         """Exports the spans and metrics recorded so far now (an engine built with `telemetry`);

@@ -370,6 +370,18 @@ class BatchRefused(AegisError):
     code = "batch_refused"
 
 
+class ReceiptInvalid(AegisError):
+    """A decision receipt is missing, malformed, not signed by the trusted key, for another"""
+
+    code = "receipt_invalid"
+
+
+class ReceiptMismatch(AegisError):
+    """A decision receipt authorized another tool or other arguments than the call's."""
+
+    code = "receipt_mismatch"
+
+
 ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "malformed_request": MalformedRequest,
     "invalid_key": InvalidKey,
@@ -428,6 +440,8 @@ ERRORS_BY_CODE: Dict[str, Type[AegisError]] = {
     "args_required": ArgsRequired,
     "sanitize_unenforceable": SanitizeUnenforceable,
     "batch_refused": BatchRefused,
+    "receipt_invalid": ReceiptInvalid,
+    "receipt_mismatch": ReceiptMismatch,
 }
 
 VERDICT_CODES: Tuple[str, ...] = (
