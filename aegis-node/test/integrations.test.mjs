@@ -120,7 +120,7 @@ test('integrations act only on the core enforcement: run with exactly its args, 
 });
 
 const examples = path.join(ROOT, 'examples', 'node');
-for (const [script, marker] of [['payments.mjs', 'payments story: ok'], ['langchain_agent.mjs', 'langchain agent: ok'], ['mcp_client.mjs', 'mcp client: ok']]) {
+for (const [script, marker] of [['payments.mjs', 'payments story: ok'], ['langchain_agent.mjs', 'langchain agent: ok'], ['mcp_client.mjs', 'mcp client: ok'], ['mcp_server_guard.mjs', 'mcp server guard: ok']]) {
   test(`example ${script} runs`, () => {
     const out = execFileSync(process.execPath, [path.join(examples, script)], { cwd: examples, encoding: 'utf8' });
     assert.ok(out.includes(marker), out);

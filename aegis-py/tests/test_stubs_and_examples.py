@@ -28,6 +28,7 @@ def test_package_type_checks() -> None:
     ("payments.py", "payments story: ok"),
     ("langchain_agent.py", "langchain agent: ok"),
     ("mcp_client.py", "mcp client: ok"),
+    ("mcp_server_guard.py", "mcp server guard: ok"),
 ])
 def test_example_runs(script: str, marker: str) -> None:
     out = run([sys.executable, str(EXAMPLES / script)], cwd=EXAMPLES)

@@ -589,7 +589,8 @@ def verify_receipt(receipt: str, jwks: Mapping[str, Any], *, issuer: str, audien
                             "args": args}
     if now is not None:
         body["now"] = now
-    return _free("verify_receipt", body)
+    claims: Dict[str, Any] = _free("verify_receipt", body)
+    return claims
 
 
 def call_digest(tool: str, args: Mapping[str, Any]) -> str:
@@ -761,7 +762,8 @@ class Engine:
 
     def receipt_jwks(self) -> Optional[Dict[str, Any]]:
         """The JWK Set that verifies this engine's decision receipts (None: it issues none)."""
-        return self._op("receipt_jwks", {})
+        jwks: Optional[Dict[str, Any]] = self._op("receipt_jwks", {})
+        return jwks
 
     def flush_telemetry(self) -> None:
         """Exports the spans and metrics recorded so far now (an engine built with `telemetry`);

@@ -12,6 +12,12 @@ raises :class:`aegis.ApprovalRequired` (retry with ``approval_token=``), any oth
 (the authorized ones, or their sanitized form). Everything else is passed through to the
 wrapped session.
 
+On the server side, :func:`require_receipt` makes a tool check for itself: the guarded session
+sends the decision's receipt in the request's ``_meta`` (``RECEIPT_META_KEY``), and the tool,
+before doing anything, verifies it offline against the engine's published keys for exactly the
+name and arguments it received. A client that skips the guard, or changes the arguments after
+the decision, gets nothing run.
+
 Install with ``pip install aegis-sod[mcp]``.
 """
 
@@ -20,7 +26,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
-from . import Engine, _thaw, args_to_run
+from . import AegisError, Engine, _thaw, args_to_run, verify_receipt
+
+#: The ``_meta`` key a guarded call carries its decision receipt under.
+RECEIPT_META_KEY = "dev.aegis/receipt"
 
 
 class GuardedSession:
@@ -38,7 +47,28 @@ class GuardedSession:
         # The core's enforcement decides; the server receives exactly the arguments it names.
         enforced = self._engine.authorize_enforced(chain, name, authorized, approval_token=approval_token)
         final = _thaw(args_to_run(enforced))
+        if enforced.decision.receipt:
+            kwargs["meta"] = {**dict(kwargs.get("meta") or {}), RECEIPT_META_KEY: enforced.decision.receipt}
         return await self._session.call_tool(name, final, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
+
+
+def require_receipt(ctx: Any, jwks: Mapping[str, Any], *, issuer: str, audience: str) -> Dict[str, Any]:
+    """For a tool of an MCP server (``ctx`` is its ``Context``): verifies the decision receipt the
+    request carries in ``_meta`` against ``jwks`` for exactly the tool name and arguments of this
+    request, and returns its claims. Raises :class:`aegis.ReceiptInvalid` (none, or not valid) or
+    :class:`aegis.ReceiptMismatch` (another tool or other arguments); call it before acting."""
+    request = ctx.request_context
+    params = dict(request.params or {})
+    meta = dict(request.meta or {}) if request.meta is not None else dict(params.get("_meta") or {})
+    receipt = str(meta.get(RECEIPT_META_KEY) or "")
+    try:
+        return verify_receipt(receipt, jwks, issuer=issuer, audience=audience, tool=str(params.get("name", "")),
+                              args=dict(params.get("arguments") or {}))
+    except AegisError as e:
+        # A deliberate refusal: the client is told why (a crash would be reported as nothing).
+        from mcp.server.mcpserver.exceptions import ToolError
+
+        raise ToolError(f"[{e.code}] {e.message}") from e
