@@ -417,7 +417,7 @@ export function reasonCodes(): ReasonCode[];
 export function operations(): { name: string; needsEngine: boolean; summary: string }[];
 
 /** A tool's offline check of a decision receipt: signed by a key of `jwks`, by `issuer`, for `audience`, unexpired, for exactly `tool` and `args`. */
-export function verifyReceipt(receipt: string, jwks: unknown, check: { issuer: string; audience: string; tool: string; args: Args; now?: number }): {
+export function verifyReceipt(receipt: string, jwks: unknown, check: { issuer: string; audience: string; tool: string; args: Args; now?: number; consume?: boolean }): {
   readonly iss: string; readonly aud: string; readonly sub: string; readonly task: string; readonly tool: string;
   readonly call: string; readonly jti: string; readonly pv: string; readonly iat: number; readonly exp: number;
 };

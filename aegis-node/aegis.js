@@ -233,8 +233,9 @@ function verifySignature(publicKey, message, signature) {
 }
 const callDigest = (tool, args) => call('call_digest', { tool, args });
 /** A tool's offline check of a decision receipt; returns its claims or throws `ReceiptInvalid` / `ReceiptMismatch`. */
-const verifyReceipt = (receipt, jwks, { issuer, audience, tool, args, now }) =>
-  call('verify_receipt', now == null ? { receipt, jwks, issuer, audience, tool, args } : { receipt, jwks, issuer, audience, tool, args, now });
+const verifyReceipt = (receipt, jwks, { issuer, audience, tool, args, now, consume = false }) =>
+  call('verify_receipt', now == null ? { receipt, jwks, issuer, audience, tool, args, consume }
+    : { receipt, jwks, issuer, audience, tool, args, now, consume });
 const slackMessage = (pending) => call('slack_message', pending.raw);
 /** The core's enforcement of `decision` for a call with `args` (what guards do). */
 const enforce = (decision, args) => enforcementFrom(call('enforce', { decision: decisionJson(decision), args: args ?? {} }));

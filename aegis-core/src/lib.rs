@@ -41,7 +41,7 @@ pub use policy::{
     Manifest, OnExceed, PolicyMeta, PolicyTestReport, PredicateSpec, RosterEntry, UnknownDetector, BUNDLE_SIGNATURE_FILE,
     COMPILED_FILE, MATRIX_FILE, REDACTED,
 };
-pub use receipt::{verify_receipt, ReceiptCheck, ReceiptClaims, RECEIPT_TYP};
+pub use receipt::{verify_receipt, verify_receipt_once, ReceiptCheck, ReceiptClaims, RECEIPT_TYP};
 #[cfg(feature = "redis")]
 pub use state::RedisStore;
 #[cfg(feature = "sqlite")]

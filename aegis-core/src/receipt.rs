@@ -8,11 +8,14 @@
 //! call that carries none, or whose arguments are not the authorized ones. A proxy in front of
 //! the tool then cannot be bypassed by calling the tool directly, and cannot change what runs.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::engine::{Decision, Engine, Outcome};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, ErrorCode, PolicyVerdict, ReasonCode, Result};
 use crate::identity::jws::{self, UnverifiedJws};
 use crate::identity::{call_digest, KeyPair, PublicKey, VerifiedChain};
 
@@ -74,11 +77,18 @@ impl Engine {
         mut decision: Decision,
     ) -> Decision {
         let (Some(signer), Some(chain)) = (&self.receipts, chain) else { return decision };
-        if !decision.outcome.permits_call() {
+        // Log-only mode lets refused calls through for observation; a tool that checks receipts
+        // still refuses them.
+        let log_only = decision.reasons.iter().any(|r| r.code == ReasonCode::Verdict(PolicyVerdict::ShadowMode));
+        if !decision.outcome.permits_call() || log_only {
             return decision;
         }
-        let runs = match decision.outcome {
-            Outcome::Sanitize => decision.sanitized_args.as_ref().unwrap_or(args),
+        let runs = match (decision.outcome, &decision.sanitized_args) {
+            (Outcome::Sanitize, Some(redacted)) => redacted,
+            (Outcome::Sanitize, None) => {
+                let e = Error::new(ErrorCode::Internal, "a sanitize decision without its redacted arguments");
+                return crate::engine::deny(decision, e);
+            }
             _ => args,
         };
         let now = self.clock.now_secs();
@@ -131,6 +141,9 @@ pub fn verify_receipt(token: &str, jwks: &Json, check: &ReceiptCheck, now: i64, 
     }
     let parsed = UnverifiedJws::<ReceiptClaims>::parse(token, RECEIPT_TYP).map_err(|e| invalid(e.message().to_owned()))?;
     let keys = jwks["keys"].as_array().ok_or_else(|| invalid("the key set has no `keys`".into()))?;
+    if keys.iter().any(|k| k.get("d").is_some()) {
+        return Err(invalid("the key set holds a private key: publish public keys only".into()));
+    }
     let key = keys
         .iter()
         .filter(|k| parsed.header.kid.is_none() || k["kid"].as_str() == parsed.header.kid.as_deref())
@@ -156,4 +169,31 @@ pub fn verify_receipt(token: &str, jwks: &Json, check: &ReceiptCheck, now: i64, 
         return Err(Error::new(ErrorCode::ReceiptMismatch, "receipt: it authorized another tool or other arguments"));
     }
     Ok(c)
+}
+
+/// Receipts consumed by this process ([`verify_receipt_once`]), by `jti`, with their expiry.
+static CONSUMED: LazyLock<Mutex<HashMap<String, i64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Unexpired consumed receipts a process remembers; past this, new ones are refused rather than
+/// an old one forgotten early (a flood cannot reopen a replay).
+const MAX_CONSUMED: usize = 100_000;
+
+/// [`verify_receipt`], then consumes the receipt in this process: the same receipt presented
+/// again before it expires is refused (`receipt_invalid`). What a tool that runs each
+/// authorized call once uses (the MCP guards do).
+pub fn verify_receipt_once(token: &str, jwks: &Json, check: &ReceiptCheck, now: i64, leeway: i64) -> Result<ReceiptClaims> {
+    let claims = verify_receipt(token, jwks, check, now, leeway)?;
+    let mut consumed = CONSUMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if consumed.len() >= MAX_CONSUMED / 2 {
+        consumed.retain(|_, exp| now.saturating_sub(leeway) < *exp);
+    }
+    let key = format!("{}\u{0}{}", claims.iss, claims.jti);
+    if consumed.contains_key(&key) {
+        return Err(Error::new(ErrorCode::ReceiptInvalid, "receipt: already used"));
+    }
+    if consumed.len() >= MAX_CONSUMED {
+        return Err(Error::new(ErrorCode::ReceiptInvalid, "receipt: too many recent receipts to check for replay"));
+    }
+    consumed.insert(key, claims.exp);
+    Ok(claims)
 }

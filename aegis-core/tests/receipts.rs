@@ -88,3 +88,58 @@ fn an_engine_without_receipts_issues_none() {
     let d = engine.authorize(&req(&fx.chain(), pay(1200, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!((d.outcome, d.receipt), (Outcome::Allow, None));
 }
+
+#[test]
+fn a_consumed_receipt_runs_once_even_when_raced_and_private_keys_are_refused() {
+    let fx = Fixture::new();
+    let engine = engine(&fx);
+    let jwks = engine.receipt_jwks().unwrap();
+    let args = pay(700, GOOD_ACCOUNT);
+    let receipt = engine.authorize(&req(&fx.chain(), args.clone(), None)).unwrap().receipt.unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (receipt, jwks, c) = (receipt.clone(), jwks.clone(), check(args.clone()));
+            std::thread::spawn(move || aegis_sod::verify_receipt_once(&receipt, &jwks, &c, NOW, 0).is_ok())
+        })
+        .collect();
+    assert_eq!(handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count(), 1);
+    // A key set that leaks the signing key is refused outright.
+    let leaked = json!({"keys": [key(11).to_private_jwk()]});
+    assert_eq!(verify_receipt(&receipt, &leaked, &check(args), NOW, 0).unwrap_err().code(), ErrorCode::ReceiptInvalid);
+}
+
+#[test]
+fn log_only_mode_issues_no_receipt_for_a_call_the_policies_refused() {
+    let fx = Fixture::new();
+    let engine = Engine::builder()
+        .bundle(Bundle::from_dir(payments_dir()).unwrap())
+        .trust_issuer(ISSUER, fx.issuer.public_key().clone())
+        .clock(fx.clock.clone())
+        .receipts("aegis.example", "payments-api", key(11), 60)
+        .build()
+        .unwrap();
+    // Two administrators switch the engine to log-only.
+    let admin = |name: &str| {
+        let k = person_key(name);
+        let mut spec = spec_in("admins", name, &k, &[aegis_sod::ADMIN_SCOPE], NOW - 60, 3000);
+        spec.jti = format!("cred-{name}");
+        (vec![aegis_sod::issue_root(ISSUER, &key(1), spec).unwrap()], k)
+    };
+    let action = aegis_sod::AdminAction::SetMode { mode: aegis_sod::Mode::Shadow };
+    let version = engine.policy_version();
+    let sign = |who: &(Vec<String>, aegis_sod::KeyPair), jti: &str| aegis_sod::AdminSignature {
+        chain: who.0.clone(),
+        proof: aegis_sod::admin_proof(&who.1, &action, &version, jti, NOW, 120).unwrap(),
+    };
+    let (alice, bob) = (admin("alice"), admin("bob"));
+    let request = aegis_sod::AdminRequest {
+        requested_by: sign(&alice, "adm-1"),
+        approved_by: sign(&bob, "adm-2"),
+        policy_version: version.clone(),
+        action: action.clone(),
+    };
+    engine.admin(&request).unwrap();
+    let d = engine.authorize(&req(&[fx.planner_cred()], pay(100, GOOD_ACCOUNT), None)).unwrap();
+    assert!(d.would_block && d.outcome.permits_call(), "{d:?}");
+    assert!(d.receipt.is_none());
+}

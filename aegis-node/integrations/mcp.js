@@ -30,13 +30,14 @@ function guardClient(client, engine, chain) {
 
 /**
  * For a tool of an MCP server: verifies the decision receipt the request carries in `_meta`
- * (`extra._meta`) against `jwks`, for exactly this tool and the arguments it is about to run;
- * returns the receipt's claims, throws `receipt_invalid` or `receipt_mismatch`. Call it first.
+ * (`extra._meta`) against `jwks`, for exactly this tool and the arguments it is about to run,
+ * and uses it up (presented again, it is refused); returns the receipt's claims, throws
+ * `receipt_invalid` or `receipt_mismatch`. Call it first.
  */
 function requireReceipt(tool, args, extra, { jwks, issuer, audience }) {
   const receipt = String(extra?._meta?.[RECEIPT_META_KEY] ?? '');
   try {
-    return verifyReceipt(receipt, jwks, { issuer, audience, tool, args: snapshot(args) });
+    return verifyReceipt(receipt, jwks, { issuer, audience, tool, args: snapshot(args), consume: true });
   } catch (e) {
     // The client is told why, code first (the SDK passes on the message only).
     if (e instanceof AegisError) throw new AegisError(e.code, `[${e.code}] ${e.message}`);

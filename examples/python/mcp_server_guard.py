@@ -1,6 +1,7 @@
 """An MCP server whose payment tool checks for itself: it runs only with a valid decision
 receipt for exactly the arguments it received. A guarded client gets its payment made; a client
-that skips Aegis, or replays a receipt with other arguments, gets nothing run."""
+that skips Aegis, replays a receipt with other arguments, or presents it twice, gets nothing
+run."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ server = MCPServer("payments")
 @server.tool(name=TOOL)
 def create_payment(amount: int, currency: str, destination: str, ctx: Context) -> str:
     """Create a payment (only with a valid Aegis receipt for exactly these arguments)."""
-    require_receipt(ctx, JWKS, **RECEIPTS)
+    require_receipt(ctx, JWKS, tool=TOOL, args={"amount": amount, "currency": currency, "destination": destination},
+                    **RECEIPTS)
     PAID.append(amount)
     return f"paid {amount} {currency} to {destination}"
 
@@ -47,7 +49,11 @@ async def main() -> None:
         swapped = await client.call_tool(TOOL, pay(30000), meta={RECEIPT_META_KEY: decision.receipt})
         assert swapped.is_error and "receipt_mismatch" in swapped.content[0].text, swapped
         print("3. a receipt for 300 does not pay 30000")
-    assert PAID == [1200], PAID
+        await client.call_tool(TOOL, pay(300), meta={RECEIPT_META_KEY: decision.receipt})
+        again = await client.call_tool(TOOL, pay(300), meta={RECEIPT_META_KEY: decision.receipt})
+        assert again.is_error and "already used" in again.content[0].text, again
+        print("4. the receipt pays 300 once")
+    assert PAID == [1200, 300], PAID
     print("mcp server guard: ok")
 
 

@@ -105,12 +105,13 @@ impl Engine {
             Err(e) if e.code() == ErrorCode::MalformedRequest || e.code() == ErrorCode::Internal => return Err(e),
             Err(e) => deny(decision, e),
         };
+        // Signed before the record, so that the record says what was returned; a record that
+        // cannot be made durable turns the decision into a deny, which drops the receipt.
+        let decision = self.with_receipt(call.as_ref().map(|c| c.chain.as_ref()), &request.tool, &request.args, decision);
         let (decision, event) = match &self.audit {
             Some(log) => self.record_decision(log, &bundle, request, call.as_ref(), decision),
             None => (decision, None),
         };
-        // Only a decision that stands (its record durable) gets a receipt.
-        let decision = self.with_receipt(call.as_ref().map(|c| c.chain.as_ref()), &request.tool, &request.args, decision);
         if started.is_some() {
             // The span carries what the record carries (built here when no record was).
             let event = event.or_else(|| self.decision_record(None, &bundle, request, call.as_ref(), &decision).ok());

@@ -42,6 +42,9 @@ struct VerifyReceipt {
     args: Value,
     #[serde(default)]
     now: Option<i64>,
+    /// Consume the receipt in this process (a second presentation is refused).
+    #[serde(default)]
+    consume: bool,
 }
 
 /// One operation of the table.
@@ -115,7 +118,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(
         "verify_receipt",
         false,
-        "{receipt, jwks, issuer, audience, tool, args, now?} -> ReceiptClaims: a tool's offline check of a decision receipt",
+        "{receipt, jwks, issuer, audience, tool, args, now?, consume?} -> ReceiptClaims: a tool's offline check of a decision receipt",
     ),
     op("call_digest", false, "{tool, args} -> digest (string)"),
     op("slack_message", false, "PendingApproval -> Slack Block Kit body"),
@@ -154,7 +157,8 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
             let r: VerifyReceipt = parse(input)?;
             let now = r.now.unwrap_or_else(|| crate::time::Clock::now_secs(&crate::time::SystemClock));
             let check = crate::receipt::ReceiptCheck { issuer: r.issuer, audience: r.audience, tool: r.tool, args: r.args };
-            to_json(&crate::receipt::verify_receipt(&r.receipt, &r.jwks, &check, now, 30)?)
+            let verify = if r.consume { crate::receipt::verify_receipt_once } else { crate::receipt::verify_receipt };
+            to_json(&verify(&r.receipt, &r.jwks, &check, now, 30)?)
         }
         "pending_approvals" => no_input(input).and_then(|()| to_json(&engine()?.pending_approvals()?)),
         "approval" => to_json(&engine()?.approval(&parse::<ApprovalId>(input)?.approval_id)?),

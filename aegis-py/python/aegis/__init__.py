@@ -581,12 +581,13 @@ def policy_dry_run(bundle_dir: Union[str, "os.PathLike[str]"], logs: Sequence[Un
 
 
 def verify_receipt(receipt: str, jwks: Mapping[str, Any], *, issuer: str, audience: str, tool: str,
-                   args: Mapping[str, Any], now: Optional[int] = None) -> Dict[str, Any]:
+                   args: Mapping[str, Any], now: Optional[int] = None, consume: bool = False) -> Dict[str, Any]:
     """A tool's offline check of a decision receipt: signed by a key of `jwks`, by `issuer`, for
-    `audience`, unexpired, for exactly `tool` and `args`. Returns its claims; raises
+    `audience`, unexpired, for exactly `tool` and `args`. With `consume`, the receipt is used up
+    in this process (presented again, it is refused). Returns its claims; raises
     `ReceiptInvalid` or `ReceiptMismatch`."""
     body: Dict[str, Any] = {"receipt": receipt, "jwks": jwks, "issuer": issuer, "audience": audience, "tool": tool,
-                            "args": args}
+                            "args": args, "consume": consume}
     if now is not None:
         body["now"] = now
     claims: Dict[str, Any] = _free("verify_receipt", body)

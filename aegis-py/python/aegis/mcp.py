@@ -55,18 +55,19 @@ class GuardedSession:
         return getattr(self._session, name)
 
 
-def require_receipt(ctx: Any, jwks: Mapping[str, Any], *, issuer: str, audience: str) -> Dict[str, Any]:
+def require_receipt(ctx: Any, jwks: Mapping[str, Any], *, tool: str, args: Mapping[str, Any], issuer: str,
+                    audience: str) -> Dict[str, Any]:
     """For a tool of an MCP server (``ctx`` is its ``Context``): verifies the decision receipt the
-    request carries in ``_meta`` against ``jwks`` for exactly the tool name and arguments of this
-    request, and returns its claims. Raises :class:`aegis.ReceiptInvalid` (none, or not valid) or
-    :class:`aegis.ReceiptMismatch` (another tool or other arguments); call it before acting."""
+    request carries in ``_meta`` against ``jwks`` for exactly ``tool`` (the handler's own name)
+    and ``args`` (the arguments the handler is about to run, as it received them), and uses it
+    up: the same receipt presented again is refused. Returns its claims. Raises a ``ToolError``
+    naming ``receipt_invalid`` (none, not valid, used) or ``receipt_mismatch`` (another tool or
+    other arguments); call it before acting."""
     request = ctx.request_context
-    params = dict(request.params or {})
-    meta = dict(request.meta or {}) if request.meta is not None else dict(params.get("_meta") or {})
+    meta = dict(request.meta or {}) if request.meta is not None else dict(dict(request.params or {}).get("_meta") or {})
     receipt = str(meta.get(RECEIPT_META_KEY) or "")
     try:
-        return verify_receipt(receipt, jwks, issuer=issuer, audience=audience, tool=str(params.get("name", "")),
-                              args=dict(params.get("arguments") or {}))
+        return verify_receipt(receipt, jwks, issuer=issuer, audience=audience, tool=tool, args=dict(args), consume=True)
     except AegisError as e:
         # A deliberate refusal: the client is told why (a crash would be reported as nothing).
         from mcp.server.mcpserver.exceptions import ToolError
