@@ -930,6 +930,31 @@ fn new_key_and_request(dir: &Path, name: &str) {
     );
 }
 
+/// A self-signed P-256 certificate `<name>.pem` with its key `<name>.key`.
+fn self_signed(dir: &Path, name: &str, subject: &str) {
+    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            subject,
+        ],
+    );
+}
+
 fn curl(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).current_dir(dir).output().unwrap();
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -940,26 +965,7 @@ fn mutual_tls_admits_only_clients_the_ca_issued() {
     let dir = temp_dir("mtls");
     // A CA; a server certificate for 127.0.0.1 and a client certificate, both issued by it; a
     // client certificate nobody the server trusts issued.
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=aegis test CA",
-        ],
-    );
+    self_signed(&dir, "ca", "/CN=aegis test CA");
     for (name, ext) in
         [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"), ("client", "extendedKeyUsage=clientAuth\n")]
     {
@@ -986,26 +992,7 @@ fn mutual_tls_admits_only_clients_the_ca_issued() {
             ],
         );
     }
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "rogue.key",
-            "-out",
-            "rogue.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=client",
-        ],
-    );
+    self_signed(&dir, "rogue", "/CN=client");
 
     let slack = Recorder::start();
     let post = format!("http://{}/post", slack.addr);

@@ -176,8 +176,19 @@ async fn authorize(State(service): State<Arc<Service>>, headers: HeaderMap, body
 /// The request of `/v1/authorize`: the chain may come as the bearer instead of in the body,
 /// never as both with different values.
 fn authorization_request(headers: &HeaderMap, body: &Bytes) -> Result<AuthorizationRequest, Error> {
+    with_bearer_chain(headers, body, false, "authorization request")
+}
+
+/// A JSON request whose `chain` is the bearer's (required, or only when sent), never a
+/// different one in the body.
+fn with_bearer_chain<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    required: bool,
+    what: &str,
+) -> Result<T, Error> {
     let mut value: serde_json::Value = aegis_sod::from_str_strict(&String::from_utf8_lossy(body))?;
-    if headers.contains_key(header::AUTHORIZATION) {
+    if required || headers.contains_key(header::AUTHORIZATION) {
         let chain = json!(bearer(headers)?);
         match value.get("chain") {
             Some(given) if given != &chain && given != &json!([]) => {
@@ -190,7 +201,7 @@ fn authorization_request(headers: &HeaderMap, body: &Bytes) -> Result<Authorizat
             }
         }
     }
-    serde_json::from_value(value).map_err(|e| Error::new(ErrorCode::MalformedRequest, format!("authorization request: {e}")))
+    serde_json::from_value(value).map_err(|e| Error::new(ErrorCode::MalformedRequest, format!("{what}: {e}")))
 }
 
 async fn decide(service: Arc<Service>, request: AuthorizationRequest) -> Response {
@@ -240,12 +251,7 @@ async fn request_batch(State(service): State<Arc<Service>>, headers: HeaderMap, 
     let svc = Arc::clone(&service);
     reply(
         blocking(move || {
-            let mut value: serde_json::Value = aegis_sod::from_str_strict(&String::from_utf8_lossy(&body))?;
-            if let Some(object) = value.as_object_mut() {
-                object.insert("chain".into(), json!(bearer(&headers)?));
-            }
-            let request: aegis_sod::BatchRequest = serde_json::from_value(value)
-                .map_err(|e| Error::new(ErrorCode::MalformedRequest, format!("batch request: {e}")))?;
+            let request: aegis_sod::BatchRequest = with_bearer_chain(&headers, &body, true, "batch request")?;
             svc.engine.request_batch(&request)
         })
         .await,

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use super::{ApprovalStatus, OverrideClaims, PendingApproval};
-use crate::audit::{approval_event, kind};
 use crate::engine::{Engine, ResourceRef};
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::call_digest;
@@ -156,10 +155,8 @@ impl Engine {
         roles.sort_unstable();
         roles.dedup();
         let mut stages = Vec::new();
-        for stage in metas.iter().flat_map(|m| m.stages.iter()) {
-            if !stages.contains(stage) {
-                stages.push(stage.clone());
-            }
+        for meta in &metas {
+            super::merge_stages(&mut stages, &meta.stages);
         }
         let shown = serde_json::to_value(envelope).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let pending = PendingApproval {
@@ -203,11 +200,7 @@ impl Engine {
             votes: Vec::new(),
             batch: Some(envelope.clone()),
         };
-        self.store.insert_pending(&pending)?;
-        self.record(|| approval_event(kind::APPROVAL_OPENED, &pending, None, pending.created_at_ms))?;
-        if let Some(notify) = &self.notifier {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| notify(&pending)));
-        }
+        self.put_before_approvers(&pending)?;
         Ok(pending)
     }
 

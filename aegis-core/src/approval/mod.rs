@@ -227,11 +227,7 @@ impl Engine {
                     lifts.push(meta.id.clone());
                     // The strictest policy wins: the largest quorum, every stage once, in order.
                     quorum = quorum.max(meta.quorum);
-                    for stage in &meta.stages {
-                        if !stages.contains(stage) {
-                            stages.push(stage.clone());
-                        }
-                    }
+                    merge_stages(&mut stages, &meta.stages);
                 }
                 None => roles.push("budget-approver".to_owned()),
             }
@@ -273,13 +269,19 @@ impl Engine {
             votes: Vec::new(),
             batch: None,
         };
-        self.store.insert_pending(&pending)?;
-        self.record(|| approval_event(kind::APPROVAL_OPENED, &pending, None, pending.created_at_ms))?;
+        self.put_before_approvers(&pending)?;
         decision.approval_id = Some(approval_id);
+        Ok(())
+    }
+
+    /// Stores a new request, records it, then tells the notifier.
+    pub(crate) fn put_before_approvers(&self, pending: &PendingApproval) -> Result<()> {
+        self.store.insert_pending(pending)?;
+        self.record(|| approval_event(kind::APPROVAL_OPENED, pending, None, pending.created_at_ms))?;
         if let Some(notify) = &self.notifier {
             // The approval is already durable; a notifier that panics must not turn the
             // decision into an error (it is reported by nothing but its own absence).
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| notify(&pending)));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| notify(pending)));
         }
         Ok(())
     }
@@ -496,6 +498,15 @@ impl Engine {
             ));
         }
         Ok(c)
+    }
+}
+
+/// Adds the roles of `more` not yet in `stages`, keeping the order each was first named in.
+pub(crate) fn merge_stages(stages: &mut Vec<String>, more: &[String]) {
+    for stage in more {
+        if !stages.contains(stage) {
+            stages.push(stage.clone());
+        }
     }
 }
 
