@@ -16,6 +16,10 @@
 //!   with `aegis_string_free`.
 //! - No panic crosses the boundary: each function catches it and returns `AEGIS_STATUS_PANIC`.
 
+pub mod uniffi_api;
+
+uniffi::setup_scaffolding!("aegis");
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
