@@ -1,6 +1,6 @@
 //! The in-memory store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::{
@@ -23,7 +23,7 @@ struct MemoryState {
     tasks: HashMap<String, TaskState>,
     ledgers: HashMap<String, Vec<LedgerEntry>>,
     used: HashMap<String, i64>,
-    spend: HashMap<String, Vec<(i64, i64)>>,
+    spend: HashMap<String, Spend>,
     approvals: BTreeMap<String, PendingApproval>,
     grants: BTreeMap<String, BreakGlassGrant>,
 }
@@ -42,9 +42,47 @@ impl MemoryStore {
     }
 }
 
-/// What was spent since `window_start`; saturating, since amounts are never negative.
-fn spent(entries: Option<&Vec<(i64, i64)>>, window_start: i64) -> i64 {
-    entries.map_or(0, |v| v.iter().filter(|(at, _)| *at >= window_start).fold(0i64, |sum, (_, a)| sum.saturating_add(*a)))
+/// One budget's spending in its window: the entries, oldest first, and their running sum, so
+/// a decision costs the same on the ten-thousandth call of a task as on the first (a commit
+/// drops what left the window from the front; each entry is added and dropped once).
+#[derive(Debug, Default)]
+struct Spend {
+    entries: VecDeque<(i64, i64)>,
+    /// The sum of `entries`, in i128: amounts are non-negative i64s, so it cannot overflow.
+    total: i128,
+}
+
+impl Spend {
+    /// Drops what left the window at the front (as commits did before: a commit keeps only its
+    /// reservation's window). An entry stamped before a later one (a clock step back) stays
+    /// until the front passes it, counting against the budget: too much, never too little.
+    fn slide(&mut self, window_start: i64) {
+        while let Some(&(at, amount)) = self.entries.front() {
+            if at >= window_start {
+                break;
+            }
+            self.total -= i128::from(amount);
+            self.entries.pop_front();
+        }
+    }
+
+    /// What was spent since `window_start`, saturating at `i64::MAX`; a read changes nothing,
+    /// and costs only the entries before `window_start` not yet dropped by a commit.
+    fn since(&self, window_start: i64) -> i64 {
+        let expired: i128 =
+            self.entries.iter().take_while(|(at, _)| *at < window_start).map(|(_, amount)| i128::from(*amount)).sum();
+        i64::try_from(self.total - expired).unwrap_or(i64::MAX)
+    }
+
+    fn add(&mut self, at: i64, amount: i64) {
+        self.entries.push_back((at, amount));
+        self.total += i128::from(amount);
+    }
+}
+
+/// What was spent against `key` since `window_start`.
+fn spent(spend: &HashMap<String, Spend>, key: &str, window_start: i64) -> i64 {
+    spend.get(key).map_or(0, |s| s.since(window_start))
 }
 
 impl Store for MemoryStore {
@@ -70,7 +108,7 @@ impl Store for MemoryStore {
         }
         check_amounts(&c)?;
         if let Some(r) =
-            c.reservations.iter().find(|r| r.enforce && exceeds(spent(s.spend.get(&r.key), r.window_start), r.amount, r.limit))
+            c.reservations.iter().find(|r| r.enforce && exceeds(spent(&s.spend, &r.key, r.window_start), r.amount, r.limit))
         {
             return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
         }
@@ -82,9 +120,12 @@ impl Store for MemoryStore {
             s.used.insert(key.clone(), *exp);
         }
         for r in &c.reservations {
-            let entries = s.spend.entry(r.key.clone()).or_default();
-            entries.retain(|(at, _)| *at >= r.window_start);
-            entries.push((c.now, r.amount));
+            let spend = match s.spend.get_mut(&r.key) {
+                Some(spend) => spend,
+                None => s.spend.entry(r.key.clone()).or_default(),
+            };
+            spend.slide(r.window_start);
+            spend.add(c.now, r.amount);
         }
         // Lookups before inserts: the hot path (a known task, a known duty) allocates nothing;
         // the ledger takes the commit's entry.
@@ -110,7 +151,7 @@ impl Store for MemoryStore {
     }
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
-        Ok(spent(self.lock()?.spend.get(key), window_start))
+        Ok(spent(&self.lock()?.spend, key, window_start))
     }
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
@@ -162,6 +203,49 @@ impl Store for MemoryStore {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spend;
+
+    fn naive(all: &[(i64, i64)], start: i64) -> i64 {
+        all.iter().filter(|(at, _)| *at >= start).map(|(_, a)| a).sum()
+    }
+
+    /// With the clock moving forward the running sum is exactly the window's sum, and entries
+    /// leave as the window moves; a read of another window changes nothing.
+    #[test]
+    fn the_running_sum_is_the_window_sum() {
+        let (mut spend, mut all) = (Spend::default(), Vec::new());
+        for step in 0..2000i64 {
+            let now = step * 7;
+            spend.slide(now - 500);
+            spend.add(now, step % 97);
+            all.push((now, step % 97));
+            assert_eq!(spend.since(now + 1), 0);
+            assert_eq!(spend.since(now - 500), naive(&all, now - 500));
+            assert_eq!(spend.since(now - 100), naive(&all, now - 100));
+        }
+        assert!(spend.entries.len() <= 73, "entries leave as the window moves: {}", spend.entries.len());
+    }
+
+    /// With a clock that steps back, the sums are those of keeping a plain list, pruned to the
+    /// window at each commit and filtered at each read.
+    #[test]
+    fn a_clock_step_back_sums_as_a_pruned_list_does() {
+        let (mut spend, mut list) = (Spend::default(), Vec::<(i64, i64)>::new());
+        for step in 0..2000i64 {
+            let now = step * 7 - if step % 13 == 0 { 300 } else { 0 };
+            spend.slide(now - 500);
+            list.retain(|(at, _)| *at >= now - 500);
+            spend.add(now, 1 + step % 97);
+            list.push((now, 1 + step % 97));
+            for start in [now - 500, now - 200, now - 900] {
+                assert!(spend.since(start) >= naive(&list, start), "step {step}, window from {start}");
+            }
         }
     }
 }
