@@ -283,3 +283,47 @@ fn a_cached_prefix_serves_only_its_exact_bytes() {
     let err = fresh.verify_chain(&chain).unwrap_err();
     assert_eq!(err.code(), ErrorCode::CredentialExpired);
 }
+
+/// `issue` with `narrow`: a sub-agent's delegation keeps only the tools its delegator holds and
+/// ends with it; without `narrow` the same request is refused; the narrowed chain decides.
+#[test]
+fn a_narrowed_delegation_keeps_what_the_parent_holds() {
+    use aegis_sod::json_api::call;
+    let fx = Fixture::new();
+    let planner = fx.planner_cred(); // scope: invoice.create, stripe.create_payment; expires NOW + 840
+    let issue_request = |narrow: bool, ttl: i64| {
+        serde_json::json!({
+            "parent": planner, "signing_key": fx.planner.to_private_jwk(), "agent_id": "finance-agent",
+            "agent_key": fx.finance.public_key().to_jwk(), "scope": [TOOL, "invoice.delete", TOOL, "aegis.approve"],
+            "ttl_secs": ttl, "issued_at": NOW, "narrow": narrow,
+        })
+        .to_string()
+    };
+    let refused = call(None, "issue", &issue_request(false, 600)).unwrap_err();
+    assert_eq!(refused.code().as_str(), "scope_widened");
+
+    let token: String = serde_json::from_str(&call(None, "issue", &issue_request(true, 3600)).unwrap()).unwrap();
+    let claims = Fixture::claims(&token);
+    assert_eq!(claims.scope, vec![TOOL.to_string()], "only what the planner holds, once");
+    assert_eq!(claims.exp, Fixture::claims(&planner).exp, "no longer than the parent");
+
+    let engine = fx.engine();
+    let chain = vec![planner.clone(), token];
+    let paid = engine.authorize(&request(chain.clone(), pay(100, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(paid.outcome, Outcome::Allow, "{paid:?}");
+    let outside = engine.authorize(&AuthorizationRequest::new(chain, "invoice.create", json!({}))).unwrap();
+    assert_eq!(outside.reasons[0].code.to_string(), "tool_not_in_scope", "{outside:?}");
+
+    let root = serde_json::json!({
+        "issuer": ISSUER, "signing_key": fx.issuer.to_private_jwk(), "agent_id": "planner",
+        "agent_key": fx.planner.public_key().to_jwk(), "task_id": "t", "intent": "i", "scope": [TOOL],
+        "ttl_secs": 60, "narrow": true,
+    });
+    assert_eq!(call(None, "issue", &root.to_string()).unwrap_err().code().as_str(), "malformed_request");
+    let expired = serde_json::json!({
+        "parent": planner, "signing_key": fx.planner.to_private_jwk(), "agent_id": "late",
+        "agent_key": fx.finance.public_key().to_jwk(), "scope": [TOOL], "ttl_secs": 60,
+        "issued_at": NOW + 10_000, "narrow": true,
+    });
+    assert_eq!(call(None, "issue", &expired.to_string()).unwrap_err().code().as_str(), "credential_expired");
+}

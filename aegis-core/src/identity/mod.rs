@@ -8,7 +8,7 @@ pub(crate) mod jws;
 mod keys;
 pub(crate) mod proof;
 
-pub(crate) use chain::{ChainPolicy, ChainVerifier, DELEGATE_SEPARATOR};
+pub(crate) use chain::{scope_entry_covers, ChainPolicy, ChainVerifier, DELEGATE_SEPARATOR};
 pub use chain::{TrustedIssuer, VerifiedChain};
 pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential};
 pub use external::ExternalIssuer;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::identity::{self, CredentialSpec, Jwk, KeyPair, PublicKey};
 use crate::time::{random_id, Clock, OsRandom, SystemClock};
 
@@ -46,6 +46,13 @@ pub struct IssueRequest {
     /// Roots only: the roles the issuer attests.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Delegation only: keep the tools of `scope` that the parent's scope covers (in order,
+    /// without repeats) and end no later than the parent, instead of refusing a wider scope or
+    /// a longer life. For integrations that mint a sub-agent's delegation from the sub-agent's
+    /// tools: a tool its delegator does not hold is then denied on use (`tool_not_in_scope`)
+    /// rather than the whole chain refused.
+    #[serde(default)]
+    pub narrow: bool,
 }
 
 /// Issues a root credential or delegates one.
@@ -57,6 +64,11 @@ pub fn issue(req: IssueRequest) -> Result<String> {
         own.or_else(|| parent.as_ref().map(|p| from_parent(&p.claims).clone()))
             .ok_or_else(|| Error::malformed_request("`task_id` and `intent` are required for a root credential"))
     };
+    let (scope, expires_at) = match (&parent, req.narrow) {
+        (Some(p), true) => narrowed(&p.claims, req.scope, issued_at, req.ttl_secs)?,
+        (None, true) => return Err(Error::malformed_request("`narrow` applies to a delegation only")),
+        (_, false) => (req.scope, issued_at.saturating_add(req.ttl_secs)),
+    };
     let spec = CredentialSpec {
         agent_id: req.agent_id,
         agent_key: PublicKey::from_jwk(&req.agent_key)?,
@@ -66,9 +78,9 @@ pub fn issue(req: IssueRequest) -> Result<String> {
             .unwrap_or_else(|| crate::engine::DEFAULT_AUDIENCE.into()),
         task_id: inherited(req.task_id, |c| &c.task)?,
         intent: inherited(req.intent, |c| &c.intent)?,
-        scope: req.scope,
+        scope,
         issued_at,
-        expires_at: issued_at.saturating_add(req.ttl_secs),
+        expires_at,
         roles: req.roles,
         jti: match req.jti {
             Some(j) => j,
@@ -80,6 +92,31 @@ pub fn issue(req: IssueRequest) -> Result<String> {
         (None, Some(issuer)) => identity::issue_root(&issuer, &signing_key, spec),
         (None, None) => Err(Error::malformed_request("a root credential needs `issuer`")),
     }
+}
+
+/// The scope and expiry of a delegation narrowed to what its parent holds: the wanted tools the
+/// parent's scope covers (by the rule the chain check applies), and the earlier of the asked
+/// expiry and the parent's.
+fn narrowed(
+    parent: &identity::CredentialClaims,
+    wanted: Vec<String>,
+    issued_at: i64,
+    ttl_secs: i64,
+) -> Result<(Vec<String>, i64)> {
+    let expires_at = issued_at.saturating_add(ttl_secs).min(parent.exp);
+    if expires_at <= issued_at {
+        return Err(Error::new(
+            ErrorCode::CredentialExpired,
+            format!("the parent credential of `{}` has expired: it cannot delegate", parent.sub),
+        ));
+    }
+    let mut scope: Vec<String> = Vec::with_capacity(wanted.len());
+    for tool in wanted {
+        if !scope.contains(&tool) && parent.scope.iter().any(|grant| identity::scope_entry_covers(grant, &tool)) {
+            scope.push(tool);
+        }
+    }
+    Ok((scope, expires_at))
 }
 
 /// A request for a proof of possession.

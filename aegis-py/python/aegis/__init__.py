@@ -425,15 +425,19 @@ def issue_root(
 def delegate(
     parent: str, parent_key: KeyPair, agent_id: str, agent_key: Union[KeyPair, Mapping[str, Any]], *,
     scope: Sequence[str], ttl_secs: int = 600, issued_at: Optional[int] = None, jti: Optional[str] = None,
+    narrow: bool = False,
 ) -> str:
     """Delegates from `parent` (bound to `parent_key`) to `agent_id`; may only narrow.
 
     The delegate's attested id is namespaced under its delegator (`planner/finance-agent`), so
     `agent_id` may not contain `/`, and its key must differ from every key above it in the chain
-    (the engine refuses such a chain: `malformed_token`, `delegation_cycle`)."""
+    (the engine refuses such a chain: `malformed_token`, `delegation_cycle`). A wider scope or
+    longer life than the parent's is refused (`scope_widened`); with `narrow`, the core keeps
+    the tools of `scope` the parent holds and ends the delegation with the parent instead (what
+    integrations minting a sub-agent's delegation from its tools want)."""
     request = {"parent": parent, "signing_key": parent_key.private_jwk, "agent_id": agent_id,
                "agent_key": _jwk_of(agent_key), "scope": list(scope), "ttl_secs": ttl_secs,
-               "issued_at": issued_at, "jti": jti}
+               "issued_at": issued_at, "jti": jti, "narrow": narrow}
     return str(_free("issue", request))
 
 

@@ -2,6 +2,11 @@
 
 - :class:`AegisMiddleware` for ``langchain.agents.create_agent(..., middleware=[...])``.
 - :func:`tool_call_wrapper` for ``langgraph.prebuilt.ToolNode(tools, wrap_tool_call=...)``.
+- :func:`create_delegated_agent`, :class:`DelegatedMiddleware` and :func:`delegated_chain` for
+  the sub-agents of a supervisor (subgraphs as nodes, or agents called as tools): each sub-agent
+  acts on a delegation an :class:`aegis.delegation.Delegator` mints for it when work is passed
+  to it, scoped to its own tools, so Aegis attests it as ``planner/finance-agent`` and
+  segregation of duties holds across the whole chain.
 
 Aegis's core decides whether the tool runs (its enforcement of the decision). When refused,
 the tool does not run and the model gets a ``ToolMessage`` with ``status="error"``. When a human
@@ -16,14 +21,18 @@ Install with ``pip install aegis-sod[langchain]``.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from . import ApprovalRequired, Denied, Engine, _thaw, args_to_run
+from .delegation import Delegator
 
 ChainSource = Union[Sequence[str], Callable[[ToolCallRequest], Sequence[str]]]
 Handler = Callable[[ToolCallRequest], Union[ToolMessage, Command[Any]]]
@@ -89,3 +98,61 @@ class AegisMiddleware(AgentMiddleware):
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Union[ToolMessage, Command[Any]]:
         return self._wrap(request, handler)
+
+
+# --- supervisors and their sub-agents --------------------------------------------------------
+
+ToolLike = Union[BaseTool, Callable[..., Any], str]
+
+
+def _tool_names(tools: Sequence[ToolLike]) -> List[str]:
+    """The names the agent's tools are called by (what Aegis decides on and scopes)."""
+    if isinstance(tools, str):
+        raise TypeError("`tools` is a sequence of tools, not one name")
+    names: List[str] = []
+    for tool in tools:
+        if isinstance(tool, str):
+            names.append(tool)
+        elif isinstance(tool, BaseTool):
+            names.append(tool.name)
+        elif callable(tool) and isinstance(getattr(tool, "__name__", None), str):
+            names.append(tool.__name__)  # create_agent names a plain function's tool after it
+        else:
+            raise TypeError(f"cannot tell the name of tool {tool!r}: pass a BaseTool, a function or its name")
+    return names
+
+
+def delegated_chain(delegator: Delegator, name: str,
+                    tools: Sequence[ToolLike]) -> Callable[[ToolCallRequest], List[str]]:
+    """A chain source (for :func:`tool_call_wrapper` or :class:`AegisMiddleware`) for sub-agent
+    `name` of a supervisor acting for `delegator`: the delegation minted for it (once, then
+    cached and renewed), scoped to the names of `tools` its delegator holds."""
+    sub = delegator.child(name, _tool_names(tools))
+    return lambda _request: sub.chain
+
+
+class DelegatedMiddleware(AegisMiddleware):
+    """:class:`AegisMiddleware` for sub-agent `name` of a supervisor acting for `delegator`: when
+    the sub-agent starts on the work passed to it, its delegation is minted (scoped to `tools`,
+    appended to the supervisor's chain), and every tool call it makes is decided on that chain."""
+
+    def __init__(self, engine: Engine, delegator: Delegator, name: str, tools: Sequence[ToolLike]) -> None:
+        self.delegator = delegator.child(name, _tool_names(tools))
+        sub = self.delegator
+        super().__init__(engine, lambda _request: sub.chain)
+
+    def before_agent(self, state: Any, runtime: Runtime[Any]) -> Optional[Dict[str, Any]]:
+        # Minted (or renewed) as the work is handed over; an error stops the sub-agent here.
+        self.delegator.chain
+        return None
+
+
+def create_delegated_agent(engine: Engine, delegator: Delegator, name: str, model: Any, tools: Sequence[Any], *,
+                           middleware: Sequence[AgentMiddleware] = (), **kwargs: Any) -> Any:
+    """``langchain.agents.create_agent`` for sub-agent `name` of a supervisor acting for
+    `delegator`: the graph is named `name` (add it as a node, or call it from a tool), and its
+    tool calls are decided by Aegis on the delegation minted for it (:class:`DelegatedMiddleware`,
+    placed innermost, so no other middleware changes a call after Aegis decided on it).
+    `kwargs` go to ``create_agent`` (``checkpointer``, ``system_prompt``, ...)."""
+    guard = DelegatedMiddleware(engine, delegator, name, tools)
+    return create_agent(model, tools=list(tools), name=name, middleware=[*middleware, guard], **kwargs)
