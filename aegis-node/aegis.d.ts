@@ -364,6 +364,12 @@ export function issueRoot(options: {
 export function delegate(options: {
   parent: string; parentKey: KeyPair; agentId: string; agentKey: KeyPair | Jwk; scope: string[]; ttlSecs?: number;
   issuedAt?: number; jti?: string;
+  /**
+   * Keep the tools of `scope` the parent holds and end with the parent, instead of refusing a
+   * wider scope (`scope_widened`) or a longer life: what integrations minting a sub-agent's
+   * delegation from its tools want.
+   */
+  narrow?: boolean;
 }): string;
 export function inspect(token: string): { header: Record<string, unknown>; claims: Record<string, unknown>; digest: string };
 /**

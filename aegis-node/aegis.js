@@ -216,9 +216,9 @@ function issueRoot({ issuer, issuerKey, agentId, agentKey, taskId, intent, scope
  * (no `/`); the engine knows the delegate as `<parent id>/<agentId>`. Delegates hold no roles,
  * and a delegation to the parent's own key is refused (`delegation_cycle`).
  */
-function delegate({ parent, parentKey, agentId, agentKey, scope, ttlSecs = 600, issuedAt, jti }) {
+function delegate({ parent, parentKey, agentId, agentKey, scope, ttlSecs = 600, issuedAt, jti, narrow = false }) {
   return call('issue', { parent, signing_key: parentKey.privateJwk, agent_id: agentId, agent_key: jwkOf(agentKey), scope,
-    ttl_secs: ttlSecs, issued_at: issuedAt, jti });
+    ttl_secs: ttlSecs, issued_at: issuedAt, jti, narrow });
 }
 
 const inspect = (token) => call('inspect', { token });

@@ -1,4 +1,4 @@
-// The Vercel AI SDK helper, the examples (plain, LangChain.js, MCP), and strict type-checking.
+// The Vercel AI SDK helper, the examples (plain, LangChain.js, MCP, OpenAI Agents SDK, HTTP), and strict type-checking.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -120,7 +120,8 @@ test('integrations act only on the core enforcement: run with exactly its args, 
 });
 
 const examples = path.join(ROOT, 'examples', 'node');
-for (const [script, marker] of [['payments.mjs', 'payments story: ok'], ['langchain_agent.mjs', 'langchain agent: ok'], ['mcp_client.mjs', 'mcp client: ok'], ['mcp_server_guard.mjs', 'mcp server guard: ok']]) {
+for (const [script, marker] of [['payments.mjs', 'payments story: ok'], ['langchain_agent.mjs', 'langchain agent: ok'], ['mcp_client.mjs', 'mcp client: ok'],
+  ['mcp_server_guard.mjs', 'mcp server guard: ok'], ['openai_agents_agent.mjs', 'openai agents: ok'], ['http_tool_guard.mjs', 'http tool guard: ok']]) {
   test(`example ${script} runs`, () => {
     const out = execFileSync(process.execPath, [path.join(examples, script)], { cwd: examples, encoding: 'utf8' });
     assert.ok(out.includes(marker), out);
