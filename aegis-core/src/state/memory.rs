@@ -1,31 +1,60 @@
 //! The in-memory store.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
     check_amounts, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState,
 };
 use crate::budget::exceeds;
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 
-/// Consumed ids kept in memory before expired ones are pruned.
-const USED_PRUNE_THRESHOLD: usize = 4096;
+/// Consumed ids kept in a shard before expired ones are pruned.
+const USED_PRUNE_THRESHOLD: usize = 1024;
+
+/// Shards of the decision state: tasks, single-use ids and budgets are spread over them by a
+/// seeded hash of their key, so decisions on different tasks rarely meet on a lock. A commit
+/// locks the shards it touches in ascending order (a bit set of at most `SHARDS` bits), so two
+/// commits never wait on each other in a cycle.
+const SHARDS: usize = 32;
 
 /// The in-memory store: fast, per process, gone when the process ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
-    state: Mutex<MemoryState>,
+    shards: [Mutex<Shard>; SHARDS],
+    hasher: RandomState,
+    /// Approvals and grants: not on the path of a decision that needs no human.
+    people: Mutex<People>,
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self { shards: std::array::from_fn(|_| Mutex::default()), hasher: RandomState::new(), people: Mutex::default() }
+    }
+}
+
+/// One shard's tasks, ledgers, consumed ids and budgets.
 #[derive(Debug, Default)]
-struct MemoryState {
+struct Shard {
     tasks: HashMap<String, TaskState>,
     ledgers: HashMap<String, Vec<LedgerEntry>>,
     used: HashMap<String, i64>,
     spend: HashMap<String, Spend>,
+}
+
+#[derive(Debug, Default)]
+struct People {
     approvals: BTreeMap<String, PendingApproval>,
     grants: BTreeMap<String, BreakGlassGrant>,
+}
+
+/// A poisoned lock is taken over. A panic while one was held (none is known: every number is
+/// checked) must not turn into an outage of every task, and each step checks before it changes
+/// anything.
+fn take<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl MemoryStore {
@@ -34,11 +63,44 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The state. A panic while the lock was held (none is known: every number is checked)
-    /// must not turn into an outage of every task, so a poisoned lock is taken over: each step
-    /// checks before it changes anything.
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>> {
-        Ok(self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    fn shard_of(&self, key: &str) -> usize {
+        // The remainder is below SHARDS, so the cast back cannot truncate.
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        take(&self.shards[self.shard_of(key)])
+    }
+
+    fn people(&self) -> MutexGuard<'_, People> {
+        take(&self.people)
+    }
+}
+
+/// The shards one commit holds, locked in ascending order.
+struct Locked<'a> {
+    guards: [Option<MutexGuard<'a, Shard>>; SHARDS],
+}
+
+impl<'a> Locked<'a> {
+    fn new(store: &'a MemoryStore, c: &Commit) -> Self {
+        let mut wanted = 0u32;
+        let keys = std::iter::once(c.task_id.as_str())
+            .chain(c.consume.iter().map(|(k, _)| k.as_str()))
+            .chain(c.reservations.iter().map(|r| r.key.as_str()));
+        for key in keys {
+            wanted |= 1 << store.shard_of(key);
+        }
+        // `from_fn` visits the indices in order: the locks are taken in ascending order.
+        Self { guards: std::array::from_fn(|i| (wanted & (1 << i) != 0).then(|| take(&store.shards[i]))) }
+    }
+
+    /// The shard of `key`, locked above. Every key of the commit was locked, so a missing one is
+    /// an internal error, refused rather than decided on.
+    fn of(&mut self, store: &MemoryStore, key: &str) -> Result<&mut Shard> {
+        self.guards[store.shard_of(key)]
+            .as_deref_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "memory store: a shard the commit needs was not locked"))
     }
 }
 
@@ -87,42 +149,48 @@ fn spent(spend: &HashMap<String, Spend>, key: &str, window_start: i64) -> i64 {
 
 impl Store for MemoryStore {
     fn task_state(&self, task_id: &str) -> Result<TaskState> {
-        Ok(self.lock()?.tasks.get(task_id).cloned().unwrap_or_default())
+        Ok(self.shard(task_id).tasks.get(task_id).cloned().unwrap_or_default())
     }
 
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
-        Ok(self.lock()?.ledgers.get(task_id).cloned().unwrap_or_default())
+        Ok(self.shard(task_id).ledgers.get(task_id).cloned().unwrap_or_default())
     }
 
     fn commit(&self, c: Commit) -> Result<CommitOutcome> {
-        let mut s = self.lock()?;
-        let (ended, version) = s.tasks.get(&c.task_id).map_or((false, 0), |t| (t.ended, t.version));
+        let mut locked = Locked::new(self, &c);
+        // Every check before any change: a refused commit changes nothing.
+        let task = locked.of(self, &c.task_id)?.tasks.get(&c.task_id);
+        let (ended, version) = task.map_or((false, 0), |t| (t.ended, t.version));
         if ended {
             return Ok(CommitOutcome::TaskEnded);
         }
         if version != c.expected_version {
             return Ok(CommitOutcome::Conflict);
         }
-        if let Some((key, _)) = c.consume.iter().find(|(k, _)| s.used.get(k).is_some_and(|exp| *exp > c.now)) {
-            return Ok(CommitOutcome::AlreadyUsed(key.clone()));
+        for (key, _) in &c.consume {
+            if locked.of(self, key)?.used.get(key).is_some_and(|exp| *exp > c.now) {
+                return Ok(CommitOutcome::AlreadyUsed(key.clone()));
+            }
         }
         check_amounts(&c)?;
-        if let Some(r) =
-            c.reservations.iter().find(|r| r.enforce && exceeds(spent(&s.spend, &r.key, r.window_start), r.amount, r.limit))
-        {
-            return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
-        }
-        // Expired ids are harmless (the check above ignores them); prune in bulk, not per commit.
-        if s.used.len() >= USED_PRUNE_THRESHOLD {
-            s.used.retain(|_, exp| *exp > c.now);
+        for r in c.reservations.iter().filter(|r| r.enforce) {
+            if exceeds(spent(&locked.of(self, &r.key)?.spend, &r.key, r.window_start), r.amount, r.limit) {
+                return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
+            }
         }
         for (key, exp) in &c.consume {
-            s.used.insert(key.clone(), *exp);
+            let shard = locked.of(self, key)?;
+            // Expired ids are harmless (the check above ignores them); prune in bulk, not per commit.
+            if shard.used.len() >= USED_PRUNE_THRESHOLD {
+                shard.used.retain(|_, exp| *exp > c.now);
+            }
+            shard.used.insert(key.clone(), *exp);
         }
         for r in &c.reservations {
-            let spend = match s.spend.get_mut(&r.key) {
+            let shard = locked.of(self, &r.key)?;
+            let spend = match shard.spend.get_mut(&r.key) {
                 Some(spend) => spend,
-                None => s.spend.entry(r.key.clone()).or_default(),
+                None => shard.spend.entry(r.key.clone()).or_default(),
             };
             spend.slide(r.window_start);
             spend.add(c.now, r.amount);
@@ -137,45 +205,46 @@ impl Store for MemoryStore {
                 }
             }
         };
-        match s.tasks.get_mut(&c.task_id) {
+        let shard = locked.of(self, &c.task_id)?;
+        match shard.tasks.get_mut(&c.task_id) {
             Some(task) => duty(task, &c.entry),
-            None => duty(s.tasks.entry(c.task_id.clone()).or_default(), &c.entry),
+            None => duty(shard.tasks.entry(c.task_id.clone()).or_default(), &c.entry),
         }
-        match s.ledgers.get_mut(&c.task_id) {
+        match shard.ledgers.get_mut(&c.task_id) {
             Some(ledger) => ledger.push(c.entry),
             None => {
-                s.ledgers.insert(c.task_id, vec![c.entry]);
+                shard.ledgers.insert(c.task_id, vec![c.entry]);
             }
         }
         Ok(CommitOutcome::Committed)
     }
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
-        Ok(spent(&self.lock()?.spend, key, window_start))
+        Ok(spent(&self.shard(key).spend, key, window_start))
     }
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
-        self.lock()?.tasks.entry(task_id.to_owned()).or_default().ended = true;
+        self.shard(task_id).tasks.entry(task_id.to_owned()).or_default().ended = true;
         Ok(())
     }
 
     fn insert_pending(&self, pending: &PendingApproval) -> Result<()> {
-        self.lock()?.approvals.insert(pending.approval_id.clone(), pending.clone());
+        self.people().approvals.insert(pending.approval_id.clone(), pending.clone());
         Ok(())
     }
 
     fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>> {
-        Ok(self.lock()?.approvals.get(approval_id).cloned())
+        Ok(self.people().approvals.get(approval_id).cloned())
     }
 
     fn list_pending(&self) -> Result<Vec<PendingApproval>> {
-        let mut out: Vec<_> = self.lock()?.approvals.values().filter(|a| a.status == ApprovalStatus::Pending).cloned().collect();
+        let mut out: Vec<_> = self.people().approvals.values().filter(|a| a.status == ApprovalStatus::Pending).cloned().collect();
         out.sort_by_key(|a| a.created_at_ms);
         Ok(out)
     }
 
     fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool> {
-        let mut s = self.lock()?;
+        let mut s = self.people();
         match s.approvals.get_mut(&resolved.approval_id) {
             Some(a) if a.status == ApprovalStatus::Pending && a.votes.len() == prior_votes => {
                 *a = resolved.clone();
@@ -186,16 +255,16 @@ impl Store for MemoryStore {
     }
 
     fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
-        self.lock()?.grants.insert(grant.id.clone(), grant.clone());
+        self.people().grants.insert(grant.id.clone(), grant.clone());
         Ok(())
     }
 
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
-        Ok(self.lock()?.grants.values().filter(|g| g.closed_at.is_none()).cloned().collect())
+        Ok(self.people().grants.values().filter(|g| g.closed_at.is_none()).cloned().collect())
     }
 
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
-        let mut s = self.lock()?;
+        let mut s = self.people();
         match s.grants.get_mut(id) {
             Some(g) if g.closed_at.is_none() => {
                 g.closed_at = Some(now);
