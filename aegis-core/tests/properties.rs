@@ -157,3 +157,21 @@ proptest! {
         prop_assert_eq!(allowed, 1);
     }
 }
+
+/// Integers too large for 64 bits arrive as doubles; neighbours would share a digest (an
+/// approval of one would redeem the other), so every whole number beyond ±2^53 is refused,
+/// however it was written; fractions and whole numbers within ±2^53 are digested.
+#[test]
+fn whole_numbers_beyond_2_to_the_53_are_refused_however_written() {
+    for text in ["18446744073709551616", "18446744073709551617", "-18446744073709551617", "1e20", "9007199254740994.0"] {
+        let args = serde_json::from_str::<Value>(&format!(r#"{{"amount": {text}}}"#)).unwrap();
+        let err = call_digest("t", &args).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MalformedRequest, "{text}");
+    }
+    for text in ["9007199254740992", "-9007199254740992", "9007199254740992.0", "0.5", "1e-7", "123456.75"] {
+        let args = serde_json::from_str::<Value>(&format!(r#"{{"amount": {text}}}"#)).unwrap();
+        assert!(call_digest("t", &args).is_ok(), "{text}");
+    }
+    let big = |n: &str| aegis_sod::json_api::call(None, "call_digest", &format!(r#"{{"tool":"t","args":{{"a":{n}}}}}"#));
+    assert!(big("18446744073709551616").is_err() && big("18446744073709551617").is_err());
+}

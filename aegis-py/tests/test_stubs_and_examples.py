@@ -29,6 +29,9 @@ def test_package_type_checks() -> None:
     ("langchain_agent.py", "langchain agent: ok"),
     ("mcp_client.py", "mcp client: ok"),
     ("mcp_server_guard.py", "mcp server guard: ok"),
+    ("adk_agent.py", "adk agent: ok"),
+    ("openai_agents_agent.py", "openai agents: ok"),
+    ("langgraph_supervisor.py", "langgraph supervisor: ok"),
 ])
 def test_example_runs(script: str, marker: str) -> None:
     out = run([sys.executable, str(EXAMPLES / script)], cwd=EXAMPLES)

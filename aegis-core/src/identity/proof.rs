@@ -34,7 +34,9 @@ pub struct ProofClaims {
 ///
 /// RFC 8785 writes every number as the IEEE double it denotes, so two integers beyond ±2^53
 /// could share a digest (an approval of one would redeem the other): such arguments are
-/// refused (`malformed_request`) wherever a digest binds the call.
+/// refused (`malformed_request`) wherever a digest binds the call. That includes a whole
+/// number beyond ±2^53 held as a double: JSON parsing reads an integer too large for 64 bits
+/// as one, so `18446744073709551616` and `18446744073709551617` arrive as the same double.
 pub fn call_digest(tool: &str, args: &Value) -> Result<String> {
     check_exact_numbers(args)?;
     let canonical = crate::json::canonical_json(&json!({ "tool": tool, "args": args }));
@@ -50,14 +52,15 @@ fn check_exact_numbers(value: &Value) -> Result<()> {
             let exact = match (n.as_u64(), n.as_i64()) {
                 (Some(u), _) => u <= MAX_EXACT_INTEGER,
                 (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT_INTEGER,
-                // A float is already a double: its canonical form is exact.
-                (None, None) => true,
+                // A fraction is exact as the double it is. A whole double beyond 2^53 may be an
+                // integer literal that did not fit 64 bits, rounded on parsing: not exact.
+                (None, None) => n.as_f64().is_some_and(|f| f.fract() != 0.0 || f.abs() <= MAX_EXACT_INTEGER as f64),
             };
             if exact {
                 Ok(())
             } else {
                 Err(Error::malformed_request(format!(
-                    "the integer `{n}` is beyond ±2^53, where RFC 8785 cannot tell it from its neighbours"
+                    "the number `{n}` is a whole number beyond ±2^53, where RFC 8785 cannot tell it from its neighbours"
                 )))
             }
         }
