@@ -326,4 +326,9 @@ fn a_narrowed_delegation_keeps_what_the_parent_holds() {
         "issued_at": NOW + 10_000, "narrow": true,
     });
     assert_eq!(call(None, "issue", &expired.to_string()).unwrap_err().code().as_str(), "credential_expired");
+    let no_life = serde_json::json!({
+        "parent": planner, "signing_key": fx.planner.to_private_jwk(), "agent_id": "none",
+        "agent_key": fx.finance.public_key().to_jwk(), "scope": [TOOL], "ttl_secs": 0, "issued_at": NOW, "narrow": true,
+    });
+    assert_eq!(call(None, "issue", &no_life.to_string()).unwrap_err().code().as_str(), "malformed_request");
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aegis_sod::from_str_strict;
 use aegis_sod::json_api::{call, engine_from_json, error_json};
 use aegis_sod::{Engine as CoreEngine, Error, ErrorCode};
 use serde::de::DeserializeOwned;
@@ -52,12 +53,13 @@ fn run<T: DeserializeOwned>(engine: Option<&CoreEngine>, op: &str, input: &Value
     serde_json::from_str(&output).map_err(|e| malformed(format!("the output of `{op}` did not read back: {e}")))
 }
 
-/// `args_json` parsed: a JSON object, as every tool call's arguments are.
+/// `args_json` parsed as the core parses every input: a JSON object, duplicate keys refused
+/// (a tool that read the first of two `amount`s while the core digested the last would run
+/// what nobody authorized).
 fn args_value(args_json: &str) -> Result<Value, AegisError> {
-    match serde_json::from_str::<Value>(args_json) {
-        Ok(value @ Value::Object(_)) => Ok(value),
-        Ok(_) => Err(malformed("`args_json` must be a JSON object".into())),
-        Err(e) => Err(malformed(format!("`args_json` is not JSON: {e}"))),
+    match from_str_strict::<Value>(args_json)? {
+        value @ Value::Object(_) => Ok(value),
+        _ => Err(malformed("`args_json` must be a JSON object".into())),
     }
 }
 
@@ -365,8 +367,7 @@ impl KeyPair {
     /// A key pair from a private JWK (JSON text with `d`).
     #[uniffi::constructor]
     pub fn from_private_jwk(private_jwk_json: String) -> Result<Arc<Self>, AegisError> {
-        let jwk: Value =
-            serde_json::from_str(&private_jwk_json).map_err(|e| malformed(format!("`private_jwk_json` is not JSON: {e}")))?;
+        let jwk: Value = from_str_strict(&private_jwk_json)?;
         if jwk.get("d").is_none() {
             return Err(Error::new(ErrorCode::InvalidKey, "a key pair needs a private jwk (with `d`)").into());
         }
@@ -460,8 +461,7 @@ impl Engine {
     pub fn open(options: EngineOptions) -> Result<Arc<Self>, AegisError> {
         let mut issuers = Vec::with_capacity(options.trusted_issuers.len());
         for (issuer, jwk) in &options.trusted_issuers {
-            let jwk: Value =
-                serde_json::from_str(jwk).map_err(|e| malformed(format!("the key of issuer `{issuer}` is not JSON: {e}")))?;
+            let jwk: Value = from_str_strict(jwk)?;
             issuers.push(json!({ "issuer": issuer, "jwk": jwk }));
         }
         let mut config = Map::new();
@@ -632,7 +632,7 @@ pub fn verify_receipt(
     args_json: String,
     consume: bool,
 ) -> Result<String, AegisError> {
-    let jwks: Value = serde_json::from_str(&jwks_json).map_err(|e| malformed(format!("`jwks_json` is not JSON: {e}")))?;
+    let jwks: Value = from_str_strict(&jwks_json)?;
     let claims: Value = run(
         None,
         "verify_receipt",

@@ -103,6 +103,9 @@ fn narrowed(
     issued_at: i64,
     ttl_secs: i64,
 ) -> Result<(Vec<String>, i64)> {
+    if ttl_secs <= 0 {
+        return Err(Error::malformed_request(format!("`ttl_secs` must be positive, not {ttl_secs}")));
+    }
     let expires_at = issued_at.saturating_add(ttl_secs).min(parent.exp);
     if expires_at <= issued_at {
         return Err(Error::new(

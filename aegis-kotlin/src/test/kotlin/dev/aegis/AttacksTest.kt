@@ -108,6 +108,11 @@ class AttacksTest {
         val notJson = assertThrows<AegisException.Failed> { engine.authorize(c, TOOL, "{not json") }
         assertEquals("malformed_request", notJson.code)
         assertTrue(notJson.detailJson.contains("\"code\":\"malformed_request\""))
+        // Duplicate keys are refused, as the core refuses them: a tool reading the first `amount`
+        // while the decision bound the last would run what nobody authorized.
+        val duplicate = """{"amount": 9000, "amount": 10, "currency": "eur", "destination": "acct_1032D82eZvKYlo2C"}"""
+        assertEquals("malformed_request", assertThrows<AegisException.Failed> { engine.authorize(c, TOOL, duplicate) }.code)
+        assertEquals("malformed_request", assertThrows<AegisException.Failed> { callDigest(TOOL, duplicate) }.code)
         val badConfig = assertThrows<AegisException.Failed> { Engine("""{"bundle_dir": "/nonexistent"}""") }
         assertEquals("invalid_bundle", badConfig.code)
         assertEquals("invalid_key", assertThrows<AegisException.Failed> { KeyPair.fromSeed(ByteArray(3)) }.code)
