@@ -11,7 +11,7 @@ use crate::cache::BoundedCache;
 use crate::error::{Error, Result};
 use crate::identity::{ChainPolicy, ChainVerifier, ExternalIssuer, KeyPair, PublicKey, TrustedIssuer};
 use crate::policy::Bundle;
-use crate::state::{MemoryStore, Store};
+use crate::state::{Breaker, MemoryStore, Store};
 use crate::time::{random_id, Clock, OsRandom, SecureRandom, SystemClock};
 
 /// Builds an [`Engine`].
@@ -241,16 +241,18 @@ impl EngineBuilder {
             Some(k) => k,
             None => KeyPair::generate(self.random.as_ref())?,
         };
+        let store = self
+            .store
+            .or_else(|| self.audit.as_ref().and_then(|log| log.store()))
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let engine = Engine {
             bundle: ArcSwap::from_pointee(bundle),
             verifier: ChainVerifier::new(self.issuers, self.external, policy),
             clock: self.clock,
             random: self.random,
             leeway_secs: self.leeway_secs,
-            store: self
-                .store
-                .or_else(|| self.audit.as_ref().and_then(|log| log.store()))
-                .unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            audit_in_store: self.audit.as_ref().is_some_and(|log| log.is_kept_by(&store)),
+            store: Arc::new(Breaker::new(store)),
             approval_key,
             override_ttl_secs: self.override_ttl_secs,
             max_break_glass_secs: self.max_break_glass_secs,

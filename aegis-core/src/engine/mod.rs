@@ -58,7 +58,12 @@ pub struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn SecureRandom>,
     pub(crate) leeway_secs: i64,
+    /// The store, behind a breaker: a store that fails slowly is not waited on by every
+    /// decision (`state::Breaker`).
     pub(crate) store: Arc<dyn Store>,
+    /// Whether the audit log is kept in the store itself (records written in each commit's
+    /// transaction), decided on the store as built, before the breaker wraps it.
+    pub(crate) audit_in_store: bool,
     pub(crate) approval_key: KeyPair,
     pub(crate) override_ttl_secs: i64,
     pub(crate) max_break_glass_secs: i64,

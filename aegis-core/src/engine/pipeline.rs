@@ -416,7 +416,7 @@ impl Engine {
         };
         // A log kept in the engine's own store is written in the commit's transaction: the
         // record exists exactly when the state changed.
-        let outcome = match self.audit.as_ref().filter(|log| log.is_kept_by(&self.store)) {
+        let outcome = match self.audit.as_ref().filter(|_| self.audit_in_store) {
             Some(log) => {
                 let record = self.decision_record(Some(log), bundle, call.request, Some(call), decision)?;
                 let outcome = self.store.commit_recorded(commit, &record)?;

@@ -7,6 +7,7 @@
 //! that changes state is atomic; [`Store::commit`] is the one step that makes an allowed call
 //! count, and it is all-or-nothing and linearizable per task.
 
+mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -21,6 +22,7 @@ pub use crate::approval::{ApprovalStatus, PendingApproval};
 pub use crate::break_glass::BreakGlassGrant;
 pub use crate::budget::Reservation;
 use crate::error::{Error, ErrorCode, Result};
+pub(crate) use breaker::Breaker;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;

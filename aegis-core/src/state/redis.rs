@@ -8,7 +8,7 @@
 //! for replica acknowledgement after each change.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Connection, Script};
 
@@ -81,10 +81,36 @@ return 1
 /// A store on a Redis server (or cluster node).
 pub struct RedisStore {
     client: redis::Client,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Live>>,
     prefix: String,
     replicas: Option<(usize, u64)>,
     scripts: Scripts,
+}
+
+/// A connection, and when the server's eviction policy was last seen to be `noeviction`.
+struct Live {
+    conn: Connection,
+    policy_checked: Instant,
+}
+
+/// How often the eviction policy is checked again: a server reconfigured to evict would drop
+/// consumed tokens and pending approvals (a replay would then be accepted), so from at most
+/// this long after such a change every step fails closed.
+const POLICY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether the server's `maxmemory-policy` keeps every key; an error names the policy.
+fn check_policy(conn: &mut Connection) -> Result<()> {
+    let policy: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(conn).map_err(store_error)?;
+    match policy.get(1).map(String::as_str) {
+        Some("noeviction") => Ok(()),
+        Some(other) => Err(Error::new(
+            ErrorCode::StoreUnavailable,
+            format!(
+                "redis `maxmemory-policy` is `{other}`, which can evict approvals and consumed tokens; set it to `noeviction`"
+            ),
+        )),
+        None => Err(Error::new(ErrorCode::StoreUnavailable, "cannot read redis `maxmemory-policy`")),
+    }
 }
 
 struct Scripts {
@@ -125,15 +151,9 @@ impl RedisStore {
                 close_grant: Script::new(CLOSE_GRANT),
             },
         };
-        let policy: Vec<String> = store.with(|c| redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(c))?;
-        match policy.get(1).map(String::as_str) {
-            Some("noeviction") => Ok(store),
-            Some(other) => Err(Error::new(
-                ErrorCode::StoreUnavailable,
-                format!("redis `maxmemory-policy` is `{other}`, which can evict approvals and consumed tokens; set it to `noeviction`"),
-            )),
-            None => Err(Error::new(ErrorCode::StoreUnavailable, "cannot read redis `maxmemory-policy`")),
-        }
+        // `with` checks the eviction policy on connecting: a server that could evict is refused.
+        store.with(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(store)
     }
 
     /// After every change, wait until `replicas` replicas acknowledge it (Redis `WAIT`), or
@@ -146,13 +166,22 @@ impl RedisStore {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
         let mut guard = self.lock()?;
         if guard.is_none() {
-            let conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+            let mut conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
             conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(store_error)?;
             conn.set_write_timeout(Some(Duration::from_secs(5))).map_err(store_error)?;
-            *guard = Some(conn);
+            check_policy(&mut conn)?;
+            *guard = Some(Live { conn, policy_checked: Instant::now() });
         }
-        let conn = guard.as_mut().ok_or_else(|| store_error("no redis connection"))?;
-        match f(conn) {
+        let live = guard.as_mut().ok_or_else(|| store_error("no redis connection"))?;
+        if live.policy_checked.elapsed() >= POLICY_RECHECK {
+            if let Err(e) = check_policy(&mut live.conn) {
+                // Reconnect next time: the connection may be what failed.
+                *guard = None;
+                return Err(e);
+            }
+            live.policy_checked = Instant::now();
+        }
+        match f(&mut live.conn) {
             Ok(v) => Ok(v),
             Err(e) => {
                 // Drop the connection: the next call reconnects instead of reusing a broken one.
@@ -162,7 +191,7 @@ impl RedisStore {
         }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Option<Connection>>> {
+    fn lock(&self) -> Result<MutexGuard<'_, Option<Live>>> {
         self.conn.lock().map_err(|_| store_error("redis connection lock poisoned"))
     }
 

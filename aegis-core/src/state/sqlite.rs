@@ -40,20 +40,48 @@ CREATE TABLE IF NOT EXISTS audit_meta (name TEXT PRIMARY KEY, value TEXT NOT NUL
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The file opened, by device and inode: a database deleted or replaced underneath would
+    /// otherwise take writes into an unlinked file that nobody will ever read.
+    #[cfg(unix)]
+    file: (u64, u64),
+}
+
+/// How long a step waits for a lock another process holds before it fails (and the call is
+/// denied); the engine's breaker then refuses at once for a moment instead of every decision
+/// waiting as long.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let conn = Connection::open(path.as_ref()).map_err(store_error)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(store_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(store_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(store_error)?;
         conn.execute_batch(SCHEMA).map_err(store_error)?;
-        Ok(Self { conn: Mutex::new(conn), path: path.as_ref().to_owned() })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.as_ref().to_owned(),
+            #[cfg(unix)]
+            file: file_id(path.as_ref()).map_err(store_error)?,
+        })
     }
 
+    /// The connection, once the file it writes is still the one at `path`.
     fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        #[cfg(unix)]
+        match file_id(&self.path) {
+            Ok(id) if id == self.file => {}
+            Ok(_) => return Err(store_error(format!("the database `{}` was replaced underneath", self.path.display()))),
+            Err(e) => return Err(store_error(format!("the database `{}` is gone: {e}", self.path.display()))),
+        }
         self.conn.lock().map_err(|_| store_error("sqlite connection lock poisoned"))
     }
 
