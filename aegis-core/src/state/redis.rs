@@ -93,6 +93,9 @@ struct Live {
     policy_checked: Instant,
 }
 
+/// How long a reply may take (beyond a `WAIT`'s own timeout) before the step fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often the eviction policy is checked again: a server reconfigured to evict would drop
 /// consumed tokens and pending approvals (a replay would then be accepted), so from at most
 /// this long after such a change every step fails closed.
@@ -167,8 +170,11 @@ impl RedisStore {
         let mut guard = self.lock()?;
         if guard.is_none() {
             let mut conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
-            conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(store_error)?;
-            conn.set_write_timeout(Some(Duration::from_secs(5))).map_err(store_error)?;
+            // A paused or overloaded server fails each step after this long (a pipeline after
+            // this long per reply); `WAIT` itself may take its own timeout first.
+            let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
+            conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+            conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
             check_policy(&mut conn)?;
             *guard = Some(Live { conn, policy_checked: Instant::now() });
         }

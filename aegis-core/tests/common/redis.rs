@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -42,14 +43,19 @@ impl RedisServer {
             "noeviction".into(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let child = Command::new("redis-server").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
+        let child = spawn(&args, port);
+        Some(Self { child, port, args })
+    }
+
+    /// Starts the server again on the same port with the same options (after `stop`).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.args, self.port);
+    }
+
+    /// The server's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {
@@ -60,6 +66,16 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(args: &[String], port: u16) -> Child {
+    let child = Command::new("redis-server").args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 impl Drop for RedisServer {
