@@ -1,11 +1,13 @@
 // The HTTP receipt middleware in front of a node:http tool server: a call with its receipt
-// reaches the tool with exactly the authorized arguments; a receipt missing, forged, tampered,
-// reused, expired, for another audience, another tool or other arguments, and a call whose
-// names of the tool disagree, get 403 `{ code, message }` and never reach the tool.
+// reaches the tool with exactly the authorized arguments (and `req.body` is exactly them); a
+// receipt missing, forged, tampered, reused, expired, for another audience, another tool or other
+// arguments, a call whose names of the tool disagree with the route's, and a body smuggling
+// members past the receipt (an MCP envelope around the authorized arguments) get 403
+// `{ code, message }` and never reach the tool.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { Engine } from '../aegis.js';
+import { AegisError, Engine } from '../aegis.js';
 import { RECEIPT_HEADER, receiptMiddleware } from '../integrations/http.js';
 import { BUNDLE, ISSUER, ISSUER_KEY, TOOL, financeChain, key, pay, uniqueTask } from './helpers.mjs';
 
@@ -20,7 +22,7 @@ const jwks = eng.receiptJwks();
  * `reached` records each call the tool received.
  */
 async function toolServer(options, before = () => {}) {
-  const middleware = receiptMiddleware({ jwks, ...RECEIPTS, ...options });
+  const middleware = receiptMiddleware({ jwks, ...RECEIPTS, tool: TOOL, ...options });
   const reached = [];
   const server = http.createServer((req, res) => {
     before(req);
@@ -56,6 +58,7 @@ test('a call with its receipt reaches the tool with exactly the authorized argum
   assert.equal(srv.reached.length, 1);
   const [{ body, aegis, frozen }] = srv.reached;
   assert.deepEqual(body, pay(1200));
+  assert.equal(body, aegis.args, 'req.body is exactly the verified arguments');
   assert.equal(frozen, true);
   assert.deepEqual([aegis.tool, aegis.receipt.tool, aegis.receipt.sub, aegis.receipt.aud], [TOOL, TOOL, 'planner/finance-agent', RECEIPTS.audience]);
 });
@@ -116,24 +119,92 @@ test('attack: a receipt for other arguments or another tool is refused with rece
   assert.equal((await srv.call({ receipt, body: pay(300) })).status, 200);
 });
 
-test('the tool is named once: the route, the option, Mcp-Name, Aegis-Tool and an MCP tools/call body must agree', async (t) => {
-  const routed = await toolServer({});
+test('the tool is the server\'s to name: the middleware is not built without `tool`, and headers may only agree with it', async (t) => {
+  const unnamed = (e) => e instanceof AegisError && e.code === 'malformed_request' && /needs the tool it guards/.test(e.message);
+  for (const tool of [undefined, '', {}, new Map(), { '/payments': '' }, 42]) {
+    assert.throws(() => receiptMiddleware({ jwks, ...RECEIPTS, tool }), unnamed, String(tool));
+  }
+  assert.throws(() => receiptMiddleware({ jwks, ...RECEIPTS, tool: TOOL, mcp: 'yes' }), /`mcp`/);
   const fixed = await toolServer({ tool: TOOL });
-  t.after(routed.close);
   t.after(fixed.close);
-  const disagree = await routed.call({ receipt: receiptFor(pay(10)), body: pay(10), headers: { 'aegis-tool': 'invoice.create' } });
-  assert.deepEqual([disagree.status, disagree.body.code], [403, 'args_invalid']);
-  const noTool = await routed.call({ path: '/pay', receipt: receiptFor(pay(10)), body: pay(10) });
-  assert.deepEqual([noTool.status, noTool.body.code], [403, 'malformed_request']);
-  // With the tool configured, the path does not matter; an MCP request's name must agree.
-  const rpc = (name, args) => ({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } });
-  const viaRpc = await fixed.call({ path: '/mcp', receipt: receiptFor(pay(11)), body: rpc(TOOL, pay(11)), headers: { 'mcp-name': TOOL } });
-  assert.deepEqual([viaRpc.status, viaRpc.body], [200, { ran: pay(11) }]);
-  const otherName = await fixed.call({ path: '/mcp', receipt: receiptFor(pay(12)), body: rpc('invoice.create', pay(12)) });
-  assert.deepEqual([otherName.status, otherName.body.code], [403, 'args_invalid']);
-  const notACall = await fixed.call({ path: '/mcp', receipt: receiptFor(pay(13)), body: { jsonrpc: '2.0', id: 2, method: 'tools/list' } });
-  assert.deepEqual([notACall.status, notACall.body.code], [403, 'malformed_request']);
-  assert.equal(routed.reached.length + fixed.reached.length, 1);
+  const disagree = await fixed.call({ receipt: receiptFor(pay(10)), body: pay(10), headers: { 'aegis-tool': 'invoice.create' } });
+  assert.deepEqual([disagree.status, disagree.body.code, disagree.reason], [403, 'args_invalid', 'args_invalid']);
+  const agree = await fixed.call({ path: '/anything', receipt: receiptFor(pay(10)), body: pay(10), headers: { 'aegis-tool': TOOL, 'mcp-name': TOOL } });
+  assert.deepEqual([agree.status, agree.body], [200, { ran: pay(10) }]);
+  assert.equal(fixed.reached.length, 1);
+});
+
+test('attack: a receipt for a harmless tool, sent to the payments route with a header naming that tool, is refused', async (t) => {
+  const invoiceArgs = { customer: 'acme', amount: 300 };
+  const invoiceReceipt = () => receiptFor(invoiceArgs, 'invoice.create', eng, financeChain(uniqueTask('http-invoice')).slice(0, 1));
+  // One middleware in front of two routes: a map of route to tool; and a function of the path.
+  const routes = await toolServer({ tool: { '/payments': TOOL, '/invoices': 'invoice.create' } });
+  const byPath = await toolServer({ tool: (path) => (path === '/payments' ? TOOL : undefined) });
+  t.after(routes.close);
+  t.after(byPath.close);
+  for (const srv of [routes, byPath]) {
+    for (const header of ['aegis-tool', 'mcp-name']) {
+      const smuggled = await srv.call({ path: '/payments', receipt: invoiceReceipt(), body: invoiceArgs, headers: { [header]: 'invoice.create' } });
+      assert.deepEqual([smuggled.status, smuggled.body.code], [403, 'args_invalid'], header);
+    }
+    // Without the header, the route's tool is the payment one: the receipt is for another tool.
+    const plain = await srv.call({ path: '/payments?tool=invoice.create', receipt: invoiceReceipt(), body: invoiceArgs });
+    assert.deepEqual([plain.status, plain.body.code], [403, 'receipt_mismatch']);
+    // A path no tool is configured for (another spelling included) reaches nothing.
+    for (const path of ['/refunds', '/payments/', '/tools/invoice.create']) {
+      const unknown = await srv.call({ path, receipt: invoiceReceipt(), body: invoiceArgs, headers: { 'aegis-tool': 'invoice.create' } });
+      assert.deepEqual([unknown.status, unknown.body.code], [403, 'malformed_request'], path);
+    }
+  }
+  assert.equal(routes.reached.length + byPath.reached.length, 0);
+  // On its own route, the invoice receipt is good.
+  const invoice = await routes.call({ path: '/invoices', receipt: invoiceReceipt(), body: invoiceArgs, headers: { 'aegis-tool': 'invoice.create' } });
+  assert.deepEqual([invoice.status, invoice.body], [200, { ran: invoiceArgs }]);
+});
+
+/** An MCP `tools/call` request. */
+const rpc = (name, args, extra = {}) => ({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args }, ...extra });
+/** The attack: the authorized arguments in the envelope, and what the handler is meant to read beside them. */
+const smuggling = (args) => rpc(TOOL, args, { amount: 900000, destination: 'acct_ATTACKERATTACKER0' });
+
+test('attack: members beside the verified arguments never reach the tool (an MCP envelope around them, without `mcp`)', async (t) => {
+  const srv = await toolServer({});
+  t.after(srv.close);
+  // Without `mcp` the body is the arguments, all of it: the envelope is not what the receipt is for.
+  const out = await srv.call({ receipt: receiptFor(pay(10)), body: smuggling(pay(10)) });
+  assert.deepEqual([out.status, out.body.code], [403, 'receipt_mismatch']);
+  const bare = await srv.call({ receipt: receiptFor(pay(10)), body: rpc(TOOL, pay(10)) });
+  assert.deepEqual([bare.status, bare.body.code], [403, 'receipt_mismatch']);
+  assert.equal(srv.reached.length, 0);
+});
+
+test('mcp: a tools/call request passes rebuilt around exactly the verified arguments; anything else in the envelope is refused', async (t) => {
+  const srv = await toolServer({ mcp: true });
+  t.after(srv.close);
+  const refused = async (body, code, pattern, headers = {}) => {
+    const out = await srv.call({ path: '/mcp', receipt: receiptFor(pay(12)), body, headers });
+    assert.deepEqual([out.status, out.body.code], [403, code], JSON.stringify(body));
+    if (pattern) assert.match(out.body.message, pattern);
+  };
+  await refused(smuggling(pay(12)), 'malformed_request', /`amount`, which no receipt covers/);
+  await refused({ ...rpc(TOOL, pay(12)), params: { name: TOOL, arguments: pay(12), amount: 900000 } }, 'malformed_request', /params hold `amount`/);
+  await refused(rpc('invoice.create', pay(12)), 'args_invalid', /params\.name/);
+  await refused(rpc(TOOL, pay(12)), 'args_invalid', /Mcp-Name/, { 'mcp-name': 'invoice.create' });
+  await refused({ jsonrpc: '2.0', id: 2, method: 'tools/list' }, 'malformed_request', /only MCP `tools\/call`/);
+  await refused({ ...rpc(TOOL, pay(12)), jsonrpc: '1.0' }, 'malformed_request');
+  await refused({ ...rpc(TOOL, pay(12)), id: null }, 'malformed_request', /`id`/);
+  await refused({ ...rpc(TOOL, pay(12)), params: { name: TOOL, arguments: [pay(12)] } }, 'malformed_request', /not an object/);
+  await refused([rpc(TOOL, pay(12))], 'malformed_request');
+  await refused(pay(12), 'malformed_request');
+  assert.equal(srv.reached.length, 0);
+
+  const meta = { progressToken: 'p-1' };
+  const ok = await srv.call({ path: '/mcp', receipt: receiptFor(pay(12)), body: { ...rpc(TOOL, pay(12)), params: { name: TOOL, arguments: pay(12), _meta: meta } },
+    headers: { 'mcp-name': TOOL } });
+  assert.deepEqual([ok.status, ok.body], [200, { ran: pay(12) }]);
+  const [{ body }] = srv.reached;
+  assert.deepEqual(body, { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: TOOL, arguments: pay(12), _meta: meta } });
+  assert.ok(Object.isFrozen(body) && Object.isFrozen(body.params) && Object.isFrozen(body.params.arguments));
 });
 
 test('bodies: not JSON is 400, too large is 413, a body parsed upstream (express.json) is what is checked', async (t) => {
@@ -147,9 +218,8 @@ test('bodies: not JSON is 400, too large is 413, a body parsed upstream (express
   const huge = await small.call({ receipt: receiptFor(pay(10)), body: { ...pay(10), memo: 'x'.repeat(4 * 1024 * 1024) } });
   assert.deepEqual([huge.status, huge.body.code], [413, 'malformed_request']);
 
-  // As express does: the route gives the tool, a body parser left the parsed body (here: another one).
+  // As express does: a body parser left the parsed body (here: another one than was sent).
   const parsed = await toolServer({}, (req) => {
-    req.params = { tool: TOOL };
     req.body = pay(99);
   });
   t.after(parsed.close);

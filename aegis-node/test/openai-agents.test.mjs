@@ -1,10 +1,13 @@
 // The OpenAI Agents SDK integration and the Delegator, on scripted models (no network): allowed,
 // denied, sanitized and approved calls through the SDK's own run loop, delegation at handoffs,
 // and the attacks: sub-agent scope escalation, a replayed approval token, arguments swapped
-// between approval and resume, an approval given in the run only, calls around the guardrail.
+// between approval and resume, an approval given in the run only, calls around the guardrail,
+// one run's call acting on another run's decision or token (same call id, one shared agent),
+// an unguarded agent used as a tool.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { Agent, RunState, Runner, Usage, handoff, run, setTracingDisabled, tool } from '@openai/agents';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Agent, RunContext, RunState, Runner, Usage, handoff, run, setTracingDisabled, tool } from '@openai/agents';
 import { SignJWT, importJWK } from 'jose';
 import { z } from 'zod';
 import { AegisError, KeyPair, delegate, inspect, issueRoot } from '../aegis.js';
@@ -28,6 +31,17 @@ class ScriptedModel {
   }
   async *getStreamedResponse() {
     throw new Error('not streamed');
+  }
+}
+/** A model making the same `calls` in every run (each run its own conversation), then a final message. */
+class EachRunModel extends ScriptedModel {
+  constructor(calls) {
+    super([]);
+    this.calls = calls;
+  }
+  async getResponse(request) {
+    const answered = Array.isArray(request.input) && request.input.some((i) => i.type === 'function_call_result');
+    return { usage: new Usage(), output: answered ? [say('done')] : this.calls };
   }
 }
 const callTool = (callId, args, name = SDK_TOOL) => ({ type: 'function_call', callId, name, arguments: JSON.stringify(args), status: 'completed' });
@@ -66,7 +80,7 @@ async function pausedOn9000(eng, guard, agent) {
   const result = await run(agent, 'pay');
   assert.equal(result.interruptions.length, 1);
   const [item] = result.interruptions;
-  const awaited = guard.approvalFor(item);
+  const awaited = guard.approvalFor(item, result.state);
   assert.ok(awaited, 'an Aegis approval is awaited');
   const resolution = eng.approve(awaited.approvalId, approverChain());
   assert.ok(resolution.accepted, JSON.stringify(resolution.reasons));
@@ -104,20 +118,20 @@ test('approval_needed pauses the run; approved in Aegis and through RunState, th
   assert.deepEqual(ran, []);
   assert.equal(result.interruptions.length, 1);
   const [item] = result.interruptions;
-  const awaited = guard.approvalFor(item);
+  const awaited = guard.approvalFor(item, result.state);
   assert.deepEqual([awaited.tool, awaited.args, awaited.callId, awaited.decision.outcome], [TOOL, pay(9000), 'c1', 'approval_needed']);
   assert.deepEqual(eng.pendingApprovals().map((p) => [p.approvalId, p.agentId]), [[awaited.approvalId, 'planner/finance-agent']]);
   // The planner is above the requester: it cannot approve.
   assert.equal(eng.approve(awaited.approvalId, chain.slice(0, 1)).accepted, false);
   const { overrideToken } = eng.approve(awaited.approvalId, approverChain());
-  guard.presentToken(item, overrideToken);
+  guard.presentToken(item, overrideToken, result.state);
   result.state.approve(item);
   const resumed = await run(agent, result.state);
   assert.deepEqual(ran, [pay(9000)]);
   assert.equal(outputOf(resumed, 'c1'), 'paid 9000');
   assert.equal(resumed.finalOutput, 'paid');
   assert.equal(eng.pendingApprovals().length, 0);
-  assert.equal(guard.approvalFor(item), null, 'nothing is awaited once the call ran');
+  assert.equal(guard.approvalFor(item, resumed.state), null, 'nothing is awaited once the call ran');
 });
 
 test('with preApprovalInputGuardrails the run still pauses before anything runs, and runs once after approval', async () => {
@@ -130,7 +144,7 @@ test('with preApprovalInputGuardrails the run still pauses before anything runs,
   assert.deepEqual([ran, result.interruptions.length], [[], 1]);
   assert.deepEqual(result.toolInputGuardrailResults.map((r) => r.output.outputInfo), [{ awaitingApproval: true }]);
   const [item] = result.interruptions;
-  guard.presentToken(item, eng.approve(guard.approvalFor(item).approvalId, approverChain()).overrideToken);
+  guard.presentToken(item, eng.approve(guard.approvalFor(item, result.state).approvalId, approverChain()).overrideToken, result.state);
   result.state.approve(item);
   await runner.run(agent, result.state);
   assert.deepEqual(ran, [pay(9000)]);
@@ -152,8 +166,8 @@ test('a tool\'s own needsApproval still pauses the run; the call is decided once
   const agent = new Agent({ name: 'finance-agent', model: new ScriptedModel([[callTool('c1', pay(100))]]), tools: [guard.tool(own, chain)] });
   const result = await run(agent, 'pay');
   const [item] = result.interruptions;
-  assert.equal(guard.approvalFor(item), null, 'Aegis allowed: no Aegis approval is awaited');
-  assert.throws(() => guard.presentToken(item, ''), (e) => e instanceof AegisError && e.code === 'approval_token_invalid');
+  assert.equal(guard.approvalFor(item, result.state), null, 'Aegis allowed: no Aegis approval is awaited');
+  assert.throws(() => guard.presentToken(item, '', result.state), (e) => e instanceof AegisError && e.code === 'approval_token_invalid');
   result.state.approve(item);
   await run(agent, result.state);
   assert.deepEqual(ran, [pay(100)]);
@@ -161,7 +175,7 @@ test('a tool\'s own needsApproval still pauses the run; the call is decided once
   // An interruption of a tool no guard wraps is not this guard's to answer.
   const plain = new Agent({ name: 'plain', model: new ScriptedModel([[callTool('c2', pay(1))]]), tools: [own] });
   const unguarded = await run(plain, 'pay');
-  assert.throws(() => guard.approvalFor(unguarded.interruptions[0]), /not a tool this guard decides/);
+  assert.throws(() => guard.approvalFor(unguarded.interruptions[0], unguarded.state), /not a tool this guard decides/);
 });
 
 test('attack: an approval given in the run only (even alwaysApprove) runs nothing without an Aegis token', async () => {
@@ -172,7 +186,7 @@ test('attack: an approval given in the run only (even alwaysApprove) runs nothin
     { chain: financeChain(uniqueTask('oa-sdk-only')) });
   const result = await run(agent, 'pay');
   const [item] = result.interruptions;
-  const { approvalId } = guard.approvalFor(item);
+  const { approvalId } = guard.approvalFor(item, result.state);
   result.state.approve(item, { alwaysApprove: true });
   const resumed = await run(agent, result.state);
   assert.deepEqual(ran, []);
@@ -189,13 +203,13 @@ test('attack: an override token presented again, for a new call with the same ar
   const agent = guard.agent(financeAgent([[callTool('c1', pay(9000))], [callTool('c2', pay(9000))]], [paymentTool(ran)]),
     { chain: financeChain(uniqueTask('oa-replay')) });
   const { result, item, token } = await pausedOn9000(eng, guard, agent);
-  guard.presentToken(item, token);
+  guard.presentToken(item, token, result.state);
   result.state.approve(item);
   const second = await run(agent, result.state);
   assert.deepEqual(ran, [pay(9000)]);
   assert.equal(second.interruptions.length, 1, 'the second payment pauses for its own approval');
   const [again] = second.interruptions;
-  guard.presentToken(again, token);
+  guard.presentToken(again, token, second.state);
   second.state.approve(again);
   const third = await run(agent, second.state);
   assert.deepEqual(ran, [pay(9000)], 'paid once');
@@ -213,7 +227,7 @@ test('attack: arguments swapped in the stored run state between approval and res
   const tampered = await RunState.fromString(agent, stored.split(ACCOUNT).join('acct_EVILEVILEVIL0000'));
   const [item] = tampered.getInterruptions();
   assert.match(item.arguments, /acct_EVIL/);
-  guard.presentToken(item, token);
+  guard.presentToken(item, token, tampered);
   tampered.approve(item);
   const resumed = await run(agent, tampered);
   assert.deepEqual(ran, []);
@@ -232,12 +246,133 @@ test('a run resumed from its stored state by another guard redeems the token onc
   const agent = build(other);
   const state = await RunState.fromString(agent, result.state.toString());
   const [item] = state.getInterruptions();
-  assert.equal(other.approvalFor(item), null, 'this guard did not see the pause');
-  other.presentToken(item, token);
+  assert.equal(other.approvalFor(item, state), null, 'this guard did not see the pause');
+  other.presentToken(item, token, state);
   state.approve(item);
   await run(agent, state);
   assert.deepEqual(ran, [pay(9000)]);
   assert.equal(eng.pendingApprovals().length, 0);
+});
+
+/**
+ * One guarded agent serving two requests, as a server does: the chain of each request comes from
+ * an AsyncLocalStorage. Alice's chain may pay; Mallory's is the planner's, with no payment scope.
+ */
+function twoRequests(eng, ran, model = new ScriptedModel([])) {
+  const requests = new AsyncLocalStorage();
+  const guard = new AegisAgentsGuard(eng, { toolNames: NAMES });
+  const agent = guard.agent(new Agent({ name: 'finance-agent', model, tools: [paymentTool(ran)] }), { chain: () => requests.getStore() });
+  const request = (task, chain) => ({ task, chain, run: new RunContext() });
+  const alice = request(uniqueTask('oa-alice'), null);
+  alice.chain = financeChain(alice.task);
+  const mallory = request(uniqueTask('oa-mallory'), null);
+  mallory.chain = [plannerRoot(mallory.task, ['invoice.create'])];
+  /** Runs `fn` as `who`'s request. */
+  const as = (who, fn) => requests.run(who.chain, fn);
+  return { guard, agent, alice, mallory, as };
+}
+
+test('attack: a call of one run never acts on another run\'s decision for the same call id (hooks interleaved)', async () => {
+  const eng = engine();
+  const ran = [];
+  const { agent, alice, mallory, as } = twoRequests(eng, ran);
+  const [payment] = agent.tools;
+  const [aegis] = payment.inputGuardrails;
+  assert.equal(aegis.name, GUARDRAIL_NAME);
+  // The model provider picked the same call id in both runs, for the same arguments.
+  const toolCall = callTool('call_1', pay(10));
+  // The SDK's order in each run is needsApproval, the guardrail, invoke; the two runs interleave.
+  assert.equal(await as(mallory, () => payment.needsApproval(mallory.run, pay(10), 'call_1')), false, 'denied: nothing to pause for');
+  assert.equal(await as(alice, () => payment.needsApproval(alice.run, pay(10), 'call_1')), false, 'allowed');
+  const refused = await as(mallory, () => aegis.run({ context: mallory.run, agent, toolCall }));
+  assert.equal(refused.behavior.type, 'rejectContent', 'Mallory\'s call is decided on her own chain, not on Alice\'s allow');
+  assert.match(refused.behavior.message, /^Aegis denied this call/);
+  assert.match(await as(mallory, () => payment.invoke(mallory.run, toolCall.arguments, { toolCall })), /not decided/);
+  assert.deepEqual(ran, []);
+  // Alice's call runs on her decision, once.
+  assert.equal((await as(alice, () => aegis.run({ context: alice.run, agent, toolCall }))).behavior.type, 'allow');
+  assert.equal(await as(alice, () => payment.invoke(alice.run, toolCall.arguments, { toolCall })), 'paid 10');
+  assert.match(await as(alice, () => payment.invoke(alice.run, toolCall.arguments, { toolCall })), /not decided/);
+  assert.deepEqual(ran, [pay(10)]);
+  assert.deepEqual([eng.ledger(alice.task).length, eng.ledger(mallory.task).length], [1, 0]);
+
+  // One run context shared by both requests (an application passing one RunContext to both
+  // runs): a decision is used only for the chain it was made on, and a pass only by its chain.
+  const shared = new RunContext();
+  await as(mallory, () => payment.needsApproval(shared, pay(10), 'call_2'));
+  await as(alice, () => payment.needsApproval(shared, pay(10), 'call_2'));
+  const call2 = callTool('call_2', pay(10));
+  assert.equal((await as(mallory, () => aegis.run({ context: shared, agent, toolCall: call2 }))).behavior.type, 'rejectContent');
+  assert.equal((await as(alice, () => aegis.run({ context: shared, agent, toolCall: call2 }))).behavior.type, 'allow');
+  assert.match(await as(mallory, () => payment.invoke(shared, call2.arguments, { toolCall: call2 })), /another credential chain/);
+  assert.equal(await as(alice, () => payment.invoke(shared, call2.arguments, { toolCall: call2 })), 'paid 10', 'Mallory did not use Alice\'s pass up');
+  assert.deepEqual(ran, [pay(10), pay(10)]);
+});
+
+test('attack: two paused runs with the same call id: each waits for its own approval, and a token serves only the run it was presented for', async () => {
+  const eng = engine();
+  const ran = [];
+  // Both may pay, and both pay 9000: each pauses for an approval of its own.
+  const { guard, agent, alice, as } = twoRequests(eng, ran, new EachRunModel([callTool('c1', pay(9000))]));
+  const bob = { chain: financeChain(uniqueTask('oa-bob')) };
+  const first = await as(alice, () => run(agent, 'pay'));
+  const second = await as(bob, () => run(agent, 'pay'));
+  const [aliceItem] = first.interruptions;
+  const [bobItem] = second.interruptions;
+  const aliceAwaits = guard.approvalFor(aliceItem, first.state);
+  const bobAwaits = guard.approvalFor(bobItem, second.state);
+  assert.notEqual(aliceAwaits.approvalId, bobAwaits.approvalId, 'each run names its own approval');
+  assert.throws(() => guard.approvalFor(aliceItem), (e) => e instanceof AegisError && e.code === 'malformed_request', 'the run must be named');
+  // A human approves Alice's payment; the token is presented for Alice's run.
+  guard.presentToken(aliceItem, eng.approve(aliceAwaits.approvalId, approverChain()).overrideToken, first.state);
+  // Bob approves his own run in the SDK and resumes first: no token was presented for it.
+  second.state.approve(bobItem);
+  const bobResumed = await as(bob, () => run(agent, second.state));
+  assert.match(outputOf(bobResumed, 'c1'), /no override token was presented/);
+  assert.deepEqual(ran, []);
+  first.state.approve(aliceItem);
+  const aliceResumed = await as(alice, () => run(agent, first.state));
+  assert.equal(outputOf(aliceResumed, 'c1'), 'paid 9000');
+  assert.deepEqual(ran, [pay(9000)]);
+});
+
+test('attack: an agent used as a tool is refused unless it is a guarded agent; a guarded one has its own calls decided', async () => {
+  const eng = engine();
+  const task = uniqueTask('oa-agent-tool');
+  const ran = [];
+  const guard = new AegisAgentsGuard(eng, { toolNames: { ...NAMES, ask_finance: 'invoice.create' } });
+  const finance = financeAgent([[callTool('f1', pay(10)), callTool('f2', { ...pay(10), destination: 'nope' })]], [paymentTool(ran)]);
+  const asTool = (agent) => agent.asTool({ toolName: 'ask_finance', toolDescription: 'Ask the finance agent',
+    parameters: z.object({ customer: z.string(), amount: z.number() }), inputBuilder: ({ params }) => `pay ${params.customer} ${params.amount}` });
+  const planner = (tools) => new Agent({ name: 'planner', model: new ScriptedModel([[callTool('p1', { customer: 'acme', amount: 10 }, 'ask_finance')]]), tools });
+  const chain = [plannerRoot(task)];
+  const unguarded = (e) => e instanceof AegisError && e.code === 'malformed_request' && /runs an agent that is not guarded/.test(e.message);
+  // The finance agent's payments would run with no decision at all: refused.
+  assert.throws(() => guard.agent(planner([asTool(finance)]), { chain }), unguarded);
+  assert.throws(() => guard.tool(asTool(finance), chain), unguarded);
+  // Guarded by another guard, or a clone of a guarded agent (whose tools may be any): refused too.
+  const financeChainOf = financeChain(task);
+  assert.throws(() => guard.agent(planner([asTool(new AegisAgentsGuard(eng).agent(finance, { chain: financeChainOf }))]), { chain }), unguarded);
+  const guardedFinance = guard.agent(finance, { chain: financeChainOf });
+  assert.throws(() => guard.agent(planner([asTool(guardedFinance.clone({}))]), { chain }), unguarded);
+
+  const result = await run(guard.agent(planner([asTool(guardedFinance)]), { chain }), 'pay acme');
+  assert.deepEqual(ran, [pay(10)], 'the nested agent\'s allowed payment ran, its denied one did not');
+  assert.match(outputOf(result, 'p1') ?? '', /./, 'the planner read the finance agent\'s answer');
+  assert.deepEqual(eng.ledger(task).map((e) => [e.tool, e.agentId]), [['invoice.create', 'planner'], [TOOL, 'planner/finance-agent']],
+    'the call of the agent tool and the nested agent\'s payment are both decided');
+
+  // A pause in the nested run is the calling run's: named and answered with its `result.state`.
+  const big = guard.agent(financeAgent([[callTool('f3', pay(9000))]], [paymentTool(ran)]), { chain: financeChainOf });
+  const outer = guard.agent(planner([asTool(big)]), { chain });
+  const paused = await run(outer, 'pay acme');
+  const [item] = paused.interruptions;
+  const awaited = guard.approvalFor(item, paused.state);
+  assert.deepEqual([awaited?.args, item.agent.name], [pay(9000), 'finance-agent']);
+  guard.presentToken(item, eng.approve(awaited.approvalId, approverChain()).overrideToken, paused.state);
+  paused.state.approve(item);
+  await run(outer, paused.state);
+  assert.deepEqual(ran, [pay(10), pay(9000)]);
 });
 
 test('sanitize is honoured: the tool receives the redacted arguments, and no others', async () => {

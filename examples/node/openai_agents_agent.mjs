@@ -99,14 +99,14 @@ console.log('2. the planner paying itself is refused; the model read:', outputOf
 console.log('3. handed off; the finance agent paid 1200 on its delegation:', outputOf('f1'));
 check(result.interruptions.length === 1, `interruptions: ${result.interruptions.length}`);
 const [paused] = result.interruptions;
-const awaited = guard.approvalFor(paused);
+const awaited = guard.approvalFor(paused, result.state);
 check(awaited !== null && awaited.args.amount === 9000, 'the 9000 payment waits for an Aegis approval');
 console.log('4. the run paused on the 9000 payment, approval', awaited.approvalId);
 
 check(!eng.approve(awaited.approvalId, plannerChain).accepted, 'the planner may not approve');
 const token = eng.approve(awaited.approvalId, approverChain()).overrideToken;
 check(token !== null, 'the finance approver approves');
-guard.presentToken(paused, token);
+guard.presentToken(paused, token, result.state); // for this run's paused call only
 result.state.approve(paused);
 result = await run(agent, result.state);
 check(done.join(',') === 'invoiced 1200,paid 1200,paid 9000', `ran: ${done}`);
