@@ -4,12 +4,17 @@
 //! every state change in a `BEGIN IMMEDIATE` transaction, which takes the database's write lock
 //! before reading: check and apply are one step across processes.
 //!
+//! Commits made at the same time share one transaction and one fsync (group commit): the first
+//! caller leads, applying every commit queued by then in order, each in its own savepoint (a
+//! refused or failed one leaves the others untouched), and none is answered before the
+//! transaction holding it is durable; a failed `COMMIT` fails them all.
+//!
 //! The database can also keep the audit log (tables `audit` and `audit_meta`): an allowed
 //! call's record is then written in the same transaction as the state it changes, so a record
 //! exists exactly when the call was committed.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -39,6 +44,8 @@ CREATE TABLE IF NOT EXISTS audit_meta (name TEXT PRIMARY KEY, value TEXT NOT NUL
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Commits waiting for the current leader's next transaction (group commit).
+    group: Mutex<Group>,
     path: PathBuf,
     /// The file opened, by device and inode: a database deleted or replaced underneath would
     /// otherwise take writes into an unlinked file that nobody will ever read.
@@ -68,6 +75,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(store_error)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            group: Mutex::default(),
             path: path.as_ref().to_owned(),
             #[cfg(unix)]
             file: file_id(path.as_ref()).map_err(store_error)?,
@@ -139,69 +147,180 @@ fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i6
     Ok(total as i64)
 }
 
+/// One commit waiting in the group, and where its answer goes.
+struct Job {
+    commit: Commit,
+    record: Option<Event>,
+    answer: Arc<Answer>,
+}
+
+/// The queue of the group commit, and whether a caller is leading it.
+#[derive(Debug, Default)]
+struct Group {
+    queue: Vec<Job>,
+    leading: bool,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("task_id", &self.commit.task_id).finish_non_exhaustive()
+    }
+}
+
+/// A commit's answer, given once its transaction is durable (or failed).
+#[derive(Default)]
+struct Answer {
+    outcome: Mutex<Option<Result<CommitOutcome>>>,
+    ready: Condvar,
+}
+
+impl Answer {
+    fn give(&self, outcome: Result<CommitOutcome>) {
+        *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<CommitOutcome> {
+        let mut slot = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(outcome) = slot.take() {
+                return outcome;
+            }
+            slot = self.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Applies one commit inside the current transaction; writes nothing unless it returns
+/// `Committed` (every check comes before the first write).
+fn apply(tx: &Connection, c: &Commit, record: Option<&Event>) -> Result<CommitOutcome> {
+    let (version, ended): (i64, i64) = tx
+        .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [&c.task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(store_error)?
+        .unwrap_or((0, 0));
+    if ended != 0 {
+        return Ok(CommitOutcome::TaskEnded);
+    }
+    if u64::try_from(version).unwrap_or(u64::MAX) != c.expected_version {
+        return Ok(CommitOutcome::Conflict);
+    }
+    for (key, _) in &c.consume {
+        let used: Option<i64> = tx
+            .query_row("SELECT expires_at FROM used WHERE key = ?1 AND expires_at > ?2", params![key, c.now], |r| r.get(0))
+            .optional()
+            .map_err(store_error)?;
+        if used.is_some() {
+            return Ok(CommitOutcome::AlreadyUsed(key.clone()));
+        }
+    }
+    check_amounts(c)?;
+    for r in c.reservations.iter().filter(|r| r.enforce) {
+        if exceeds(spent(tx, &r.key, r.window_start).map_err(store_error)?, r.amount, r.limit) {
+            return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
+        }
+    }
+    tx.execute("DELETE FROM used WHERE expires_at <= ?1", [c.now]).map_err(store_error)?;
+    for (key, exp) in &c.consume {
+        tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp]).map_err(store_error)?;
+    }
+    for r in &c.reservations {
+        tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, c.now, r.amount])
+            .map_err(store_error)?;
+    }
+    tx.execute(
+        "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
+        [&c.task_id],
+    )
+    .map_err(store_error)?;
+    tx.execute(
+        "INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)",
+        params![c.task_id, version + 1, to_json(&c.entry)?],
+    )
+    .map_err(store_error)?;
+    for holder in c.entry.duty_holders() {
+        tx.execute(
+            "INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)",
+            params![c.task_id, holder, c.entry.tool],
+        )
+        .map_err(store_error)?;
+    }
+    if let Some(record) = record {
+        // An error here rolls this commit back: no state without its record.
+        crate::audit::sqlite::append(tx, std::slice::from_ref(record))?;
+    }
+    Ok(CommitOutcome::Committed)
+}
+
 impl SqliteStore {
-    /// Applies `c` and, when given, appends `record` to the audit log: one transaction.
-    fn commit_with(&self, c: Commit, record: Option<&Event>) -> Result<CommitOutcome> {
+    /// Applies `c` and, when given, appends `record` to the audit log, in the next group
+    /// transaction; returns once that transaction is durable (or failed).
+    fn commit_with(&self, commit: Commit, record: Option<&Event>) -> Result<CommitOutcome> {
+        let answer = Arc::new(Answer::default());
+        {
+            let mut group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+            group.queue.push(Job { commit, record: record.cloned(), answer: Arc::clone(&answer) });
+            if group.leading {
+                drop(group);
+                return answer.wait();
+            }
+            group.leading = true;
+        }
+        // Lead: one transaction per batch, until nobody is waiting.
+        loop {
+            let jobs = {
+                let mut group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+                if group.queue.is_empty() {
+                    group.leading = false;
+                    break;
+                }
+                std::mem::take(&mut group.queue)
+            };
+            // A panic while leading must not leave the followers waiting for ever (nor the group
+            // led by nobody): they are answered with an error and the next batch goes on.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_batch(&jobs)));
+            if applied.is_err() {
+                for job in &jobs {
+                    job.answer.give(Err(store_error("the group commit failed unexpectedly")));
+                }
+            }
+        }
+        answer.wait()
+    }
+
+    /// One transaction for `jobs`, each in its own savepoint; every answer is given after the
+    /// `COMMIT` (a failed one fails them all).
+    fn apply_batch(&self, jobs: &[Job]) {
+        let outcomes = self.run_batch(jobs);
+        match outcomes {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.iter().zip(outcomes) {
+                    job.answer.give(outcome);
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    job.answer.give(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn run_batch(&self, jobs: &[Job]) -> Result<Vec<Result<CommitOutcome>>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
-        let (version, ended): (i64, i64) = tx
-            .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [&c.task_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(store_error)?
-            .unwrap_or((0, 0));
-        if ended != 0 {
-            return Ok(CommitOutcome::TaskEnded);
-        }
-        if u64::try_from(version).unwrap_or(u64::MAX) != c.expected_version {
-            return Ok(CommitOutcome::Conflict);
-        }
-        for (key, _) in &c.consume {
-            let used: Option<i64> = tx
-                .query_row("SELECT expires_at FROM used WHERE key = ?1 AND expires_at > ?2", params![key, c.now], |r| r.get(0))
-                .optional()
-                .map_err(store_error)?;
-            if used.is_some() {
-                return Ok(CommitOutcome::AlreadyUsed(key.clone()));
-            }
-        }
-        check_amounts(&c)?;
-        for r in c.reservations.iter().filter(|r| r.enforce) {
-            if exceeds(spent(&tx, &r.key, r.window_start).map_err(store_error)?, r.amount, r.limit) {
-                return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
-            }
-        }
-        tx.execute("DELETE FROM used WHERE expires_at <= ?1", [c.now]).map_err(store_error)?;
-        for (key, exp) in &c.consume {
-            tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp])
-                .map_err(store_error)?;
-        }
-        for r in &c.reservations {
-            tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, c.now, r.amount])
-                .map_err(store_error)?;
-        }
-        tx.execute(
-            "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
-            [&c.task_id],
-        )
-        .map_err(store_error)?;
-        tx.execute(
-            "INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)",
-            params![c.task_id, version + 1, to_json(&c.entry)?],
-        )
-        .map_err(store_error)?;
-        for holder in c.entry.duty_holders() {
-            tx.execute(
-                "INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)",
-                params![c.task_id, holder, c.entry.tool],
-            )
-            .map_err(store_error)?;
-        }
-        if let Some(record) = record {
-            // An error here rolls the whole commit back: no state without its record.
-            crate::audit::sqlite::append(&tx, std::slice::from_ref(record))?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            tx.execute_batch("SAVEPOINT job").map_err(store_error)?;
+            let outcome = apply(&tx, &job.commit, job.record.as_ref());
+            // A commit that did not apply leaves nothing behind, whatever it got to write.
+            let end =
+                if matches!(outcome, Ok(CommitOutcome::Committed)) { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            tx.execute_batch(end).map_err(store_error)?;
+            outcomes.push(outcome);
         }
         tx.commit().map_err(store_error)?;
-        Ok(CommitOutcome::Committed)
+        Ok(outcomes)
     }
 }
 
