@@ -281,3 +281,48 @@ def test_the_langgraph_glue_composes_with_the_existing_middleware() -> None:
     assert [(e.agent_id) for e in eng.ledger(task)] == [FINANCE_AGENT]
     assert DelegatedMiddleware(eng, delegator, "finance-agent", [TOOL]).delegator is \
         delegator.children()["finance-agent"]
+
+
+def test_one_compiled_graph_acts_for_each_runs_own_task() -> None:
+    # One sub-agent graph, compiled once, invoked for two users' tasks: the delegator comes from
+    # each invocation's config, so each run's payment is decided on that run's own chain.
+    eng = engine()
+    tasks = {"thread-a": unique_task("dg-run-a"), "thread-b": unique_task("dg-run-b")}
+    delegators = {thread: Delegator([root(task)], PLANNER_KEY) for thread, task in tasks.items()}
+    asked: List[str] = []
+    paid: List[int] = []
+
+    def delegator_of(config: Any) -> Delegator:
+        asked.append(config["configurable"]["thread_id"])
+        return delegators[config["configurable"]["thread_id"]]
+
+    @tool(TOOL)
+    def create_payment(amount: int, currency: str, destination: str) -> str:
+        """Create a payment."""
+        paid.append(amount)
+        return "paid"
+
+    finance = create_delegated_agent(eng, delegator_of, "finance-agent", script(
+        calls("a", TOOL, pay(100)), AIMessage(content="done"), calls("b", TOOL, pay(200)), AIMessage(content="done")),
+        [create_payment])
+    for thread in ("thread-a", "thread-b"):
+        finance.invoke({"messages": [{"role": "user", "content": "pay"}]}, {"configurable": {"thread_id": thread}})
+    assert paid == [100, 200] and set(asked) == set(tasks)
+    subs = {thread: d.children()["finance-agent"] for thread, d in delegators.items()}
+    assert subs["thread-a"].chain[0] != subs["thread-b"].chain[0]
+    for thread, task in tasks.items():
+        ledger = eng.ledger(task)  # one payment in each task, by that task's own delegate key
+        assert [(e.tool, e.agent_id) for e in ledger] == [(TOOL, FINANCE_AGENT)], ledger
+        assert ledger[0].key == subs[thread].key.kid
+    assert subs["thread-a"].key.kid != subs["thread-b"].key.kid
+    # A run without a delegator of its own runs nothing.
+    with pytest.raises(KeyError):
+        finance.invoke({"messages": [{"role": "user", "content": "pay"}]}, {"configurable": {"thread_id": "other"}})
+    assert paid == [100, 200]
+    # The fixed form is unchanged; a source that is neither is refused.
+    assert DelegatedMiddleware(eng, delegators["thread-a"], "finance-agent", [TOOL]).delegator is subs["thread-a"]
+    assert DelegatedMiddleware(eng, delegator_of, "finance-agent", [TOOL]).delegator is None
+    with pytest.raises(TypeError):
+        DelegatedMiddleware(eng, "planner", "finance-agent", [TOOL])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        create_delegated_agent(eng, delegator_of, "finance/agent", script(), [create_payment])

@@ -1,7 +1,7 @@
 """The OpenAI Agents SDK guard (`aegis.openai_agents`): Aegis decides every function-tool call,
 approvals go through the SDK's interruptions and run state, handoffs mint delegations; and the
 attacks on each step fail (scope escalation, token replay, arguments swapped in the run state,
-a delegation spliced onto another task)."""
+a delegation spliced onto another task, a decision of one run used in another)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import (Agent, FunctionTool, RunConfig, Runner, RunState, ToolExecutionConfig, WebSearchTool,  # noqa: E402
-                    function_tool, handoff, set_tracing_disabled)
+from agents import (Agent, FunctionTool, RunConfig, RunContextWrapper, Runner, RunState,  # noqa: E402
+                    ToolExecutionConfig, ToolGuardrailFunctionOutput, ToolInputGuardrail, ToolInputGuardrailData,
+                    WebSearchTool, function_tool, handoff, set_tracing_disabled)
+from agents.tool_context import ToolContext  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 
 import aegis  # noqa: E402
 from aegis.delegation import Delegator  # noqa: E402
@@ -22,6 +25,8 @@ from aegis.openai_agents import AegisGuard  # noqa: E402
 from openai_agents_agent import ScriptedModel, call, outputs_seen, say  # noqa: E402
 from payments_setup import (ACCOUNT, FINANCE_AGENT, ISSUER, ISSUER_KEY, PLANNER_KEY, PLANNER_SCOPE, TOOL,  # noqa: E402
                             approver_chain, engine, finance_chain, pay, unique_task)
+
+NOT_RUN = "Aegis did not authorize this call; it was not run."
 
 set_tracing_disabled(True)
 ACTIONS = {"create_payment": TOOL, "create_invoice": "invoice.create", "export_ledger": "ledger.export"}
@@ -260,7 +265,7 @@ def test_a_tool_called_outside_the_guard_runs_nothing() -> None:
 
     # Invoked directly (no decision was made for this call): the wrapped tool refuses.
     out = asyncio.run(guarded.on_invoke_tool(Context(), json.dumps(pay(10))))  # type: ignore[arg-type]
-    assert out == "Aegis did not authorize this call; it was not run." and tools.paid == []
+    assert out == NOT_RUN and tools.paid == []
 
 
 def test_tools_aegis_cannot_guard_are_refused() -> None:
@@ -275,6 +280,177 @@ def test_tools_aegis_cannot_guard_are_refused() -> None:
     # An agent-as-tool whose agent this guard guards is accepted.
     inner = guard.agent(nested, delegator.child("helper", [TOOL]))
     guard.agent(Agent(name="planner", tools=[inner.as_tool("helper", "helps")]), delegator)
+
+
+# --- runs sharing one guard ------------------------------------------------------------------------
+
+
+def mallory_chain() -> List[str]:
+    """A chain that may not pay: the planner's own root, without the payments tool in scope."""
+    return [planner_root(unique_task("oa-mallory"), ["invoice.create"])]
+
+
+def test_a_decision_made_in_one_run_is_never_used_in_another() -> None:
+    # Two runs of one guarded agent, each with a call `call_1` to pay the same 100. Mallory's
+    # chain may not pay, Alice's may. The SDK is made to interleave them the bad way: Mallory's
+    # call is decided (denied), then Alice's (allowed), then Mallory's reaches Aegis's guardrail.
+    eng, tools = engine(), Tools()
+    alice_task = unique_task("oa-alice")
+    guard = AegisGuard(eng, actions=ACTIONS)
+    events: Dict[str, asyncio.Event] = {}
+
+    async def interleave(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        # The tool's own guardrail: it runs after the call was decided, before Aegis's guardrail.
+        if data.context.context["who"] == "mallory":
+            events["mallory_decided"].set()
+            await events["alice_decided"].wait()
+        else:
+            events["alice_decided"].set()
+            await events["mallory_done"].wait()
+        return ToolGuardrailFunctionOutput.allow(None)
+
+    tools.create_payment.tool_input_guardrails = [ToolInputGuardrail(guardrail_function=interleave)]
+    payment = guard.tool(tools.create_payment, lambda ctx: ctx.context["chain"])
+
+    def payer() -> Agent[Any]:
+        return Agent(name="finance-agent", model=ScriptedModel([[call("call_1", "create_payment", pay(100))],
+                                                                [say("done")]]), tools=[payment])
+
+    mallory, alice = payer(), payer()
+
+    async def both() -> List[Any]:
+        events.update({name: asyncio.Event() for name in ("mallory_decided", "alice_decided", "mallory_done")})
+
+        async def mallory_run() -> Any:
+            try:
+                return await Runner.run(mallory, "pay", context={"who": "mallory", "chain": mallory_chain()})
+            finally:
+                events["mallory_done"].set()
+
+        async def alice_run() -> Any:
+            await events["mallory_decided"].wait()
+            return await Runner.run(alice, "pay", context={"who": "alice", "chain": finance_chain(alice_task)})
+
+        return list(await asyncio.gather(mallory_run(), alice_run()))
+
+    asyncio.run(asyncio.wait_for(both(), timeout=60))
+    assert [p["amount"] for p in tools.paid] == [100], tools.paid  # Alice's payment, once
+    assert seen(mallory)[-1].startswith("Aegis denied this call: tool_not_in_scope"), seen(mallory)
+    assert seen(alice)[-1] == "paid 100", seen(alice)
+    assert [(e.tool, e.agent_id) for e in eng.ledger(alice_task)] == [(TOOL, FINANCE_AGENT)]
+
+
+def test_the_hooks_of_one_call_act_only_on_its_runs_decision_and_chain() -> None:
+    # The same attack, the hooks driven by hand in the bad order; then a chain source that hands
+    # out another chain between the decision and the guardrail, within one run.
+    eng, tools = engine(), Tools()
+    presented = {"mallory": mallory_chain(), "alice": finance_chain(unique_task("oa-hooks"))}
+    guard = AegisGuard(eng, actions=ACTIONS)
+    payment = guard.tool(tools.create_payment, lambda ctx: presented[ctx.context])
+    agent = Agent(name="finance-agent", tools=[payment])
+    [aegis_guardrail] = payment.tool_input_guardrails or []
+    raw = call("call_1", "create_payment", pay(100))
+    assert callable(payment.needs_approval)
+
+    def guardrail(ctx: ToolContext[Any]) -> Any:
+        return asyncio.run(aegis_guardrail.run(ToolInputGuardrailData(context=ctx, agent=agent))).behavior
+
+    mallory_run, alice_run = RunContextWrapper(context="mallory"), RunContextWrapper(context="alice")
+    assert asyncio.run(payment.needs_approval(mallory_run, pay(100), "call_1")) is False  # denied
+    assert asyncio.run(payment.needs_approval(alice_run, pay(100), "call_1")) is False  # allowed
+    mallory_call = ToolContext.from_agent_context(mallory_run, "call_1", tool_call=raw)
+    refused = guardrail(mallory_call)
+    assert refused["type"] == "reject_content" and "tool_not_in_scope" in refused["message"], refused
+    assert asyncio.run(payment.on_invoke_tool(mallory_call, raw.arguments)) == NOT_RUN and tools.paid == []
+
+    # Within Alice's run: her call was decided on her chain; the source now hands out Mallory's.
+    presented["alice"] = presented["mallory"]
+    alice_call = ToolContext.from_agent_context(alice_run, "call_1", tool_call=raw)
+    refused = guardrail(alice_call)
+    assert refused["type"] == "reject_content" and "tool_not_in_scope" in refused["message"], refused
+    assert asyncio.run(payment.on_invoke_tool(alice_call, raw.arguments)) == NOT_RUN and tools.paid == []
+
+
+def test_approvals_and_tokens_stay_with_the_run_that_paused() -> None:
+    # Two runs of one guarded agent pause on the same call id and arguments, each for its task.
+    eng, tools = engine(), Tools()
+    guard = AegisGuard(eng, actions=ACTIONS)
+    payment = guard.tool(tools.create_payment, lambda ctx: ctx.context)
+    tasks = {who: unique_task(f"oa-paused-{who}") for who in ("alice", "bob")}
+    agents = {who: Agent(name="finance-agent", tools=[payment], model=ScriptedModel([
+        [call("call_9", "create_payment", pay(9000))], [say("done")]])) for who in tasks}
+    results = {who: run(agents[who], "pay", context=finance_chain(tasks[who])) for who in tasks}
+    items = {who: results[who].interruptions[0] for who in tasks}
+    states = {who: results[who].to_state() for who in tasks}
+    with pytest.raises(ValueError):
+        guard.approval_id(items["alice"])  # which run's? Not guessed.
+    ids = {who: guard.approval_id(items[who], states[who]) for who in tasks}
+    assert ids["alice"] and ids["bob"] and ids["alice"] != ids["bob"]
+    token = eng.approve(ids["alice"] or "", approver_chain()).override_token
+    guard.approve(states["alice"], items["alice"], override_token=token)
+    guard.approve(states["bob"], items["bob"])  # approved in the SDK only
+    run(agents["bob"], states["bob"])
+    assert tools.paid == [] and "needs a human approval in Aegis" in seen(agents["bob"])[-1]
+    run(agents["alice"], states["alice"])
+    assert [p["amount"] for p in tools.paid] == [9000]
+    assert [e.tool for e in eng.ledger(tasks["alice"])] == ["aegis.approve", TOOL] and eng.ledger(tasks["bob"]) == []
+
+
+# --- agents as tools -------------------------------------------------------------------------------
+
+
+class Invoice(BaseModel):
+    customer: str
+    amount: int
+
+
+def test_an_agent_tool_resumes_after_an_approval_in_its_nested_run_and_is_decided_once() -> None:
+    eng, tools, task = engine(), Tools(), unique_task("oa-nested")
+    # The planner settles an invoice through the finance agent, called as a tool (decided as
+    # `invoice.create` on the planner's chain); the finance agent's 9000 pauses its nested run.
+    guard = AegisGuard(eng, actions={**ACTIONS, "settle": "invoice.create"})
+    delegator = Delegator([planner_root(task)], PLANNER_KEY)
+    finance = guard.agent(finance_agent(tools, [[call("call_9", "create_payment", pay(9000))], [say("paid")]]),
+                          delegator.child("finance-agent", [TOOL]))
+    planner = guard.agent(Agent(name="planner", model=ScriptedModel([
+        [call("call_s", "settle", {"customer": "ACME", "amount": 9000})], [say("settled")], [say("again")]]),
+        tools=[finance.as_tool("settle", "Settle an invoice.", parameters=Invoice)]), delegator)
+    result = run(planner, "settle ACME")
+    [item] = result.interruptions
+    state = result.to_state()
+    pending = guard.pending(item, state)
+    assert pending is not None and pending.agent_id == FINANCE_AGENT and tools.paid == []
+    approved = eng.approve(pending.approval_id, approver_chain())
+    guard.approve(state, item, override_token=approved.override_token)
+    result = run(planner, state)
+    assert [p["amount"] for p in tools.paid] == [9000] and result.final_output == "settled"
+    # The outer call was decided once (not again when the nested run resumed), the payment once.
+    assert [(e.tool, e.agent_id) for e in eng.ledger(task)] == [
+        ("invoice.create", "planner"), ("aegis.approve", "finance-approver"), (TOOL, FINANCE_AGENT)]
+    # The pass the outer call held while its nested run was paused did not outlive that run.
+    assert all(not r.held and not r.tokens for r in guard._runs.values())
+    # The same state resumed again (a replay of the paused run): nothing runs twice.
+    run(planner, state)
+    assert [p["amount"] for p in tools.paid] == [9000] and len(eng.ledger(task)) == 3
+
+
+def test_an_agent_tool_whose_nested_call_is_rejected_resumes_without_running_it() -> None:
+    eng, tools, task = engine(), Tools(), unique_task("oa-nested-reject")
+    guard = AegisGuard(eng, actions={**ACTIONS, "settle": "invoice.create"})
+    delegator = Delegator([planner_root(task)], PLANNER_KEY)
+    finance = guard.agent(finance_agent(tools, [[call("call_9", "create_payment", pay(9000))], [say("not paid")]]),
+                          delegator.child("finance-agent", [TOOL]))
+    planner = guard.agent(Agent(name="planner", model=ScriptedModel([
+        [call("call_s", "settle", {"customer": "ACME", "amount": 9000})], [say("left unpaid")]]),
+        tools=[finance.as_tool("settle", "Settle an invoice.", parameters=Invoice)]), delegator)
+    result = run(planner, "settle ACME")
+    [item] = result.interruptions
+    state = result.to_state()
+    approval_id = guard.approval_id(item, state)
+    guard.reject(state, item)
+    result = run(planner, state)
+    assert tools.paid == [] and result.final_output == "left unpaid"
+    assert seen(finance)[-1] == f"a human rejected this call (approval {approval_id})", seen(finance)
 
 
 # --- handoffs ------------------------------------------------------------------------------------
@@ -394,3 +570,22 @@ def test_a_sub_agents_delegation_spliced_onto_another_task_is_refused() -> None:
     finance = finance_agent(tools2, [[call("call_2", "create_payment", pay(100))], [say("tried")]])
     result = run(guard2.agent(finance, delegator.children()["finance-agent"]), "pay")
     assert tools2.paid == [] and "task_ended" in seen(result.last_agent)[-1]
+
+
+def test_a_sub_agent_two_handoffs_down_gets_its_tools() -> None:
+    eng, tools, task = engine(), Tools(), unique_task("oa-two-down")
+    guard = AegisGuard(eng, actions=ACTIONS)
+    payer = Agent(name="payer", model=ScriptedModel([[call("call_1", "create_payment", pay(1200))], [say("paid")]]),
+                  tools=[tools.create_payment])
+    triage = Agent(name="triage", model=ScriptedModel([[call("call_t", "transfer_to_payer", {})]]), handoffs=[payer])
+    planner = Agent(name="planner", model=ScriptedModel([[call("call_h", "transfer_to_triage", {})]]),
+                    tools=[tools.create_invoice], handoffs=[triage])
+    triage.handoffs.append(planner)  # a handoff back up widens nothing
+    delegator = Delegator([planner_root(task)], PLANNER_KEY)
+    result = run(guard.agent(planner, delegator), "pay")
+    assert [p["amount"] for p in tools.paid] == [1200] and result.final_output == "paid"
+    middle = delegator.children()["triage"]
+    assert middle.scope == (TOOL,)  # its own tools (none) and the payer's, not the planner's
+    sub = guard.delegator_of(result.last_agent)
+    assert sub is middle.children()["payer"] and sub.scope == (TOOL,)
+    assert [(e.tool, e.agent_id) for e in eng.ledger(task)] == [(TOOL, "planner/triage/payer")]

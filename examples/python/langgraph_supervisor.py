@@ -3,7 +3,9 @@
 The supervisor (a graph node holding the planner's credential and key) routes the task to three
 sub-agents, each a langchain ``create_agent`` graph added as a node. When work reaches a
 sub-agent, :func:`aegis.langchain.create_delegated_agent` mints its delegation (scoped to its own
-tools, appended to the planner's chain), so its calls are decided as ``planner/<name>``:
+tools, appended to the planner's chain), so its calls are decided as ``planner/<name>``. The
+graph is compiled once and serves every thread: each invocation's delegator (the planner's chain
+for that thread's task) is looked up from its config, so no thread acts on another's task.
 
 - the invoicing agent drafts an invoice (``planner/invoicing-agent``);
 - the finance agent pays 1200, then asks for 9000, which interrupts the graph for an approval;
@@ -94,15 +96,20 @@ def main() -> None:
     # The planner may even approve (`aegis.approve` by its exact name): never what it delegated.
     planner = aegis.issue_root(ISSUER, ISSUER_KEY, "planner", PLANNER_KEY, task_id=task,
                                intent="bill and pay the vendor invoices", scope=[*PLANNER_SCOPE, "aegis.approve"])
-    delegator = Delegator([planner], PLANNER_KEY)
+    # The delegator of each thread (its task's planner chain and key); a thread without one runs
+    # nothing. The same delegator serves the thread again when it resumes after an approval.
+    delegators = {"supervisor-1": Delegator([planner], PLANNER_KEY)}
 
-    invoicing = create_delegated_agent(eng, delegator, "invoicing-agent", script(
+    def delegator_of(config: Any) -> Delegator:
+        return delegators[config["configurable"]["thread_id"]]
+
+    invoicing = create_delegated_agent(eng, delegator_of, "invoicing-agent", script(
         calls("i1", "invoice.create", {"customer": "ACME", "amount": 9000}), AIMessage(content="invoice drafted")),
         [create_invoice])
-    finance = create_delegated_agent(eng, delegator, "finance-agent", script(
+    finance = create_delegated_agent(eng, delegator_of, "finance-agent", script(
         calls("p1", TOOL, pay(1200)), calls("p2", TOOL, pay(9000)), AIMessage(content="payments done")),
         [create_payment])
-    reporting = create_delegated_agent(eng, delegator, "reporting-agent", script(
+    reporting = create_delegated_agent(eng, delegator_of, "reporting-agent", script(
         calls("r1", "ledger.export", {"period": "2026-Q3"}), AIMessage(content="report attempted")),
         [export_ledger])
 
@@ -124,7 +131,7 @@ def main() -> None:
 
     pending = eng.approval(request["approval_id"])
     assert pending is not None and pending.agent_id == FINANCE_AGENT, pending
-    finance_chain = delegator.child("finance-agent", [TOOL]).chain
+    finance_chain = delegators["supervisor-1"].child("finance-agent", [TOOL]).chain
     assert len(finance_chain) == 2 and finance_chain[0] == planner
     print(f"2. asked by {pending.agent_id}, on the delegation minted for it (scope "
           f"{aegis.inspect(finance_chain[-1])['claims']['scope']})")

@@ -116,7 +116,10 @@ async def main() -> None:
 
     assert len(result.interruptions) == 1, result.interruptions
     item = result.interruptions[0]
-    pending = guard.pending(item)
+    # The run state the call is approved in: the guard looks the approval up in that run only
+    # (one guard serves many runs, whose call ids may repeat).
+    state = result.to_state()
+    pending = guard.pending(item, state)
     assert pending is not None and pending.agent_id == FINANCE_AGENT and pending.args["amount"] == 9000, pending
     print(f"4. 9000 paused the run: approval {pending.approval_id} asked by {pending.agent_id}")
 
@@ -127,7 +130,6 @@ async def main() -> None:
     assert approved.accepted and approved.override_token
     print("6. the finance approver approved in Aegis")
 
-    state = result.to_state()
     guard.approve(state, item, override_token=approved.override_token)
     result = await Runner.run(guarded, state)
     assert PAID == [1200, 9000], PAID

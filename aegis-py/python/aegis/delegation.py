@@ -5,7 +5,10 @@ passes work to a sub-agent, the sub-agent must not act on the supervisor's own c
 then attest the supervisor as the performer, and segregation of duties could not tell the two
 apart. A :class:`Delegator` mints, for each sub-agent, a delegation from the supervisor's leaf to
 a fresh key of the sub-agent, scoped to that sub-agent's tools (never wider than the
-supervisor's scope), and appends it to the supervisor's chain. The engine then decides the
+supervisor's scope), and appends it to the supervisor's chain. A sub-agent that passes work on
+in turn must be delegated the tools of the agents below it too (each delegation is narrowed from
+the one above it): :mod:`aegis.openai_agents` scopes a handoff's delegation to the tools of the
+agent and of every agent it hands off to. The engine then decides the
 sub-agent's calls on the longer chain: its attested id is namespaced under the supervisor's
 (`planner/finance-agent`), and every SoD rule on lineage, delegators and keys holds across the
 whole chain.
@@ -117,7 +120,9 @@ class Delegator:
     # --- sub-agents --------------------------------------------------------------------------
 
     def child(self, name: str, tools: Iterable[str]) -> "Delegator":
-        """The delegator of sub-agent `name`, whose tools are `tools` (Aegis tool names).
+        """The delegator of sub-agent `name`, whose tools are `tools` (Aegis tool names: its own,
+        and those of the sub-agents it will delegate to in turn, which it can pass on only if it
+        holds them).
 
         Its delegation is minted when its :attr:`chain` is first read (at the handoff, or at its
         first tool call), then cached and renewed. Asking again for the same name with other

@@ -6,7 +6,10 @@
   the sub-agents of a supervisor (subgraphs as nodes, or agents called as tools): each sub-agent
   acts on a delegation an :class:`aegis.delegation.Delegator` mints for it when work is passed
   to it, scoped to its own tools, so Aegis attests it as ``planner/finance-agent`` and
-  segregation of duties holds across the whole chain.
+  segregation of duties holds across the whole chain. A graph compiled once serves many
+  threads, users and tasks: give it the supervisor's delegator per run (a function of the
+  invocation's ``RunnableConfig``, see :data:`DelegatorSource`) rather than one fixed
+  :class:`~aegis.delegation.Delegator`, which acts for one task only.
 
 Aegis's core decides whether the tool runs (its enforcement of the decision). When refused,
 the tool does not run and the model gets a ``ToolMessage`` with ``status="error"``. When a human
@@ -26,7 +29,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
@@ -122,37 +127,103 @@ def _tool_names(tools: Sequence[ToolLike]) -> List[str]:
     return names
 
 
-def delegated_chain(delegator: Delegator, name: str,
+#: Where the supervisor's :class:`Delegator` comes from: one fixed delegator (its chain, hence
+#: its task, serves every invocation of the graph: right for a graph built per task), or a
+#: function of the invocation's ``RunnableConfig`` returning the delegator of that run, e.g.
+#: ``lambda config: delegators[config["configurable"]["thread_id"]]`` (the same one again when
+#: the thread resumes after an approval, so the sub-agent presents the same delegation).
+DelegatorSource = Union[Delegator, Callable[[RunnableConfig], Delegator]]
+
+
+def _config_of(request: ToolCallRequest) -> Optional[RunnableConfig]:
+    """The ``RunnableConfig`` of the invocation a tool call belongs to, as its runtime holds it
+    (None: the current graph step's, from ``get_config()``)."""
+    config = getattr(getattr(request, "runtime", None), "config", None)
+    return config if isinstance(config, dict) else None  # type: ignore[return-value]
+
+
+class _SubAgent:
+    """Sub-agent `name` of a supervisor whose delegator comes from `source`, with `tools`: its
+    own delegator, fixed or per invocation."""
+
+    def __init__(self, source: DelegatorSource, name: str, tools: Sequence[ToolLike]) -> None:
+        self.name, self.tools = name, _tool_names(tools)
+        self.fixed: Optional[Delegator] = None
+        self.source: Optional[Callable[[RunnableConfig], Delegator]] = None
+        if isinstance(source, Delegator):
+            self.fixed = source.child(name, self.tools)
+        elif callable(source):
+            if not name or "/" in name:  # what `Delegator.child` would say at the first run, said now
+                raise ValueError(f"a sub-agent name is non-empty and has no `/`: {name!r}")
+            self.source = source
+        else:
+            raise TypeError("the supervisor's delegator is a Delegator or a function of the run's config, "
+                            f"not {type(source).__name__}")
+
+    def delegator(self, config: Optional[RunnableConfig] = None) -> Delegator:
+        """This sub-agent's delegator in the invocation `config` names (default: the current
+        graph step's)."""
+        if self.fixed is not None:
+            return self.fixed
+        assert self.source is not None
+        parent = self.source(config if config is not None else get_config())
+        if not isinstance(parent, Delegator):
+            # Fail closed: no delegator for this run, so no chain, and nothing runs.
+            raise TypeError(f"the delegator source of sub-agent {self.name!r} returned a "
+                            f"{type(parent).__name__}, not a Delegator")
+        return parent.child(self.name, self.tools)
+
+
+def delegated_chain(delegator: DelegatorSource, name: str,
                     tools: Sequence[ToolLike]) -> Callable[[ToolCallRequest], List[str]]:
     """A chain source (for :func:`tool_call_wrapper` or :class:`AegisMiddleware`) for sub-agent
-    `name` of a supervisor acting for `delegator`: the delegation minted for it (once, then
-    cached and renewed), scoped to the names of `tools` its delegator holds."""
-    sub = delegator.child(name, _tool_names(tools))
-    return lambda _request: sub.chain
+    `name` of a supervisor acting for `delegator` (a :data:`DelegatorSource`): the delegation
+    minted for it (once per delegator, then cached and renewed), scoped to the names of `tools`
+    its delegator holds."""
+    sub = _SubAgent(delegator, name, tools)
+    return lambda request: sub.delegator(_config_of(request)).chain
 
 
 class DelegatedMiddleware(AegisMiddleware):
     """:class:`AegisMiddleware` for sub-agent `name` of a supervisor acting for `delegator`: when
     the sub-agent starts on the work passed to it, its delegation is minted (scoped to `tools`,
-    appended to the supervisor's chain), and every tool call it makes is decided on that chain."""
+    appended to the supervisor's chain), and every tool call it makes is decided on that chain.
 
-    def __init__(self, engine: Engine, delegator: Delegator, name: str, tools: Sequence[ToolLike]) -> None:
-        self.delegator = delegator.child(name, _tool_names(tools))
-        sub = self.delegator
-        super().__init__(engine, lambda _request: sub.chain)
+    `delegator` is a :data:`DelegatorSource`: a fixed :class:`Delegator` (then
+    :attr:`delegator` is the sub-agent's own), or a function of the invocation's
+    ``RunnableConfig``, asked at the start of every invocation and for every tool call, so one
+    compiled graph acts for each run's task on that run's chain (then :attr:`delegator` is
+    None: see :meth:`delegator_for`)."""
+
+    def __init__(self, engine: Engine, delegator: DelegatorSource, name: str, tools: Sequence[ToolLike]) -> None:
+        self._sub = _SubAgent(delegator, name, tools)
+        self.delegator: Optional[Delegator] = self._sub.fixed
+        sub = self._sub
+        super().__init__(engine, lambda request: sub.delegator(_config_of(request)).chain)
+
+    def delegator_for(self, config: Optional[RunnableConfig] = None) -> Delegator:
+        """The sub-agent's delegator in the invocation `config` names (default: the current
+        graph step's): :attr:`delegator` when it is fixed."""
+        return self._sub.delegator(config)
 
     def before_agent(self, state: Any, runtime: Runtime[Any]) -> Optional[Dict[str, Any]]:
-        # Minted (or renewed) as the work is handed over; an error stops the sub-agent here.
-        self.delegator.chain
+        # Minted (or renewed) as the work is handed over, for this invocation's delegator; an
+        # error stops the sub-agent here.
+        self._sub.delegator().chain
         return None
 
 
-def create_delegated_agent(engine: Engine, delegator: Delegator, name: str, model: Any, tools: Sequence[Any], *,
+def create_delegated_agent(engine: Engine, delegator: DelegatorSource, name: str, model: Any, tools: Sequence[Any], *,
                            middleware: Sequence[AgentMiddleware] = (), **kwargs: Any) -> Any:
     """``langchain.agents.create_agent`` for sub-agent `name` of a supervisor acting for
     `delegator`: the graph is named `name` (add it as a node, or call it from a tool), and its
     tool calls are decided by Aegis on the delegation minted for it (:class:`DelegatedMiddleware`,
     placed innermost, so no other middleware changes a call after Aegis decided on it).
+
+    `delegator` is a :data:`DelegatorSource`. A fixed :class:`Delegator` makes a graph that acts
+    for that one task, whoever invokes it; for a graph compiled once and invoked for many
+    threads or users, pass a function of the invocation's ``RunnableConfig`` returning that
+    run's delegator (``lambda config: delegators[config["configurable"]["thread_id"]]``).
     `kwargs` go to ``create_agent`` (``checkpointer``, ``system_prompt``, ...)."""
     guard = DelegatedMiddleware(engine, delegator, name, tools)
     return create_agent(model, tools=list(tools), name=name, middleware=[*middleware, guard], **kwargs)
