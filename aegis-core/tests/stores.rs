@@ -516,3 +516,33 @@ fn a_budget_can_ask_for_approval_instead_of_denying() {
     assert_eq!(engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), Some(&token))).unwrap().outcome, Outcome::Allow);
     assert_eq!(engine.authorize(&req(&chain, pay(3000, GOOD_ACCOUNT), None)).unwrap().codes(), vec![ErrorCode::BudgetExceeded]);
 }
+
+/// A database made before budgets kept running totals: opening it fills them from the rows,
+/// so nothing already spent is forgotten; then windows slide as on a new one.
+#[test]
+fn sqlite_budget_totals_are_filled_for_an_older_database() {
+    let path = temp_path("older.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE spend (key TEXT NOT NULL, at INTEGER NOT NULL, amount INTEGER NOT NULL);
+             INSERT INTO spend VALUES ('payments/task/t1', 1767225000, 1000), ('payments/task/t1', 1767225500, 2500),
+                                      ('payments/task/t2', 1767225500, 7);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 3500);
+    assert_eq!(store.budget_spent("payments/task/t1", 1_767_225_400).unwrap(), 2500);
+    assert_eq!(store.budget_spent("payments/task/t2", NOW - 86_400).unwrap(), 7);
+    // A commit whose window starts after the first row drops it; the total follows.
+    let mut c = commit("t1", 0, &[], vec![budget(100, true)], "d1");
+    c.reservations[0].window_start = 1_767_225_400;
+    assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.budget_spent("payments/task/t1", 1_767_225_400).unwrap(), 2600);
+    assert_eq!(store.budget_spent("payments/task/t1", NOW - 86_400).unwrap(), 2600, "the dropped row is gone for good");
+    drop(store);
+    // Opened again, nothing is counted twice.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.budget_spent("payments/task/t1", 1_767_225_400).unwrap(), 2600);
+}

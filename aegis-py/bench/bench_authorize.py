@@ -1,42 +1,108 @@
-"""Per-call cost of `authorize` from Python beside the same call measured in Rust, as a ratio.
+"""Per-call cost of `authorize` from Python beside the same call measured in Rust, two Python
+threads against one, and the cost of a call late in a long task against an early one.
 
     python aegis-py/bench/bench_authorize.py [iterations]
 
 Both sides run the same engine build (whatever `maturin develop` produced: debug by default,
-`maturin develop --release` for release figures) on the same warm request, so the ratio is the
-cost of the binding: JSON conversion, the GIL hand-off and building the Python `Decision`.
+`maturin develop --release` for figures worth quoting) on the same warm request, so the first
+ratio is the cost of the binding: JSON conversion, the GIL hand-off and building the Python
+`Decision`. Threads decide in tasks of their own (the GIL is released for the whole decision).
+The long task is 10,000 calls; the ratio is the mean of the last 500 over the first 500, on the
+memory store and the SQLite store. Nothing is asserted about speed.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
+import tempfile
+import threading
 import time
+from typing import List, Optional
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "examples" / "python"))
 
-from payments_setup import TOOL, engine, finance_chain, pay  # noqa: E402
+from payments_setup import TOOL, engine, finance_chain, pay, unique_task  # noqa: E402
+
+# Stay inside the task's budget: the benchmark repeats one small call many times.
+ARGS = {**pay(10), "amount": 0}
 
 
-def main() -> None:
-    iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    eng = engine()
-    chain = finance_chain("bench-task")
-    args = {**pay(10)}
-    # Stay inside the task's budget: the benchmark repeats one small call many times.
-    args["amount"] = 0
-    for _ in range(100):
-        eng.authorize(chain, TOOL, args)
+def per_call(eng, chain, iterations: int) -> float:
     start = time.perf_counter()
     for _ in range(iterations):
-        decision = eng.authorize(chain, TOOL, args)
-    python_s = (time.perf_counter() - start) / iterations
+        decision = eng.authorize(chain, TOOL, ARGS)
+    took = (time.perf_counter() - start) / iterations
     assert decision.outcome == "allow", decision
-    rust_s = eng.time_authorize(chain, TOOL, args, iterations)
+    return took
+
+
+def binding(iterations: int) -> None:
+    eng = engine()
+    chain = finance_chain("bench-task")
+    per_call(eng, chain, 100)
+    python_s = per_call(eng, chain, iterations)
+    rust_s = eng.time_authorize(chain, TOOL, ARGS, iterations)
     print(f"authorize, warm, {iterations} calls")
     print(f"  from Python: {python_s * 1e6:9.2f} µs per call")
     print(f"  in Rust:     {rust_s * 1e6:9.2f} µs per call")
     print(f"  ratio:       {python_s / rust_s:9.2f}x")
+
+
+def threads(iterations: int) -> None:
+    """Decisions per second with one and two Python threads, each in its own task."""
+    eng = engine()
+
+    def rate(n: int) -> float:
+        chains = [finance_chain(unique_task(f"bench-thread-{i}")) for i in range(n)]
+        for c in chains:
+            per_call(eng, c, 50)
+        barrier = threading.Barrier(n + 1)
+
+        def work(c) -> None:
+            barrier.wait()
+            per_call(eng, c, iterations)
+
+        workers = [threading.Thread(target=work, args=(c,)) for c in chains]
+        for w in workers:
+            w.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for w in workers:
+            w.join()
+        return n * iterations / (time.perf_counter() - start)
+
+    one, two = rate(1), rate(2)
+    print(f"threads, memory store, {iterations} calls per thread")
+    print(f"  1 thread:    {one:9.0f} decisions/s")
+    print(f"  2 threads:   {two:9.0f} decisions/s")
+    print(f"  ratio:       {two / one:9.2f}x")
+
+
+def long_task(calls: int, store: Optional[str], name: str) -> None:
+    eng = engine(store)
+    chain = finance_chain(unique_task("bench-long"))
+    times: List[float] = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        decision = eng.authorize(chain, TOOL, ARGS)
+        times.append(time.perf_counter() - start)
+        assert decision.outcome == "allow", decision
+    first, last = sum(times[:500]) / 500, sum(times[-500:]) / 500
+    print(f"one task of {calls} calls, {name}")
+    print(f"  calls 1-500:   {first * 1e6:9.2f} µs per call")
+    print(f"  last 500:      {last * 1e6:9.2f} µs per call")
+    print(f"  ratio:         {last / first:9.2f}x")
+
+
+def main() -> None:
+    iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    binding(iterations)
+    threads(iterations)
+    long_task(10_000, None, "memory store")
+    with tempfile.TemporaryDirectory() as tmp:
+        long_task(10_000, "sqlite:" + os.path.join(tmp, "state.db"), "sqlite store")
 
 
 if __name__ == "__main__":

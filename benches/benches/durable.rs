@@ -1,8 +1,10 @@
 //! The durable decision rate: allowed payments per second with the audit log off, on file
 //! segments (group commit: one `fdatasync` per batch) and in the SQLite store's own
-//! transaction, on 1 and 8 threads, beside the raw `fdatasync` rate of the same disk measured
-//! in the same run. Each thread decides in its own task. Prints rates and ratios to the same
-//! store with the log off; nothing is asserted about speed.
+//! transaction (group commit: concurrent decisions share one transaction), on 1, 2 and 8
+//! threads, beside the raw `fdatasync` rate of the same disk measured in the same run. Each
+//! thread decides in its own task. Prints rates and ratios to the same store with the log off,
+//! then the durable store against the memory store and two threads against one; nothing is
+//! asserted about speed.
 //!
 //! `cargo bench -p aegis-benches --bench durable` (release). `AEGIS_BENCH_SECS` sets the
 //! seconds per configuration (default 3).
@@ -121,7 +123,7 @@ fn main() {
     ];
     let fsync_before = fsync_rate(&scratch("fsync"), secs.min(2.0));
     let mut rows = Vec::new();
-    for threads in [1usize, 8] {
+    for threads in [1usize, 2, 8] {
         for (n, (name, store, sink)) in configs.iter().enumerate() {
             let dir = scratch(&format!("c{n}-t{threads}"));
             let engine = build(*store, *sink, &dir);
@@ -149,4 +151,22 @@ fn main() {
     }
     println!();
     println!("ratio: decisions/s with the log on divided by the same store and threads with the log off.");
+    let at = |threads: usize, store: StoreKind, sink: Sink| {
+        rows.iter().find(|r| r.0 == threads && r.2 == store && r.3 == sink).map_or(f64::NAN, |r| r.4)
+    };
+    println!();
+    for threads in [1usize, 8] {
+        let (sqlite, memory) = (at(threads, StoreKind::Sqlite, Sink::Off), at(threads, StoreKind::Memory, Sink::Off));
+        println!("sqlite store vs memory store, {threads} thread(s), log off: {:.2}x", sqlite / memory);
+    }
+    let one = at(1, StoreKind::Sqlite, Sink::Off);
+    println!(
+        "sqlite store, 1 thread: {one:.0} decisions/s = {:.2}x the disk's raw fdatasync rate ({:.0}/s)",
+        one / fsync_before.min(fsync_after),
+        fsync_before.min(fsync_after)
+    );
+    for store in [StoreKind::Memory, StoreKind::Sqlite] {
+        let name = if store == StoreKind::Memory { "memory" } else { "sqlite" };
+        println!("{name} store, 2 threads vs 1, log off: {:.2}x", at(2, store, Sink::Off) / at(1, store, Sink::Off));
+    }
 }

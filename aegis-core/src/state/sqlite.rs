@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS duties (task_id TEXT NOT NULL, agent_id TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (key TEXT NOT NULL, at INTEGER NOT NULL, amount INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS spend_by_key ON spend (key, at);
+CREATE TABLE IF NOT EXISTS spend_sum (key TEXT PRIMARY KEY, total REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS used_by_expiry ON used (expires_at);
 CREATE TABLE IF NOT EXISTS approvals (approval_id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grants (id TEXT PRIMARY KEY, closed_at INTEGER, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, line TEXT NOT NULL, leaf BLOB NOT NULL);
@@ -72,7 +74,7 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(store_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(store_error)?;
-        conn.execute_batch(SCHEMA).map_err(store_error)?;
+        Self::migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             group: Mutex::default(),
@@ -80,6 +82,30 @@ impl SqliteStore {
             #[cfg(unix)]
             file: file_id(path.as_ref()).map_err(store_error)?,
         })
+    }
+
+    /// Creates the tables, in one transaction with the write lock (two processes opening a new
+    /// database at once), and fills `spend_sum` from `spend` when a database made before it
+    /// is opened for the first time.
+    fn migrate(conn: &Connection) -> Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(store_error)?;
+        let migrated = (|| {
+            let had_sums: bool = conn
+                .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'spend_sum'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(store_error)?
+                > 0;
+            conn.execute_batch(SCHEMA).map_err(store_error)?;
+            if !had_sums {
+                conn.execute("INSERT INTO spend_sum (key, total) SELECT key, TOTAL(amount) FROM spend GROUP BY key", [])
+                    .map_err(store_error)?;
+            }
+            Ok(())
+        })();
+        let end = if migrated.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.execute_batch(end).map_err(store_error)?;
+        migrated
     }
 
     /// The connection, once the file it writes is still the one at `path`.
@@ -137,14 +163,38 @@ fn status_str(s: ApprovalStatus) -> &'static str {
     }
 }
 
-/// What was spent since `window_start`. `TOTAL` is a float and never overflows (SQLite's `SUM`
-/// raises an error past `i64`): saturated back into `i64`, a sum that large exceeds any limit.
+/// What was spent since `window_start`: the key's running total, less what is older than the
+/// window and not yet dropped by a commit (an index range over those rows only), so a call late
+/// in a long window costs what an early one does. Totals are floats, as `TOTAL` is (SQLite's
+/// `SUM` raises an error past `i64`): saturated back into `i64`, a sum that large exceeds any
+/// limit.
 fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i64> {
-    let total: f64 =
-        conn.query_row("SELECT TOTAL(amount) FROM spend WHERE key = ?1 AND at >= ?2", params![key, window_start], |r| r.get(0))?;
+    let total: f64 = conn.query_row("SELECT total FROM spend_sum WHERE key = ?1", [key], |r| r.get(0)).optional()?.unwrap_or(0.0);
+    let total = total - stale(conn, key, window_start)?;
     // `as` saturates; sums below 2^53 are exact.
     #[allow(clippy::cast_possible_truncation)]
-    Ok(total as i64)
+    Ok(total.max(0.0) as i64)
+}
+
+/// What `key` has spent before `window_start` that is still kept.
+fn stale(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<f64> {
+    conn.query_row("SELECT TOTAL(amount) FROM spend WHERE key = ?1 AND at < ?2", params![key, window_start], |r| r.get(0))
+}
+
+/// Adds a reservation to its key's spending, dropping what left the window (as the window only
+/// moves forward for a key, nothing dropped is needed again).
+fn reserve(tx: &Connection, r: &crate::budget::Reservation, now: i64) -> rusqlite::Result<()> {
+    let gone = stale(tx, &r.key, r.window_start)?;
+    // Rows of zero amounts go too: they add nothing, but would be read at every check.
+    tx.execute("DELETE FROM spend WHERE key = ?1 AND at < ?2", params![r.key, r.window_start])?;
+    tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, now, r.amount])?;
+    #[allow(clippy::cast_precision_loss)] // amounts beyond 2^53 exceed every limit anyway
+    let delta = r.amount as f64 - gone;
+    tx.execute(
+        "INSERT INTO spend_sum (key, total) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET total = total + ?2",
+        params![r.key, delta],
+    )?;
+    Ok(())
 }
 
 /// One commit waiting in the group, and where its answer goes.
@@ -225,8 +275,7 @@ fn apply(tx: &Connection, c: &Commit, record: Option<&Event>) -> Result<CommitOu
         tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp]).map_err(store_error)?;
     }
     for r in &c.reservations {
-        tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, c.now, r.amount])
-            .map_err(store_error)?;
+        reserve(tx, r, c.now).map_err(store_error)?;
     }
     tx.execute(
         "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
