@@ -28,14 +28,42 @@ for i = 4, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
 return {'committed'}
 ";
 
-const RESERVE: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local total = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  total = total + tonumber(string.match(m, '^(-?%d+):'))
+/// Budgets keep their reservations (a sorted set by time) and, beside them in the same slot, a
+/// running total: a reservation drops what left the window and adjusts the total by it, so the
+/// cost of a check does not grow with the window. A budget made before the total existed has
+/// its total computed once, from its members in the window.
+const BUDGET_LIB: &str = r"
+local function sum(members)
+  local total = 0
+  for _, m in ipairs(members) do total = total + tonumber(string.match(m, '^(-?%d+):')) end
+  return total
 end
-if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+local function in_window(zset, total_key, window_start)
+  if redis.call('EXISTS', total_key) == 0 then
+    return sum(redis.call('ZRANGEBYSCORE', zset, window_start, '+inf'))
+  end
+  return tonumber(redis.call('GET', total_key)) - sum(redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. window_start))
+end
+local function keep(total_key, total) redis.call('SET', total_key, string.format('%.17g', total)) end
+";
+
+const RESERVE: &str = r"
+local total = in_window(KEYS[1], KEYS[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+  keep(KEYS[2], total)
+  return 0
+end
 redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6])
+keep(KEYS[2], total + tonumber(ARGV[2]))
+return 1
+";
+
+/// Gives back a reservation of a commit that did not apply (if the window has not dropped it).
+const RELEASE: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  keep(KEYS[2], tonumber(redis.call('GET', KEYS[2])) - tonumber(string.match(ARGV[1], '^(-?%d+):')))
+end
 return 1
 ";
 
@@ -47,10 +75,8 @@ return 0
 ";
 
 const SPENT: &str = r"
-local total = 0
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
-  total = total + tonumber(string.match(m, '^(-?%d+):'))
-end
+local total = in_window(KEYS[1], KEYS[2], ARGV[1])
+if total < 0 then total = 0 end
 return total
 ";
 
@@ -119,6 +145,7 @@ fn check_policy(conn: &mut Connection) -> Result<()> {
 struct Scripts {
     commit: Script,
     reserve: Script,
+    release: Script,
     consume: Script,
     spent: Script,
     resolve: Script,
@@ -147,9 +174,10 @@ impl RedisStore {
             replicas: None,
             scripts: Scripts {
                 commit: Script::new(COMMIT),
-                reserve: Script::new(RESERVE),
+                reserve: Script::new(&format!("{BUDGET_LIB}{RESERVE}")),
+                release: Script::new(&format!("{BUDGET_LIB}{RELEASE}")),
                 consume: Script::new(CONSUME),
-                spent: Script::new(SPENT),
+                spent: Script::new(&format!("{BUDGET_LIB}{SPENT}")),
                 resolve: Script::new(RESOLVE),
                 close_grant: Script::new(CLOSE_GRANT),
             },
@@ -218,6 +246,11 @@ impl RedisStore {
         format!("{}:{{budget:{}}}:spend", self.prefix, tag(key))
     }
 
+    /// The running total of a budget, in its reservations' slot.
+    fn budget_total_key(&self, key: &str) -> String {
+        format!("{}:{{budget:{}}}:total", self.prefix, tag(key))
+    }
+
     fn used_key(&self, key: &str) -> String {
         format!("{}:{{used:{}}}", self.prefix, tag(key))
     }
@@ -241,10 +274,10 @@ impl RedisStore {
         }
     }
 
-    fn release(&self, reserved: &[(String, String)]) {
-        for (key, member) in reserved {
+    fn release(&self, reserved: &[(String, String, String)]) {
+        for (key, total, member) in reserved {
             // Best effort: a failed release only holds budget back, never hands out extra.
-            let _ = self.with(|c| redis::cmd("ZREM").arg(key).arg(member).query::<i64>(c));
+            let _ = self.with(|c| self.scripts.release.key(key).key(total).arg(member).invoke::<i64>(c));
         }
     }
 }
@@ -310,11 +343,13 @@ impl Store for RedisStore {
         let mut reserved = Vec::new();
         for (n, r) in c.reservations.iter().enumerate() {
             let key = self.budget_key(&r.key);
+            let total = self.budget_total_key(&r.key);
             let member = format!("{}:{}:{n}", r.amount, c.entry.decision_id);
             let ok: i64 = self.with(|conn| {
                 self.scripts
                     .reserve
                     .key(&key)
+                    .key(&total)
                     .arg(r.window_start)
                     .arg(r.amount)
                     .arg(r.limit)
@@ -327,7 +362,7 @@ impl Store for RedisStore {
                 self.release(&reserved);
                 return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
             }
-            reserved.push((key, member));
+            reserved.push((key, total, member));
         }
         let mut consumed = Vec::new();
         for (key, exp) in &c.consume {
@@ -387,8 +422,8 @@ impl Store for RedisStore {
     }
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
-        let key = self.budget_key(key);
-        self.with(|c| self.scripts.spent.key(&key).arg(window_start).invoke(c))
+        let (zset, total) = (self.budget_key(key), self.budget_total_key(key));
+        self.with(|c| self.scripts.spent.key(&zset).key(&total).arg(window_start).invoke(c))
     }
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
