@@ -289,9 +289,31 @@ def test_every_place_naming_the_tool_must_agree(served: Any) -> None:
     good = {**rpc, "params": {"name": TOOL, "arguments": pay(600)}}
     assert post(path, good, receipt, headers={"Mcp-Name": TOOL})[0] == 200
     assert json.loads(tool.calls[0][0]) == good
-    # A header alone may name the tool where the route does not.
+    # Where the route names no tool, a header naming the very tool of the receipt does not
+    # make it one: the app may route that path anywhere.
     receipt = receipt_for(pay(650))
-    assert post(url + "/call", pay(650), receipt, headers={"Aegis-Tool": TOOL})[0] == 200
+    assert "no tool is configured for `/call`" in refused(post(url + "/call", pay(650), receipt,
+                                                                headers={"Aegis-Tool": TOOL}), "malformed_request")
+    assert len(tool.calls) == 1
+
+
+def test_only_dispatch_paths_let_the_request_name_the_tool(served: Any) -> None:
+    # An MCP endpoint: one path, the tool named by the JSON-RPC body (and `Mcp-Name`).
+    url, tool = served(tool=tools_under("/tools/"), dispatch_paths=["/mcp"])
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": TOOL, "arguments": pay(610)}}
+    receipt = receipt_for(pay(610))
+    # Everywhere else (a catch-all, a forgotten route) the same request runs nothing.
+    for path in ("/", "/call", "/mcp/", "/v1/mcp", "/tools/"):
+        refused(post(url + path, rpc, receipt, headers={"Mcp-Name": TOOL}), "malformed_request")
+    assert tool.calls == []
+    assert post(url + "/mcp", rpc, receipt, headers={"Mcp-Name": TOOL})[0] == 200
+    # At the dispatch path every name must still agree, and one must be given.
+    receipt = receipt_for(pay(620))
+    other = {**rpc, "params": {"name": TOOL, "arguments": pay(620)}}
+    refused(post(url + "/mcp", other, receipt, headers={"Mcp-Name": "invoice.create"}), "args_invalid")
+    refused(post(url + "/mcp", pay(620), receipt), "malformed_request")
+    # The configured route keeps its own tool.
+    assert post(url + "/tools/" + TOOL, pay(620), receipt)[0] == 200
     assert len(tool.calls) == 2
 
 
@@ -300,7 +322,141 @@ def test_the_mapping_route_source(served: Any) -> None:
     invoice = {"customer": "cus_9", "amount": 10}
     refused(post(url + "/pay", invoice, receipt_for(invoice, tool="invoice.create")), "receipt_mismatch")
     assert post(url + "/invoice", invoice, receipt_for(invoice, tool="invoice.create"))[0] == 200
+    # A path the mapping does not list reaches the app all the same (here every path does):
+    # the request's own `Aegis-Tool` or MCP body must not choose the tool it is checked for.
+    receipt = receipt_for(invoice, tool="invoice.create")
+    refused(post(url + "/v1/pay", invoice, receipt, headers={"Aegis-Tool": "invoice.create"}), "malformed_request")
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "invoice.create", "arguments": invoice}}
+    refused(post(url + "/pay/", rpc, receipt), "malformed_request")
     assert len(tool.calls) == 1
+
+
+ROUTES = {"/pay": TOOL, "/invoice": "invoice.create"}
+INVOICE = {"customer": "cus_9", "amount": 10}
+
+
+def test_asgi_under_a_starlette_mount_checks_the_route_path() -> None:
+    # Starlette keeps the mount's prefix in `scope["path"]` (`/v1/pay`) and puts it in
+    # `root_path`: the mapping is matched on `/pay`, as the router dispatches.
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    ran: List[str] = []
+
+    def handler(name: str) -> Any:
+        async def endpoint(request: Request) -> JSONResponse:
+            ran.append(name)
+            return JSONResponse({"ran": name})
+        return endpoint
+
+    inner = Starlette(routes=[Route("/pay", handler("pay"), methods=["POST"]),
+                              Route("/invoice", handler("invoice"), methods=["POST"]),
+                              Route("/{rest:path}", handler("catch-all"), methods=["POST"])])
+    app = Starlette(routes=[Mount("/v1", AsgiReceiptMiddleware(inner, JWKS, tool=ROUTES, **RECEIPTS))])
+    with serve_asgi(app) as url:
+        # The attack: an invoice receipt, the header naming invoice.create, sent to the pay route.
+        refused(post(url + "/v1/pay", INVOICE, receipt_for(INVOICE, tool="invoice.create"),
+                     headers={"Aegis-Tool": "invoice.create"}), "args_invalid")
+        refused(post(url + "/v1/pay", INVOICE, receipt_for(INVOICE, tool="invoice.create")), "receipt_mismatch")
+        # A route the mapping forgot (the catch-all) runs nothing, whatever the request names.
+        refused(post(url + "/v1/refund", INVOICE, receipt_for(INVOICE, tool="invoice.create"),
+                     headers={"Aegis-Tool": "invoice.create"}), "malformed_request")
+        assert ran == []
+        assert post(url + "/v1/invoice", INVOICE, receipt_for(INVOICE, tool="invoice.create"))[0] == 200
+        assert post(url + "/v1/pay", pay(40), receipt_for(pay(40)))[0] == 200
+    assert ran == ["invoice", "pay"]
+
+
+def test_wsgi_under_a_mount_checks_path_info() -> None:
+    # A WSGI mount moves its prefix from PATH_INFO to SCRIPT_NAME (PEP 3333), as werkzeug's
+    # DispatcherMiddleware does: the mapping is matched on what is left.
+    tool = Tool()
+    guarded = WsgiReceiptMiddleware(tool.wsgi, JWKS, tool=ROUTES, **RECEIPTS)
+
+    def mounted(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/v1/"):
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/v1", path[len("/v1"):]
+        return guarded(environ, start_response)
+
+    with serve_wsgi(mounted) as url:
+        refused(post(url + "/v1/pay", INVOICE, receipt_for(INVOICE, tool="invoice.create"),
+                     headers={"Aegis-Tool": "invoice.create"}), "args_invalid")
+        refused(post(url + "/v1/refund", INVOICE, receipt_for(INVOICE, tool="invoice.create"),
+                     headers={"Aegis-Tool": "invoice.create"}), "malformed_request")
+        assert tool.calls == []
+        assert post(url + "/v1/invoice", INVOICE, receipt_for(INVOICE, tool="invoice.create"))[0] == 200
+    assert len(tool.calls) == 1
+
+
+def test_route_path_follows_the_asgi_root_path() -> None:
+    from aegis.http import route_path
+
+    assert route_path({"path": "/v1/pay", "root_path": "/v1"}) == "/pay"
+    assert route_path({"path": "/v1", "root_path": "/v1"}) == ""
+    assert route_path({"path": "/v1pay", "root_path": "/v1"}) == "/v1pay"  # not a segment boundary
+    assert route_path({"path": "/pay", "root_path": "/v1"}) == "/pay"
+    assert route_path({"path": "/pay"}) == "/pay"
+
+
+# --- what the body is read as -----------------------------------------------------------------------
+
+def test_a_body_not_sent_as_json_is_refused(served: Any) -> None:
+    url, tool = served()
+    args = {**pay(100), "memo": "&amount=900000&x="}
+    receipt = receipt_for(args)
+    # The receipt's arguments, sent as a form: an app reading the form would find amount=900000.
+    compact = json.dumps(args, separators=(",", ":")).encode()
+    for content_type in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain",
+                         "application/json; charset=utf-16", "application/jsonp", "json"):
+        message = refused(post(url, None, receipt, raw=compact, headers={"Content-Type": content_type}),
+                          "malformed_request", 415)
+        assert "JSON" in message or "UTF-8" in message, message
+    refused(post(url, None, receipt, raw=compact, headers={"Content-Encoding": "gzip"}), "malformed_request", 415)
+    assert tool.calls == []
+    # JSON, with or without a UTF-8 charset, and a `+json` type: the receipt's call runs (once).
+    assert post(url, None, receipt, raw=compact, headers={"Content-Type": "application/vnd.api+json"})[0] == 200
+    receipt = receipt_for(pay(101))
+    assert post(url, pay(101), receipt, headers={"Content-Type": "Application/JSON; charset=UTF-8"})[0] == 200
+    assert len(tool.calls) == 2
+
+
+def test_the_form_attack_on_a_form_reading_app() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    read: List[Dict[str, Any]] = []
+
+    async def pay_from_form(request: Request) -> JSONResponse:
+        read.append(dict(await request.form()))
+        return JSONResponse({"ran": True})
+
+    app = AsgiReceiptMiddleware(Starlette(routes=[Route("/pay", pay_from_form, methods=["POST"])]), JWKS,
+                                tool=TOOL, **RECEIPTS)
+    args = {**pay(100), "memo": "&amount=900000&x="}
+    raw = json.dumps(args, separators=(",", ":")).encode()
+    with serve_asgi(app) as url:
+        refused(post(url + "/pay", None, receipt_for(args), raw=raw,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"}), "malformed_request", 415)
+    assert read == []
+
+
+def test_asgi_a_body_without_content_type_is_refused_an_empty_one_is_not() -> None:
+    tool = Tool()
+    app = middleware("asgi", tool)
+    receipt = receipt_for(pay(900))
+    no_type = [h for h in http_scope(receipt=receipt)["headers"] if h[0] != b"content-type"]
+    scope = {**http_scope(receipt=receipt), "headers": no_type}
+    sent = drive(app, scope, [{"type": "http.request", "body": json.dumps(pay(900)).encode()}])
+    assert sent[0]["status"] == 415 and json.loads(sent[1]["body"])["code"] == "malformed_request"
+    # An empty body is `{}` whatever the type: it goes on to the receipt check (another call here).
+    sent = drive(app, scope, [{"type": "http.request", "body": b""}])
+    assert sent[0]["status"] == 403 and json.loads(sent[1]["body"])["code"] == "receipt_mismatch"
+    assert tool.calls == []
 
 
 # --- the ASGI callable driven by hand (what an HTTP client cannot send) ------------------------------

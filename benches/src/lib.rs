@@ -20,10 +20,29 @@ pub fn repo_root() -> PathBuf {
 /// task hundreds of thousands of times, which a per-task budget would (rightly) stop after four.
 pub fn payments_sources() -> BundleSources {
     let mut sources = payments_sources_as_shipped();
-    if let Some(at) = sources.manifest.find("budgets:") {
-        sources.manifest.truncate(at);
+    // Batches lift the budget: they go with it.
+    for section in ["budgets", "batches"] {
+        sources.manifest = without_section(&sources.manifest, section);
     }
     sources
+}
+
+/// `manifest` without its top-level section `name` (the line `name:` and the indented or
+/// comment lines under it).
+fn without_section(manifest: &str, name: &str) -> String {
+    let mut out = String::with_capacity(manifest.len());
+    let mut skipping = false;
+    for line in manifest.lines() {
+        let top_level = !line.is_empty() && !line.starts_with([' ', '\t', '#', '-']);
+        if top_level {
+            skipping = line.strip_prefix(name).is_some_and(|rest| rest.starts_with(':'));
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The payments bundle's sources, as shipped.

@@ -1,5 +1,7 @@
 """A CrewAI crew whose every tool call goes through Aegis (`aegis.crewai.AegisToolHooks`, on
-CrewAI's tool-call hooks).
+CrewAI's tool-call hooks), and whose tool runs only on the permit of a decision
+(`hooks.guard_tools`): CrewAI may run a tool again for one call (it retries a tool that raises,
+outside the hooks), and a guarded tool refuses every run no decision permits.
 
 The LLM is scripted (a `BaseLLM` that plays back native tool calls and answers; no network, no
 telemetry). The agent pays 1200 (runs), 300 with a card number (runs, with the number redacted
@@ -9,8 +11,8 @@ the model told the approval id. The planner's attempt to approve is refused, the
 approves, the host hands the approval to the hooks, and the crew's next run makes the same call,
 which runs once with the override token.
 
-CrewAI pins `mcp<2` and `openai<3`, so it runs from its own venv (see aegis-py/tests/
-test_frameworks_adk_crewai.py for the commands).
+CrewAI pins `mcp<2` and `openai<3`, so it runs from its own venv (`target/pyenv-crewai`; see
+aegis-py/tests_crewai/).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from crewai import Agent, Crew, Task  # noqa: E402
 from crewai.llms.base_llm import BaseLLM  # noqa: E402
 from crewai.tools import tool  # noqa: E402
 
+from aegis import ReceiptInvalid  # noqa: E402
 from aegis.crewai import AegisToolHooks  # noqa: E402
 from payments_setup import TOOL, approver_chain, engine, finance_chain, pay, unique_task  # noqa: E402
 
@@ -84,15 +87,16 @@ def main() -> None:
         call(5, pay(9000)),
         "Paid 9000.",
     ])
-    agent = Agent(role="finance agent", goal="pay the approved vendor invoices", backstory="pays invoices",
-                  llm=llm, tools=[create_payment], cache=False, max_iter=10)
     hooks = AegisToolHooks(eng, chain, tool_names={"create_payment": TOOL})
+    # The agent gets the guarded copy: it runs once per permitted call, and never without one.
+    agent = Agent(role="finance agent", goal="pay the approved vendor invoices", backstory="pays invoices",
+                  llm=llm, tools=hooks.guard_tools([create_payment]), cache=False, max_iter=10)
 
     def kickoff(description: str) -> str:
         task = Task(description=description, expected_output="what was paid", agent=agent)
         return str(Crew(agents=[agent], tasks=[task]).kickoff())
 
-    with hooks:
+    with hooks:  # the hooks decide the calls made inside this block (this crew's), no other
         first = kickoff("Pay the four vendor invoices.")
         assert [p["amount"] for p in PAID] == [1200, 300], PAID
         print("1. paid 1200")
@@ -126,6 +130,13 @@ def main() -> None:
     assert replay.outcome == "deny" and replay.codes == ("approval_replayed",), replay
     assert not llm.script, llm.script
     print("8. the same token again:", replay.codes[0])
+    # The guarded tool run outside the hooks (as CrewAI's retry of a failed call runs it): refused.
+    try:
+        agent.tools[0].run(**pay(9000))
+        raise AssertionError("a guarded tool ran without a decision")
+    except ReceiptInvalid as e:
+        print("9. the tool run again without a decision:", e.code)
+    assert [p["amount"] for p in PAID] == [1200, 300, 9000], PAID
     print("crewai agent: ok")
 
 

@@ -8,7 +8,12 @@ The core's enforcement of the decision rules (:func:`aegis.args_to_run`):
 - refused: the tool does not run; the model gets ``{"error": ...}`` naming the reasons;
 - run: the tool runs with exactly the arguments the core names: ADK hands the callback the
   dictionary the tool is then called with, and the guard rewrites it in place (so a ``sanitize``
-  decision's redactions are what the tool receives);
+  decision's redactions are what the tool receives). The tool checks it at the last moment:
+  the guard records the arguments it authorized for that call (its ``ToolContext``) and makes
+  the tool's ``run_async`` run only with exactly those, once. A callback that runs after the
+  guard and changes the dictionary (an agent's own ``before_tool_callback`` runs after
+  :class:`AegisPlugin`, as does a later one in a list) gets the call refused
+  (``{"error": ...}``), the tool unrun; so does a second run of the same call;
 - awaiting an approval: the guard asks for ADK's tool confirmation
   (``tool_context.request_confirmation``), which pauses the run with an
   ``adk_request_confirmation`` call carrying the approval id (:func:`pending_approvals` lists
@@ -17,14 +22,20 @@ The core's enforcement of the decision rules (:func:`aegis.args_to_run`):
   payload): ADK calls the tool again, the guard presents the token, and the call runs once with
   the arguments that were approved. An answer without a token, or a rejection, runs nothing.
 
+The check is installed on the tool object the guard sees (its ``run_async``); from then on
+that object runs only calls a guard authorized, so a tool instance shared with an agent no
+guard covers does not run there either.
+
 Install with ``pip install aegis-sod[adk]``.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from google.adk.plugins.base_plugin import BasePlugin
 from google.adk.tools.base_tool import BaseTool
@@ -45,6 +56,48 @@ def _explain(refused: Union[Denied, ApprovalRequired]) -> str:
     reasons = "; ".join(f"{r.code}" + (f" ({r.policy_id})" if r.policy_id else "") + f": {r.message}"
                         for r in refused.decision.reasons)
     return f"Aegis denied this call: {reasons or refused.message}"
+
+
+# The arguments a guard authorized, by the call's ToolContext (the object ADK hands both the
+# callbacks and the tool's run): weak, so a call that never runs leaves nothing behind.
+_AUTHORIZED: "weakref.WeakKeyDictionary[ToolContext, str]" = weakref.WeakKeyDictionary()
+_AUTHORIZED_LOCK = threading.Lock()
+# Marks a tool object whose `run_async` checks `_AUTHORIZED`.
+_CHECKED = "_aegis_checks_authorized_args"
+
+
+def _canonical(args: Mapping[str, Any]) -> str:
+    # Key order aside, the same arguments only if they serialize the same (1, 1.0 and True
+    # differ); a value JSON cannot hold raises (no authorized call holds one).
+    return json.dumps(args, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _check_at_run(tool: BaseTool) -> None:
+    """Makes ``tool`` run only with the arguments a guard authorized for the call, once: its
+    ``run_async`` (the last step before the tool, after every callback) is wrapped on the
+    instance. Raises if the tool object cannot take the wrapper."""
+    if getattr(tool, _CHECKED, False):
+        return
+    run = tool.run_async
+
+    async def run_async(*, args: Dict[str, Any], tool_context: ToolContext) -> Any:
+        with _AUTHORIZED_LOCK:
+            authorized = _AUTHORIZED.pop(tool_context, None)
+        if authorized is None:
+            return {"error": f"Aegis: `{tool.name}` did not run: no Aegis decision permits this run (a call "
+                             "runs once, and only after the guard authorized it)"}
+        try:
+            same = _canonical(args) == authorized
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            return {"error": f"Aegis: `{tool.name}` did not run: its arguments were changed after Aegis "
+                             "authorized them (by a callback that ran after the guard)"}
+        result: Awaitable[Any] = run(args=args, tool_context=tool_context)
+        return await result
+
+    setattr(tool, "run_async", run_async)
+    setattr(tool, _CHECKED, True)
 
 
 class AegisToolGuard:
@@ -104,15 +157,26 @@ class AegisToolGuard:
         except AegisError as e:
             # Fail closed: an engine that cannot decide runs nothing.
             return {"error": f"Aegis could not decide on this call: [{e.code}] {e.message}"}
+        run = _thaw(final)
+        try:
+            # The tool checks, when it runs, that it runs with exactly this (see the module).
+            _check_at_run(tool)
+            with _AUTHORIZED_LOCK:
+                _AUTHORIZED[tool_context] = _canonical(run)
+        except (AttributeError, TypeError, ValueError) as e:
+            return {"error": f"Aegis could not decide on this call: the tool's run cannot be bound to the "
+                             f"decision ({type(e).__name__}: {e})"}
         # ADK calls the tool with this very dictionary: it now holds exactly what the core named.
         args.clear()
-        args.update(_thaw(final))
+        args.update(run)
         return None
 
 
 class AegisPlugin(BasePlugin):
-    """A runner plugin that guards every tool call of every agent with :class:`AegisToolGuard`
-    (plugins run before the agents' own ``before_tool_callback``)."""
+    """A runner plugin that guards every tool call of every agent with :class:`AegisToolGuard`.
+    Plugins run before the agents' own ``before_tool_callback``, which get the same argument
+    dictionary: a call one of them changes after the plugin decided is refused when the tool
+    is about to run (see the module)."""
 
     def __init__(self, engine: Engine, chain: ChainSource, *, tool_names: Optional[Mapping[str, str]] = None,
                  name: str = "aegis") -> None:

@@ -15,22 +15,31 @@ tool and the arguments as ``aegis serve``'s gate does, and verifies the receipt
 unexpired, for exactly this tool and these arguments, and not used before in this process
 (``single_use``).
 
-- The tool: from the configuration (one name, a path-to-name mapping, or :func:`tools_under`
-  for the ``/tools/<name>`` routes), ``Mcp-Name``, ``Aegis-Tool`` and an MCP ``tools/call``
-  body's ``params.name``: every one present must name the same tool (the app may dispatch on
-  any of them), and at least one must.
+- The tool: the configuration decides it, from the route path (one name for every path, a
+  mapping of exact paths to names, or :func:`tools_under` for the ``/tools/<name>`` routes).
+  The route path is the one the app routes on: ASGI's ``scope["path"]`` without
+  ``scope["root_path"]`` (a Starlette ``Mount("/v1", ...)`` hands the middleware ``/v1/pay``
+  with ``root_path`` ``/v1``: the route is ``/pay``), WSGI's ``PATH_INFO``. ``Mcp-Name``,
+  ``Aegis-Tool`` and an MCP ``tools/call`` body's ``params.name`` may only agree with it (the
+  app may dispatch on any of them). A path the mapping or function names no tool for is
+  refused, whatever the request names: the app may still route it to a handler (a catch-all,
+  a forgotten route), and a client must not choose which tool its receipt is checked against.
+  The one exception is ``dispatch_paths``: exact route paths (an MCP endpoint, ``/mcp``) where
+  the request itself names the tool, in those places, all agreeing.
 - The arguments: the JSON body (an MCP ``tools/call`` request's ``params.arguments``); an empty
-  body is ``{}``.
+  body is ``{}``. A body is read as JSON only when the request says it is JSON
+  (``Content-Type: application/json`` or ``*/*+json``, UTF-8, not ``Content-Encoding``d): an
+  app reading a form or another encoding would read other arguments out of the same bytes.
 
 Otherwise the request is refused with the core's JSON error ``{"code", "message"}``, the code
 also in the ``Aegis-Reason`` header: 403 ``receipt_invalid`` (no receipt, forged, expired,
 another issuer or audience, already used), 403 ``receipt_mismatch`` (another tool, other
 arguments, or a query string the receipt does not cover), 403 ``args_invalid`` (two tools
-named), 403 ``malformed_request`` (no tool named, a JSON-RPC request other than ``tools/call``),
-400 ``malformed_request`` (a body that is not one JSON object, duplicate keys, NaN, an integer
-beyond ±2^53), 413 (a body larger than ``max_body``). A request that passes reaches the app with
-its body intact, the receipt's claims in ``scope["aegis.receipt"]`` (ASGI) or
-``environ["aegis.receipt"]`` (WSGI).
+named), 403 ``malformed_request`` (no tool configured for the path, a JSON-RPC request other
+than ``tools/call``), 400 ``malformed_request`` (a body that is not one JSON object, duplicate
+keys, NaN, an integer beyond ±2^53), 415 ``malformed_request`` (a body not sent as JSON), 413 (a
+body larger than ``max_body``). A request that passes reaches the app with its body intact, the
+receipt's claims in ``scope["aegis.receipt"]`` (ASGI) or ``environ["aegis.receipt"]`` (WSGI).
 
 The tool must take its arguments from the JSON body only: nothing else is bound by the receipt.
 Single use is per process (``verify_receipt(consume=True)``): behind several worker processes a
@@ -102,7 +111,37 @@ class Refusal:
         return [("content-type", "application/json"), ("content-length", str(len(body))), ("aegis-reason", self.code)]
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 413: "Payload Too Large"}
+_REASONS = {400: "Bad Request", 403: "Forbidden", 413: "Payload Too Large", 415: "Unsupported Media Type"}
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The path an ASGI app routes on: ``scope["path"]`` without ``scope["root_path"]`` (the
+    prefix a mount or a proxy consumed), as Starlette's router reads it. A path that does not
+    start with the root path at a segment boundary is taken as it is."""
+    path = str(scope.get("path") or "")
+    root = str(scope.get("root_path") or "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root):] if path[len(root)] == "/" else path
+
+
+def _not_json_reason(values: Sequence[str]) -> Optional[str]:
+    """Why a body with these ``Content-Type`` values is not one to read as JSON, or None."""
+    if len(values) != 1:
+        return "no `Content-Type`" if not values else "`Content-Type` is sent more than once"
+    media, *params = [part.strip() for part in values[0].split(";")]
+    media = media.lower()
+    kind, _, subtype = media.partition("/")
+    if not kind or not (media == "application/json" or subtype.endswith("+json")):
+        return f"`Content-Type: {values[0]}` is not JSON"
+    for param in params:
+        name, _, value = param.partition("=")
+        # The check reads UTF-8: an app honouring another charset would decode other text.
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return f"the charset of `Content-Type: {values[0]}` is not UTF-8"
+    return None
 
 
 class ReceiptCheck:
@@ -110,11 +149,13 @@ class ReceiptCheck:
 
     def __init__(self, jwks: Mapping[str, Any], *, issuer: str, audience: str, tool: ToolSource,
                  single_use: bool = True, max_body: int = 1 << 20, exempt: Collection[str] = (),
-                 allow_query: bool = False) -> None:
+                 allow_query: bool = False, dispatch_paths: Collection[str] = ()) -> None:
         """``jwks`` is the engine's receipt JWK Set (public keys only), ``issuer`` and
         ``audience`` what its receipts must name, ``tool`` where the tool's name comes from.
-        ``exempt`` lists exact paths served without a receipt (a health check); everything else
-        needs one. ``allow_query`` lets a query string through (the tool must then ignore it)."""
+        ``exempt`` lists exact route paths served without a receipt (a health check);
+        everything else needs one. ``allow_query`` lets a query string through (the tool must
+        then ignore it). ``dispatch_paths`` lists exact route paths where the request names the
+        tool (``Mcp-Name``, ``Aegis-Tool``, an MCP body) because ``tool`` names none there."""
         if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), (list, tuple)):
             raise TypeError("`jwks` is a JWK Set as a mapping (`{\"keys\": [...]}`)")
         self.jwks = jwks
@@ -125,9 +166,10 @@ class ReceiptCheck:
         self.max_body = max_body
         self.exempt = frozenset(exempt)
         self.allow_query = allow_query
+        self.dispatch_paths = frozenset(dispatch_paths)
 
     def tool_for(self, path: str) -> Optional[str]:
-        """The tool served at ``path``, as configured."""
+        """The tool served at the route path ``path``, as configured (None: none is)."""
         if isinstance(self.tool, str):
             return self.tool
         if isinstance(self.tool, Mapping):
@@ -136,8 +178,10 @@ class ReceiptCheck:
 
     def check(self, path: str, query: str, headers: Mapping[str, Sequence[str]],
               body: bytes) -> Union[Dict[str, Any], Refusal]:
-        """The receipt's claims when the call may run, or the refusal. ``headers`` maps
-        lowercase names to every value the request carries."""
+        """The receipt's claims when the call may run, or the refusal. ``path`` is the route
+        path (:func:`route_path` for ASGI, ``PATH_INFO`` for WSGI); ``headers`` maps lowercase
+        names to every value the request carries (``content-type`` and ``content-encoding``
+        included)."""
         receipts = list(headers.get("aegis-receipt") or ())
         if len(receipts) > 1:
             return Refusal(403, "receipt_invalid", f"receipt: more than one `{RECEIPT_HEADER}` header")
@@ -156,13 +200,29 @@ class ReceiptCheck:
 
     def _call_of(self, path: str, headers: Mapping[str, Sequence[str]],
                  body: bytes) -> Union[Tuple[str, Dict[str, Any]], Refusal]:
-        """The tool and the arguments, every place that names the tool agreeing (as the gate)."""
-        names = [self.tool_for(path)]
+        """The tool and the arguments: the configured tool, every place that names one agreeing."""
+        configured = self.tool_for(path) or None  # an empty name names no tool either
+        if configured is None and path not in self.dispatch_paths:
+            # The app may route this path to a handler all the same (a mount, a catch-all, a
+            # route the configuration forgot): what the client names must not pick the tool.
+            return Refusal(403, "malformed_request",
+                           f"no tool is configured for `{path}`: the request may not name one here "
+                           "(list the path in `dispatch_paths` if it dispatches on the request)")
+        names = [configured]
         for header in ("mcp-name", "aegis-tool"):
             values = [v for v in headers.get(header) or () if v.strip()]
             if len(values) > 1:
                 return Refusal(403, "malformed_request", f"the `{header}` header is sent more than once")
             names += [v.strip() for v in values]
+        if body:
+            encodings = [v.strip() for v in headers.get("content-encoding") or () if v.strip()]
+            if any(e.lower() != "identity" for e in encodings):
+                return Refusal(415, "malformed_request", f"the body is sent with `Content-Encoding: "
+                                                         f"{', '.join(encodings)}`: the receipt covers it as JSON")
+            not_json = _not_json_reason([v for v in headers.get("content-type") or () if v.strip()])
+            if not_json is not None:
+                # An app reading a form (or text) would take other arguments from these bytes.
+                return Refusal(415, "malformed_request", f"the body must be sent as JSON: {not_json}")
         parsed = _json_of(body)
         if isinstance(parsed, Refusal):
             return parsed
@@ -228,14 +288,16 @@ class AsgiReceiptMiddleware:
 
     def __init__(self, app: AsgiApp, jwks: Mapping[str, Any], *, issuer: str, audience: str, tool: ToolSource,
                  single_use: bool = True, max_body: int = 1 << 20, exempt: Collection[str] = (),
-                 allow_query: bool = False) -> None:
+                 allow_query: bool = False, dispatch_paths: Collection[str] = ()) -> None:
         self.app = app
         self.receipts = ReceiptCheck(jwks, issuer=issuer, audience=audience, tool=tool, single_use=single_use,
-                                     max_body=max_body, exempt=exempt, allow_query=allow_query)
+                                     max_body=max_body, exempt=exempt, allow_query=allow_query,
+                                     dispatch_paths=dispatch_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
-        path = str(scope.get("path") or "")
+        # What the app routes on: under a mount, `path` still holds the mount's prefix.
+        path = route_path(scope)
         if kind == "lifespan" or (kind in ("http", "websocket") and path in self.receipts.exempt):
             await self.app(scope, receive, send)
             return
@@ -290,12 +352,14 @@ class WsgiReceiptMiddleware:
 
     def __init__(self, app: WsgiApp, jwks: Mapping[str, Any], *, issuer: str, audience: str, tool: ToolSource,
                  single_use: bool = True, max_body: int = 1 << 20, exempt: Collection[str] = (),
-                 allow_query: bool = False) -> None:
+                 allow_query: bool = False, dispatch_paths: Collection[str] = ()) -> None:
         self.app = app
         self.receipts = ReceiptCheck(jwks, issuer=issuer, audience=audience, tool=tool, single_use=single_use,
-                                     max_body=max_body, exempt=exempt, allow_query=allow_query)
+                                     max_body=max_body, exempt=exempt, allow_query=allow_query,
+                                     dispatch_paths=dispatch_paths)
 
     def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        # The route path: PEP 3333 already keeps the mount point (`SCRIPT_NAME`) out of it.
         path = str(environ.get("PATH_INFO") or "")
         if path in self.receipts.exempt:
             return self.app(environ, start_response)
@@ -306,7 +370,8 @@ class WsgiReceiptMiddleware:
         # holds none, so a comma means the header was sent more than once.
         headers = {name: [v.strip() for v in str(environ[key]).split(",")]
                    for name, key in (("aegis-receipt", "HTTP_AEGIS_RECEIPT"), ("mcp-name", "HTTP_MCP_NAME"),
-                                     ("aegis-tool", "HTTP_AEGIS_TOOL")) if key in environ}
+                                     ("aegis-tool", "HTTP_AEGIS_TOOL"), ("content-type", "CONTENT_TYPE"),
+                                     ("content-encoding", "HTTP_CONTENT_ENCODING")) if key in environ}
         verdict = self.receipts.check(path, str(environ.get("QUERY_STRING") or ""), headers, body)
         if isinstance(verdict, Refusal):
             return _wsgi_refuse(start_response, verdict)
