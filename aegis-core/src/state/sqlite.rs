@@ -45,7 +45,12 @@ CREATE TABLE IF NOT EXISTS audit_meta (name TEXT PRIMARY KEY, value TEXT NOT NUL
 /// A store in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// The connection every change is made on.
     conn: Mutex<Connection>,
+    /// Connections for reads, which WAL lets run beside a commit: a decision reading its task
+    /// does not wait for another decision's fsync (commits check the version they were decided
+    /// on, so a read that misses a commit in flight is decided again).
+    readers: Mutex<Vec<Connection>>,
     /// Commits waiting for the current leader's next transaction (group commit).
     group: Mutex<Group>,
     path: PathBuf,
@@ -59,6 +64,9 @@ pub struct SqliteStore {
 /// denied); the engine's breaker then refuses at once for a moment instead of every decision
 /// waiting as long.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reader connections kept open.
+const READERS: usize = 8;
 
 #[cfg(unix)]
 fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
@@ -77,6 +85,7 @@ impl SqliteStore {
         Self::migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Mutex::default(),
             group: Mutex::default(),
             path: path.as_ref().to_owned(),
             #[cfg(unix)]
@@ -108,15 +117,44 @@ impl SqliteStore {
         migrated
     }
 
-    /// The connection, once the file it writes is still the one at `path`.
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+    /// Whether the file at `path` is still the one opened.
+    fn check_file(&self) -> Result<()> {
         #[cfg(unix)]
         match file_id(&self.path) {
             Ok(id) if id == self.file => {}
             Ok(_) => return Err(store_error(format!("the database `{}` was replaced underneath", self.path.display()))),
             Err(e) => return Err(store_error(format!("the database `{}` is gone: {e}", self.path.display()))),
         }
+        Ok(())
+    }
+
+    /// The connection for changes, once the file it writes is still the one at `path`.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.check_file()?;
         self.conn.lock().map_err(|_| store_error("sqlite connection lock poisoned"))
+    }
+
+    /// Runs `read` on a reader connection (opened when none is free; at most `READERS` kept).
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.check_file()?;
+        let free = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match free {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.path).map_err(store_error)?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
+                conn
+            }
+        };
+        let out = read(&conn);
+        // A connection that failed is dropped rather than reused.
+        if out.is_ok() {
+            let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+        }
+        out
     }
 
     /// The database file.
@@ -373,28 +411,34 @@ impl SqliteStore {
     }
 }
 
+/// A task's version, whether it ended, and its duties.
+fn task_state(conn: &Connection, task_id: &str) -> Result<TaskState> {
+    let row: Option<(i64, i64)> = conn
+        .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(store_error)?;
+    let Some((version, ended)) = row else { return Ok(TaskState::default()) };
+    let mut stmt = conn.prepare_cached("SELECT agent_id, tool FROM duties WHERE task_id = ?1").map_err(store_error)?;
+    let duties = stmt
+        .query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(store_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(store_error)?;
+    Ok(TaskState { version: u64::try_from(version).unwrap_or(0), duties, ended: ended != 0 })
+}
+
 impl Store for SqliteStore {
     fn task_state(&self, task_id: &str) -> Result<TaskState> {
-        let conn = self.conn()?;
-        let row: Option<(i64, i64)> = conn
-            .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(store_error)?;
-        let Some((version, ended)) = row else { return Ok(TaskState::default()) };
-        let mut stmt = conn.prepare_cached("SELECT agent_id, tool FROM duties WHERE task_id = ?1").map_err(store_error)?;
-        let duties = stmt
-            .query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(store_error)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(store_error)?;
-        Ok(TaskState { version: u64::try_from(version).unwrap_or(0), duties, ended: ended != 0 })
+        self.read(|conn| task_state(conn, task_id))
     }
 
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT entry FROM ledger WHERE task_id = ?1 ORDER BY seq").map_err(store_error)?;
-        let rows = stmt.query_map([task_id], |r| r.get::<_, String>(0)).map_err(store_error)?;
-        rows.map(|e| from_json::<LedgerEntry>(&e.map_err(store_error)?)).collect()
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT entry FROM ledger WHERE task_id = ?1 ORDER BY seq").map_err(store_error)?;
+            let rows = stmt.query_map([task_id], |r| r.get::<_, String>(0)).map_err(store_error)?;
+            rows.map(|e| from_json::<LedgerEntry>(&e.map_err(store_error)?)).collect()
+        })
     }
 
     fn commit(&self, c: Commit) -> Result<CommitOutcome> {
@@ -410,8 +454,7 @@ impl Store for SqliteStore {
     }
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
-        let conn = self.conn()?;
-        spent(&conn, key, window_start).map_err(store_error)
+        self.read(|conn| spent(conn, key, window_start).map_err(store_error))
     }
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
@@ -432,21 +475,22 @@ impl Store for SqliteStore {
     }
 
     fn approval(&self, approval_id: &str) -> Result<Option<PendingApproval>> {
-        let body: Option<String> = self
-            .conn()?
-            .query_row("SELECT body FROM approvals WHERE approval_id = ?1", [approval_id], |r| r.get(0))
-            .optional()
-            .map_err(store_error)?;
+        let body: Option<String> = self.read(|conn| {
+            conn.query_row("SELECT body FROM approvals WHERE approval_id = ?1", [approval_id], |r| r.get(0))
+                .optional()
+                .map_err(store_error)
+        })?;
         body.map(|b| from_json(&b)).transpose()
     }
 
     fn list_pending(&self) -> Result<Vec<PendingApproval>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM approvals WHERE status = 'pending' ORDER BY created_at_ms, approval_id")
-            .map_err(store_error)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_error)?;
-        rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM approvals WHERE status = 'pending' ORDER BY created_at_ms, approval_id")
+                .map_err(store_error)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_error)?;
+            rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
+        })
     }
 
     fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool> {
@@ -470,10 +514,12 @@ impl Store for SqliteStore {
     }
 
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT body FROM grants WHERE closed_at IS NULL ORDER BY id").map_err(store_error)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_error)?;
-        rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT body FROM grants WHERE closed_at IS NULL ORDER BY id").map_err(store_error)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_error)?;
+            rows.map(|b| from_json(&b.map_err(store_error)?)).collect()
+        })
     }
 
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
