@@ -546,3 +546,36 @@ fn sqlite_budget_totals_are_filled_for_an_older_database() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.budget_spent("payments/task/t1", 1_767_225_400).unwrap(), 2600);
 }
+
+/// Budget totals stay exact when a process of another version (which knows nothing of them)
+/// writes the same store: on SQLite triggers keep them, on Redis a count that disagrees with
+/// the reservations recomputes them.
+#[test]
+fn budget_totals_hold_when_another_version_writes() {
+    const KEY: &str = "payments/task/t1";
+    let path = temp_path("mixed.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.commit(commit("t1", 0, &[], vec![budget(100, true)], "d1")).unwrap(), CommitOutcome::Committed);
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, 250)", rusqlite::params![KEY, NOW]).unwrap();
+    assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), 350);
+    other.execute("DELETE FROM spend WHERE key = ?1 AND amount = 100", [KEY]).unwrap();
+    assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), 250);
+
+    let Some(server) = RedisServer::start() else { return };
+    let store = RedisStore::open_with_prefix(&server.url(), "mixed").unwrap();
+    assert_eq!(store.commit(commit("t1", 0, &[], vec![budget(100, true)], "d1")).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), 100);
+    let mut conn = ::redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let zset = format!("mixed:{{budget:{KEY}}}:spend");
+    let _: i64 = ::redis::cmd("ZADD").arg(&zset).arg(NOW).arg("250:legacy:0").query(&mut conn).unwrap();
+    assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), 350);
+    let members: Vec<String> = ::redis::cmd("ZRANGE").arg(&zset).arg(0).arg(-1).query(&mut conn).unwrap();
+    let mine = members.iter().find(|m| m.starts_with("100:")).unwrap();
+    let _: i64 = ::redis::cmd("ZREM").arg(&zset).arg(mine).query(&mut conn).unwrap();
+    assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), 250);
+    // Totals past i64 saturate instead of wrapping.
+    let _: i64 = ::redis::cmd("ZADD").arg(&zset).arg(NOW).arg("9223372036854775807:huge:0").query(&mut conn).unwrap();
+    let _: i64 = ::redis::cmd("ZADD").arg(&zset).arg(NOW).arg("9223372036854775807:huge:1").query(&mut conn).unwrap();
+    assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), i64::MAX);
+}

@@ -54,7 +54,8 @@ fn check_exact_numbers(value: &Value) -> Result<()> {
                 (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT_INTEGER,
                 // A fraction is exact as the double it is. A whole double beyond 2^53 may be an
                 // integer literal that did not fit 64 bits, rounded on parsing: not exact.
-                (None, None) => n.as_f64().is_some_and(|f| f.fract() != 0.0 || f.abs() <= MAX_EXACT_INTEGER as f64),
+                // (2^53 itself included: `9007199254740993.0` parses to it.)
+                (None, None) => n.as_f64().is_some_and(|f| f.fract() != 0.0 || f.abs() < MAX_EXACT_INTEGER as f64),
             };
             if exact {
                 Ok(())

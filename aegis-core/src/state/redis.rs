@@ -28,41 +28,57 @@ for i = 4, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
 return {'committed'}
 ";
 
-/// Budgets keep their reservations (a sorted set by time) and, beside them in the same slot, a
-/// running total: a reservation drops what left the window and adjusts the total by it, so the
-/// cost of a check does not grow with the window. A budget made before the total existed has
-/// its total computed once, from its members in the window.
+/// Budgets keep their reservations (a sorted set by time, members `<amount>:<decision>:<n>`)
+/// and, beside them in the same slot, a hash with their exact integer total `t` and their count
+/// `n`: a reservation drops what left the window and adjusts both (`HINCRBY`), so the cost of
+/// a check does not grow with the window. When `n` disagrees with the set (a budget made
+/// before the hash, or written by a process of another version) the total is recomputed from
+/// the members first.
 const BUDGET_LIB: &str = r"
+local function amount(m) return string.match(m, '^(-?%d+):') end
+-- Exact integer arithmetic on the decimal strings (a Lua number past 2^53 would round, and
+-- `-0` is no integer to HINCRBY).
+local function add(sums, field, digits)
+  if tonumber(digits) ~= 0 then redis.call('HINCRBY', sums, field, digits) end
+end
+local function sub(sums, field, digits)
+  if tonumber(digits) ~= 0 then
+    if string.sub(digits, 1, 1) == '-' then add(sums, field, string.sub(digits, 2)) else add(sums, field, '-' .. digits) end
+  end
+end
 local function sum(members)
   local total = 0
-  for _, m in ipairs(members) do total = total + tonumber(string.match(m, '^(-?%d+):')) end
+  for _, m in ipairs(members) do total = total + tonumber(amount(m)) end
   return total
 end
-local function in_window(zset, total_key, window_start)
-  if redis.call('EXISTS', total_key) == 0 then
-    return sum(redis.call('ZRANGEBYSCORE', zset, window_start, '+inf'))
+local function in_window(zset, sums, window_start)
+  local n = redis.call('HGET', sums, 'n')
+  if (not n) or tonumber(n) ~= redis.call('ZCARD', zset) then
+    redis.call('HSET', sums, 't', string.format('%.0f', sum(redis.call('ZRANGE', zset, 0, -1))), 'n', redis.call('ZCARD', zset))
   end
-  return tonumber(redis.call('GET', total_key)) - sum(redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. window_start))
+  return tonumber(redis.call('HGET', sums, 't')) - sum(redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. window_start))
 end
-local function keep(total_key, total) redis.call('SET', total_key, string.format('%.17g', total)) end
 ";
 
 const RESERVE: &str = r"
 local total = in_window(KEYS[1], KEYS[2], ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, m in ipairs(gone) do sub(KEYS[2], 't', amount(m)) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
-  keep(KEYS[2], total)
-  return 0
+sub(KEYS[2], 'n', tostring(#gone))
+if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+if redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6]) == 1 then
+  add(KEYS[2], 't', ARGV[2])
+  add(KEYS[2], 'n', '1')
 end
-redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6])
-keep(KEYS[2], total + tonumber(ARGV[2]))
 return 1
 ";
 
 /// Gives back a reservation of a commit that did not apply (if the window has not dropped it).
 const RELEASE: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
-  keep(KEYS[2], tonumber(redis.call('GET', KEYS[2])) - tonumber(string.match(ARGV[1], '^(-?%d+):')))
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  sub(KEYS[2], 't', amount(ARGV[1]))
+  sub(KEYS[2], 'n', '1')
 end
 return 1
 ";
@@ -74,10 +90,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 ";
 
+/// The spending in the window, as a decimal string: an integer reply of 2^63 or more would wrap
+/// (Redis casts the Lua number), so Rust reads the text and saturates.
 const SPENT: &str = r"
 local total = in_window(KEYS[1], KEYS[2], ARGV[1])
 if total < 0 then total = 0 end
-return total
+return string.format('%.0f', total)
 ";
 
 const RESOLVE: &str = r"
@@ -246,9 +264,9 @@ impl RedisStore {
         format!("{}:{{budget:{}}}:spend", self.prefix, tag(key))
     }
 
-    /// The running total of a budget, in its reservations' slot.
+    /// The total and count of a budget's reservations, in their slot.
     fn budget_total_key(&self, key: &str) -> String {
-        format!("{}:{{budget:{}}}:total", self.prefix, tag(key))
+        format!("{}:{{budget:{}}}:sum", self.prefix, tag(key))
     }
 
     fn used_key(&self, key: &str) -> String {
@@ -423,7 +441,11 @@ impl Store for RedisStore {
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
         let (zset, total) = (self.budget_key(key), self.budget_total_key(key));
-        self.with(|c| self.scripts.spent.key(&zset).key(&total).arg(window_start).invoke(c))
+        let text: String = self.with(|c| self.scripts.spent.key(&zset).key(&total).arg(window_start).invoke(c))?;
+        // Past i64 (a sum of huge meter amounts) the total saturates: it exceeds every limit.
+        let total: f64 = text.parse().map_err(|_| store_error(format!("unexpected budget total `{text}`")))?;
+        #[allow(clippy::cast_possible_truncation)] // `as` saturates
+        Ok(total as i64)
     }
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {

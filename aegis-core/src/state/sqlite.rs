@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
     check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store,
@@ -34,7 +34,13 @@ CREATE TABLE IF NOT EXISTS duties (task_id TEXT NOT NULL, agent_id TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (key TEXT NOT NULL, at INTEGER NOT NULL, amount INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS spend_by_key ON spend (key, at);
-CREATE TABLE IF NOT EXISTS spend_sum (key TEXT PRIMARY KEY, total REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS spend_sum (key TEXT PRIMARY KEY, total INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS spend_sum_add AFTER INSERT ON spend BEGIN
+  INSERT INTO spend_sum (key, total) VALUES (NEW.key, NEW.amount) ON CONFLICT (key) DO UPDATE SET total = total + NEW.amount;
+END;
+CREATE TRIGGER IF NOT EXISTS spend_sum_drop AFTER DELETE ON spend BEGIN
+  UPDATE spend_sum SET total = total - OLD.amount WHERE key = OLD.key;
+END;
 CREATE INDEX IF NOT EXISTS used_by_expiry ON used (expires_at);
 CREATE TABLE IF NOT EXISTS approvals (approval_id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grants (id TEXT PRIMARY KEY, closed_at INTEGER, body TEXT NOT NULL);
@@ -95,7 +101,9 @@ impl SqliteStore {
 
     /// Creates the tables, in one transaction with the write lock (two processes opening a new
     /// database at once), and fills `spend_sum` from `spend` when a database made before it
-    /// is opened for the first time.
+    /// is opened for the first time. Triggers keep `spend_sum` exact from then on, whoever
+    /// writes `spend` (a process of an older version too); integer sums, so a total past
+    /// `i64` fails its commit (denied) rather than rounding.
     fn migrate(conn: &Connection) -> Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(store_error)?;
         let migrated = (|| {
@@ -107,7 +115,7 @@ impl SqliteStore {
                 > 0;
             conn.execute_batch(SCHEMA).map_err(store_error)?;
             if !had_sums {
-                conn.execute("INSERT INTO spend_sum (key, total) SELECT key, TOTAL(amount) FROM spend GROUP BY key", [])
+                conn.execute("INSERT INTO spend_sum (key, total) SELECT key, SUM(amount) FROM spend GROUP BY key", [])
                     .map_err(store_error)?;
             }
             Ok(())
@@ -131,7 +139,13 @@ impl SqliteStore {
     /// The connection for changes, once the file it writes is still the one at `path`.
     fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
         self.check_file()?;
-        self.conn.lock().map_err(|_| store_error("sqlite connection lock poisoned"))
+        // A panic during a batch is caught (the group answers its commits with an error): the
+        // connection is taken over, its transaction rolled back, rather than refused for ever.
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK").map_err(store_error)?;
+        }
+        Ok(conn)
     }
 
     /// Runs `read` on a reader connection (opened when none is free; at most `READERS` kept).
@@ -141,8 +155,12 @@ impl SqliteStore {
         let conn = match free {
             Some(conn) => conn,
             None => {
-                let conn = Connection::open(&self.path).map_err(store_error)?;
+                // Read-only and never created: a database moved away meanwhile is an error, not
+                // a new empty one; and the file must still be the one the store opened.
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags).map_err(store_error)?;
                 conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
+                self.check_file()?;
                 conn
             }
         };
@@ -201,37 +219,26 @@ fn status_str(s: ApprovalStatus) -> &'static str {
     }
 }
 
-/// What was spent since `window_start`: the key's running total, less what is older than the
-/// window and not yet dropped by a commit (an index range over those rows only), so a call late
-/// in a long window costs what an early one does. Totals are floats, as `TOTAL` is (SQLite's
-/// `SUM` raises an error past `i64`): saturated back into `i64`, a sum that large exceeds any
-/// limit.
+/// What was spent since `window_start`: the key's running total (kept by triggers), less what
+/// is older than the window and not yet dropped by a commit (an index range over those rows
+/// only), in one statement (one snapshot), so a call late in a long window costs what an early
+/// one does.
 fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i64> {
-    let total: f64 = conn.query_row("SELECT total FROM spend_sum WHERE key = ?1", [key], |r| r.get(0)).optional()?.unwrap_or(0.0);
-    let total = total - stale(conn, key, window_start)?;
-    // `as` saturates; sums below 2^53 are exact.
-    #[allow(clippy::cast_possible_truncation)]
-    Ok(total.max(0.0) as i64)
+    let total: i64 = conn.query_row(
+        "SELECT COALESCE((SELECT total FROM spend_sum WHERE key = ?1), 0) \
+         - COALESCE((SELECT SUM(amount) FROM spend WHERE key = ?1 AND at < ?2), 0)",
+        params![key, window_start],
+        |r| r.get(0),
+    )?;
+    Ok(total.max(0))
 }
 
-/// What `key` has spent before `window_start` that is still kept.
-fn stale(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<f64> {
-    conn.query_row("SELECT TOTAL(amount) FROM spend WHERE key = ?1 AND at < ?2", params![key, window_start], |r| r.get(0))
-}
-
-/// Adds a reservation to its key's spending, dropping what left the window (as the window only
-/// moves forward for a key, nothing dropped is needed again).
+/// Adds a reservation to its key's spending, dropping what left the window (the window only
+/// moves forward for a key: nothing dropped is needed again); the triggers keep the total.
 fn reserve(tx: &Connection, r: &crate::budget::Reservation, now: i64) -> rusqlite::Result<()> {
-    let gone = stale(tx, &r.key, r.window_start)?;
     // Rows of zero amounts go too: they add nothing, but would be read at every check.
     tx.execute("DELETE FROM spend WHERE key = ?1 AND at < ?2", params![r.key, r.window_start])?;
     tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, now, r.amount])?;
-    #[allow(clippy::cast_precision_loss)] // amounts beyond 2^53 exceed every limit anyway
-    let delta = r.amount as f64 - gone;
-    tx.execute(
-        "INSERT INTO spend_sum (key, total) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET total = total + ?2",
-        params![r.key, delta],
-    )?;
     Ok(())
 }
 
@@ -255,24 +262,35 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// A commit's answer, given once its transaction is durable (or failed).
+/// What a waiting commit is told: lead the next batch (its own commit still queued), or its
+/// outcome, once the transaction holding it is durable (or failed).
+enum Word {
+    Lead,
+    Done(Result<CommitOutcome>),
+}
+
+/// Where a waiting commit is told.
 #[derive(Default)]
 struct Answer {
-    outcome: Mutex<Option<Result<CommitOutcome>>>,
+    word: Mutex<Option<Word>>,
     ready: Condvar,
 }
 
 impl Answer {
-    fn give(&self, outcome: Result<CommitOutcome>) {
-        *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+    fn tell(&self, word: Word) {
+        *self.word.lock().unwrap_or_else(PoisonError::into_inner) = Some(word);
         self.ready.notify_all();
     }
 
-    fn wait(&self) -> Result<CommitOutcome> {
-        let mut slot = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+    fn give(&self, outcome: Result<CommitOutcome>) {
+        self.tell(Word::Done(outcome));
+    }
+
+    fn wait(&self) -> Word {
+        let mut slot = self.word.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(outcome) = slot.take() {
-                return outcome;
+            if let Some(word) = slot.take() {
+                return word;
             }
             slot = self.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
         }
@@ -349,30 +367,38 @@ impl SqliteStore {
             group.queue.push(Job { commit, record: record.cloned(), answer: Arc::clone(&answer) });
             if group.leading {
                 drop(group);
-                return answer.wait();
-            }
-            group.leading = true;
-        }
-        // Lead: one transaction per batch, until nobody is waiting.
-        loop {
-            let jobs = {
-                let mut group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
-                if group.queue.is_empty() {
-                    group.leading = false;
-                    break;
+                match answer.wait() {
+                    Word::Done(outcome) => return outcome,
+                    // Handed the lead: this commit is still queued, and goes in the next batch.
+                    Word::Lead => {}
                 }
-                std::mem::take(&mut group.queue)
-            };
-            // A panic while leading must not leave the followers waiting for ever (nor the group
-            // led by nobody): they are answered with an error and the next batch goes on.
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_batch(&jobs)));
-            if applied.is_err() {
-                for job in &jobs {
-                    job.answer.give(Err(store_error("the group commit failed unexpectedly")));
-                }
+            } else {
+                group.leading = true;
             }
         }
-        answer.wait()
+        // Lead one batch (everything queued, this commit included), then hand the lead to the
+        // first commit queued meanwhile: no caller keeps leading for others after its own
+        // answer, however fast they queue.
+        let jobs = std::mem::take(&mut self.group.lock().unwrap_or_else(PoisonError::into_inner).queue);
+        // A panic while leading must not leave the followers waiting for ever (nor the group
+        // led by nobody): they are answered with an error, and the lead passes on.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_batch(&jobs)));
+        if applied.is_err() {
+            for job in &jobs {
+                job.answer.give(Err(store_error("the group commit failed unexpectedly")));
+            }
+        }
+        {
+            let mut group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+            match group.queue.first() {
+                Some(next) => next.answer.tell(Word::Lead),
+                None => group.leading = false,
+            }
+        }
+        match answer.wait() {
+            Word::Done(outcome) => outcome,
+            Word::Lead => Err(store_error("the group commit lost a commit")),
+        }
     }
 
     /// One transaction for `jobs`, each in its own savepoint; every answer is given after the
