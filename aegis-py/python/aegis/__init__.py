@@ -328,7 +328,12 @@ def _thaw(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(_thaw(value), separators=(",", ":"))
+    try:
+        # Plain dicts and lists (the usual arguments) need no copy; tuples are written as lists.
+        return json.dumps(value, separators=(",", ":"))
+    except TypeError:
+        # Frozen views (`freeze`) and other mappings: copied into plain containers first.
+        return json.dumps(_thaw(value), separators=(",", ":"))
 
 
 # --- the core's table, directly ------------------------------------------------------------------
@@ -955,11 +960,30 @@ def _host_traceparent() -> Optional[str]:
     return carrier.get("traceparent")
 
 
+#: The JSON text of recently used credential chains: an agent presents the same chain call after
+#: call, and writing a few kilobytes of tokens as JSON each time is most of a request's cost.
+#: Keyed by the chain's tuple of strings (whose hashes Python keeps), so a chain is only ever
+#: served its own text; cleared when full.
+_CHAIN_JSON: Dict[Tuple[str, ...], str] = {}
+_CHAIN_JSON_CAPACITY = 1024
+
+
+def _chain_json(chain: Chain) -> str:
+    key = tuple(chain)
+    text = _CHAIN_JSON.get(key)
+    if text is None:
+        text = json.dumps(list(key))
+        if len(_CHAIN_JSON) >= _CHAIN_JSON_CAPACITY:
+            _CHAIN_JSON.clear()
+        _CHAIN_JSON[key] = text
+    return text
+
+
 def _request(chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[str, str]],
              proof: Optional[str], approval_token: Optional[str], traceparent: Optional[str] = None,
              tool_call_id: Optional[str] = None) -> str:
     """An AuthorizationRequest as JSON text, with `args_json` embedded byte for byte."""
-    parts = [f'"chain":{json.dumps(list(chain))}', f'"tool":{json.dumps(tool)}', f'"args":{args_json}']
+    parts = [f'"chain":{_chain_json(chain)}', f'"tool":{json.dumps(tool)}', f'"args":{args_json}']
     traceparent = traceparent if traceparent is not None else _host_traceparent()
     if traceparent is not None:
         parts.append(f'"traceparent":{json.dumps(traceparent)}')
