@@ -2,12 +2,16 @@
 //! callables. Everything here converts strings and maps errors; the Python half
 //! (`aegis/__init__.py`) turns JSON into typed objects and error JSON into exception classes.
 
+mod convert;
+
 use std::sync::Arc;
 
 use aegis_sod::json_api::{self, error_json};
+use aegis_sod::{AuthorizationRequest, ResourceRef};
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 
 create_exception!(_native, NativeError, PyException, "An error from the Aegis core: `args[0]` is its JSON.");
 
@@ -46,6 +50,85 @@ impl Engine {
     fn call(&self, py: Python<'_>, op: String, input: String) -> PyResult<String> {
         py.detach(|| json_api::call(Some(&self.inner), &op, &input)).map_err(to_py)
     }
+
+    /// The `authorize` operation without JSON text: the same request, the same `Decision`.
+    #[allow(clippy::too_many_arguments)]
+    fn authorize<'py>(
+        &self,
+        py: Python<'py>,
+        chain: Vec<String>,
+        tool: String,
+        args: &Bound<'py, PyAny>,
+        resource: Option<(String, String)>,
+        proof: Option<String>,
+        approval_token: Option<String>,
+        traceparent: Option<String>,
+        tool_call_id: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
+        let decision = py.detach(|| self.inner.authorize(&request)).map_err(to_py)?;
+        convert::decision(py, &decision)
+    }
+
+    /// The `authorize_enforced` operation without JSON text.
+    #[allow(clippy::too_many_arguments)]
+    fn authorize_enforced<'py>(
+        &self,
+        py: Python<'py>,
+        chain: Vec<String>,
+        tool: String,
+        args: &Bound<'py, PyAny>,
+        resource: Option<(String, String)>,
+        proof: Option<String>,
+        approval_token: Option<String>,
+        traceparent: Option<String>,
+        tool_call_id: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
+        let (decision, enforcement) = py
+            .detach(|| self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)))
+            .map(|(e, d)| (d, e))
+            .map_err(to_py)?;
+        convert::enforced(py, &decision, &enforcement)
+    }
+}
+
+/// An `AuthorizationRequest` from Python values. Arguments that are not plain JSON-shaped values
+/// raise `TypeError`: the Python half then sends the whole request as JSON text, which reads them
+/// exactly as `json.dumps` writes them.
+#[allow(clippy::too_many_arguments)]
+fn request(
+    chain: Vec<String>,
+    tool: String,
+    args: &Bound<'_, PyAny>,
+    resource: Option<(String, String)>,
+    proof: Option<String>,
+    approval_token: Option<String>,
+    traceparent: Option<String>,
+    tool_call_id: Option<String>,
+) -> PyResult<AuthorizationRequest> {
+    let args = convert::args_value(args)
+        .ok_or_else(|| PyTypeError::new_err("the arguments are not plain JSON values: send them as text"))?;
+    let mut request = AuthorizationRequest::new(chain, tool, args);
+    request.resource = resource.map(|(entity_type, id)| ResourceRef::new(entity_type, id));
+    request.proof = proof;
+    request.approval_token = approval_token;
+    request.traceparent = traceparent;
+    request.tool_call_id = tool_call_id;
+    Ok(request)
+}
+
+/// Registers the Python half's classes: what `Engine.authorize` builds its results as.
+#[pyfunction]
+fn register(
+    py: Python<'_>,
+    decision: Bound<'_, PyType>,
+    reason: Bound<'_, PyType>,
+    enforced: Bound<'_, PyType>,
+    enforcement: Bound<'_, PyType>,
+) -> PyResult<()> {
+    convert::register(py, convert::Classes::new(decision, reason, enforced, enforcement)?);
+    Ok(())
 }
 
 /// Runs an operation of the core's table that needs no engine.
@@ -59,5 +142,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add("NativeError", m.py().get_type::<NativeError>())?;
     m.add_function(wrap_pyfunction!(call, m)?)?;
+    m.add_function(wrap_pyfunction!(register, m)?)?;
     Ok(())
 }

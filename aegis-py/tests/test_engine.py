@@ -197,15 +197,13 @@ def test_guard_passes_sanitized_args_and_raises_on_deny_and_approval() -> None:
 def forge_enforcement(eng: aegis.Engine, enforcement: Dict[str, Any]) -> None:
     """Makes `eng` answer `authorize_enforced` with the real decision but `enforcement` instead of
     the core's: guards must act on the enforcement alone."""
-    real = eng._op_text
+    real = type(eng).authorize_enforced
 
-    def op_text(op: str, input_json: str) -> Any:
-        out = real(op, input_json)
-        if op == "authorize_enforced":
-            out["enforcement"] = enforcement
-        return out
+    def authorize_enforced(*args: Any, **kwargs: Any) -> aegis.Enforced:
+        out = real(eng, *args, **kwargs)
+        return aegis.Enforced(out.decision, aegis.Enforcement._from_json(enforcement))
 
-    eng._op_text = op_text  # type: ignore[method-assign]
+    eng.authorize_enforced = authorize_enforced  # type: ignore[method-assign]
 
 
 FORGED_ARGS = {"amount": 1, "currency": "usd", "destination": "acct_from_the_core_only"}

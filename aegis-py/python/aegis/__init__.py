@@ -803,6 +803,17 @@ class Engine:
         `traceparent`), so the engine's span nests under the caller's; `traceparent` sets it
         explicitly. `tool_call_id` is the agent framework's id for the call
         (`gen_ai.tool.call.id` on the span and in the audit record)."""
+        if traceparent is None:
+            traceparent = _host_traceparent()
+        try:
+            # Without JSON text: the binding converts plain arguments itself and builds the result.
+            decision: Decision = self._native.authorize(chain, tool, args, resource, proof, approval_token,
+                                                        traceparent, tool_call_id)
+            return decision
+        except _native.NativeError as e:
+            raise from_native(e) from None
+        except TypeError:
+            pass  # arguments, chain or resource not plain values: the JSON text path reads them
         request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
         return Decision._from_json(self._op_text("authorize", request))
 
@@ -812,6 +823,16 @@ class Engine:
                            tool_call_id: Optional[str] = None) -> Enforced:
         """Decides on one call and returns the core's enforcement with it: what guards act on
         (see :func:`args_to_run`). Trace context and `tool_call_id` as for :meth:`authorize`."""
+        if traceparent is None:
+            traceparent = _host_traceparent()
+        try:
+            enforced: Enforced = self._native.authorize_enforced(chain, tool, args, resource, proof, approval_token,
+                                                                 traceparent, tool_call_id)
+            return enforced
+        except _native.NativeError as e:
+            raise from_native(e) from None
+        except TypeError:
+            pass  # as in `authorize`
         request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
         return Enforced._from_json(self._op_text("authorize_enforced", request))
 
@@ -919,9 +940,10 @@ class Engine:
                 token = kwargs.pop("aegis_approval_token", None)
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
-                # The snapshot is taken once, here: the core decides on exactly these bytes.
-                request = _request(current_chain(), tool, _dumps(dict(bound.arguments)), None, None, token)
-                return dict(args_to_run(Enforced._from_json(self._op_text("authorize_enforced", request))))
+                # The snapshot is taken once, here (converted under the GIL, or written as text):
+                # the tool runs with the core's enforcement of exactly these values.
+                enforced = self.authorize_enforced(current_chain(), tool, dict(bound.arguments), approval_token=token)
+                return dict(args_to_run(enforced))
 
             if _inspect.iscoroutinefunction(fn):
                 @functools.wraps(fn)
@@ -996,3 +1018,7 @@ def _request(chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[s
     if approval_token is not None:
         parts.append(f'"approval_token":{json.dumps(approval_token)}')
     return "{" + ",".join(parts) + "}"
+
+
+# The binding builds `Engine.authorize`'s results as these classes.
+_native.register(Decision, Reason, Enforced, Enforcement)

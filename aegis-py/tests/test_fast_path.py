@@ -1,0 +1,162 @@
+"""`Engine.authorize` converts plain arguments natively (no JSON text): it must decide exactly as
+the JSON text path does, for every value, and hand anything unusual to that path."""
+
+import enum
+import threading
+from types import MappingProxyType
+from typing import Any, Dict, Optional, Tuple
+
+import pytest
+
+import aegis
+from aegis import Decision, Enforced, _dumps, _request
+from payments_setup import ACCOUNT, TOOL, approver_chain, engine, finance_chain, pay, unique_task
+
+
+class Currency(str, enum.Enum):
+    EUR = "eur"
+
+
+class Amount(enum.IntEnum):
+    TEN = 10
+
+
+def nested(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# Plain values (converted natively) and values only the text path reads (handed to it).
+ARGUMENTS = [
+    pay(10),
+    {**pay(10), "memo": "INV-1 ünïcödé ✓ \U0001f600"},
+    {**pay(10), "memo": ""},
+    {**pay(10), "amount": True},                       # a bool is not a Long
+    {**pay(10), "amount": 12.0},                       # a whole float
+    {**pay(10), "amount": 12.5},
+    {**pay(10), "amount": -0.0},
+    {**pay(10), "amount": 2 ** 63 - 1},
+    {**pay(10), "amount": 2 ** 63},                    # u64 only
+    {**pay(10), "amount": 2 ** 64},                    # past 64 bits: text path
+    {**pay(10), "amount": -(2 ** 63) - 1},
+    {**pay(10), "amount": float("nan")},               # not JSON: text path refuses
+    {**pay(10), "amount": float("inf")},
+    {**pay(10), "amount": 1e300},
+    {**pay(10), "amount": None},
+    {**pay(10), "amount": Amount.TEN},                 # int subclass: text path
+    {**pay(10), "currency": Currency.EUR},             # str subclass: text path
+    {**pay(10), "memo": "\ud800"},                     # lone surrogate: text path refuses
+    {**pay(10), "memo": ["a", ("b", {"c": None})]},
+    {**pay(10), "memo": {"k": [1, 2.5, False]}},
+    {**pay(10), 1: "x"},                               # a key that is not a str
+    {**pay(10), "memo": nested(120)},
+    {**pay(10), "memo": nested(124)},
+    {**pay(10), "memo": nested(125)},                  # the deepest the text path reads
+    {**pay(10), "memo": nested(126)},
+    {**pay(10), "memo": nested(200)},
+    MappingProxyType(pay(10)),                         # a frozen view: text path
+    {"currency": "eur", "destination": ACCOUNT},
+    {},
+]
+
+
+def outcome(fn) -> Tuple[str, Any]:
+    try:
+        result = fn()
+    except aegis.AegisError as e:
+        return ("error", (type(e).__name__, e.code))
+    except (TypeError, ValueError) as e:
+        return ("error", (type(e).__name__,))
+    if isinstance(result, Enforced):
+        return ("enforced", (view(result.decision), result.enforcement))
+    return ("decision", view(result))
+
+
+def view(d: Decision) -> Dict[str, Any]:
+    """A decision without its unique id."""
+    return {k: v for k, v in d._json().items() if k != "decision_id"} | {"receipt": d.receipt is not None}
+
+
+def text_path(eng: aegis.Engine, op: str, chain, args, token: Optional[str] = None):
+    request = _request(chain, TOOL, _dumps(args), None, None, token)
+    data = eng._op_text(op, request)
+    return Decision._from_json(data) if op == "authorize" else Enforced._from_json(data)
+
+
+@pytest.mark.parametrize("index", range(len(ARGUMENTS)))
+def test_the_native_conversion_decides_as_the_text_path(index: int) -> None:
+    args = ARGUMENTS[index]
+    eng = engine()
+    chain = finance_chain(unique_task("fast"))
+    fast = outcome(lambda: eng.authorize(chain, TOOL, args))
+    text = outcome(lambda: text_path(eng, "authorize", chain, args))
+    assert fast == text, args
+    fast = outcome(lambda: eng.authorize_enforced(chain, TOOL, args))
+    text = outcome(lambda: text_path(eng, "authorize_enforced", chain, args))
+    assert fast == text, args
+
+
+def test_the_depth_limit_is_where_the_text_path_puts_it() -> None:
+    eng = engine()
+    chain = finance_chain(unique_task("deep"))
+    # The memo is not a String past one level, so within the limit the call is denied on the
+    # schema, and past it the request is malformed: both paths agree at every depth.
+    results = {n: outcome(lambda: eng.authorize(chain, TOOL, {**pay(10), "memo": nested(n)})) for n in (124, 125, 126)}
+    assert results[124][0] == results[125][0] == "decision"
+    assert results[126] == ("error", ("MalformedRequest", "malformed_request"))
+
+
+def test_the_enforced_arguments_are_a_frozen_snapshot() -> None:
+    eng = engine()
+    args = {**pay(10), "memo": "INV-9"}
+    enforced = eng.authorize_enforced(finance_chain(unique_task("snap")), TOOL, args)
+    run = aegis.args_to_run(enforced)
+    args["amount"] = 9_000_000
+    assert run["amount"] == 10 and isinstance(run, MappingProxyType)
+    with pytest.raises(TypeError):
+        run["amount"] = 1  # type: ignore[index]
+
+
+def test_an_approval_binds_the_arguments_across_both_paths() -> None:
+    """An approval asked through the native path is redeemed through the text path (and back):
+    both write the same call digest, and a changed argument is refused either way."""
+    eng = engine()
+    for ask_fast in (True, False):
+        chain = finance_chain(unique_task("bind"))
+        big = {**pay(9000), "memo": "INV-77"}
+        asked = eng.authorize(chain, TOOL, big) if ask_fast else text_path(eng, "authorize", chain, big)
+        assert asked.outcome == "approval_needed", asked
+        token = eng.approve(asked.approval_id, approver_chain()).override_token
+        assert token
+        changed = {**big, "amount": 9001}
+        refused = (eng.authorize(chain, TOOL, changed, approval_token=token) if not ask_fast
+                   else text_path(eng, "authorize", chain, changed, token))
+        assert refused.outcome != "allow", refused
+        redeemed = (eng.authorize(chain, TOOL, big, approval_token=token) if not ask_fast
+                    else text_path(eng, "authorize", chain, big, token))
+        assert redeemed.outcome == "allow", redeemed
+
+
+def test_decisions_from_many_threads_are_each_their_own() -> None:
+    """The native path builds each result under the GIL from its own decision: concurrent calls
+    with different arguments never see each other's outcome."""
+    eng = engine()
+    errors = []
+
+    def work(i: int) -> None:
+        chain = finance_chain(unique_task(f"threads-{i}"))
+        for n in range(200):
+            amount = 9000 if n % 3 == 0 else 10
+            d = eng.authorize(chain, TOOL, {**pay(amount), "memo": f"{i}-{n}"})
+            expected = "approval_needed" if amount == 9000 else "allow"
+            if d.outcome != expected:
+                errors.append((i, n, d))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
