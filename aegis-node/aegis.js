@@ -344,6 +344,58 @@ function requestBody({ chain, tool, args, resource, proof, approvalToken, tracep
     proof, approval_token: approvalToken, tool_call_id: toolCallId, traceparent: traceparent ?? hostTraceparent() };
 }
 
+/** The deepest nesting of arrays and objects the core's text parser reads in `args` (the request
+ * object around them is the first of its 127 levels). */
+const MAX_ARGS_DEPTH = 126;
+
+/**
+ * Whether `value` is plain JSON that the native conversion reads exactly as `JSON.stringify`
+ * writes it: strings without lone surrogates, booleans, null, finite numbers (whole ones only up
+ * to 2^53, past which the text is rounded), arrays without holes, and objects whose prototype is
+ * `Object.prototype` or null with no `toJSON`. Anything else goes to the core as JSON text.
+ */
+function plainJson(value, depth) {
+  switch (typeof value) {
+    case 'string':
+      return value.isWellFormed();
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value) && (!Number.isInteger(value) || Math.abs(value) <= 2 ** 53);
+    case 'object': {
+      if (value === null) return true;
+      if (depth >= MAX_ARGS_DEPTH || typeof value.toJSON === 'function') return false;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!plainJson(value[i], depth + 1)) return false;
+        return true;
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
+      for (const key of Object.keys(value)) {
+        if (!key.isWellFormed() || !plainJson(value[key], depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+const optionalText = (v) => v == null || (typeof v === 'string' && v.isWellFormed());
+
+/** The native call's arguments for `request` when every part is plain; otherwise undefined. */
+function nativeRequest({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }) {
+  args = args ?? {};
+  if (!Array.isArray(chain) || !chain.every((c) => typeof c === 'string' && c.isWellFormed())) return undefined;
+  if (typeof tool !== 'string' || !tool.isWellFormed()) return undefined;
+  if (typeof args !== 'object' || Array.isArray(args) || !plainJson(args, 0)) return undefined;
+  if (resource != null && !(typeof resource.type === 'string' && typeof resource.id === 'string'
+    && resource.type.isWellFormed() && resource.id.isWellFormed())) return undefined;
+  traceparent = traceparent ?? hostTraceparent();
+  if (![proof, approvalToken, traceparent, toolCallId].every(optionalText)) return undefined;
+  return [chain, tool, args, resource?.type, resource?.id, proof, approvalToken, traceparent, toolCallId];
+}
+
 const resolveBody = (approvalId, approverChain, note) => ({ approval_id: approvalId, approver_chain: approverChain, note });
 
 /**
@@ -445,14 +497,19 @@ class Engine {
     this.#call('flush_telemetry');
   }
   authorize(request) {
-    return decisionFrom(this.#call('authorize', requestBody(request)));
+    // Plain values go to the core without JSON text; anything else as text, read as ever.
+    const fast = nativeRequest(request);
+    if (fast === undefined) return decisionFrom(this.#call('authorize', requestBody(request)));
+    return decisionFrom(JSON.parse(mapped(() => this.#native.authorize(...fast))));
   }
   async authorizeAsync(request) {
     return decisionFrom(await this.#callAsync('authorize', requestBody(request)));
   }
   /** The decision and the core's enforcement of it: what guards act on. */
   authorizeEnforced(request) {
-    return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
+    const fast = nativeRequest(request);
+    if (fast === undefined) return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
+    return enforcedFrom(JSON.parse(mapped(() => this.#native.authorizeEnforced(...fast))));
   }
   async authorizeEnforcedAsync(request) {
     return enforcedFrom(await this.#callAsync('authorize_enforced', requestBody(request)));

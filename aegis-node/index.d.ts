@@ -19,6 +19,14 @@ export declare class Engine {
   constructor(config: string, notifier?: ((arg: string) => void) | undefined | null)
   /** Runs engine operation `op` of the core's table on `input` (JSON), returning JSON. */
   call(op: string, input: string): string
+  /**
+   * The `authorize` operation without JSON text on the way in: the chain and the arguments
+   * arrive as JavaScript values (`aegis.js` sends only plain JSON-shaped arguments this way);
+   * the decision is returned as the core's JSON.
+   */
+  authorize(chain: Array<string>, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): string
+  /** The `authorize_enforced` operation without JSON text on the way in. */
+  authorizeEnforced(chain: Array<string>, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): string
   /** `call` off the JS thread, on the libuv pool (for stores that do I/O). */
   callAsync(op: string, input: string): Promise<string>
 }

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use aegis_sod::json_api::{self, error_json};
+use aegis_sod::{AuthorizationRequest, ResourceRef};
 use napi::bindgen_prelude::{AsyncTask, Function, Task};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Status};
 use napi_derive::napi;
+use serde_json::{Number, Value};
 
 fn to_js(e: aegis_sod::Error) -> Error {
     Error::new(Status::GenericFailure, error_json(&e))
@@ -69,6 +71,46 @@ impl Engine {
         json_api::call(Some(&self.inner), &op, &input).map_err(to_js)
     }
 
+    /// The `authorize` operation without JSON text on the way in: the chain and the arguments
+    /// arrive as JavaScript values (`aegis.js` sends only plain JSON-shaped arguments this way);
+    /// the decision is returned as the core's JSON.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize(
+        &self,
+        chain: Vec<String>,
+        tool: String,
+        args: Value,
+        resource_type: Option<String>,
+        resource_id: Option<String>,
+        proof: Option<String>,
+        approval_token: Option<String>,
+        traceparent: Option<String>,
+        tool_call_id: Option<String>,
+    ) -> napi::Result<String> {
+        let request = request(chain, tool, args, resource_type, resource_id, proof, approval_token, traceparent, tool_call_id);
+        json_api::authorize(&self.inner, &request).map_err(to_js)
+    }
+
+    /// The `authorize_enforced` operation without JSON text on the way in.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize_enforced(
+        &self,
+        chain: Vec<String>,
+        tool: String,
+        args: Value,
+        resource_type: Option<String>,
+        resource_id: Option<String>,
+        proof: Option<String>,
+        approval_token: Option<String>,
+        traceparent: Option<String>,
+        tool_call_id: Option<String>,
+    ) -> napi::Result<String> {
+        let request = request(chain, tool, args, resource_type, resource_id, proof, approval_token, traceparent, tool_call_id);
+        json_api::authorize_enforced(&self.inner, &request).map_err(to_js)
+    }
+
     /// `call` off the JS thread, on the libuv pool (for stores that do I/O).
     #[napi(ts_return_type = "Promise<string>")]
     pub fn call_async(&self, op: String, input: String) -> AsyncTask<EngineTask> {
@@ -80,4 +122,46 @@ impl Engine {
 #[napi]
 pub fn call(op: String, input: String) -> napi::Result<String> {
     json_api::call(None, &op, &input).map_err(to_js)
+}
+
+/// An `AuthorizationRequest` from JavaScript values.
+#[allow(clippy::too_many_arguments)]
+fn request(
+    chain: Vec<String>,
+    tool: String,
+    mut args: Value,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    proof: Option<String>,
+    approval_token: Option<String>,
+    traceparent: Option<String>,
+    tool_call_id: Option<String>,
+) -> AuthorizationRequest {
+    integral_numbers(&mut args);
+    let mut request = AuthorizationRequest::new(chain, tool, args);
+    request.resource = resource_type.zip(resource_id).map(|(entity_type, id)| ResourceRef::new(entity_type, id));
+    request.proof = proof;
+    request.approval_token = approval_token;
+    request.traceparent = traceparent;
+    request.tool_call_id = tool_call_id;
+    request
+}
+
+/// The largest integer a double holds exactly; `aegis.js` sends larger whole numbers as text.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// Whole numbers as integers, as the text path reads them: `JSON.stringify(2 ** 40)` is
+/// `1099511627776`, an integer to the core, where napi hands over a double beyond 32 bits.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT_INTEGER) {
+                // In range and whole, so the casts are exact; -0 is `0`, as JSON writes it.
+                *n = if f < 0.0 { Number::from(f as i64) } else { Number::from(f as u64) };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }

@@ -136,13 +136,8 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
     let input = if input.trim().is_empty() { "{}" } else { input };
     let engine = || engine.ok_or_else(|| Error::malformed_request(format!("operation `{op}` needs an engine")));
     match op {
-        "authorize" => to_json(&engine()?.authorize(&parse::<AuthorizationRequest>(input)?)?),
-        "authorize_enforced" => {
-            let request = parse::<AuthorizationRequest>(input)?;
-            let decision = engine()?.authorize(&request)?;
-            let enforcement = decision.enforce(&request.args);
-            to_json(&Guarded { decision, enforcement })
-        }
+        "authorize" => authorize(engine()?, &parse::<AuthorizationRequest>(input)?),
+        "authorize_enforced" => authorize_enforced(engine()?, &parse::<AuthorizationRequest>(input)?),
         "approve" => {
             let r: ResolveRequest = parse(input)?;
             to_json(&engine()?.approve(&r.approval_id, &r.approver_chain, r.note.as_deref())?)
@@ -340,6 +335,19 @@ pub fn json_pointer(json: &str, pointer: &str) -> Result<String> {
     let value = parse_value_strict(json)?;
     let found = value.pointer(pointer).ok_or_else(|| Error::malformed_request(format!("no value at `{pointer}`")))?;
     to_json(found)
+}
+
+/// The `authorize` operation on a request a binding built from its own values (no JSON text on
+/// the way in): the decision as the operation writes it.
+pub fn authorize(engine: &Engine, request: &AuthorizationRequest) -> Result<String> {
+    to_json(&engine.authorize(request)?)
+}
+
+/// The `authorize_enforced` operation on a request a binding built from its own values.
+pub fn authorize_enforced(engine: &Engine, request: &AuthorizationRequest) -> Result<String> {
+    let decision = engine.authorize(request)?;
+    let enforcement = decision.enforce(&request.args);
+    to_json(&Guarded { decision, enforcement })
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {

@@ -1,0 +1,102 @@
+// `authorize` hands plain arguments to the core as JavaScript values (no JSON text): it must decide
+// exactly as the JSON text path does for every value, and send anything unusual as text.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { AegisError } from '../aegis.js';
+import { ACCOUNT, TOOL, approverChain, engine, financeChain, pay, uniqueTask } from './helpers.mjs';
+
+/** The same own properties behind a prototype: never plain, so the whole request goes as text
+ * (`JSON.stringify` writes exactly the own enumerable properties). */
+class TextOnly {}
+const asText = (args) => Object.assign(new TextOnly(), args);
+
+const nested = (levels) => {
+  let v = 'x';
+  for (let i = 0; i < levels; i++) v = [v];
+  return v;
+};
+
+const ARGUMENTS = [
+  pay(10),
+  { ...pay(10), memo: 'INV-1 ünïcödé ✓ 😀' },
+  { ...pay(10), amount: 12.0 },
+  { ...pay(10), amount: 12.5 },
+  { ...pay(10), amount: -0 },
+  { ...pay(10), amount: 2 ** 40 },
+  { ...pay(10), amount: -(2 ** 40) },
+  { ...pay(10), amount: 2 ** 53 },
+  { ...pay(10), amount: 2 ** 53 + 2 },              // past 2^53: text
+  { ...pay(10), amount: 2 ** 64 },
+  { ...pay(10), amount: 1e21 },
+  { ...pay(10), amount: 1e-7 },
+  { ...pay(10), amount: Number.NaN },               // JSON writes null
+  { ...pay(10), amount: Infinity },
+  { ...pay(10), amount: true },
+  { ...pay(10), amount: null },
+  { ...pay(10), amount: undefined },                // JSON skips it
+  { ...pay(10), memo: undefined },
+  { ...pay(10), memo: '\ud800' },                   // a lone surrogate
+  { ...pay(10), ['\udc00']: 'x' },
+  { ...pay(10), memo: ['a', ['b', { c: null }]] },
+  { ...pay(10), memo: [1, undefined, () => 1] },    // JSON writes null for both
+  { ...pay(10), memo: new Date(0) },                // toJSON
+  { ...pay(10), memo: { toJSON: () => 'INV-2' } },
+  { ...pay(10), memo: new Map([['a', 1]]) },
+  { ...pay(10), memo: asText({ a: 1 }) },
+  { ...pay(10), memo: Object.assign(Object.create(null), { a: 1 }) },
+  { ...pay(10), memo: Symbol('s') },
+  { ...pay(10), memo: () => 1 },
+  { ...pay(10), 2: 'two', 1: 'one', b: 'b', a: 'a' },
+  { ...pay(10), memo: nested(124) },
+  { ...pay(10), memo: nested(125) },                // the deepest the text path reads
+  { ...pay(10), memo: nested(126) },
+  { ...pay(10), memo: nested(300) },
+  { ...pay(10), memo: 10n },                        // JSON refuses a BigInt
+  { currency: 'eur', destination: ACCOUNT },
+  {},
+];
+
+const outcome = (fn) => {
+  try {
+    const r = fn();
+    const strip = (d) => ({ ...d, decisionId: undefined, receipt: d.receipt !== null });
+    return r.decision ? { decision: strip(r.decision), enforcement: r.enforcement } : strip(r);
+  } catch (e) {
+    return { error: e instanceof AegisError ? e.code : e.constructor.name };
+  }
+};
+
+test('the native conversion decides as the text path, value by value', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('fast'));
+  for (const args of ARGUMENTS) {
+    const label = String(Object.entries(args).map(([k, v]) => `${k}=${typeof v}`));
+    assert.deepEqual(outcome(() => eng.authorize({ chain, tool: TOOL, args })),
+      outcome(() => eng.authorize({ chain, tool: TOOL, args: asText(args) })), label);
+    assert.deepEqual(outcome(() => eng.authorizeEnforced({ chain, tool: TOOL, args })),
+      outcome(() => eng.authorizeEnforced({ chain, tool: TOOL, args: asText(args) })), label);
+  }
+});
+
+test('the depth limit is where the text path puts it', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('deep'));
+  const at = (n) => outcome(() => eng.authorize({ chain, tool: TOOL, args: { ...pay(10), memo: nested(n) } }));
+  assert.equal(at(125).outcome, 'deny');
+  assert.deepEqual(at(126), { error: 'malformed_request' });
+});
+
+test('an approval asked on one path is bound to the same arguments on the other', () => {
+  const eng = engine();
+  for (const askFast of [true, false]) {
+    const chain = financeChain(uniqueTask('bind'));
+    const big = { ...pay(9000), memo: 'INV-77' };
+    const via = (fast, args, approvalToken) => eng.authorize({ chain, tool: TOOL, args: fast ? args : asText(args), approvalToken });
+    const asked = via(askFast, big);
+    assert.equal(asked.outcome, 'approval_needed');
+    const token = eng.approve(asked.approvalId, approverChain()).overrideToken;
+    assert.ok(token);
+    assert.notEqual(via(!askFast, { ...big, amount: 9001 }, token).outcome, 'allow');
+    assert.equal(via(!askFast, big, token).outcome, 'allow');
+  }
+});
