@@ -334,8 +334,12 @@ function hostTraceparent() {
     }
   }
   if (otelApi === null) return undefined;
+  const active = otelApi.context.active();
+  // No span in the active context (the usual case when the host traces nothing): no traceparent
+  // to pass on, and no inject to pay for on every call.
+  if (otelApi.trace.getSpan(active) === undefined) return undefined;
   const carrier = {};
-  otelApi.propagation.inject(otelApi.context.active(), carrier);
+  otelApi.propagation.inject(active, carrier);
   return carrier.traceparent;
 }
 

@@ -963,20 +963,23 @@ class Engine:
 
 _NO_TRACING: Any = object()
 _propagate: Any = None
+_otel_context: Any = None
 
 
 def _host_traceparent() -> Optional[str]:
     """The W3C `traceparent` of the caller's current OpenTelemetry span, when OpenTelemetry is
     installed and a span is active (the integrations get this for free)."""
-    global _propagate
+    global _propagate, _otel_context
     if _propagate is None:
         try:
-            from opentelemetry import propagate
-            _propagate = propagate
+            from opentelemetry import context, propagate
+            _propagate, _otel_context = propagate, context
         except ImportError:
             _propagate = _NO_TRACING
     if _propagate is _NO_TRACING:
         return None
+    if not _otel_context.get_current():
+        return None  # nothing active (no span, no baggage): nothing to pass on, and no inject to pay for
     carrier: Dict[str, str] = {}
     _propagate.inject(carrier)
     return carrier.get("traceparent")
