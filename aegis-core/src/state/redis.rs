@@ -125,7 +125,9 @@ return 1
 /// A store on a Redis server (or cluster node).
 pub struct RedisStore {
     client: redis::Client,
-    conn: Mutex<Option<Live>>,
+    /// Idle connections: a step takes one (or opens one), so threads deciding in different tasks
+    /// talk to the server side by side instead of queueing on one socket.
+    idle: Mutex<Vec<Live>>,
     prefix: String,
     replicas: Option<(usize, u64)>,
     scripts: Scripts,
@@ -144,6 +146,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// consumed tokens and pending approvals (a replay would then be accepted), so from at most
 /// this long after such a change every step fails closed.
 const POLICY_RECHECK: Duration = Duration::from_secs(1);
+
+/// How many idle connections are kept (more threads than this open and close their own).
+const MAX_IDLE: usize = 16;
 
 /// Whether the server's `maxmemory-policy` keeps every key; an error names the policy.
 fn check_policy(conn: &mut Connection) -> Result<()> {
@@ -187,7 +192,7 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(store_error)?;
         let store = Self {
             client,
-            conn: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
             prefix: prefix.to_owned(),
             replicas: None,
             scripts: Scripts {
@@ -213,38 +218,53 @@ impl RedisStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
-        let mut guard = self.lock()?;
-        if guard.is_none() {
-            let mut conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
-            // A paused or overloaded server fails each step after this long (a pipeline after
-            // this long per reply); `WAIT` itself may take its own timeout first.
-            let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
-            conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
-            conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
-            check_policy(&mut conn)?;
-            *guard = Some(Live { conn, policy_checked: Instant::now() });
-        }
-        let live = guard.as_mut().ok_or_else(|| store_error("no redis connection"))?;
+        // `WAIT` counts the writes of its own connection: with replicas to wait for, every step
+        // keeps to one connection (taken under the lock for the whole step) so the wait covers
+        // the writes before it.
+        let mut pinned = match self.replicas {
+            Some(_) => Some(self.lock()?),
+            None => None,
+        };
+        let taken = match pinned.as_mut() {
+            Some(idle) => idle.pop(),
+            None => self.lock()?.pop(),
+        };
+        let mut live = match taken {
+            Some(live) => live,
+            None => self.connect()?,
+        };
         if live.policy_checked.elapsed() >= POLICY_RECHECK {
-            if let Err(e) = check_policy(&mut live.conn) {
-                // Reconnect next time: the connection may be what failed.
-                *guard = None;
-                return Err(e);
-            }
+            // On failure the connection is dropped: the next step reconnects.
+            check_policy(&mut live.conn)?;
             live.policy_checked = Instant::now();
         }
-        match f(&mut live.conn) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                // Drop the connection: the next call reconnects instead of reusing a broken one.
-                *guard = None;
-                Err(store_error(e))
+        // On failure the connection is dropped, not reused: the next step reconnects.
+        let value = f(&mut live.conn).map_err(store_error)?;
+        match pinned.as_mut() {
+            Some(idle) => idle.push(live),
+            None => {
+                let mut idle = self.lock()?;
+                if idle.len() < MAX_IDLE {
+                    idle.push(live);
+                }
             }
         }
+        Ok(value)
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Option<Live>>> {
-        self.conn.lock().map_err(|_| store_error("redis connection lock poisoned"))
+    fn connect(&self) -> Result<Live> {
+        let mut conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+        // A paused or overloaded server fails each step after this long (a pipeline after
+        // this long per reply); `WAIT` itself may take its own timeout first.
+        let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
+        conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+        conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+        check_policy(&mut conn)?;
+        Ok(Live { conn, policy_checked: Instant::now() })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Vec<Live>>> {
+        self.idle.lock().map_err(|_| store_error("redis connection lock poisoned"))
     }
 
     fn replicate(&self) -> Result<()> {
