@@ -3,6 +3,7 @@
 // Both sides run the same native build (debug after `npm run build`, release after
 // `npm run build -- --release`) on the same warm request: the ratio is the cost of the binding.
 import { TOOL, engine, financeChain } from '../../examples/node/setup.mjs';
+import { main as peers } from './peers.mjs';
 
 const iterations = Number(process.argv[2] ?? 20000);
 const eng = engine();
@@ -18,3 +19,6 @@ console.log(`authorize, warm, ${iterations} calls`);
 console.log(`  from Node: ${(nodeSecs * 1e6).toFixed(2).padStart(9)} µs per call`);
 console.log(`  in Rust:   ${(rustSecs * 1e6).toFixed(2).padStart(9)} µs per call`);
 console.log(`  ratio:     ${(nodeSecs / rustSecs).toFixed(2).padStart(9)}x`);
+console.log();
+// The peer in the same run: cedar-wasm on the same policies and schema.
+await peers(iterations, Math.max(Math.floor(iterations / 4), 1000));

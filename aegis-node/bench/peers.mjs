@@ -197,9 +197,8 @@ export function measure(subjects, runs) {
   });
 }
 
-async function main() {
-  const aegisIterations = Number(process.argv[2] ?? 20000);
-  const cedarIterations = Number(process.argv[3] ?? 5000);
+/** Times Aegis against cedar-wasm; `bench_authorize.mjs` runs it after the binding's ratio. */
+export async function main(aegisIterations = Number(process.argv[2] ?? 20000), cedarIterations = Number(process.argv[3] ?? 5000)) {
   const runs = 3;
   const { cedar, error } = await loadCedar();
   if (!cedar) {

@@ -103,6 +103,12 @@ def main() -> None:
     long_task(10_000, None, "memory store")
     with tempfile.TemporaryDirectory() as tmp:
         long_task(10_000, "sqlite:" + os.path.join(tmp, "state.db"), "sqlite store")
+    print()
+    # The peers in the same run: cedarpy and the Agent Governance Toolkit's evaluators.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import peers  # noqa: E402
+
+    peers.main(iterations)
 
 
 if __name__ == "__main__":
