@@ -1,5 +1,5 @@
 //! One bounded cache, one eviction rule, for the engine's three caches (verified chains,
-//! decompressed keys, per-task base contexts).
+//! decompressed keys, per-task base contexts) and the Redis store's task states.
 //!
 //! When full, an insert first drops the entries its caller calls stale (expired chains), then,
 //! if that freed nothing, every other entry in the map's (seeded, unpredictable) order:
@@ -51,6 +51,31 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
             }
         }
         map.insert(key, value);
+    }
+
+    /// Drops the entry for `key`, if any.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.write().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+
+    /// Changes the entry for `key` in place; `change` returning false drops it instead.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn update<Q>(&self, key: &Q, change: impl FnOnce(&mut V) -> bool)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(value) = map.get_mut(key) {
+            if !change(value) {
+                map.remove(key);
+            }
+        }
     }
 
     #[cfg(test)]

@@ -579,3 +579,113 @@ fn budget_totals_hold_when_another_version_writes() {
     let _: i64 = ::redis::cmd("ZADD").arg(&zset).arg(NOW).arg("9223372036854775807:huge:1").query(&mut conn).unwrap();
     assert_eq!(store.budget_spent(KEY, NOW - 86_400).unwrap(), i64::MAX);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis: decisions on this process's view of a task, one round trip in steady state
+
+/// Two hosts (two stores on one server) deciding in the same tasks: a host decides on what it
+/// last saw of a task, and whatever the other host changed (a commit, the task's end, a
+/// break-glass grant opened or closed) is never missed: a stale allow does not commit, a stale
+/// deny or approval is decided again.
+#[test]
+fn redis_hosts_deciding_on_cached_views_never_act_on_a_stale_one() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let config = redis_config(&server);
+    let mut roomy = engine_sources();
+    roomy.manifest = roomy.manifest.replace("limit: 5000", "limit: 50000");
+    let host = || fx.builder_on(config.open().unwrap()).bundle(Bundle::from_sources(&roomy).unwrap()).build().unwrap();
+    let (a, b) = (host(), host());
+
+    // Commits on the other host: host A's next commit conflicts, and it decides again.
+    let task = "task-two-hosts";
+    let finance = chain_in(task, "finance-agent", &fx.finance, &[TOOL], NOW);
+    let second = chain_in(task, "finance-agent-2", &key(8), &[TOOL], NOW);
+    assert_eq!(codes(&a, &req(&finance, pay(10, GOOD_ACCOUNT), None)).0, Outcome::Allow);
+    assert_eq!(codes(&b, &req(&second, pay(10, GOOD_ACCOUNT), None)).0, Outcome::Allow);
+    assert_eq!(codes(&b, &req(&second, pay(10, GOOD_ACCOUNT), None)).0, Outcome::Allow);
+    assert_eq!(codes(&a, &req(&finance, pay(10, GOOD_ACCOUNT), None)).0, Outcome::Allow);
+    assert_eq!(a.ledger(task).unwrap().len(), 4);
+    assert_eq!(b.ledger(task).unwrap().len(), 4);
+
+    // The task ended on the other host: no allow, and no approval asked for.
+    // (The call that would need an approval first, while A's view still has the task open.)
+    b.end_task(task).unwrap();
+    assert_eq!(codes(&a, &req(&finance, pay(9000, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded.into()]));
+    assert!(a.pending_approvals().unwrap().is_empty());
+    assert_eq!(codes(&a, &req(&finance, pay(10, GOOD_ACCOUNT), None)), (Outcome::Deny, vec![ErrorCode::TaskEnded.into()]));
+
+    // A grant opened on the other host lifts host A's next call, though A last saw the task
+    // without it; closed there, it lifts nothing more on A, though A last saw it open.
+    let emergency = "task-two-hosts-emergency";
+    let agent = chain_in(emergency, "finance-agent", &fx.finance, &[TOOL], NOW);
+    assert_eq!(codes(&a, &req(&agent, pay(10, GOOD_ACCOUNT), None)).0, Outcome::Allow);
+    let approvers = vec![approver_chain("finance-approver", NOW), approver_chain("cfo", NOW)];
+    let grant = b
+        .break_glass(&BreakGlassRequest::new(
+            vec!["planner/finance-agent".into()],
+            vec![TOOL.into()],
+            vec![emergency.into()],
+            "payroll outage",
+            approvers,
+            600,
+        ))
+        .unwrap();
+    let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.break_glass_id.as_deref()), (Outcome::Allow, Some(grant.id.as_str())));
+    b.close_break_glass(&grant.id, "PIR-2026-015").unwrap();
+    let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.break_glass_id), (Outcome::ApprovalNeeded, None));
+    assert_eq!(a.ledger(emergency).unwrap().len(), 2, "the call after the close did not commit");
+}
+
+/// Counts the commands clients send to `server` while `work` runs (`MONITOR`; the commands a
+/// script runs are shown as `lua` and not counted, nor the stores' periodic `CONFIG GET`).
+fn commands_sent(server: &RedisServer, work: impl FnOnce()) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut monitor = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    monitor.write_all(b"MONITOR\r\n").unwrap();
+    let mut reader = BufReader::new(monitor.try_clone().unwrap());
+    let mut ok = String::new();
+    reader.read_line(&mut ok).unwrap();
+    assert_eq!(ok.trim(), "+OK");
+    work();
+    // A marker, sent last, ends the capture.
+    let mut marker = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    marker.write_all(b"ECHO end-of-capture\r\n").unwrap();
+    let mut sent = Vec::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if line.contains("end-of-capture") {
+            break;
+        }
+        if !line.contains(" lua]") && !line.contains("\"CONFIG\"") {
+            sent.push(line);
+        }
+    }
+    sent
+}
+
+/// In steady state a decision costs one round trip: the commit script. A bundle's budgets add
+/// their own (each lives in its own slot: a read of what it has spent and a reservation).
+#[test]
+fn redis_steady_state_decision_is_one_round_trip() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let mut sources = engine_sources();
+    for section in ["budgets", "batches"] {
+        sources.manifest = without_section(&sources.manifest, section);
+    }
+    let engine =
+        fx.builder_on(redis_config(&server).open().unwrap()).bundle(Bundle::from_sources(&sources).unwrap()).build().unwrap();
+    let finance = chain_in("task-round-trips", "finance-agent", &fx.finance, &[TOOL], NOW);
+    let call = req(&finance, pay(1, GOOD_ACCOUNT), None);
+    assert_eq!(codes(&engine, &call).0, Outcome::Allow);
+    let sent = commands_sent(&server, || {
+        for _ in 0..50 {
+            assert_eq!(codes(&engine, &call).0, Outcome::Allow);
+        }
+    });
+    assert_eq!(sent.len(), 50, "{sent:#?}");
+    assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
+}

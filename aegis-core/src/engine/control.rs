@@ -411,7 +411,7 @@ impl Engine {
         &self,
         candidate: &Bundle,
         call: &super::VerifiedCall<'_>,
-        state: &crate::state::TaskState,
+        state: &crate::state::DecisionState,
         now: i64,
         enforced_permits: bool,
     ) -> super::CandidateVerdict {

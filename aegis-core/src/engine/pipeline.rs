@@ -25,7 +25,7 @@ use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
 use crate::policy::eval::{principal_entities, CallContext, PreparedRequest};
 use crate::policy::{lookup, redact, scrub, Bundle, ToolEntry};
-use crate::state::{Commit, CommitOutcome, LedgerEntry, TaskState};
+use crate::state::{Commit, CommitOutcome, DecisionState, LedgerEntry};
 
 /// A call whose caller, scope, proof and override token verified: what the stateful stages
 /// decide on.
@@ -231,6 +231,9 @@ impl Engine {
                     &request.args,
                 );
             }
+            if matches!(decision.outcome, Outcome::Deny | Outcome::ApprovalNeeded) && !self.still_current(call, &state)? {
+                continue; // decided on a view of the task older than the store's: decide again
+            }
             match decision.outcome {
                 Outcome::Deny => return Ok(()),
                 Outcome::ApprovalNeeded => return self.open_approval(bundle, call, decision),
@@ -297,13 +300,27 @@ impl Engine {
         Ok(call)
     }
 
-    /// Stage 2: the task's state; an ended task denies.
-    pub(super) fn task_state(&self, chain: &VerifiedChain) -> Result<TaskState> {
-        let state = self.store.task_state(&chain.task_id)?;
-        if state.ended {
+    /// Stage 2: the task's state and the break-glass grants that name it; an ended task denies.
+    pub(super) fn task_state(&self, chain: &VerifiedChain) -> Result<DecisionState> {
+        let state = self.store.decision_state(&chain.task_id)?;
+        if state.task.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id)));
         }
         Ok(state)
+    }
+
+    /// Whether `state` is still the task's state in the store. A store that decides on a cached
+    /// view (Redis) has its commits check the version; a decision that commits nothing (a deny,
+    /// an approval to ask a human for) is checked here instead, and an ended task denies.
+    fn still_current(&self, call: &VerifiedCall<'_>, state: &DecisionState) -> Result<bool> {
+        if !self.store.caches_decision_state() {
+            return Ok(true);
+        }
+        let current = self.store.task_state(&call.chain.task_id)?;
+        if current.ended {
+            return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", call.chain.task_id)));
+        }
+        Ok(current.version == state.task.version)
     }
 
     /// Stage 3: the verdict on the task's current state, and the budget reservations an
@@ -316,14 +333,14 @@ impl Engine {
         &self,
         bundle: &Bundle,
         call: &mut VerifiedCall<'_>,
-        state: &TaskState,
+        state: &DecisionState,
         now: i64,
         decision: &mut Decision,
     ) -> Result<Vec<Reservation>> {
         let (request, chain, tool) = (call.request, Arc::clone(&call.chain), Arc::clone(&call.tool));
-        let grant = self.store.open_grants()?.into_iter().find(|g| g.covers(&chain.agent_id, &request.tool, &chain.task_id, now));
-        decision.break_glass_id = grant.as_ref().map(|g| g.id.clone());
-        let base = self.base_context(state, &chain, grant.is_some());
+        let grant = state.grants.iter().find(|g| g.covers(&chain.agent_id, &request.tool, &chain.task_id, now));
+        decision.break_glass_id = grant.map(|g| g.id.clone());
+        let base = self.base_context(&state.task, &chain, grant.is_some());
         let resource = request.resource.as_ref().map(resource_uid).transpose()?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
         let entities = principal_entities(&principal, bundle.role_type(), &chain.roles)?;
@@ -331,7 +348,7 @@ impl Engine {
             let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
         });
-        let temporal = self.temporal_facts(bundle, &chain, state, now)?;
+        let temporal = self.temporal_facts(bundle, &chain, &state.task, now)?;
         let context = (base, CallContext { args: &request.args, now, approval: None, temporal });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
         let (eval, shadow) = bundle.evaluate(&tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
@@ -393,7 +410,7 @@ impl Engine {
         &self,
         bundle: &Bundle,
         call: &mut VerifiedCall<'_>,
-        state: &TaskState,
+        state: &DecisionState,
         reservations: Vec<Reservation>,
         decision: &Decision,
         now: i64,
@@ -401,7 +418,7 @@ impl Engine {
         let chain = &call.chain;
         let commit = Commit {
             task_id: chain.task_id.clone(),
-            expected_version: state.version,
+            expected_version: state.task.version,
             consume: call.consume.clone(),
             entry: LedgerEntry {
                 tool: call.request.tool.clone(),

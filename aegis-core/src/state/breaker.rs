@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Commit, CommitOutcome, LedgerEntry, PendingApproval, Store, TaskState};
+use super::{Commit, CommitOutcome, DecisionState, LedgerEntry, PendingApproval, Store, TaskState};
 use crate::break_glass::BreakGlassGrant;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -86,6 +86,12 @@ impl Breaker {
 impl Store for Breaker {
     fn task_state(&self, task_id: &str) -> Result<TaskState> {
         self.guard(|s| s.task_state(task_id))
+    }
+    fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
+        self.guard(|s| s.decision_state(task_id))
+    }
+    fn caches_decision_state(&self) -> bool {
+        self.inner.caches_decision_state()
     }
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
         self.guard(|s| s.ledger(task_id))

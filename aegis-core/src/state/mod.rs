@@ -67,13 +67,32 @@ pub(crate) fn key_holder(kid: &str) -> String {
 /// whether the task has ended. (The full ledger is [`Store::ledger`].)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
-    /// Incremented by every commit; a commit names the version it was decided on.
+    /// Moved by every commit (and, in a store that keeps a task's break-glass grants beside it,
+    /// by every change to them); a commit names the version it was decided on.
     pub version: u64,
     /// Distinct `(holder, tool)` pairs performed in the task; a holder is an agent id or a
     /// `key:<thumbprint>` (see [`LedgerEntry::key`]).
     pub duties: BTreeSet<(String, String)>,
     /// `end_task` was called.
     pub ended: bool,
+}
+
+/// What deciding a call reads from the store: the task's state and the open break-glass grants
+/// that name the task (a grant names its tasks, so a store can keep them beside the task).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecisionState {
+    /// The task's duties, version and whether it ended.
+    pub task: TaskState,
+    /// The grants not yet closed that name the task (the engine checks agent, tool and expiry).
+    pub grants: Vec<BreakGlassGrant>,
+}
+
+impl DecisionState {
+    /// A task's state and the open grants that name it.
+    pub fn new(task: TaskState, grants: Vec<BreakGlassGrant>) -> Self {
+        Self { task, grants }
+    }
 }
 
 /// Everything an allowed call changes, applied all or nothing.
@@ -114,6 +133,23 @@ pub enum CommitOutcome {
 pub trait Store: Send + Sync {
     /// The task's duties, version and whether it ended.
     fn task_state(&self, task_id: &str) -> Result<TaskState>;
+    /// What deciding a call in `task_id` reads: its state and the open grants that name it.
+    ///
+    /// A store may answer from what this process last saw of the task (the Redis store does,
+    /// saving a round trip): its [`Store::commit`] must then refuse a stale `version`
+    /// (`Conflict`, and the engine decides again), and any change to the task's grants must
+    /// change its version. Everything but a call's decision reads [`Store::task_state`].
+    fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
+        let task = self.task_state(task_id)?;
+        let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
+        Ok(DecisionState { task, grants })
+    }
+    /// Whether [`Store::decision_state`] may answer from a view older than the store's: the
+    /// engine then confirms, with [`Store::task_state`], the version of a decision that commits
+    /// nothing (a deny, an approval to ask for) before answering with it.
+    fn caches_decision_state(&self) -> bool {
+        false
+    }
     /// The task's full ledger, oldest first.
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>>;
     /// Applies an allowed call, or says why not. Takes the commit by value: the ledger keeps

@@ -6,6 +6,13 @@
 //! not apply (a budget is never overspent; a failed commit at worst holds it for one round
 //! trip). The store refuses to start if `maxmemory-policy` could evict its keys, and can wait
 //! for replica acknowledgement after each change.
+//!
+//! A decision reads its task's state from what this process last saw of it (one bounded cache),
+//! so a call in steady state costs one round trip: the commit script, which checks the version
+//! the call was decided on and refuses a stale one (the engine then reads the task again and
+//! decides again). A break-glass grant is kept, besides its own hash, in a copy under every task
+//! it names, and opening or closing it bumps those tasks' versions: a decision on a cached state
+//! can never commit on a grant that has since closed.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,9 +20,10 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Script};
 
 use super::{
-    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store,
-    TaskState,
+    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, DecisionState, LedgerEntry,
+    PendingApproval, Store, TaskState,
 };
+use crate::cache::BoundedCache;
 use crate::error::{Error, ErrorCode, Result};
 
 const COMMIT: &str = r"
@@ -122,6 +130,18 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(grant))
 return 1
 ";
 
+/// Puts a grant's copy under one task it names (`ARGV[2]` its JSON) or, with no JSON, takes it
+/// away; either way the task's version moves, so a decision made on the task's old state does
+/// not commit.
+const TASK_GRANT: &str = r"
+if ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('HINCRBY', KEYS[2], 'version', 1)
+return 1
+";
+
+/// How many tasks' states a store keeps for deciding without a read.
+const STATES_KEPT: usize = 4096;
+
 /// A store on a Redis server (or cluster node).
 pub struct RedisStore {
     client: redis::Client,
@@ -131,6 +151,9 @@ pub struct RedisStore {
     prefix: String,
     replicas: Option<(usize, u64)>,
     scripts: Scripts,
+    /// What this process last saw of each task it decided in: its version, duties, end and
+    /// grants. Only decisions read it, and their commit checks the version.
+    states: BoundedCache<String, DecisionState>,
 }
 
 /// A connection, and when the server's eviction policy was last seen to be `noeviction`.
@@ -173,6 +196,7 @@ struct Scripts {
     spent: Script,
     resolve: Script,
     close_grant: Script,
+    task_grant: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -203,7 +227,9 @@ impl RedisStore {
                 spent: Script::new(&format!("{BUDGET_LIB}{SPENT}")),
                 resolve: Script::new(RESOLVE),
                 close_grant: Script::new(CLOSE_GRANT),
+                task_grant: Script::new(TASK_GRANT),
             },
+            states: BoundedCache::new(STATES_KEPT),
         };
         // `with` checks the eviction policy on connecting: a server that could evict is refused.
         store.with(|c| redis::cmd("PING").query::<String>(c))?;
@@ -305,6 +331,38 @@ impl RedisStore {
         format!("{}:{{grants}}", self.prefix)
     }
 
+    /// Puts a grant's copy under `task` (or, with no body, takes it away) and moves the task's
+    /// version; this process's view of the task is dropped.
+    fn task_grant(&self, task: &str, id: &str, body: Option<&str>) -> Result<()> {
+        let (grants, task_key) = (self.task_key(task, "grants"), self.task_key(task, "task"));
+        self.states.remove(task);
+        let mut invocation = self.scripts.task_grant.prepare_invoke();
+        invocation.key(&grants).key(&task_key).arg(id);
+        if let Some(body) = body {
+            invocation.arg(body);
+        }
+        self.with(|c| invocation.invoke::<i64>(c))?;
+        Ok(())
+    }
+
+    /// Keeps this process's view of a task in step with a commit's reply: applied on the
+    /// version it was decided on, the commit's duties join the view; anything else (a conflict,
+    /// an ended task, no reply) drops it, and the next decision reads the task.
+    fn keep_state(&self, c: &Commit, reply: Option<&str>) {
+        if reply != Some("committed") {
+            self.states.remove(&c.task_id);
+            return;
+        }
+        self.states.update(c.task_id.as_str(), |state| {
+            if state.task.version != c.expected_version {
+                return false;
+            }
+            state.task.version += 1;
+            state.task.duties.extend(c.entry.duty_holders().map(|holder| (holder, c.entry.tool.clone())));
+            true
+        });
+    }
+
     fn unconsume(&self, consumed: &[String]) {
         for key in consumed {
             // Best effort: an id left consumed refuses a retry of the same call, never allows more.
@@ -341,6 +399,10 @@ fn duty(agent: &str, tool: &str) -> String {
     format!("{agent}\u{0}{tool}")
 }
 
+fn duties_from(members: &[String]) -> std::collections::BTreeSet<(String, String)> {
+    members.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect()
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(store_error)
 }
@@ -363,11 +425,44 @@ impl Store for RedisStore {
                 .arg(&duties_key)
                 .query(c)
         })?;
-        Ok(TaskState {
-            version: version.unwrap_or(0),
-            duties: duties.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect(),
-            ended: ended.as_deref() == Some("1"),
-        })
+        let state =
+            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") };
+        // A view older than what was just read is dropped: the next decision reads the task.
+        self.states.update(task_id, |seen| seen.task.version == state.version && seen.task.ended == state.ended);
+        Ok(state)
+    }
+
+    fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
+        if let Some(state) = self.states.read(task_id, |s| Some(s.clone())) {
+            return Ok(state);
+        }
+        let (task_key, duties_key, grants_key) =
+            (self.task_key(task_id, "task"), self.task_key(task_id, "duties"), self.task_key(task_id, "grants"));
+        // One slot, one transaction: the version, duties and grants of one moment.
+        let ((version, ended), duties, grants): ((Option<u64>, Option<String>), Vec<String>, Vec<String>) = self.with(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HMGET")
+                .arg(&task_key)
+                .arg("version")
+                .arg("ended")
+                .cmd("SMEMBERS")
+                .arg(&duties_key)
+                .cmd("HVALS")
+                .arg(&grants_key)
+                .query(c)
+        })?;
+        let grants = grants.iter().map(|g| parse::<BreakGlassGrant>(g)).collect::<Result<Vec<_>>>()?;
+        let state = DecisionState::new(
+            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") },
+            grants.into_iter().filter(|g| g.closed_at.is_none()).collect(),
+        );
+        self.states.insert(task_id.to_owned(), state.clone(), |_| false);
+        Ok(state)
+    }
+
+    fn caches_decision_state(&self) -> bool {
+        true
     }
 
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
@@ -433,6 +528,7 @@ impl Store for RedisStore {
             invocation.arg(duty(&holder, &c.entry.tool));
         }
         let reply: std::result::Result<Vec<String>, Error> = self.with(|conn| invocation.invoke(conn));
+        self.keep_state(&c, reply.as_ref().ok().and_then(|r| r.first()).map(String::as_str));
         let outcome = match reply {
             Err(e) => {
                 // Unknown whether the commit applied: the ids stay consumed (fail closed), the
@@ -470,6 +566,7 @@ impl Store for RedisStore {
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
         let key = self.task_key(task_id, "task");
+        self.states.remove(task_id);
         self.with(|c| redis::cmd("HSET").arg(&key).arg("ended").arg("1").query::<i64>(c))?;
         self.replicate()
     }
@@ -517,7 +614,11 @@ impl Store for RedisStore {
 
     fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
         let (key, body) = (self.grants_key(), json(grant)?);
+        // The grant's own hash first: a grant in force is always one `close_grant` can find.
         self.with(|c| redis::cmd("HSET").arg(&key).arg(&grant.id).arg(&body).query::<i64>(c))?;
+        for task in &grant.tasks {
+            self.task_grant(task, &grant.id, Some(&body))?;
+        }
         self.replicate()
     }
 
@@ -537,6 +638,15 @@ impl Store for RedisStore {
 
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
         let key = self.grants_key();
+        // The copies under its tasks go first: once any copy is gone, no decision in that task
+        // commits on the grant, and a close that fails part way leaves it closed to decisions
+        // (a retry finishes the job).
+        let body: Option<String> = self.with(|c| redis::cmd("HGET").arg(&key).arg(id).query(c))?;
+        if let Some(grant) = body.map(|b| parse::<BreakGlassGrant>(&b)).transpose()? {
+            for task in &grant.tasks {
+                self.task_grant(task, id, None)?;
+            }
+        }
         let changed: i64 = self.with(|c| self.scripts.close_grant.key(&key).arg(id).arg(review_ref).arg(now).invoke(c))?;
         if changed == 1 {
             self.replicate()?;

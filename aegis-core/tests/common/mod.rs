@@ -486,3 +486,20 @@ pub fn payments_copy(name: &str) -> PathBuf {
     copy_dir(&payments_dir(), &dir);
     dir
 }
+
+/// `manifest` without its top-level section `name` (the line `name:` and everything indented
+/// under it).
+pub fn without_section(manifest: &str, name: &str) -> String {
+    let mut out = String::with_capacity(manifest.len());
+    let mut skipping = false;
+    for line in manifest.lines() {
+        if !line.is_empty() && !line.starts_with([' ', '\t', '#', '-']) {
+            skipping = line.strip_prefix(name).is_some_and(|rest| rest.starts_with(':'));
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
