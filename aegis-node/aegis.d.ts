@@ -288,6 +288,13 @@ export type StoreConfig = 'memory' | { sqlite: { path: string } } | { redis: { u
 
 export class Engine {
   constructor(options: EngineOptions);
+  /**
+   * The engine another thread shared with `shareHandle()`: the same engine (stores, caches,
+   * ledgers) used from this worker thread; the handle is valid while the engine that made it lives.
+   */
+  static attach(handle: string): Engine;
+  /** A handle for `Engine.attach` in a worker thread (post it to the worker). */
+  shareHandle(): string;
   readonly policyVersion: string;
   /** Signs a checkpoint of the audit log now; an engine without a log throws `audit_unavailable`. */
   auditCheckpoint(): Checkpoint;

@@ -437,10 +437,33 @@ function externalIssuerJson(options) {
 }
 const EXTERNAL_ISSUER_OPTIONS = ['issuer', 'audience', 'jwks', 'algorithms', 'rolesClaim', 'scope', 'task'];
 
+/** What `Engine.attach` passes its constructor: the handle of an engine shared by another thread. */
+const SHARED = Symbol('aegis.sharedEngine');
+
 /** Decides, before each tool call runs, whether it may. */
 class Engine {
   #native;
-  constructor({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
+  /**
+   * The engine another thread shared with `engine.shareHandle()`: the same engine (stores,
+   * caches, ledgers), used from this worker thread. The handle is valid while the engine that
+   * made it lives.
+   */
+  static attach(handle) {
+    if (typeof handle !== 'string') throw new TypeError('an engine handle is the string `shareHandle()` returned');
+    return new Engine({ [SHARED]: handle });
+  }
+  /** A handle for `Engine.attach` in a worker thread (post it to the worker). */
+  shareHandle() {
+    return mapped(() => this.#native.shareHandle());
+  }
+  constructor(options) {
+    if (options?.[SHARED] !== undefined) {
+      this.#native = mapped(() => native.Engine.attach(options[SHARED]));
+      return;
+    }
+    this.#configure(options);
+  }
+  #configure({ bundleDir, trustedIssuers, externalIssuers, store, redisPrefix, approvalKey, audience, leewaySecs,
     maxDelegationDepth, maxCredentialLifetimeSecs, overrideTtlSecs, maxBreakGlassSecs, fixedTime, notifier, audit, telemetry,
     bundleKeys, requireTwoAdmins, receipts }) {
     const config = {

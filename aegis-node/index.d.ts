@@ -17,6 +17,14 @@ export declare class Engine {
    * the approval is stored.
    */
   constructor(config: string, notifier?: ((arg: string) => void) | undefined | null)
+  /**
+   * A handle a worker thread attaches to this engine with (`Engine.attach`): the same
+   * engine, its stores, caches and ledgers, from another JavaScript thread. The handle is an
+   * unguessable capability, valid while this engine object lives.
+   */
+  shareHandle(): string
+  /** The engine another thread shared with `shareHandle`. */
+  static attach(handle: string): Engine
   /** Runs engine operation `op` of the core's table on `input` (JSON), returning JSON. */
   call(op: string, input: string): string
   /**

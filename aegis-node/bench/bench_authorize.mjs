@@ -1,7 +1,9 @@
-// Per-call cost of `authorize` from Node beside the same call measured in Rust, as a ratio.
+// Per-call cost of `authorize` from Node beside the same call measured in Rust, as a ratio; two
+// worker threads on one shared engine against one; then the peer (cedar-wasm).
 //   node aegis-node/bench/bench_authorize.mjs [iterations]
 // Both sides run the same native build (debug after `npm run build`, release after
 // `npm run build -- --release`) on the same warm request: the ratio is the cost of the binding.
+import { Worker } from 'node:worker_threads';
 import { TOOL, engine, financeChain } from '../../examples/node/setup.mjs';
 import { main as peers } from './peers.mjs';
 
@@ -19,6 +21,36 @@ console.log(`authorize, warm, ${iterations} calls`);
 console.log(`  from Node: ${(nodeSecs * 1e6).toFixed(2).padStart(9)} µs per call`);
 console.log(`  in Rust:   ${(rustSecs * 1e6).toFixed(2).padStart(9)} µs per call`);
 console.log(`  ratio:     ${(nodeSecs / rustSecs).toFixed(2).padStart(9)}x`);
+
+/** Decisions per second with `n` worker threads on the shared engine, each in its own task. */
+async function workersRate(n) {
+  const handle = eng.shareHandle();
+  const workers = Array.from({ length: n }, () =>
+    new Worker(new URL('./worker.mjs', import.meta.url), { workerData: { handle, iterations, args: request.args } }));
+  // Each worker warms up, then waits; all start together once every one is ready.
+  await Promise.all(workers.map((w) => new Promise((resolve, reject) => {
+    w.once('online', resolve);
+    w.once('error', reject);
+  })));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const start = process.hrtime.bigint();
+  const done = workers.map((w) => new Promise((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  }));
+  workers.forEach((w) => w.postMessage('start'));
+  const results = await Promise.all(done);
+  const secs = Number(process.hrtime.bigint() - start) / 1e9;
+  await Promise.all(workers.map((w) => w.terminate()));
+  if (results.some((r) => r.outcome !== 'allow')) throw new Error(JSON.stringify(results));
+  return (n * iterations) / secs;
+}
+const one = await workersRate(1);
+const two = await workersRate(2);
+console.log(`worker threads, one shared engine (memory store), ${iterations} calls per worker`);
+console.log(`  1 worker:  ${one.toFixed(0).padStart(9)} decisions/s`);
+console.log(`  2 workers: ${two.toFixed(0).padStart(9)} decisions/s`);
+console.log(`  ratio:     ${(two / one).toFixed(2).padStart(9)}x`);
 console.log();
 // The peer in the same run: cedar-wasm on the same policies and schema.
 await peers(iterations, Math.max(Math.floor(iterations / 4), 1000));

@@ -2,10 +2,11 @@
 //! functions. Errors carry the core's error JSON as their message (sync and async alike);
 //! `aegis.js` turns it into an `AegisError` with `err.code`, and JSON into typed objects.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use aegis_sod::json_api::{self, error_json};
-use aegis_sod::{AuthorizationRequest, ResourceRef};
+use aegis_sod::{AuthorizationRequest, OsRandom, ResourceRef, SecureRandom};
 use napi::bindgen_prelude::{AsyncTask, Function, Task};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Status};
@@ -20,6 +21,24 @@ fn to_js(e: aegis_sod::Error) -> Error {
 #[napi]
 pub struct Engine {
     inner: Arc<aegis_sod::Engine>,
+    /// The handle other worker threads attach with, once `shareHandle` made one.
+    shared: OnceLock<String>,
+}
+
+/// Engines shared with worker threads, by handle. A handle is removed when the engine that
+/// made it is collected; engines attached with it keep the engine alive on their own.
+static SHARED: LazyLock<Mutex<HashMap<String, Arc<aegis_sod::Engine>>>> = LazyLock::new(Default::default);
+
+fn shared() -> std::sync::MutexGuard<'static, HashMap<String, Arc<aegis_sod::Engine>>> {
+    SHARED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(handle) = self.shared.get() {
+            shared().remove(handle);
+        }
+    }
 }
 
 /// An engine operation run on the libuv thread pool.
@@ -62,7 +81,35 @@ impl Engine {
         };
         let config = aegis_sod::from_str_strict(&config).map_err(to_js)?;
         let inner = json_api::engine_with_notifier(config, notify).map_err(to_js)?;
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(inner), shared: OnceLock::new() })
+    }
+
+    /// A handle a worker thread attaches to this engine with (`Engine.attach`): the same
+    /// engine, its stores, caches and ledgers, from another JavaScript thread. The handle is an
+    /// unguessable capability, valid while this engine object lives.
+    #[napi]
+    pub fn share_handle(&self) -> napi::Result<String> {
+        if let Some(handle) = self.shared.get() {
+            return Ok(handle.clone());
+        }
+        let mut bytes = [0u8; 16];
+        OsRandom.fill(&mut bytes).map_err(to_js)?;
+        let handle = format!("aegis-engine-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let handle = self.shared.get_or_init(|| handle).clone();
+        shared().insert(handle.clone(), Arc::clone(&self.inner));
+        Ok(handle)
+    }
+
+    /// The engine another thread shared with `shareHandle`.
+    #[napi(factory)]
+    pub fn attach(handle: String) -> napi::Result<Self> {
+        let inner = shared().get(&handle).cloned().ok_or_else(|| {
+            to_js(aegis_sod::Error::new(
+                aegis_sod::ErrorCode::MalformedRequest,
+                "no shared engine has this handle (the engine that made it is gone)",
+            ))
+        })?;
+        Ok(Self { inner, shared: OnceLock::new() })
     }
 
     /// Runs engine operation `op` of the core's table on `input` (JSON), returning JSON.
