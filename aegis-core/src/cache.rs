@@ -1,5 +1,5 @@
 //! One bounded cache, one eviction rule, for the engine's three caches (verified chains,
-//! decompressed keys, per-task base contexts) and the Redis store's task states.
+//! decompressed keys, per-task base contexts, per-task views of the store).
 //!
 //! When full, an insert first drops the entries its caller calls stale (expired chains), then,
 //! if that freed nothing, every other entry in the map's (seeded, unpredictable) order:
@@ -54,7 +54,6 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
     }
 
     /// Drops the entry for `key`, if any.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn remove<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
@@ -64,7 +63,6 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
     }
 
     /// Changes the entry for `key` in place; `change` returning false drops it instead.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn update<Q>(&self, key: &Q, change: impl FnOnce(&mut V) -> bool)
     where
         K: Borrow<Q>,

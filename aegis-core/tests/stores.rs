@@ -583,15 +583,12 @@ fn budget_totals_hold_when_another_version_writes() {
 // ---------------------------------------------------------------------------------------------
 // Redis: decisions on this process's view of a task, one round trip in steady state
 
-/// Two hosts (two stores on one server) deciding in the same tasks: a host decides on what it
-/// last saw of a task, and whatever the other host changed (a commit, the task's end, a
-/// break-glass grant opened or closed) is never missed: a stale allow does not commit, a stale
-/// deny or approval is decided again.
-#[test]
-fn redis_hosts_deciding_on_cached_views_never_act_on_a_stale_one() {
-    let Some(server) = RedisServer::start() else { return };
+/// Two hosts (two stores on one Redis server, or two processes' stores on one SQLite file)
+/// deciding in the same tasks: each engine decides on what it last read of a task, and whatever
+/// the other changed (a commit, the task's end, a break-glass grant opened or closed) is never
+/// missed: a stale allow does not commit, a stale deny or approval is decided again.
+fn hosts_deciding_on_their_views_never_act_on_a_stale_one(config: aegis_sod::json_api::StoreConfig) {
     let fx = Fixture::new();
-    let config = redis_config(&server);
     let mut roomy = engine_sources();
     roomy.manifest = roomy.manifest.replace("limit: 5000", "limit: 50000");
     let host = || fx.builder_on(config.open().unwrap()).bundle(Bundle::from_sources(&roomy).unwrap()).build().unwrap();
@@ -637,6 +634,17 @@ fn redis_hosts_deciding_on_cached_views_never_act_on_a_stale_one() {
     let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!((d.outcome, d.break_glass_id), (Outcome::ApprovalNeeded, None));
     assert_eq!(a.ledger(emergency).unwrap().len(), 2, "the call after the close did not commit");
+}
+
+#[test]
+fn redis_hosts_deciding_on_their_views_never_act_on_a_stale_one() {
+    let Some(server) = RedisServer::start() else { return };
+    hosts_deciding_on_their_views_never_act_on_a_stale_one(redis_config(&server));
+}
+
+#[test]
+fn sqlite_processes_deciding_on_their_views_never_act_on_a_stale_one() {
+    hosts_deciding_on_their_views_never_act_on_a_stale_one(sqlite_config());
 }
 
 /// Counts the commands clients send to `server` while `work` runs (`MONITOR`; the commands a
@@ -688,4 +696,407 @@ fn redis_steady_state_decision_is_one_round_trip() {
     });
     assert_eq!(sent.len(), 50, "{sent:#?}");
     assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis: attacks on deciding from a view of the task (review of ca0a648)
+//
+// Each test is named for the attack it tries. A host is an engine on its own `RedisStore` under
+// a shared prefix on one server (its own connections and its own views of tasks); `review_raw`
+// is a plain connection for what another program does to the keys (a process of an older
+// version, a failover).
+
+/// A host on `server` under `prefix`: the payments bundle with its task budget set to `limit`.
+fn review_host(fx: &Fixture, server: &RedisServer, prefix: &str, limit: i64) -> Engine {
+    review_builder(fx, server, prefix, limit).build().unwrap()
+}
+
+fn review_builder(fx: &Fixture, server: &RedisServer, prefix: &str, limit: i64) -> aegis_sod::EngineBuilder {
+    let mut sources = engine_sources();
+    sources.manifest = sources.manifest.replace("limit: 5000", &format!("limit: {limit}"));
+    let store = Arc::new(RedisStore::open_with_prefix(&server.url(), prefix).unwrap());
+    fx.builder_on(store).bundle(Bundle::from_sources(&sources).unwrap())
+}
+
+fn review_raw(server: &RedisServer) -> ::redis::Connection {
+    ::redis::Client::open(server.url()).unwrap().get_connection().unwrap()
+}
+
+/// Break-glass for `planner/finance-agent` paying in `tasks`, opened by two approvers.
+fn review_grant_request(tasks: &[&str], now: i64) -> BreakGlassRequest {
+    BreakGlassRequest::new(
+        vec!["planner/finance-agent".into()],
+        vec![TOOL.into()],
+        tasks.iter().map(|t| (*t).to_owned()).collect(),
+        "payroll outage",
+        vec![approver_chain("finance-approver", now), approver_chain("cfo", now)],
+        600,
+    )
+}
+
+fn review_draft(chain: &[String]) -> AuthorizationRequest {
+    AuthorizationRequest::new(chain.to_vec(), "invoice.create", json!({"customer": "acme", "amount": 900}))
+}
+
+/// Runs each request on its own thread, on the host beside it, all released together; returns
+/// the decisions.
+fn review_race(requests: Vec<(Arc<Engine>, AuthorizationRequest)>) -> Vec<aegis_sod::Decision> {
+    let barrier = Arc::new(std::sync::Barrier::new(requests.len()));
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|(engine, r)| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                engine.authorize(&r).unwrap()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Attack: close a break-glass grant from a process of the previous version (a host not yet
+/// upgraded in a rolling upgrade, or an older `aegis` CLI pointed at the same Redis). That
+/// version closes the grant in the `{grants}` hash only, with its CLOSE_GRANT script (verbatim
+/// below, from f4284d3), and knows nothing of the copies under the tasks or of their versions.
+/// Before ca0a648 every decision read the `{grants}` hash, so the grant stopped lifting forbids
+/// at once, and `open_break_glass` (which reads that hash) now lists it as closed.
+///
+/// FAILS on ca0a648 (and on the engine-level views of the working tree): the copy under the task
+/// stays and its version does not move, so a host deciding on its view, and even a host reading
+/// the task afresh (decisions read only the copies now), keep lifting the 9000 payment's forbid
+/// with the closed grant until it expires.
+#[test]
+fn redis_grant_closed_by_an_older_version_stops_lifting_forbids() {
+    const OLD_CLOSE_GRANT: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local grant = cjson.decode(current)
+if grant['closed_at'] ~= nil and grant['closed_at'] ~= cjson.null then return 0 end
+grant['closed_at'] = tonumber(ARGV[3])
+grant['review_ref'] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(grant))
+return 1
+";
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-old-close";
+    let a = review_host(&fx, &server, prefix, 1_000_000);
+    let task = "task-old-close";
+    let agent = chain_in(task, "finance-agent", &fx.finance, &[TOOL], NOW);
+    let grant = a.break_glass(&review_grant_request(&[task], NOW)).unwrap();
+    let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.break_glass_id.as_deref()), (Outcome::Allow, Some(grant.id.as_str())));
+
+    // The older process closes the grant, as it always did.
+    let closed: i64 = ::redis::Script::new(OLD_CLOSE_GRANT)
+        .key(format!("{prefix}:{{grants}}"))
+        .arg(&grant.id)
+        .arg("PIR-2026-016")
+        .arg(NOW + 5)
+        .invoke(&mut review_raw(&server))
+        .unwrap();
+    assert_eq!(closed, 1);
+    assert!(a.open_break_glass().unwrap().is_empty(), "the grant is listed as closed");
+
+    // Neither the host that decided under it nor a host that reads the task afresh lifts
+    // anything with it any more.
+    let fresh = review_host(&fx, &server, prefix, 1_000_000);
+    for (host, name) in [(&a, "the host holding a view"), (&fresh, "a host reading the task afresh")] {
+        let d = host.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+        assert_eq!(
+            (d.outcome, d.break_glass_id.as_deref()),
+            (Outcome::ApprovalNeeded, None),
+            "{name} still lifts forbids with a closed grant"
+        );
+    }
+    assert_eq!(a.ledger(task).unwrap().len(), 1);
+}
+
+/// Attack: a failover that loses a task's last write (the promoted replica never received it:
+/// an asynchronous replica, or a write `WAIT` did not see acknowledged), simulated by putting
+/// the task's keys back as they were before that write (here: none). The task's version then
+/// counts up again from the older state, so one version number names two different states: a
+/// host still holding its view of the lost one finds its version equal to the store's and
+/// commits on duties it never saw. Before ca0a648 each decision read the task, so this took a
+/// failover inside one decision's read-to-commit window; a view lives until this process sees
+/// the task change or evicts it.
+///
+/// FAILS on ca0a648 (and on the working tree): host A lets the agent pay though, in the store,
+/// it drafted the invoice (`drafter-does-not-pay`); a host reading afresh refuses the same call.
+#[test]
+fn redis_write_lost_in_a_failover_lets_a_stale_view_break_segregation_of_duties() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-failover";
+    let (a, b) = (review_host(&fx, &server, prefix, 1_000_000), review_host(&fx, &server, prefix, 1_000_000));
+    let task = "task-failover";
+    let agent = chain_in(task, "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+
+    // Host A pays: its view of the task is version 1, where the agent has only paid.
+    assert_eq!(a.authorize(&req(&agent, pay(10, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    // The failover: the promoted replica never received that commit.
+    let mut raw = review_raw(&server);
+    for suffix in ["task", "ledger", "duties"] {
+        let _: i64 = ::redis::cmd("DEL").arg(format!("{prefix}:{{{task}}}:{suffix}")).query(&mut raw).unwrap();
+    }
+    // Host B: the same agent drafts the invoice; the task is at version 1 again.
+    assert_eq!(b.authorize(&review_draft(&agent)).unwrap().outcome, Outcome::Allow);
+
+    // A host reading the task afresh refuses the payment: the drafter does not pay.
+    let fresh = review_host(&fx, &server, prefix, 1_000_000);
+    let d = fresh.authorize(&req(&agent, pay(10, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!((d.outcome, d.reasons[0].policy_id.as_deref()), (Outcome::Deny, Some("drafter-does-not-pay")));
+    // Host A, holding its view of the lost version 1, must refuse it too.
+    let d = a.authorize(&req(&agent, pay(10, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(
+        (d.outcome, d.reasons.first().and_then(|r| r.policy_id.as_deref())),
+        (Outcome::Deny, Some("drafter-does-not-pay")),
+        "a stale view committed: {:?}",
+        b.ledger(task).unwrap()
+    );
+    assert_eq!(b.ledger(task).unwrap().len(), 1);
+}
+
+/// Attack: slow the store down (a paused server) so the breaker opens, then rely on the probe
+/// after the cool-down being answered from a view without a round trip, closing the breaker so
+/// that every call in flight waits out the store's timeout again. The probe must reach the
+/// store; while it does, the other calls are refused at once. (On ca0a648 the views lived in
+/// the store, behind the breaker, and a hit closed it; the working tree keeps them in the
+/// engine, above it, and this holds.)
+#[test]
+fn redis_breaker_probe_is_not_answered_by_a_view_of_the_task() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let engine = Arc::new(review_host(&fx, &server, "review-breaker", 1_000_000));
+    let chains: Vec<Vec<String>> =
+        (0..3).map(|i| chain_in(&format!("task-breaker-{i}"), "finance-agent", &fx.finance, &[TOOL], NOW)).collect();
+    for chain in &chains {
+        assert_eq!(engine.authorize(&req(chain, pay(1, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    }
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &server.pid().to_string()]).status().unwrap().success())
+    };
+    let unavailable = (Outcome::Deny, vec![ReasonCode::from(ErrorCode::StoreUnavailable)]);
+    signal("-STOP");
+    // A slow failure opens the breaker.
+    assert_eq!(codes(&engine, &req(&chains[0], pay(1, GOOD_ACCOUNT), None)), unavailable);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The cool-down is over: one call probes the store (and waits out its timeout)...
+    let probe = {
+        let (engine, chain) = (Arc::clone(&engine), chains[1].clone());
+        std::thread::spawn(move || codes(&engine, &req(&chain, pay(1, GOOD_ACCOUNT), None)))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // ...and meanwhile the others are refused without waiting.
+    let started = std::time::Instant::now();
+    let during = codes(&engine, &req(&chains[2], pay(1, GOOD_ACCOUNT), None));
+    let took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(probe.join().unwrap(), unavailable);
+    assert_eq!(during, unavailable);
+    assert!(took < std::time::Duration::from_millis(500), "a call made during the probe waited {took:?}");
+}
+
+/// Attack: race a host's own threads (a decision filling its view while another thread's commit
+/// moves it) and another host, to pay with an agent that drafted the invoice. Threads of host A
+/// pay and draft for one agent while a second agent's payments keep moving the task, and host B
+/// drafts for the agent too. Whatever the interleaving, the ledger never shows the agent paying
+/// after it drafted (`drafter-does-not-pay`).
+#[test]
+fn redis_view_fills_racing_commits_never_let_a_drafter_pay() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-sod-race";
+    let (a, b) = (Arc::new(review_host(&fx, &server, prefix, 1_000_000)), Arc::new(review_host(&fx, &server, prefix, 1_000_000)));
+    let mut drafts = 0;
+    for round in 0..10 {
+        let task = format!("task-sod-race-{round}");
+        let agent = chain_in(&task, "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+        let other = chain_in(&task, "finance-agent-2", &key(8), &[TOOL], NOW);
+        // Both hosts hold a view of the task.
+        for host in [&a, &b] {
+            assert_eq!(host.authorize(&req(&other, pay(1, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+        }
+        let mut requests = Vec::new();
+        for i in 0..4 {
+            requests.push((Arc::clone(&a), req(&agent, pay(1 + i, GOOD_ACCOUNT), None)));
+            requests.push((Arc::clone(&a), req(&other, pay(1 + i, GOOD_ACCOUNT), None)));
+        }
+        for host in [&a, &a, &b, &b] {
+            requests.push((Arc::clone(host), review_draft(&agent)));
+        }
+        let decisions = review_race(requests);
+        assert!(decisions.iter().all(|d| d.outcome != Outcome::ApprovalNeeded), "{decisions:?}");
+        let mut drafted = false;
+        for e in a.ledger(&task).unwrap() {
+            if e.agent_id == "planner/finance-agent" {
+                assert!(!(drafted && e.tool == TOOL), "round {round}: the drafter paid: {:?}", a.ledger(&task).unwrap());
+                drafted |= e.tool == "invoice.create";
+                drafts += usize::from(e.tool == "invoice.create");
+            }
+        }
+        assert!(drafted, "round {round}: no draft committed");
+    }
+    assert!(drafts >= 10);
+}
+
+/// Attack: redeem one approval token, and overspend the task budget, from two hosts whose views
+/// of the task are stale (the approver's commit, and the other host's commits, moved it since).
+/// The token allows one call of eight; sixteen payments of 1000 against the 5000 budget allow
+/// five, in every round.
+#[test]
+fn redis_stale_views_on_two_hosts_never_double_spend_a_token_or_a_budget() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-spend";
+    let (a, b) = (Arc::new(review_host(&fx, &server, prefix, 5000)), Arc::new(review_host(&fx, &server, prefix, 5000)));
+    let allowed = |decisions: Vec<aegis_sod::Decision>| decisions.iter().filter(|d| d.outcome.permits_call()).count();
+    for round in 0..3 {
+        // Each host holds a view; A's is stale once B has drafted too.
+        let warm = |task: &str| {
+            let drafter = chain_in(task, "finance-agent-2", &key(8), &["invoice.create"], NOW);
+            for host in [&a, &b] {
+                assert_eq!(host.authorize(&review_draft(&drafter)).unwrap().outcome, Outcome::Allow);
+            }
+        };
+        let task = format!("task-spend-token-{round}");
+        let chain = chain_in(&task, "finance-agent", &fx.finance, &[TOOL], NOW);
+        warm(&task);
+        let id = a.authorize(&req(&chain, pay(9000, GOOD_ACCOUNT), None)).unwrap().approval_id.unwrap();
+        let token = b.approve(&id, &approver_chain("finance-approver", NOW), None).unwrap().override_token.unwrap();
+        let redeemers =
+            (0..8).map(|i| (Arc::clone(if i % 2 == 0 { &a } else { &b }), req(&chain, pay(9000, GOOD_ACCOUNT), Some(&token))));
+        assert_eq!(allowed(review_race(redeemers.collect())), 1, "token round {round}");
+
+        let task = format!("task-spend-budget-{round}");
+        let chain = chain_in(&task, "finance-agent", &fx.finance, &[TOOL], NOW);
+        warm(&task);
+        let payers = (0..16).map(|i| (Arc::clone(if i % 2 == 0 { &a } else { &b }), req(&chain, pay(1000, GOOD_ACCOUNT), None)));
+        assert_eq!(allowed(review_race(payers.collect())), 5, "budget round {round}");
+    }
+}
+
+/// Attack: keep calling under a break-glass grant on host A (its threads deciding on views that
+/// still hold the grant) while host B closes it. Once the close returns nothing more commits in
+/// the task (every call asked for needs the grant), and what was allowed before was allowed
+/// under that grant.
+#[test]
+fn redis_grant_closed_on_another_host_lifts_nothing_once_the_close_returns() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-close-race";
+    let (a, b) = (Arc::new(review_host(&fx, &server, prefix, 1_000_000_000)), review_host(&fx, &server, prefix, 1_000_000_000));
+    for round in 0..3 {
+        let task = format!("task-close-race-{round}");
+        let agent = chain_in(&task, "finance-agent", &fx.finance, &[TOOL], NOW);
+        let grant = b.break_glass(&review_grant_request(&[task.as_str()], NOW)).unwrap();
+        let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+        assert_eq!((d.outcome, d.break_glass_id.as_deref()), (Outcome::Allow, Some(grant.id.as_str())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (a, agent, stop) = (Arc::clone(&a), agent.clone(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut decisions = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        decisions.push(a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap());
+                    }
+                    decisions
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        b.close_break_glass(&grant.id, "PIR-2026-017").unwrap();
+        let at_close = b.ledger(&task).unwrap().len();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        stop.store(true, Ordering::SeqCst);
+        let decisions: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        assert_eq!(b.ledger(&task).unwrap().len(), at_close, "round {round}: a call committed after the close returned");
+        for d in decisions.iter().filter(|d| d.outcome.permits_call()) {
+            assert_eq!(d.break_glass_id.as_deref(), Some(grant.id.as_str()));
+        }
+        let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+        assert_eq!((d.outcome, d.break_glass_id), (Outcome::ApprovalNeeded, None));
+    }
+}
+
+/// Attack: take the server away from a host holding views of its tasks, hoping a view answers
+/// without a round trip. No call is allowed (an allow needs its commit) and no human is asked
+/// (a deny or an approval needs the task's version): a plain payment, one that needs an
+/// approval, one a grant lifts, and one a duty forbids are all denied `store_unavailable`.
+#[test]
+fn redis_views_with_the_server_down_allow_nothing_and_ask_no_one() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let asked = Arc::new(Mutex::new(Vec::<PendingApproval>::new()));
+    let sink = Arc::clone(&asked);
+    let engine = review_builder(&fx, &server, "review-down", 1_000_000)
+        .notifier(Arc::new(move |p: &PendingApproval| sink.lock().unwrap().push(p.clone())))
+        .build()
+        .unwrap();
+    let chain = |task: &str| chain_in(task, "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+    let (plain, big, lifted, drafter) = (chain("task-down-1"), chain("task-down-2"), chain("task-down-3"), chain("task-down-4"));
+    engine.break_glass(&review_grant_request(&["task-down-3"], NOW)).unwrap();
+    for c in [&plain, &big, &lifted] {
+        assert_eq!(engine.authorize(&req(c, pay(10, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    }
+    assert_eq!(engine.authorize(&review_draft(&drafter)).unwrap().outcome, Outcome::Allow);
+    // What each would get with the server up, from its view.
+    assert_eq!(engine.authorize(&req(&big, pay(9000, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::ApprovalNeeded);
+    assert_eq!(engine.authorize(&req(&drafter, pay(10, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Deny);
+    let asked_before = asked.lock().unwrap().len();
+    server.stop();
+    let unavailable = (Outcome::Deny, vec![ReasonCode::from(ErrorCode::StoreUnavailable)]);
+    for (c, amount) in [(&plain, 10), (&big, 9000), (&lifted, 9000), (&drafter, 10)] {
+        assert_eq!(codes(&engine, &req(c, pay(amount, GOOD_ACCOUNT), None)), unavailable, "a payment of {amount}");
+    }
+    assert_eq!(asked.lock().unwrap().len(), asked_before, "no approval was asked for");
+}
+
+/// Attack: in log-only mode (every call the policies refuse runs, and commits), call on a view
+/// that still has the task open after another host ended it. The commit checks the end: denied
+/// `task_ended`, nothing committed.
+#[test]
+fn redis_log_only_mode_on_a_stale_view_never_runs_a_call_in_an_ended_task() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-log-only";
+    let (a, b) = (review_host(&fx, &server, prefix, 1_000_000), review_host(&fx, &server, prefix, 1_000_000));
+    // Two administrators switch host A to log-only.
+    let admin = |name: &str| {
+        let k = person_key(name);
+        let mut spec = spec_in("admins", name, &k, &[aegis_sod::ADMIN_SCOPE], NOW - 60, 3000);
+        spec.jti = format!("cred-{name}");
+        (vec![aegis_sod::issue_root(ISSUER, &key(1), spec).unwrap()], k)
+    };
+    let action = aegis_sod::AdminAction::SetMode { mode: aegis_sod::Mode::Shadow };
+    let version = a.policy_version();
+    let sign = |who: &(Vec<String>, aegis_sod::KeyPair), jti: &str| aegis_sod::AdminSignature {
+        chain: who.0.clone(),
+        proof: aegis_sod::admin_proof(&who.1, &action, &version, jti, NOW, 120).unwrap(),
+    };
+    let (alice, bob) = (admin("alice"), admin("bob"));
+    a.admin(&aegis_sod::AdminRequest {
+        requested_by: sign(&alice, "adm-1"),
+        approved_by: sign(&bob, "adm-2"),
+        policy_version: version.clone(),
+        action: action.clone(),
+    })
+    .unwrap();
+
+    let task = "task-log-only";
+    let agent = chain_in(task, "finance-agent", &fx.finance, &[TOOL], NOW);
+    let d = a.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+    assert!(d.would_block && d.outcome.permits_call(), "log-only lets the refused call run: {d:?}");
+    b.end_task(task).unwrap();
+    for amount in [9000, 10] {
+        assert_eq!(
+            codes(&a, &req(&agent, pay(amount, GOOD_ACCOUNT), None)),
+            (Outcome::Deny, vec![ErrorCode::TaskEnded.into()]),
+            "a payment of {amount}"
+        );
+    }
+    assert_eq!(a.ledger(task).unwrap().len(), 1);
 }

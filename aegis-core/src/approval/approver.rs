@@ -104,7 +104,10 @@ impl Engine {
                 reservations: Vec::new(),
                 now,
             };
-            match self.store.commit(commit)? {
+            let outcome = self.store.commit(commit);
+            // The task moved (or may have): decisions in it read it again.
+            self.forget_view(&pending.task_id);
+            match outcome? {
                 CommitOutcome::Committed => return Ok(ApproverVerdict::Permitted(reasons)),
                 CommitOutcome::Conflict => continue,
                 // The commit consumes nothing and reserves nothing: an ended task is all that is left.

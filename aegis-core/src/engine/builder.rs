@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::{ApprovalNotifier, Engine, BASE_CONTEXT_CACHE_CAPACITY, DEFAULT_AUDIENCE};
+use super::{ApprovalNotifier, Engine, BASE_CONTEXT_CACHE_CAPACITY, DEFAULT_AUDIENCE, TASK_VIEW_CACHE_CAPACITY};
 use crate::audit::{bundle_loaded_event, AuditLog};
 use crate::cache::BoundedCache;
 use crate::error::{Error, Result};
@@ -252,6 +252,7 @@ impl EngineBuilder {
             random: self.random,
             leeway_secs: self.leeway_secs,
             audit_in_store: self.audit.as_ref().is_some_and(|log| log.is_kept_by(&store)),
+            task_views: store.versions_cover_decision_state().then(|| BoundedCache::new(TASK_VIEW_CACHE_CAPACITY)),
             store: Arc::new(Breaker::new(store)),
             approval_key,
             override_ttl_secs: self.override_ttl_secs,

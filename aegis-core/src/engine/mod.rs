@@ -41,6 +41,9 @@ use crate::time::{Clock, SecureRandom};
 
 /// Tasks whose last base context (see `CachedBaseContext`) is kept.
 pub(crate) const BASE_CONTEXT_CACHE_CAPACITY: usize = 4096;
+/// How many tasks' last-read state the engine keeps to decide on (stores whose versions cover
+/// it, `Store::versions_cover_decision_state`).
+pub(crate) const TASK_VIEW_CACHE_CAPACITY: usize = 4096;
 
 /// How often a decision is re-evaluated when concurrent calls in its task keep committing first.
 pub(crate) const MAX_ATTEMPTS: usize = 64;
@@ -71,6 +74,9 @@ pub struct Engine {
     pub(crate) id_prefix: String,
     pub(crate) id_counter: AtomicU64,
     pub(crate) base_contexts: BoundedCache<String, CachedBaseContext>,
+    /// The state of each task as last read or committed here, decided on without a read when
+    /// the store's versions cover it (`None` otherwise): the commit refuses a stale one.
+    pub(crate) task_views: Option<BoundedCache<String, crate::state::DecisionState>>,
     /// The entities of a principal without roles: none, built once.
     pub(crate) no_entities: cedar_policy::Entities,
     /// Where every decision and change is recorded; `None`: nowhere.
@@ -254,6 +260,7 @@ impl Engine {
         if task_id == control::CONTROL_TASK {
             return Err(Error::malformed_request(format!("`{task_id}` is the control plane's own ledger, not a task")));
         }
+        self.forget_view(task_id);
         self.store.end_task(task_id, self.clock.now_secs())?;
         self.record(|| Event::new(kind::TASK_ENDED, self.clock.now_millis()).with("task_id", task_id))
     }

@@ -302,7 +302,17 @@ impl Engine {
 
     /// Stage 2: the task's state and the break-glass grants that name it; an ended task denies.
     pub(super) fn task_state(&self, chain: &VerifiedChain) -> Result<DecisionState> {
-        let state = self.store.decision_state(&chain.task_id)?;
+        let viewed = self.task_views.as_ref().and_then(|views| views.read(chain.task_id.as_str(), |s| Some(s.clone())));
+        let state = match viewed {
+            Some(state) => state,
+            None => {
+                let state = self.store.decision_state(&chain.task_id)?;
+                if let Some(views) = &self.task_views {
+                    views.insert(chain.task_id.clone(), state.clone(), |_| false);
+                }
+                state
+            }
+        };
         if state.task.ended {
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id)));
         }
@@ -313,14 +323,46 @@ impl Engine {
     /// view (Redis) has its commits check the version; a decision that commits nothing (a deny,
     /// an approval to ask a human for) is checked here instead, and an ended task denies.
     fn still_current(&self, call: &VerifiedCall<'_>, state: &DecisionState) -> Result<bool> {
-        if !self.store.caches_decision_state() {
+        if self.task_views.is_none() {
             return Ok(true);
         }
-        let current = self.store.task_state(&call.chain.task_id)?;
+        let task = &call.chain.task_id;
+        let current = self.store.task_state(task)?;
         if current.ended {
-            return Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", call.chain.task_id)));
+            self.forget_view(task);
+            return Err(Error::new(ErrorCode::TaskEnded, format!("task `{task}` has ended")));
         }
-        Ok(current.version == state.task.version)
+        if current.version != state.task.version {
+            self.forget_view(task);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Drops the engine's view of a task: the next decision in it reads the store.
+    pub(crate) fn forget_view(&self, task_id: &str) {
+        if let Some(views) = &self.task_views {
+            views.remove(task_id);
+        }
+    }
+
+    /// Keeps the engine's view of a task in step with a commit: applied on the version it was
+    /// decided on, the call's duties join it; otherwise (a conflict, an ended task, an error)
+    /// it is dropped and the next decision reads the task.
+    fn keep_view(&self, task_id: &str, expected_version: u64, duties: Vec<(String, String)>, committed: bool) {
+        let Some(views) = &self.task_views else { return };
+        if !committed {
+            views.remove(task_id);
+            return;
+        }
+        views.update(task_id, |view| {
+            if view.task.version != expected_version {
+                return false;
+            }
+            view.task.version += 1;
+            view.task.duties.extend(duties);
+            true
+        });
     }
 
     /// Stage 3: the verdict on the task's current state, and the budget reservations an
@@ -415,7 +457,7 @@ impl Engine {
         decision: &Decision,
         now: i64,
     ) -> Result<bool> {
-        let chain = &call.chain;
+        let chain = Arc::clone(&call.chain);
         let commit = Commit {
             task_id: chain.task_id.clone(),
             expected_version: state.task.version,
@@ -431,21 +473,15 @@ impl Engine {
             reservations,
             now,
         };
-        // A log kept in the engine's own store is written in the commit's transaction: the
-        // record exists exactly when the state changed.
-        let outcome = match self.audit.as_ref().filter(|_| self.audit_in_store) {
-            Some(log) => {
-                let record = self.decision_record(Some(log), bundle, call.request, Some(call), decision)?;
-                let outcome = self.store.commit_recorded(commit, &record)?;
-                if outcome == CommitOutcome::Committed {
-                    call.recorded = true;
-                    log.recorded_by_store();
-                }
-                outcome
-            }
-            None => self.store.commit(commit)?,
-        };
-        match outcome {
+        let view = self.task_views.as_ref().map(|_| {
+            let duties = commit.entry.duty_holders().map(|h| (h, commit.entry.tool.clone())).collect::<Vec<_>>();
+            (commit.task_id.clone(), commit.expected_version, duties)
+        });
+        let outcome = self.commit_to_store(bundle, call, commit, decision);
+        if let Some((task, version, duties)) = view {
+            self.keep_view(&task, version, duties, matches!(outcome, Ok(CommitOutcome::Committed)));
+        }
+        match outcome? {
             CommitOutcome::Committed => {
                 if let Some(claims) = &call.approval {
                     self.supersede_duplicates(claims, &chain.agent_id);
@@ -464,6 +500,32 @@ impl Engine {
                 Err(Error::new(ErrorCode::ProofReplayed, "the proof of possession was already used"))
             }
         }
+    }
+
+    /// The commit itself: with the audit record in the same transaction when the store keeps
+    /// the log.
+    fn commit_to_store(
+        &self,
+        bundle: &Bundle,
+        call: &mut VerifiedCall<'_>,
+        commit: Commit,
+        decision: &Decision,
+    ) -> Result<CommitOutcome> {
+        // A log kept in the engine's own store is written in the commit's transaction: the
+        // record exists exactly when the state changed.
+        let outcome = match self.audit.as_ref().filter(|_| self.audit_in_store) {
+            Some(log) => {
+                let record = self.decision_record(Some(log), bundle, call.request, Some(call), decision)?;
+                let outcome = self.store.commit_recorded(commit, &record)?;
+                if outcome == CommitOutcome::Committed {
+                    call.recorded = true;
+                    log.recorded_by_store();
+                }
+                outcome
+            }
+            None => self.store.commit(commit)?,
+        };
+        Ok(outcome)
     }
 }
 

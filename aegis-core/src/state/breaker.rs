@@ -90,8 +90,8 @@ impl Store for Breaker {
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
         self.guard(|s| s.decision_state(task_id))
     }
-    fn caches_decision_state(&self) -> bool {
-        self.inner.caches_decision_state()
+    fn versions_cover_decision_state(&self) -> bool {
+        self.inner.versions_cover_decision_state()
     }
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
         self.guard(|s| s.ledger(task_id))

@@ -134,20 +134,19 @@ pub trait Store: Send + Sync {
     /// The task's duties, version and whether it ended.
     fn task_state(&self, task_id: &str) -> Result<TaskState>;
     /// What deciding a call in `task_id` reads: its state and the open grants that name it.
-    ///
-    /// A store may answer from what this process last saw of the task (the Redis store does,
-    /// saving a round trip): its [`Store::commit`] must then refuse a stale `version`
-    /// (`Conflict`, and the engine decides again), and any change to the task's grants must
-    /// change its version. Everything but a call's decision reads [`Store::task_state`].
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
         let task = self.task_state(task_id)?;
         let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
         Ok(DecisionState { task, grants })
     }
-    /// Whether [`Store::decision_state`] may answer from a view older than the store's: the
-    /// engine then confirms, with [`Store::task_state`], the version of a decision that commits
-    /// nothing (a deny, an approval to ask for) before answering with it.
-    fn caches_decision_state(&self) -> bool {
+    /// Whether the task's version moves with every change to what [`Store::decision_state`]
+    /// returns (a commit, and a grant naming the task opened or closed): then the engine
+    /// decides on the view of the task it last read, without reading it again. [`Store::commit`]
+    /// refuses a stale version (the engine reads the task and decides again), and a decision
+    /// that commits nothing (a deny, an approval to ask for) is confirmed against the version
+    /// [`Store::task_state`] gives. The stores shared between processes say yes: a read saved
+    /// there is a round trip (Redis) or a query (SQLite).
+    fn versions_cover_decision_state(&self) -> bool {
         false
     }
     /// The task's full ledger, oldest first.

@@ -7,12 +7,11 @@
 //! trip). The store refuses to start if `maxmemory-policy` could evict its keys, and can wait
 //! for replica acknowledgement after each change.
 //!
-//! A decision reads its task's state from what this process last saw of it (one bounded cache),
-//! so a call in steady state costs one round trip: the commit script, which checks the version
-//! the call was decided on and refuses a stale one (the engine then reads the task again and
-//! decides again). A break-glass grant is kept, besides its own hash, in a copy under every task
-//! it names, and opening or closing it bumps those tasks' versions: a decision on a cached state
-//! can never commit on a grant that has since closed.
+//! A task's version moves with every change to what a decision reads of it (a commit; a
+//! break-glass grant, kept besides its own hash in a copy under every task it names, opened or
+//! closed), so the engine decides on the view it last read and a call in steady state costs one
+//! round trip: the commit script, which refuses a stale version (the engine then reads the task
+//! and decides again).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,7 +22,6 @@ use super::{
     check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, DecisionState, LedgerEntry,
     PendingApproval, Store, TaskState,
 };
-use crate::cache::BoundedCache;
 use crate::error::{Error, ErrorCode, Result};
 
 const COMMIT: &str = r"
@@ -139,9 +137,6 @@ redis.call('HINCRBY', KEYS[2], 'version', 1)
 return 1
 ";
 
-/// How many tasks' states a store keeps for deciding without a read.
-const STATES_KEPT: usize = 4096;
-
 /// A store on a Redis server (or cluster node).
 pub struct RedisStore {
     client: redis::Client,
@@ -151,9 +146,6 @@ pub struct RedisStore {
     prefix: String,
     replicas: Option<(usize, u64)>,
     scripts: Scripts,
-    /// What this process last saw of each task it decided in: its version, duties, end and
-    /// grants. Only decisions read it, and their commit checks the version.
-    states: BoundedCache<String, DecisionState>,
 }
 
 /// A connection, and when the server's eviction policy was last seen to be `noeviction`.
@@ -229,7 +221,6 @@ impl RedisStore {
                 close_grant: Script::new(CLOSE_GRANT),
                 task_grant: Script::new(TASK_GRANT),
             },
-            states: BoundedCache::new(STATES_KEPT),
         };
         // `with` checks the eviction policy on connecting: a server that could evict is refused.
         store.with(|c| redis::cmd("PING").query::<String>(c))?;
@@ -332,10 +323,9 @@ impl RedisStore {
     }
 
     /// Puts a grant's copy under `task` (or, with no body, takes it away) and moves the task's
-    /// version; this process's view of the task is dropped.
+    /// version.
     fn task_grant(&self, task: &str, id: &str, body: Option<&str>) -> Result<()> {
         let (grants, task_key) = (self.task_key(task, "grants"), self.task_key(task, "task"));
-        self.states.remove(task);
         let mut invocation = self.scripts.task_grant.prepare_invoke();
         invocation.key(&grants).key(&task_key).arg(id);
         if let Some(body) = body {
@@ -343,24 +333,6 @@ impl RedisStore {
         }
         self.with(|c| invocation.invoke::<i64>(c))?;
         Ok(())
-    }
-
-    /// Keeps this process's view of a task in step with a commit's reply: applied on the
-    /// version it was decided on, the commit's duties join the view; anything else (a conflict,
-    /// an ended task, no reply) drops it, and the next decision reads the task.
-    fn keep_state(&self, c: &Commit, reply: Option<&str>) {
-        if reply != Some("committed") {
-            self.states.remove(&c.task_id);
-            return;
-        }
-        self.states.update(c.task_id.as_str(), |state| {
-            if state.task.version != c.expected_version {
-                return false;
-            }
-            state.task.version += 1;
-            state.task.duties.extend(c.entry.duty_holders().map(|holder| (holder, c.entry.tool.clone())));
-            true
-        });
     }
 
     fn unconsume(&self, consumed: &[String]) {
@@ -425,17 +397,10 @@ impl Store for RedisStore {
                 .arg(&duties_key)
                 .query(c)
         })?;
-        let state =
-            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") };
-        // A view older than what was just read is dropped: the next decision reads the task.
-        self.states.update(task_id, |seen| seen.task.version == state.version && seen.task.ended == state.ended);
-        Ok(state)
+        Ok(TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") })
     }
 
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
-        if let Some(state) = self.states.read(task_id, |s| Some(s.clone())) {
-            return Ok(state);
-        }
         let (task_key, duties_key, grants_key) =
             (self.task_key(task_id, "task"), self.task_key(task_id, "duties"), self.task_key(task_id, "grants"));
         // One slot, one transaction: the version, duties and grants of one moment.
@@ -453,15 +418,13 @@ impl Store for RedisStore {
                 .query(c)
         })?;
         let grants = grants.iter().map(|g| parse::<BreakGlassGrant>(g)).collect::<Result<Vec<_>>>()?;
-        let state = DecisionState::new(
+        Ok(DecisionState::new(
             TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") },
             grants.into_iter().filter(|g| g.closed_at.is_none()).collect(),
-        );
-        self.states.insert(task_id.to_owned(), state.clone(), |_| false);
-        Ok(state)
+        ))
     }
 
-    fn caches_decision_state(&self) -> bool {
+    fn versions_cover_decision_state(&self) -> bool {
         true
     }
 
@@ -528,7 +491,6 @@ impl Store for RedisStore {
             invocation.arg(duty(&holder, &c.entry.tool));
         }
         let reply: std::result::Result<Vec<String>, Error> = self.with(|conn| invocation.invoke(conn));
-        self.keep_state(&c, reply.as_ref().ok().and_then(|r| r.first()).map(String::as_str));
         let outcome = match reply {
             Err(e) => {
                 // Unknown whether the commit applied: the ids stay consumed (fail closed), the
@@ -566,7 +528,6 @@ impl Store for RedisStore {
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
         let key = self.task_key(task_id, "task");
-        self.states.remove(task_id);
         self.with(|c| redis::cmd("HSET").arg(&key).arg("ended").arg("1").query::<i64>(c))?;
         self.replicate()
     }

@@ -437,6 +437,19 @@ impl SqliteStore {
     }
 }
 
+/// Moves the versions of `tasks` (a grant naming them opened or closed): a decision made on
+/// their state before does not commit.
+fn move_versions(tx: &rusqlite::Transaction<'_>, tasks: &[String]) -> Result<()> {
+    for task in tasks {
+        tx.execute(
+            "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
+            [task],
+        )
+        .map_err(store_error)?;
+    }
+    Ok(())
+}
+
 /// A task's version, whether it ended, and its duties.
 fn task_state(conn: &Connection, task_id: &str) -> Result<TaskState> {
     let row: Option<(i64, i64)> = conn
@@ -533,10 +546,12 @@ impl Store for SqliteStore {
     }
 
     fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
-        self.conn()?
-            .execute("INSERT INTO grants (id, closed_at, body) VALUES (?1, NULL, ?2)", params![grant.id, to_json(grant)?])
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
+        tx.execute("INSERT INTO grants (id, closed_at, body) VALUES (?1, NULL, ?2)", params![grant.id, to_json(grant)?])
             .map_err(store_error)?;
-        Ok(())
+        move_versions(&tx, &grant.tasks)?;
+        tx.commit().map_err(store_error)
     }
 
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
@@ -561,7 +576,12 @@ impl Store for SqliteStore {
         grant.review_ref = Some(review_ref.to_owned());
         tx.execute("UPDATE grants SET closed_at = ?2, body = ?3 WHERE id = ?1", params![id, now, to_json(&grant)?])
             .map_err(store_error)?;
+        move_versions(&tx, &grant.tasks)?;
         tx.commit().map_err(store_error)?;
         Ok(true)
+    }
+
+    fn versions_cover_decision_state(&self) -> bool {
+        true
     }
 }
