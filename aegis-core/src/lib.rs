@@ -46,7 +46,7 @@ pub use receipt::{verify_receipt, verify_receipt_once, ReceiptCheck, ReceiptClai
 pub use state::RedisStore;
 #[cfg(feature = "sqlite")]
 pub use state::SqliteStore;
-pub use state::{Commit, CommitOutcome, DecisionState, LedgerEntry, MemoryStore, Reservation, Store, TaskState};
+pub use state::{Commit, CommitOutcome, DecisionState, LedgerEntry, MemoryStore, Reservation, RevisionChange, Store, TaskState};
 pub use time::{Clock, ManualClock, OsRandom, SecureRandom, SystemClock};
 
 /// Internals for the project's own tests and benchmarks (feature `testing`): not a stable API.

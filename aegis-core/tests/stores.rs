@@ -40,6 +40,7 @@ fn commit(task: &str, version: u64, consume: &[&str], reservations: Vec<Reservat
         entry: entry("finance-agent", TOOL, id),
         reservations,
         now: NOW,
+        revision: None,
     }
 }
 
@@ -699,7 +700,7 @@ fn redis_steady_state_decision_is_one_round_trip() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Redis: attacks on deciding from a view of the task (review of ca0a648)
+// Redis: attacks on deciding from a view of the task (from an independent review)
 //
 // Each test is named for the attack it tries. A host is an engine on its own `RedisStore` under
 // a shared prefix on one server (its own connections and its own views of tasks); `review_raw`
@@ -758,14 +759,9 @@ fn review_race(requests: Vec<(Arc<Engine>, AuthorizationRequest)>) -> Vec<aegis_
 /// Attack: close a break-glass grant from a process of the previous version (a host not yet
 /// upgraded in a rolling upgrade, or an older `aegis` CLI pointed at the same Redis). That
 /// version closes the grant in the `{grants}` hash only, with its CLOSE_GRANT script (verbatim
-/// below, from f4284d3), and knows nothing of the copies under the tasks or of their versions.
-/// Before ca0a648 every decision read the `{grants}` hash, so the grant stopped lifting forbids
-/// at once, and `open_break_glass` (which reads that hash) now lists it as closed.
-///
-/// FAILS on ca0a648 (and on the engine-level views of the working tree): the copy under the task
-/// stays and its version does not move, so a host deciding on its view, and even a host reading
-/// the task afresh (decisions read only the copies now), keep lifting the 9000 payment's forbid
-/// with the closed grant until it expires.
+/// below, from f4284d3), and does not move the task's version. Held: decisions read grants from
+/// that hash, and a view that holds a grant is never kept, so a call under a grant reads afresh.
+/// (A first version of the views read per-task copies of grants and failed this.)
 #[test]
 fn redis_grant_closed_by_an_older_version_stops_lifting_forbids() {
     const OLD_CLOSE_GRANT: &str = r"
@@ -802,14 +798,21 @@ return 1
     // Neither the host that decided under it nor a host that reads the task afresh lifts
     // anything with it any more.
     let fresh = review_host(&fx, &server, prefix, 1_000_000);
-    for (host, name) in [(&a, "the host holding a view"), (&fresh, "a host reading the task afresh")] {
-        let d = host.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
-        assert_eq!(
-            (d.outcome, d.break_glass_id.as_deref()),
-            (Outcome::ApprovalNeeded, None),
-            "{name} still lifts forbids with a closed grant"
-        );
-    }
+    let decided: Vec<(&str, Outcome, Option<String>)> = [(&a, "the host holding a view"), (&fresh, "a host reading afresh")]
+        .into_iter()
+        .map(|(host, name)| {
+            let d = host.authorize(&req(&agent, pay(9000, GOOD_ACCOUNT), None)).unwrap();
+            (name, d.outcome, d.break_glass_id)
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        vec![
+            ("the host holding a view", Outcome::ApprovalNeeded, None),
+            ("a host reading afresh", Outcome::ApprovalNeeded, None)
+        ],
+        "a closed grant still lifts forbids"
+    );
     assert_eq!(a.ledger(task).unwrap().len(), 1);
 }
 
@@ -818,12 +821,11 @@ return 1
 /// the task's keys back as they were before that write (here: none). The task's version then
 /// counts up again from the older state, so one version number names two different states: a
 /// host still holding its view of the lost one finds its version equal to the store's and
-/// commits on duties it never saw. Before ca0a648 each decision read the task, so this took a
-/// failover inside one decision's read-to-commit window; a view lives until this process sees
-/// the task change or evicts it.
-///
-/// FAILS on ca0a648 (and on the working tree): host A lets the agent pay though, in the store,
-/// it drafted the invoice (`drafter-does-not-pay`); a host reading afresh refuses the same call.
+/// commits on duties it never saw. Reading the task on every decision, this took a failover
+/// inside one decision's read-to-commit window; a view lives until this process sees the task
+/// change or evicts it. Held: every change writes a random revision beside the version, and a
+/// commit names the revision its decision read. (A first version of the views checked the
+/// version alone and let the drafter pay.)
 #[test]
 fn redis_write_lost_in_a_failover_lets_a_stale_view_break_segregation_of_duties() {
     let Some(server) = RedisServer::start() else { return };
@@ -861,9 +863,8 @@ fn redis_write_lost_in_a_failover_lets_a_stale_view_break_segregation_of_duties(
 /// Attack: slow the store down (a paused server) so the breaker opens, then rely on the probe
 /// after the cool-down being answered from a view without a round trip, closing the breaker so
 /// that every call in flight waits out the store's timeout again. The probe must reach the
-/// store; while it does, the other calls are refused at once. (On ca0a648 the views lived in
-/// the store, behind the breaker, and a hit closed it; the working tree keeps them in the
-/// engine, above it, and this holds.)
+/// store; while it does, the other calls are refused at once. (The views live in the engine,
+/// above the breaker; a first version kept them in the store, behind it, and a hit closed it.)
 #[test]
 fn redis_breaker_probe_is_not_answered_by_a_view_of_the_task() {
     let Some(server) = RedisServer::start() else { return };
@@ -892,8 +893,10 @@ fn redis_breaker_probe_is_not_answered_by_a_view_of_the_task() {
     let started = std::time::Instant::now();
     let during = codes(&engine, &req(&chains[2], pay(1, GOOD_ACCOUNT), None));
     let took = started.elapsed();
+    // The probe fails once the store's timeout passes (the server resumed sooner would answer it).
+    let probed = probe.join().unwrap();
     signal("-CONT");
-    assert_eq!(probe.join().unwrap(), unavailable);
+    assert_eq!(probed, unavailable);
     assert_eq!(during, unavailable);
     assert!(took < std::time::Duration::from_millis(500), "a call made during the probe waited {took:?}");
 }

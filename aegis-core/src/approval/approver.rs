@@ -103,6 +103,7 @@ impl Engine {
                 },
                 reservations: Vec::new(),
                 now,
+                revision: None,
             };
             let outcome = self.store.commit(commit);
             // The task moved (or may have): decisions in it read it again.

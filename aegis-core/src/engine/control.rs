@@ -486,6 +486,7 @@ impl Engine {
                 },
                 reservations: Vec::new(),
                 now,
+                revision: None,
             };
             match self.store.commit(commit)? {
                 CommitOutcome::Committed => return Ok(()),

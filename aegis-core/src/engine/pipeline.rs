@@ -25,7 +25,8 @@ use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
 use crate::policy::eval::{principal_entities, CallContext, PreparedRequest};
 use crate::policy::{lookup, redact, scrub, Bundle, ToolEntry};
-use crate::state::{Commit, CommitOutcome, DecisionState, LedgerEntry};
+use crate::state::{Commit, CommitOutcome, DecisionState, LedgerEntry, RevisionChange};
+use crate::time::random_id;
 
 /// A call whose caller, scope, proof and override token verified: what the stateful stages
 /// decide on.
@@ -307,7 +308,9 @@ impl Engine {
             Some(state) => state,
             None => {
                 let state = self.store.decision_state(&chain.task_id)?;
-                if let Some(views) = &self.task_views {
+                // A view holding a grant is not kept: a process of an older version closes a
+                // grant without moving the task's version, so a call under a grant reads afresh.
+                if let Some(views) = self.task_views.as_ref().filter(|_| state.grants.is_empty()) {
                     views.insert(chain.task_id.clone(), state.clone(), |_| false);
                 }
                 state
@@ -349,7 +352,13 @@ impl Engine {
     /// Keeps the engine's view of a task in step with a commit: applied on the version it was
     /// decided on, the call's duties join it; otherwise (a conflict, an ended task, an error)
     /// it is dropped and the next decision reads the task.
-    fn keep_view(&self, task_id: &str, expected_version: u64, duties: Vec<(String, String)>, committed: bool) {
+    fn keep_view(
+        &self,
+        task_id: &str,
+        (expected_version, revision): (u64, Option<String>),
+        duties: Vec<(String, String)>,
+        committed: bool,
+    ) {
         let Some(views) = &self.task_views else { return };
         if !committed {
             views.remove(task_id);
@@ -361,6 +370,7 @@ impl Engine {
             }
             view.task.version += 1;
             view.task.duties.extend(duties);
+            view.revision = revision;
             true
         });
     }
@@ -472,14 +482,22 @@ impl Engine {
             },
             reservations,
             now,
+            revision: match &state.revision {
+                Some(expected) => {
+                    Some(RevisionChange { expected: expected.clone(), next: random_id(self.random.as_ref(), "rev_")? })
+                }
+                None => None,
+            },
         };
         let view = self.task_views.as_ref().map(|_| {
             let duties = commit.entry.duty_holders().map(|h| (h, commit.entry.tool.clone())).collect::<Vec<_>>();
-            (commit.task_id.clone(), commit.expected_version, duties)
+            let revision = commit.revision.as_ref().map(|r| r.next.clone());
+            (commit.task_id.clone(), commit.expected_version, revision, duties)
         });
         let outcome = self.commit_to_store(bundle, call, commit, decision);
-        if let Some((task, version, duties)) = view {
-            self.keep_view(&task, version, duties, matches!(outcome, Ok(CommitOutcome::Committed)));
+        if let Some((task, version, revision, duties)) = view {
+            let committed = matches!(outcome, Ok(CommitOutcome::Committed));
+            self.keep_view(&task, (version, revision), duties, committed);
         }
         match outcome? {
             CommitOutcome::Committed => {

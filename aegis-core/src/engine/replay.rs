@@ -54,6 +54,7 @@ impl Engine {
                 entry: entry.clone(),
                 reservations: Vec::new(),
                 now,
+                revision: None,
             };
             if self.store.commit(commit)? != CommitOutcome::Conflict {
                 return Ok(());

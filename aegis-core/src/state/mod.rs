@@ -86,13 +86,32 @@ pub struct DecisionState {
     pub task: TaskState,
     /// The grants not yet closed that name the task (the engine checks agent, tool and expiry).
     pub grants: Vec<BreakGlassGrant>,
+    /// For a store that keeps one: the task's revision, random per change. A store that can lose
+    /// writes (a Redis failover) can count a version up again from an older state, so a version
+    /// can name two states; a revision cannot. A commit names it ([`Commit::revision`]).
+    pub revision: Option<String>,
 }
 
 impl DecisionState {
     /// A task's state and the open grants that name it.
     pub fn new(task: TaskState, grants: Vec<BreakGlassGrant>) -> Self {
-        Self { task, grants }
+        Self { task, grants, revision: None }
     }
+
+    /// With the task's revision.
+    pub fn with_revision(mut self, revision: String) -> Self {
+        self.revision = Some(revision);
+        self
+    }
+}
+
+/// The revision a commit was decided on and the one it writes (see [`DecisionState::revision`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionChange {
+    /// The revision the decision read; another one in the store is a conflict.
+    pub expected: String,
+    /// The revision the commit writes.
+    pub next: String,
 }
 
 /// Everything an allowed call changes, applied all or nothing.
@@ -110,6 +129,10 @@ pub struct Commit {
     pub reservations: Vec<Reservation>,
     /// Now, in seconds.
     pub now: i64,
+    /// For a store that keeps revisions: the one the decision read and the one to write; a
+    /// commit without one writes a fresh revision (such a store) and checks the version alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionChange>,
 }
 
 /// Why a commit did not apply (or that it did).
@@ -137,7 +160,7 @@ pub trait Store: Send + Sync {
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
         let task = self.task_state(task_id)?;
         let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
-        Ok(DecisionState { task, grants })
+        Ok(DecisionState::new(task, grants))
     }
     /// Whether the task's version moves with every change to what [`Store::decision_state`]
     /// returns (a commit, and a grant naming the task opened or closed): then the engine

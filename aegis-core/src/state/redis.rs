@@ -8,10 +8,11 @@
 //! for replica acknowledgement after each change.
 //!
 //! A task's version moves with every change to what a decision reads of it (a commit; a
-//! break-glass grant, kept besides its own hash in a copy under every task it names, opened or
-//! closed), so the engine decides on the view it last read and a call in steady state costs one
-//! round trip: the commit script, which refuses a stale version (the engine then reads the task
-//! and decides again).
+//! break-glass grant naming it opened or closed), and each change writes a random revision
+//! beside it (a failover that loses a write counts the version up again from an older state;
+//! the revision tells the two apart). So the engine decides on the view it last read, and a
+//! call in steady state costs one round trip: the commit script, which refuses a stale version
+//! or revision (the engine then reads the task and decides again).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,14 +24,19 @@ use super::{
     PendingApproval, Store, TaskState,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::time::{random_id, OsRandom};
 
+/// `ARGV[4]`: the revision the decision read (empty: the version alone decides); `ARGV[5]`: the
+/// revision to write; then the duties.
 const COMMIT: &str = r"
 if redis.call('HGET', KEYS[1], 'ended') == '1' then return {'task_ended'} end
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if version ~= tonumber(ARGV[1]) then return {'conflict'} end
+if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[4] then return {'conflict'} end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'rev', ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[2])
-for i = 4, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+for i = 6, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
 return {'committed'}
 ";
 
@@ -96,6 +102,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 ";
 
+/// Gives back a single-use id only while it holds the decision id that consumed it.
+const UNCONSUME: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// The spending in the window, as a decimal string: an integer reply of 2^63 or more would wrap
 /// (Redis casts the Lua number), so Rust reads the text and saturates.
 const SPENT: &str = r"
@@ -128,15 +140,13 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(grant))
 return 1
 ";
 
-/// Puts a grant's copy under one task it names (`ARGV[2]` its JSON) or, with no JSON, takes it
-/// away; either way the task's version moves, so a decision made on the task's old state does
-/// not commit.
+/// A grant naming the task opened or closed: the task's version moves (and its revision,
+/// `ARGV[1]`), so a decision made on the task's old state does not commit.
 const TASK_GRANT: &str = r"
-if ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
-redis.call('HINCRBY', KEYS[2], 'version', 1)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'rev', ARGV[1])
 return 1
 ";
-
 /// A store on a Redis server (or cluster node).
 pub struct RedisStore {
     client: redis::Client,
@@ -185,6 +195,7 @@ struct Scripts {
     reserve: Script,
     release: Script,
     consume: Script,
+    unconsume: Script,
     spent: Script,
     resolve: Script,
     close_grant: Script,
@@ -216,6 +227,7 @@ impl RedisStore {
                 reserve: Script::new(&format!("{BUDGET_LIB}{RESERVE}")),
                 release: Script::new(&format!("{BUDGET_LIB}{RELEASE}")),
                 consume: Script::new(CONSUME),
+                unconsume: Script::new(UNCONSUME),
                 spent: Script::new(&format!("{BUDGET_LIB}{SPENT}")),
                 resolve: Script::new(RESOLVE),
                 close_grant: Script::new(CLOSE_GRANT),
@@ -322,23 +334,19 @@ impl RedisStore {
         format!("{}:{{grants}}", self.prefix)
     }
 
-    /// Puts a grant's copy under `task` (or, with no body, takes it away) and moves the task's
-    /// version.
-    fn task_grant(&self, task: &str, id: &str, body: Option<&str>) -> Result<()> {
-        let (grants, task_key) = (self.task_key(task, "grants"), self.task_key(task, "task"));
-        let mut invocation = self.scripts.task_grant.prepare_invoke();
-        invocation.key(&grants).key(&task_key).arg(id);
-        if let Some(body) = body {
-            invocation.arg(body);
-        }
-        self.with(|c| invocation.invoke::<i64>(c))?;
+    /// Moves `task`'s version and revision: a grant naming it opened or closed.
+    fn move_version(&self, task: &str) -> Result<()> {
+        let (task_key, revision) = (self.task_key(task, "task"), random_id(&OsRandom, "rev_")?);
+        self.with(|c| self.scripts.task_grant.key(&task_key).arg(&revision).invoke::<i64>(c))?;
         Ok(())
     }
 
-    fn unconsume(&self, consumed: &[String]) {
+    /// Gives back the ids a commit that did not apply consumed, each only while it still holds
+    /// that commit's decision id (never an id another call consumed since).
+    fn unconsume(&self, consumed: &[String], decision_id: &str) {
         for key in consumed {
             // Best effort: an id left consumed refuses a retry of the same call, never allows more.
-            let _ = self.with(|c| redis::cmd("DEL").arg(key).query::<i64>(c));
+            let _ = self.with(|c| self.scripts.unconsume.key(key).arg(decision_id).invoke::<i64>(c));
         }
     }
 
@@ -401,27 +409,27 @@ impl Store for RedisStore {
     }
 
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
-        let (task_key, duties_key, grants_key) =
-            (self.task_key(task_id, "task"), self.task_key(task_id, "duties"), self.task_key(task_id, "grants"));
-        // One slot, one transaction: the version, duties and grants of one moment.
-        let ((version, ended), duties, grants): ((Option<u64>, Option<String>), Vec<String>, Vec<String>) = self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HMGET")
-                .arg(&task_key)
-                .arg("version")
-                .arg("ended")
-                .cmd("SMEMBERS")
-                .arg(&duties_key)
-                .cmd("HVALS")
-                .arg(&grants_key)
-                .query(c)
-        })?;
-        let grants = grants.iter().map(|g| parse::<BreakGlassGrant>(g)).collect::<Result<Vec<_>>>()?;
-        Ok(DecisionState::new(
-            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") },
-            grants.into_iter().filter(|g| g.closed_at.is_none()).collect(),
-        ))
+        let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
+        // The task first, then the grants: a close moves the task's version after closing the
+        // grant, so a grant read open below is open at that version or the version is stale.
+        let ((version, ended, revision), duties): ((Option<u64>, Option<String>, Option<String>), Vec<String>) =
+            self.with(|c| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HMGET")
+                    .arg(&task_key)
+                    .arg("version")
+                    .arg("ended")
+                    .arg("rev")
+                    .cmd("SMEMBERS")
+                    .arg(&duties_key)
+                    .query(c)
+            })?;
+        // Every version of Aegis opens and closes grants in their own hash: it decides.
+        let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
+        let task =
+            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") };
+        Ok(DecisionState::new(task, grants).with_revision(revision.unwrap_or_default()))
     }
 
     fn versions_cover_decision_state(&self) -> bool {
@@ -470,12 +478,12 @@ impl Store for RedisStore {
             match fresh {
                 Ok(1) => consumed.push(used_key),
                 Ok(_) => {
-                    self.unconsume(&consumed);
+                    self.unconsume(&consumed, &c.entry.decision_id);
                     self.release(&reserved);
                     return Ok(CommitOutcome::AlreadyUsed(key.clone()));
                 }
                 Err(e) => {
-                    self.unconsume(&consumed);
+                    self.unconsume(&consumed, &c.entry.decision_id);
                     self.release(&reserved);
                     return Err(e);
                 }
@@ -486,7 +494,13 @@ impl Store for RedisStore {
             .key(self.task_key(&c.task_id, "task"))
             .key(self.task_key(&c.task_id, "ledger"))
             .key(self.task_key(&c.task_id, "duties"));
-        invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now);
+        let (expected_revision, next_revision) = match &c.revision {
+            Some(r) => (r.expected.clone(), r.next.clone()),
+            // No revision read (a commit outside a call's decision): the version decides, and
+            // the task still gets a revision of its own.
+            None => (String::new(), random_id(&OsRandom, "rev_")?),
+        };
+        invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now).arg(expected_revision).arg(next_revision);
         for holder in c.entry.duty_holders() {
             invocation.arg(duty(&holder, &c.entry.tool));
         }
@@ -511,7 +525,7 @@ impl Store for RedisStore {
         if outcome == CommitOutcome::Committed {
             self.replicate()?;
         } else {
-            self.unconsume(&consumed);
+            self.unconsume(&consumed, &c.entry.decision_id);
             self.release(&reserved);
         }
         Ok(outcome)
@@ -575,12 +589,18 @@ impl Store for RedisStore {
 
     fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
         let (key, body) = (self.grants_key(), json(grant)?);
-        // The grant's own hash first: a grant in force is always one `close_grant` can find.
-        self.with(|c| redis::cmd("HSET").arg(&key).arg(&grant.id).arg(&body).query::<i64>(c))?;
+        // The tasks' versions first (a move alone costs a decision one more read), then the
+        // grant: in force only once every version it must move has moved.
         for task in &grant.tasks {
-            self.task_grant(task, &grant.id, Some(&body))?;
+            self.move_version(task)?;
         }
-        self.replicate()
+        self.with(|c| redis::cmd("HSET").arg(&key).arg(&grant.id).arg(&body).query::<i64>(c))?;
+        if let Err(e) = self.replicate() {
+            // Not acknowledged: the caller hears it failed, so it must not stay in force.
+            let _ = self.close_grant(&grant.id, "not opened: the store failed while opening it", grant.opened_at);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>> {
@@ -599,16 +619,15 @@ impl Store for RedisStore {
 
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
         let key = self.grants_key();
-        // The copies under its tasks go first: once any copy is gone, no decision in that task
-        // commits on the grant, and a close that fails part way leaves it closed to decisions
-        // (a retry finishes the job).
+        // The grant first (what every decision reads), then the versions of its tasks, so a
+        // decision that read it open before the close does not commit after it.
         let body: Option<String> = self.with(|c| redis::cmd("HGET").arg(&key).arg(id).query(c))?;
+        let changed: i64 = self.with(|c| self.scripts.close_grant.key(&key).arg(id).arg(review_ref).arg(now).invoke(c))?;
         if let Some(grant) = body.map(|b| parse::<BreakGlassGrant>(&b)).transpose()? {
             for task in &grant.tasks {
-                self.task_grant(task, id, None)?;
+                self.move_version(task)?;
             }
         }
-        let changed: i64 = self.with(|c| self.scripts.close_grant.key(&key).arg(id).arg(review_ref).arg(now).invoke(c))?;
         if changed == 1 {
             self.replicate()?;
         }
