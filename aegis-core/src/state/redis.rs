@@ -379,6 +379,9 @@ fn duty(agent: &str, tool: &str) -> String {
     format!("{agent}\u{0}{tool}")
 }
 
+/// A task hash's `version`, `ended` and `rev`, as `HMGET` reads them.
+type TaskFields = (Option<u64>, Option<String>, Option<String>);
+
 fn duties_from(members: &[String]) -> std::collections::BTreeSet<(String, String)> {
     members.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect()
 }
@@ -412,19 +415,18 @@ impl Store for RedisStore {
         let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
         // The task first, then the grants: a close moves the task's version after closing the
         // grant, so a grant read open below is open at that version or the version is stale.
-        let ((version, ended, revision), duties): ((Option<u64>, Option<String>, Option<String>), Vec<String>) =
-            self.with(|c| {
-                redis::pipe()
-                    .atomic()
-                    .cmd("HMGET")
-                    .arg(&task_key)
-                    .arg("version")
-                    .arg("ended")
-                    .arg("rev")
-                    .cmd("SMEMBERS")
-                    .arg(&duties_key)
-                    .query(c)
-            })?;
+        let ((version, ended, revision), duties): (TaskFields, Vec<String>) = self.with(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HMGET")
+                .arg(&task_key)
+                .arg("version")
+                .arg("ended")
+                .arg("rev")
+                .cmd("SMEMBERS")
+                .arg(&duties_key)
+                .query(c)
+        })?;
         // Every version of Aegis opens and closes grants in their own hash: it decides.
         let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
         let task =
