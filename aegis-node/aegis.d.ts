@@ -379,6 +379,8 @@ export function delegate(options: {
   narrow?: boolean;
 }): string;
 export function inspect(token: string): { header: Record<string, unknown>; claims: Record<string, unknown>; digest: string };
+/** How the engine names the agent of a chain (root first), read without verifying it (for display and keying). */
+export function inspectChain(chain: string[]): { agentId: string; lineage: string[]; taskId: string; scope: string[] };
 /**
  * Checks an Ed25519 `signature` of `message` by the 32-byte `publicKey` exactly as the core checks
  * credentials, proofs and override tokens (strict). `keyError` is set when the key itself is refused.

@@ -222,6 +222,11 @@ function delegate({ parent, parentKey, agentId, agentKey, scope, ttlSecs = 600, 
 }
 
 const inspect = (token) => call('inspect', { token });
+/** How the engine names the agent of `chain` (root first), read without verifying it. */
+function inspectChain(chain) {
+  const c = call('inspect_chain', { chain });
+  return deepFreeze({ agentId: c.agent_id, lineage: c.lineage, taskId: c.task_id, scope: c.scope });
+}
 /**
  * Checks an Ed25519 `signature` of `message` by the 32-byte `publicKey` exactly as the core checks
  * credentials, proofs and override tokens (strict: no malleable or weak-key forms).
@@ -646,6 +651,7 @@ exports.delegate = delegate;
 exports.enforce = enforce;
 exports.errorCodes = errorCodes;
 exports.inspect = inspect;
+exports.inspectChain = inspectChain;
 exports.issueRoot = issueRoot;
 exports.jsonPointer = jsonPointer;
 exports.operations = operations;

@@ -31,8 +31,8 @@ pub use engine::{
 };
 pub use error::{Error, ErrorCode, ErrorDetails, PolicyVerdict, ReasonCode, Result};
 pub use identity::{
-    call_digest, create_proof, delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, ExternalIssuer,
-    InspectedCredential, Jwk, KeyPair, PublicKey, TrustedIssuer, VerifiedChain,
+    call_digest, create_proof, delegate, digest, inspect, inspect_chain, issue_root, CredentialClaims, CredentialSpec,
+    ExternalIssuer, InspectedChain, InspectedCredential, Jwk, KeyPair, PublicKey, TrustedIssuer, VerifiedChain,
 };
 pub use json::from_str_strict;
 pub use policy::{

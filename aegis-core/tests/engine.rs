@@ -332,3 +332,29 @@ fn a_narrowed_delegation_keeps_what_the_parent_holds() {
     });
     assert_eq!(call(None, "issue", &no_life.to_string()).unwrap_err().code().as_str(), "malformed_request");
 }
+
+/// `inspect_chain` names a chain's agent exactly as verification attests it (the one naming
+/// rule, for the bindings' guards and delegators), at every depth; it reads, it does not verify.
+#[test]
+fn inspect_chain_names_the_agent_as_verification_does() {
+    let fx = Fixture::new();
+    let engine = fx.engine();
+    let two = chain_in(TASK, "finance-agent", &fx.finance, &[TOOL], NOW);
+    let mut three = two.clone();
+    three.push(aegis_sod::delegate(&two[1], &fx.finance, spec_in(TASK, "payer", &key(9), &[TOOL], NOW - 20, 600)).unwrap());
+    for chain in [vec![two[0].clone()], two.clone(), three] {
+        let verified = engine.verify_chain(&chain).unwrap();
+        let inspected = aegis_sod::inspect_chain(&chain).unwrap();
+        assert_eq!(
+            (&inspected.agent_id, &inspected.lineage, &inspected.task_id, &inspected.scope),
+            (&verified.agent_id, &verified.lineage, &verified.task_id, &verified.scope)
+        );
+    }
+    assert_eq!(aegis_sod::inspect_chain(&two).unwrap().agent_id, "planner/finance-agent");
+    // Not verified: a tampered signature still reads; nothing at all, or a token that is not an
+    // Aegis credential, is an error.
+    let tampered = vec![two[0].clone(), tamper_signature(&two[1])];
+    assert_eq!(aegis_sod::inspect_chain(&tampered).unwrap().agent_id, "planner/finance-agent");
+    assert_eq!(aegis_sod::inspect_chain(&[]).unwrap_err().code(), ErrorCode::MalformedRequest);
+    assert!(aegis_sod::inspect_chain(&["not.a.token".to_owned()]).is_err());
+}

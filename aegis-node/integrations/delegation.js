@@ -12,7 +12,7 @@
 // each decision. This file mints with a fresh key per sub-agent and caches the result, so that
 // one sub-agent is one identity for as long as its delegation lasts.
 
-const { AegisError, KeyPair, delegate, inspect } = require('../aegis.js');
+const { AegisError, KeyPair, delegate, inspect, inspectChain } = require('../aegis.js');
 
 const nowSecs = () => Math.floor(Date.now() / 1000);
 
@@ -50,8 +50,8 @@ class Delegator {
     this.#chain = Object.freeze([...chain]);
     this.#key = key;
     this.#claims = Object.freeze({ scope: Object.freeze([...(leaf.scope ?? [])]), task: leaf.task });
-    // The id the engine attests: each delegate is named under its delegator.
-    this.#agentId = claims.map((c) => c.sub).join('/');
+    // The id the engine attests, as the core names it: each delegate under its delegator.
+    this.#agentId = inspectChain(chain).agentId;
     this.#ttlSecs = ttlSecs;
     this.#renewWithinSecs = renewWithinSecs;
     this.#clock = clock;

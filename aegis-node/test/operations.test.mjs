@@ -46,6 +46,7 @@ const WRAPPERS = {
   public_jwk: ['KeyPair#publicJwk'],
   issue: ['issueRoot', 'delegate'],
   inspect: ['inspect'],
+  inspect_chain: ['inspectChain'],
   create_proof: ['createProof'],
   verify_signature: ['verifySignature'],
   call_digest: ['callDigest'],

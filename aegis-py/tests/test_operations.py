@@ -45,6 +45,7 @@ WRAPPERS = {
     "public_jwk": "KeyPair.public_jwk",
     "issue": "issue_root",
     "inspect": "inspect",
+    "inspect_chain": "inspect_chain",
     "create_proof": "create_proof",
     "verify_signature": "verify_signature",
     "call_digest": "call_digest",

@@ -141,6 +141,52 @@ impl VerifiedChain {
 /// The separator of a delegated id: `planner/finance-agent`.
 pub const DELEGATE_SEPARATOR: char = '/';
 
+/// The id a delegate is attested under: its `sub`, namespaced under its delegator's id.
+pub(crate) fn delegate_id(parent: &str, sub: &str) -> String {
+    format!("{parent}{DELEGATE_SEPARATOR}{sub}")
+}
+
+/// How the engine names the agent of a chain of Aegis credentials, read without verifying
+/// anything: for display and for keying (a guard's cache, a sub-agent's name). The engine
+/// verifies every link when the chain is presented.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct InspectedChain {
+    /// The leaf's id as the engine attests it: the ids along the chain, each delegate under its
+    /// delegator (`planner/finance-agent`).
+    pub agent_id: String,
+    /// The ids above the leaf, root first.
+    pub lineage: Vec<String>,
+    /// The leaf's task.
+    pub task_id: String,
+    /// The leaf's scope.
+    pub scope: Vec<String>,
+}
+
+/// Reads a chain (root first) as the engine names it, without verifying it; a token that is not
+/// an Aegis credential is an error.
+pub fn inspect_chain(tokens: &[String]) -> Result<InspectedChain> {
+    let mut lineage = Vec::with_capacity(tokens.len().saturating_sub(1));
+    let mut current: Option<String> = None;
+    let mut leaf = None;
+    for token in tokens {
+        let claims = super::credential::inspect(token)?.claims;
+        let id = match current.take() {
+            None => claims.sub.clone(),
+            Some(parent) => {
+                let id = delegate_id(&parent, &claims.sub);
+                lineage.push(parent);
+                id
+            }
+        };
+        current = Some(id);
+        leaf = Some((claims.task, claims.scope));
+    }
+    let ((task_id, scope), agent_id) =
+        leaf.zip(current).ok_or_else(|| Error::malformed_request("a credential chain holds at least one credential"))?;
+    Ok(InspectedChain { agent_id, lineage, task_id, scope })
+}
+
 /// A trusted issuer of root credentials.
 #[derive(Debug, Clone)]
 pub struct TrustedIssuer {
@@ -406,7 +452,7 @@ impl ChainVerifier {
                     link.sub.clone()
                 }
                 Some(parent) => {
-                    let id = format!("{parent}{DELEGATE_SEPARATOR}{}", link.sub);
+                    let id = delegate_id(&parent, &link.sub);
                     lineage.push(parent);
                     id
                 }

@@ -8,8 +8,8 @@ pub(crate) mod jws;
 mod keys;
 pub(crate) mod proof;
 
+pub use chain::{inspect_chain, InspectedChain, TrustedIssuer, VerifiedChain};
 pub(crate) use chain::{scope_entry_covers, ChainPolicy, ChainVerifier, DELEGATE_SEPARATOR};
-pub use chain::{TrustedIssuer, VerifiedChain};
 pub use credential::{delegate, digest, inspect, issue_root, CredentialClaims, CredentialSpec, InspectedCredential};
 pub use external::ExternalIssuer;
 pub use keys::{Jwk, KeyPair, PublicKey};

@@ -89,6 +89,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("public_jwk", false, "JWK -> public JWK"),
     op("issue", false, "IssueRequest -> credential (string)"),
     op("inspect", false, "{token} -> InspectedCredential (unverified, for display)"),
+    op("inspect_chain", false, "{chain} -> {agent_id, lineage, task_id, scope}: how the engine names a chain's agent (unverified)"),
     op("create_proof", false, "ProofRequest -> proof (string)"),
     op(
         "verify_signature",
@@ -272,6 +273,7 @@ pub fn call(engine: Option<&Engine>, op: &str, input: &str) -> Result<String> {
         "public_jwk" => to_json(&PublicKey::from_jwk_json(input)?.to_jwk()),
         "issue" => to_json(&issue(parse(input)?)?),
         "inspect" => to_json(&identity::inspect(&parse::<Token>(input)?.token)?),
+        "inspect_chain" => to_json(&identity::inspect_chain(&parse::<ChainInput>(input)?.chain)?),
         "create_proof" => to_json(&create_proof(parse(input)?)?),
         "verify_signature" => {
             let r: VerifySignature = parse(input)?;
@@ -439,6 +441,12 @@ struct AuditVerify {
 struct GenerateKey {
     #[serde(default)]
     seed_hex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainInput {
+    chain: Vec<String>,
 }
 
 #[derive(Deserialize)]

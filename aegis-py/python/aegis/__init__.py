@@ -58,6 +58,7 @@ __all__ = [
     "error_codes",
     "freeze",
     "inspect",
+    "inspect_chain",
     "issue_root",
     "json_pointer",
     "operations",
@@ -449,6 +450,26 @@ def delegate(
 def inspect(token: str) -> Dict[str, Any]:
     """Decodes a credential without verifying it (for display only)."""
     return dict(_free("inspect", {"token": token}))
+
+
+@dataclass(frozen=True)
+class InspectedChain:
+    """How the engine names the agent of a credential chain, read without verifying it (for
+    display and keying; the engine verifies every link when the chain is presented)."""
+
+    #: The leaf's attested id: each delegate under its delegator (`planner/finance-agent`).
+    agent_id: str
+    #: The ids above the leaf, root first.
+    lineage: Tuple[str, ...]
+    task_id: str
+    scope: Tuple[str, ...]
+
+
+def inspect_chain(chain: Chain) -> InspectedChain:
+    """How the engine names the agent of `chain` (root first), without verifying it; a token that
+    is not an Aegis credential raises."""
+    d = _free("inspect_chain", {"chain": list(chain)})
+    return InspectedChain(d["agent_id"], tuple(d["lineage"]), d["task_id"], tuple(d["scope"]))
 
 
 def create_proof(key: KeyPair, tool: str, args: Mapping[str, Any], *, ttl_secs: int = 60,

@@ -74,7 +74,7 @@ from crewai.tools.base_tool import Tool
 
 from . import (AegisError, ApprovalRequired, ApprovalResolution, Denied, Engine, ReceiptInvalid, ReceiptMismatch,
                _thaw, args_to_run, call_digest)
-from . import inspect as _inspect_token
+from . import inspect_chain
 
 ChainSource = Union[Sequence[str], Callable[[ToolCallHookContext], Sequence[str]]]
 #: Asks a person for the override token of ``pending`` (for ``tool`` with ``args``); None rejects.
@@ -109,19 +109,14 @@ def _canonical(value: Any) -> str:
 
 
 def _chain_identity(chain: Sequence[str]) -> Optional[Tuple[str, str]]:
-    """The (agent id, task id) the core attests for an Aegis credential chain, as it reads
-    (the ids along the chain joined by ``/``; the task of its leaf); None when a link is not
-    one to read so (an external issuer's token). The core still verifies everything."""
-    subs: List[str] = []
-    task: Optional[str] = None
+    """The (agent id, task id) the core attests for an Aegis credential chain, as the core names
+    it without verifying (`inspect_chain`); None when a link is not an Aegis credential (an
+    external issuer's token). The core still verifies everything."""
     try:
-        for link in chain:
-            claims = _inspect_token(link).get("claims") or {}
-            subs.append(str(claims["sub"]))
-            task = str(claims["task"])
-    except (AegisError, KeyError, TypeError, AttributeError):
+        named = inspect_chain(chain)
+    except (AegisError, TypeError):
         return None
-    return ("/".join(subs), task) if subs and task is not None else None
+    return named.agent_id, named.task_id
 
 
 def console_approval(context: ToolCallHookContext, pending: ApprovalRequired, tool: str,

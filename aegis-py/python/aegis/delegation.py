@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import KeyPair, delegate, inspect
+from . import KeyPair, delegate, inspect, inspect_chain
 from ._errors import MalformedRequest
 
 __all__ = ["Delegator"]
@@ -104,7 +104,7 @@ class Delegator:
     def agent_id(self) -> str:
         """The id Aegis attests for this agent: the ids along the chain, joined by `/`
         (`planner/finance-agent`)."""
-        return "/".join(str(_claims(link).get("sub")) for link in self.chain)
+        return inspect_chain(self.chain).agent_id
 
     def _agent_id_unminted(self) -> str:
         """:attr:`agent_id` without minting: a sub-agent's id follows from its delegator's."""
