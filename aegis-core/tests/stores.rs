@@ -1103,3 +1103,37 @@ fn redis_log_only_mode_on_a_stale_view_never_runs_a_call_in_an_ended_task() {
     }
     assert_eq!(a.ledger(task).unwrap().len(), 1);
 }
+
+/// Every step the Redis store takes keeps to one hash slot (each script's keys, each
+/// transaction's), as a Redis Cluster requires: the payments story, the thread races and the
+/// views of tasks run against a server in cluster mode that owns every slot, which refuses any
+/// script or transaction spanning two slots (`CROSSSLOT`).
+#[test]
+fn redis_store_keeps_every_step_in_one_cluster_slot() {
+    let config_file = temp_path("nodes.conf");
+    let Some(server) =
+        RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", config_file.to_str().unwrap()])
+    else {
+        return;
+    };
+    let mut conn = ::redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let _: String = ::redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(0).arg(16383).query(&mut conn).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info: String = ::redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the one-node cluster did not come up: {info}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The server refuses what a cluster refuses: a script whose keys span two slots.
+    let crossing: ::redis::RedisResult<Option<String>> =
+        ::redis::Script::new("return redis.call('GET', KEYS[1])").key("a{1}").key("a{2}").invoke(&mut conn);
+    let refused = crossing.unwrap_err().to_string();
+    assert!(refused.contains("CrossSlot") || refused.contains("CROSSSLOT"), "{refused}");
+
+    run_story(redis_config(&server).open().unwrap());
+    thread_races(redis_config(&server).open().unwrap());
+    hosts_deciding_on_their_views_never_act_on_a_stale_one(redis_config(&server));
+}
