@@ -334,6 +334,27 @@ impl RedisStore {
         format!("{}:{{grants}}", self.prefix)
     }
 
+    /// A task's version, end and duties, and its revision (empty before its first change by
+    /// this version of the store): one transaction, in the task's slot.
+    fn read_task(&self, task_id: &str) -> Result<(TaskState, String)> {
+        let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
+        let ((version, ended, revision), duties): (TaskFields, Vec<String>) = self.with(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HMGET")
+                .arg(&task_key)
+                .arg("version")
+                .arg("ended")
+                .arg("rev")
+                .cmd("SMEMBERS")
+                .arg(&duties_key)
+                .query(c)
+        })?;
+        let task =
+            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") };
+        Ok((task, revision.unwrap_or_default()))
+    }
+
     /// Moves `task`'s version and revision: a grant naming it opened or closed.
     fn move_version(&self, task: &str) -> Result<()> {
         let (task_key, revision) = (self.task_key(task, "task"), random_id(&OsRandom, "rev_")?);
@@ -396,42 +417,16 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
 
 impl Store for RedisStore {
     fn task_state(&self, task_id: &str) -> Result<TaskState> {
-        let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
-        let ((version, ended), duties): ((Option<u64>, Option<String>), Vec<String>) = self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HMGET")
-                .arg(&task_key)
-                .arg("version")
-                .arg("ended")
-                .cmd("SMEMBERS")
-                .arg(&duties_key)
-                .query(c)
-        })?;
-        Ok(TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") })
+        Ok(self.read_task(task_id)?.0)
     }
 
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
-        let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
         // The task first, then the grants: a close moves the task's version after closing the
         // grant, so a grant read open below is open at that version or the version is stale.
-        let ((version, ended, revision), duties): (TaskFields, Vec<String>) = self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HMGET")
-                .arg(&task_key)
-                .arg("version")
-                .arg("ended")
-                .arg("rev")
-                .cmd("SMEMBERS")
-                .arg(&duties_key)
-                .query(c)
-        })?;
+        let (task, revision) = self.read_task(task_id)?;
         // Every version of Aegis opens and closes grants in their own hash: it decides.
         let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
-        let task =
-            TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") };
-        Ok(DecisionState::new(task, grants).with_revision(revision.unwrap_or_default()))
+        Ok(DecisionState::new(task, grants).with_revision(revision))
     }
 
     fn versions_cover_decision_state(&self) -> bool {
