@@ -860,6 +860,34 @@ fn redis_write_lost_in_a_failover_lets_a_stale_view_break_segregation_of_duties(
     assert_eq!(b.ledger(task).unwrap().len(), 1);
 }
 
+/// The other side of a lost write: a view that holds a duty the store lost would deny the
+/// agent's payment forever (the version matches again once another write lands). A deny is
+/// confirmed against the store's revision too, so the stale view is dropped and the call decided
+/// on what the store holds.
+#[test]
+fn redis_write_lost_in_a_failover_does_not_leave_a_stale_view_denying() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let prefix = "review-failover-deny";
+    let (a, b) = (review_host(&fx, &server, prefix, 1_000_000), review_host(&fx, &server, prefix, 1_000_000));
+    let task = "task-failover-deny";
+    let agent = chain_in(task, "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+    let other = chain_in(task, "finance-agent-2", &key(8), &[TOOL], NOW);
+
+    // Host A: the agent drafts the invoice; A's view holds that duty.
+    assert_eq!(a.authorize(&review_draft(&agent)).unwrap().outcome, Outcome::Allow);
+    // The failover loses the draft; another agent's payment brings the task to version 1 again.
+    let mut raw = review_raw(&server);
+    for suffix in ["task", "ledger", "duties"] {
+        let _: i64 = ::redis::cmd("DEL").arg(format!("{prefix}:{{{task}}}:{suffix}")).query(&mut raw).unwrap();
+    }
+    assert_eq!(b.authorize(&req(&other, pay(10, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    // In the store the agent drafted nothing: its payment runs, on host A too.
+    let d = a.authorize(&req(&agent, pay(10, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(d.outcome, Outcome::Allow, "{:?}", d.reasons);
+    assert_eq!(b.ledger(task).unwrap().len(), 2);
+}
+
 /// Attack: slow the store down (a paused server) so the breaker opens, then rely on the probe
 /// after the cool-down being answered from a view without a round trip, closing the breaker so
 /// that every call in flight waits out the store's timeout again. The probe must reach the

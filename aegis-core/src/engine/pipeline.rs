@@ -322,20 +322,22 @@ impl Engine {
         Ok(state)
     }
 
-    /// Whether `state` is still the task's state in the store. A store that decides on a cached
-    /// view (Redis) has its commits check the version; a decision that commits nothing (a deny,
-    /// an approval to ask a human for) is checked here instead, and an ended task denies.
+    /// Whether `state` is still the task's state in the store. Decided on the engine's view of
+    /// the task (SQLite, Redis), a commit checks the version (and revision); a decision that
+    /// commits nothing (a deny, an approval to ask a human for) is checked here instead, and an
+    /// ended task denies.
     fn still_current(&self, call: &VerifiedCall<'_>, state: &DecisionState) -> Result<bool> {
         if self.task_views.is_none() {
             return Ok(true);
         }
         let task = &call.chain.task_id;
-        let current = self.store.task_state(task)?;
-        if current.ended {
+        let current = self.store.decision_state(task)?;
+        if current.task.ended {
             self.forget_view(task);
             return Err(Error::new(ErrorCode::TaskEnded, format!("task `{task}` has ended")));
         }
-        if current.version != state.task.version {
+        // The revision too: after a store lost a write, the same version can name another state.
+        if current.task.version != state.task.version || current.revision != state.revision {
             self.forget_view(task);
             return Ok(false);
         }

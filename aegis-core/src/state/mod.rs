@@ -166,8 +166,8 @@ pub trait Store: Send + Sync {
     /// returns (a commit, and a grant naming the task opened or closed): then the engine
     /// decides on the view of the task it last read, without reading it again. [`Store::commit`]
     /// refuses a stale version (the engine reads the task and decides again), and a decision
-    /// that commits nothing (a deny, an approval to ask for) is confirmed against the version
-    /// [`Store::task_state`] gives. The stores shared between processes say yes: a read saved
+    /// that commits nothing (a deny, an approval to ask for) is confirmed against a fresh
+    /// [`Store::decision_state`] (its version and revision). The stores shared between processes say yes: a read saved
     /// there is a round trip (Redis) or a query (SQLite).
     fn versions_cover_decision_state(&self) -> bool {
         false
