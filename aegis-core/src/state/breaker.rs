@@ -55,12 +55,13 @@ impl Breaker {
 
     /// Runs `op` on the store unless the breaker is open; trips it when `op` fails slowly.
     fn guard<T>(&self, op: impl FnOnce(&dyn Store) -> Result<T>) -> Result<T> {
-        let now = self.now_ms();
         let until = self.open_until.load(Ordering::Acquire);
         let probing = until != CLOSED;
         if probing {
             // Open: refuse until the cool-down ends, then let exactly one caller probe (the one
-            // that moves the deadline on); the others keep being refused meanwhile.
+            // that moves the deadline on); the others keep being refused meanwhile. (Closed, the
+            // clock is read once per step: a decision makes two.)
+            let now = self.now_ms();
             let claimed = now >= until
                 && self.open_until.compare_exchange(until, self.cool_down_from(now), Ordering::AcqRel, Ordering::Acquire).is_ok();
             if !claimed {
