@@ -118,7 +118,7 @@ impl Classes {
     }
 }
 
-pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
+fn classes(py: Python<'_>) -> PyResult<&Classes> {
     CLASSES.get(py).ok_or_else(|| PyRuntimeError::new_err("aegis._native.register was not called"))
 }
 

@@ -533,7 +533,7 @@ impl Engine {
     ) -> Result<CommitOutcome> {
         // A log kept in the engine's own store is written in the commit's transaction: the
         // record exists exactly when the state changed.
-        let outcome = match self.audit.as_ref().filter(|_| self.audit_in_store) {
+        match self.audit.as_ref().filter(|_| self.audit_in_store) {
             Some(log) => {
                 let record = self.decision_record(Some(log), bundle, call.request, Some(call), decision)?;
                 let outcome = self.store.commit_recorded(commit, &record)?;
@@ -541,11 +541,10 @@ impl Engine {
                     call.recorded = true;
                     log.recorded_by_store();
                 }
-                outcome
+                Ok(outcome)
             }
-            None => self.store.commit(commit)?,
-        };
-        Ok(outcome)
+            None => self.store.commit(commit),
+        }
     }
 }
 

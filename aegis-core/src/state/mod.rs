@@ -67,8 +67,8 @@ pub(crate) fn key_holder(kid: &str) -> String {
 /// whether the task has ended. (The full ledger is [`Store::ledger`].)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
-    /// Moved by every commit (and, in a store that keeps a task's break-glass grants beside it,
-    /// by every change to them); a commit names the version it was decided on.
+    /// Moved by every commit (and, in a store whose versions cover the decision state, by every
+    /// grant naming the task opened or closed); a commit names the version it was decided on.
     pub version: u64,
     /// Distinct `(holder, tool)` pairs performed in the task; a holder is an agent id or a
     /// `key:<thumbprint>` (see [`LedgerEntry::key`]).
@@ -78,7 +78,7 @@ pub struct TaskState {
 }
 
 /// What deciding a call reads from the store: the task's state and the open break-glass grants
-/// that name the task (a grant names its tasks, so a store can keep them beside the task).
+/// that name the task.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DecisionState {
@@ -159,16 +159,15 @@ pub trait Store: Send + Sync {
     /// What deciding a call in `task_id` reads: its state and the open grants that name it.
     fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
         let task = self.task_state(task_id)?;
-        let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
-        Ok(DecisionState::new(task, grants))
+        Ok(DecisionState::new(task, naming(self.open_grants()?, task_id)))
     }
     /// Whether the task's version moves with every change to what [`Store::decision_state`]
     /// returns (a commit, and a grant naming the task opened or closed): then the engine
     /// decides on the view of the task it last read, without reading it again. [`Store::commit`]
     /// refuses a stale version (the engine reads the task and decides again), and a decision
     /// that commits nothing (a deny, an approval to ask for) is confirmed against a fresh
-    /// [`Store::decision_state`] (its version and revision). The stores shared between processes say yes: a read saved
-    /// there is a round trip (Redis) or a query (SQLite).
+    /// [`Store::decision_state`] (its version and revision). The stores shared between
+    /// processes say yes: a read saved there is a round trip (Redis) or a query (SQLite).
     fn versions_cover_decision_state(&self) -> bool {
         false
     }
@@ -209,6 +208,11 @@ pub trait Store: Send + Sync {
     fn open_grants(&self) -> Result<Vec<BreakGlassGrant>>;
     /// Closes a grant with a review reference; false if it was not open.
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool>;
+}
+
+/// The grants among `grants` that name `task_id`.
+pub(crate) fn naming(grants: Vec<BreakGlassGrant>, task_id: &str) -> Vec<BreakGlassGrant> {
+    grants.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect()
 }
 
 /// Every store refuses a reservation that would add room to a budget (defence in depth: the

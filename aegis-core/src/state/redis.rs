@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Script};
 
 use super::{
-    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, DecisionState, LedgerEntry,
+    check_amounts, naming, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, DecisionState, LedgerEntry,
     PendingApproval, Store, TaskState,
 };
 use crate::error::{Error, ErrorCode, Result};
@@ -142,7 +142,7 @@ return 1
 
 /// A grant naming the task opened or closed: the task's version moves (and its revision,
 /// `ARGV[1]`), so a decision made on the task's old state does not commit.
-const TASK_GRANT: &str = r"
+const MOVE_VERSION: &str = r"
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'rev', ARGV[1])
 return 1
@@ -199,7 +199,7 @@ struct Scripts {
     spent: Script,
     resolve: Script,
     close_grant: Script,
-    task_grant: Script,
+    move_version: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -231,7 +231,7 @@ impl RedisStore {
                 spent: Script::new(&format!("{BUDGET_LIB}{SPENT}")),
                 resolve: Script::new(RESOLVE),
                 close_grant: Script::new(CLOSE_GRANT),
-                task_grant: Script::new(TASK_GRANT),
+                move_version: Script::new(MOVE_VERSION),
             },
         };
         // `with` checks the eviction policy on connecting: a server that could evict is refused.
@@ -358,7 +358,7 @@ impl RedisStore {
     /// Moves `task`'s version and revision: a grant naming it opened or closed.
     fn move_version(&self, task: &str) -> Result<()> {
         let (task_key, revision) = (self.task_key(task, "task"), random_id(&OsRandom, "rev_")?);
-        self.with(|c| self.scripts.task_grant.key(&task_key).arg(&revision).invoke::<i64>(c))?;
+        self.with(|c| self.scripts.move_version.key(&task_key).arg(&revision).invoke::<i64>(c))?;
         Ok(())
     }
 
@@ -425,8 +425,7 @@ impl Store for RedisStore {
         // grant, so a grant read open below is open at that version or the version is stale.
         let (task, revision) = self.read_task(task_id)?;
         // Every version of Aegis opens and closes grants in their own hash: it decides.
-        let grants = self.open_grants()?.into_iter().filter(|g| g.tasks.iter().any(|t| t == task_id)).collect();
-        Ok(DecisionState::new(task, grants).with_revision(revision))
+        Ok(DecisionState::new(task, naming(self.open_grants()?, task_id)).with_revision(revision))
     }
 
     fn versions_cover_decision_state(&self) -> bool {
