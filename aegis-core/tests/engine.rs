@@ -358,3 +358,30 @@ fn inspect_chain_names_the_agent_as_verification_does() {
     assert_eq!(aegis_sod::inspect_chain(&[]).unwrap_err().code(), ErrorCode::MalformedRequest);
     assert!(aegis_sod::inspect_chain(&["not.a.token".to_owned()]).is_err());
 }
+
+/// A forbid scoped to an action group (`action in [Action::"money_out"]`) applies to every
+/// member action the schema puts in the group, as Cedar decides with the schema's action
+/// entities: the index that routes it to the member must not then evaluate it as if the
+/// action belonged to no group.
+#[test]
+fn forbid_on_an_action_group_applies_to_its_members() {
+    let fx = Fixture::new();
+    let mut sources = payments_sources();
+    sources.schema = sources.schema.replace(
+        "action \"stripe.create_payment\" appliesTo",
+        "action \"money_out\";\naction \"stripe.create_payment\" in [\"money_out\"] appliesTo",
+    );
+    sources.policies.push((
+        "group.cedar".into(),
+        "@id(\"money-out-capped\")\nforbid (principal, action in [Action::\"money_out\"], resource)\nwhen { context.args.amount > 1000 };\n\
+         @id(\"money-out-group-itself\")\nforbid (principal, action == Action::\"money_out\", resource);\n"
+            .into(),
+    ));
+    let engine = fx.engine_with(Bundle::from_sources(&sources).unwrap());
+    let denied = engine.authorize(&request(fx.chain(), pay(1200, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(denied.outcome, Outcome::Deny, "{denied:?}");
+    assert_eq!(denied.reasons[0].policy_id.as_deref(), Some("money-out-capped"), "{denied:?}");
+    // Near miss: under the cap the group's forbid does not hold, and the forbid naming the
+    // group itself never applies to a member.
+    assert_eq!(engine.authorize(&request(fx.chain(), pay(900, GOOD_ACCOUNT))).unwrap().outcome, Outcome::Allow);
+}

@@ -249,7 +249,10 @@ impl Bundle {
                     action,
                     EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)),
                 ),
-                policies: PolicyList::new(&merge(enforced.for_action(action), shadow_probes.for_action(action))?),
+                policies: PolicyList::for_action(
+                    &merge(enforced.for_action(action), shadow_probes.for_action(action))?,
+                    &action_entities,
+                ),
                 predicates: predicates
                     .iter()
                     .filter(|(_, tools)| tools.as_ref().is_none_or(|t| t.iter().any(|x| x == &tool)))

@@ -147,7 +147,7 @@ impl PolicyIndex {
             .map(|(action, ps)| {
                 PolicySet::from_policies(ps)
                     .map(|set| {
-                        let listed = PolicyList::new(&set);
+                        let listed = PolicyList::for_action(&set, action_entities);
                         (action, (set, listed))
                     })
                     .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))
@@ -192,6 +192,9 @@ pub(crate) struct PolicyList {
     compiled: Vec<CompiledPolicy>,
     /// The same policies, for Cedar's `Authorizer`.
     set: PolicySet,
+    /// The schema's action entities, for Cedar's `Authorizer` to resolve `action in [group]`
+    /// in a list built for one action.
+    actions: Option<Entities>,
     /// Its permits alone, to tell which permits held when forbids denied.
     permits: PolicySet,
 }
@@ -208,13 +211,29 @@ struct CompiledPolicy {
 }
 
 impl PolicyList {
+    /// The list of `set`, each policy's whole condition evaluated.
     pub(crate) fn new(set: &PolicySet) -> Self {
+        Self::compile(set, None)
+    }
+
+    /// The list of `set`, every policy of which the index found applying to one action (of
+    /// `action_entities`, the schema's): each condition without its action scope, which holds
+    /// (as Cedar decides it with the schema's action entities, `action in [group]` included),
+    /// and without the `principal` and `resource` scopes that constrain nothing.
+    pub(crate) fn for_action(set: &PolicySet, action_entities: &Entities) -> Self {
+        Self::compile(set, Some(action_entities.clone()))
+    }
+
+    fn compile(set: &PolicySet, actions: Option<Entities>) -> Self {
         let compiled = set
             .policies()
             .map(|p| {
                 let core: &ast::Policy = p.as_ref();
                 CompiledPolicy {
-                    condition: core.condition(),
+                    condition: match actions {
+                        None => core.condition(),
+                        Some(_) => condition_for_its_action(core),
+                    },
                     slots: core.env().clone(),
                     forbid: core.effect() == ast::Effect::Forbid,
                     id: p.id().clone(),
@@ -225,6 +244,7 @@ impl PolicyList {
         Self {
             compiled,
             set: set.clone(),
+            actions,
             permits: PolicySet::from_policies(set.policies().filter(|p| p.effect() == cedar_policy::Effect::Permit).cloned())
                 .unwrap_or_default(),
         }
@@ -256,6 +276,12 @@ impl PolicyList {
         for CompiledPolicy { condition, slots, forbid, id, policy } in &self.compiled {
             let forbid = *forbid;
             // `Evaluator::evaluate`, with the condition built once.
+            // An unconditional policy (`permit (principal, action == A, resource);` in A's
+            // list) holds without evaluating anything.
+            if let ast::ExprKind::Lit(ast::Literal::Bool(true)) = condition.expr_kind() {
+                if forbid { forbids.push(id.clone()) } else { permits.push(id.clone()) }
+                continue;
+            }
             let satisfied = match evaluator.interpret(condition, slots) {
                 Ok(ast::Value { value: ast::ValueKind::Lit(ast::Literal::Bool(b)), .. }) => Ok(b),
                 Ok(_) => evaluator.evaluate(policy),
@@ -287,6 +313,10 @@ impl PolicyList {
     #[cfg_attr(not(feature = "cedar-authorizer"), allow(dead_code))]
     fn evaluate_with_authorizer(&self, request: PreparedRequest, entities: &Entities) -> Evaluation {
         let request = Request::from(request.0);
+        let with_actions = self.actions.as_ref().map(|actions| {
+            Entities::from_entities(entities.iter().chain(actions.iter()).cloned(), None).unwrap_or_else(|_| entities.clone())
+        });
+        let entities = with_actions.as_ref().unwrap_or(entities);
         let response = cedar_policy::Authorizer::new().is_authorized(&request, &self.set, entities);
         let is_forbid = |id: &PolicyId| self.compiled.iter().any(|p| &p.id == id && p.forbid);
         let determining: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
@@ -305,6 +335,20 @@ impl PolicyList {
         };
         Evaluation::sorted(response.decision(), determining, erroring, erroring_forbids, under_forbids)
     }
+}
+
+/// `policy`'s condition for a request whose action its action scope is known to match: the
+/// `principal` and `resource` scopes that constrain something, then the body, in Cedar's order
+/// (dropping a scope that evaluates to `true` without error changes no result).
+fn condition_for_its_action(policy: &ast::Policy) -> ast::Expr {
+    let principal = policy.principal_constraint();
+    let resource = policy.resource_constraint();
+    let scopes = [
+        (!matches!(principal.as_inner(), ast::PrincipalOrResourceConstraint::Any)).then(|| principal.as_expr()),
+        (!matches!(resource.as_inner(), ast::PrincipalOrResourceConstraint::Any)).then(|| resource.as_expr()),
+    ];
+    let parts: Vec<ast::Expr> = scopes.into_iter().flatten().chain(policy.non_scope_constraints().cloned()).collect();
+    parts.into_iter().rev().reduce(|rest, part| ast::Expr::and(part, rest)).unwrap_or_else(|| ast::Expr::val(true))
 }
 
 impl Evaluation {
@@ -400,5 +444,81 @@ mod tests {
             }
         }
         assert_eq!(compared, 192);
+    }
+
+    /// A list built for one action drops the scopes the index settled: it must answer as
+    /// Cedar's `Authorizer` does with the schema's action entities (`action in [group]`
+    /// through the hierarchy), over principal and resource scopes that hold, fail and error.
+    #[test]
+    fn list_for_one_action_agrees_with_cedar_given_the_action_entities() {
+        let schema = cedar_policy::Schema::from_cedarschema_str(
+            r#"entity Role; entity Agent in [Role]; entity Tool; entity Doc;
+               action "writes"; action "all";
+               action "pay" in ["writes"] appliesTo { principal: [Agent], resource: [Tool, Doc], context: { amount: Long } };
+               action "read" in ["all"] appliesTo { principal: [Agent], resource: [Tool, Doc], context: { amount: Long } };"#,
+        )
+        .unwrap()
+        .0;
+        let actions = schema.action_entities().unwrap();
+        let src = r#"
+            @id("group-permit") permit(principal, action in [Action::"writes"], resource);
+            @id("group-cap") forbid(principal, action in [Action::"writes", Action::"all"], resource) when { context.amount > 70 };
+            @id("exact") permit(principal, action == Action::"read", resource is Doc) when { context.amount < 50 };
+            @id("role-only") permit(principal in Role::"finance", action, resource == Tool::"t");
+            @id("mallory") forbid(principal == Agent::"mallory", action in Action::"all", resource);
+            @id("erroring") forbid(principal, action == Action::"pay", resource) when { context.amount + 9223372036854775807 > 0 };
+            @id("group-itself") forbid(principal, action == Action::"writes", resource);
+        "#;
+        let set = PolicySet::from_str(src).unwrap();
+        let index = PolicyIndex::new(set.clone(), &actions).unwrap();
+        let finance = cedar_policy::Entity::new_no_attrs(
+            r#"Agent::"alice""#.parse().unwrap(),
+            [r#"Role::"finance""#.parse().unwrap()].into_iter().collect(),
+        );
+        let mut compared = 0;
+        for (principal, roles) in [(r#"Agent::"alice""#, true), (r#"Agent::"alice""#, false), (r#"Agent::"mallory""#, false)] {
+            let entities = if roles {
+                Entities::from_entities([finance.clone(), cedar_policy::Entity::with_uid(r#"Role::"finance""#.parse().unwrap())], None).unwrap()
+            } else {
+                Entities::empty()
+            };
+            let with_actions = Entities::from_entities(entities.iter().chain(actions.iter()).cloned(), None).unwrap();
+            for action in [r#"Action::"pay""#, r#"Action::"read""#] {
+                for resource in [r#"Tool::"t""#, r#"Doc::"d""#] {
+                    for amount in [10, 60, 80, -5] {
+                        let request = Request::new(
+                            principal.parse().unwrap(),
+                            action.parse().unwrap(),
+                            resource.parse().unwrap(),
+                            Context::from_json_str(&format!(r#"{{"amount": {amount}}}"#), None).unwrap(),
+                            None,
+                        )
+                        .unwrap();
+                        let list = index.list_for(&request);
+                        let prepared = || PreparedRequest(AsRef::<ast::Request>::as_ref(&request).clone());
+                        let ours = list.evaluate_compiled(prepared(), entities.as_ref());
+                        assert_eq!(ours, list.evaluate_with_authorizer(prepared(), &entities));
+                        let cedar = Authorizer::new().is_authorized(&request, &set, &with_actions);
+                        let mut reasons: Vec<PolicyId> = cedar.diagnostics().reason().cloned().collect();
+                        reasons.sort_unstable_by_key(ToString::to_string);
+                        let errors: Vec<PolicyId> = cedar
+                            .diagnostics()
+                            .errors()
+                            .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().clone())
+                            .collect();
+                        let context = format!("{principal} {roles} {action} {resource} {amount}");
+                        assert_eq!(ours.cedar_decision, cedar.decision(), "{context}");
+                        assert_eq!(ours.determining, reasons, "{context}");
+                        assert_eq!(ours.erroring.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), errors, "{context}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 48);
+        // The group's forbid reached its member, and the one naming the group itself did not.
+        let pay = index.for_action(&r#"Action::"pay""#.parse().unwrap());
+        let ids: Vec<String> = pay.policies().filter_map(|p| p.annotation("id")).map(str::to_owned).collect();
+        assert!(ids.contains(&"group-cap".to_owned()) && !ids.contains(&"group-itself".to_owned()), "{ids:?}");
     }
 }
