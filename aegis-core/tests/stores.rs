@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 
 use std::sync::{Arc, Mutex};
 
@@ -906,7 +908,7 @@ fn redis_breaker_probe_is_not_answered_by_a_view_of_the_task() {
     let signal = |sig: &str| {
         assert!(std::process::Command::new("kill").args([sig, &server.pid().to_string()]).status().unwrap().success())
     };
-    let unavailable = (Outcome::Deny, vec![ReasonCode::from(ErrorCode::StoreUnavailable)]);
+    let unavailable = (Outcome::Deny, vec![ReasonCode::Error(ErrorCode::StoreUnavailable)]);
     signal("-STOP");
     // A slow failure opens the breaker.
     assert_eq!(codes(&engine, &req(&chains[0], pay(1, GOOD_ACCOUNT), None)), unavailable);
@@ -1079,7 +1081,7 @@ fn redis_views_with_the_server_down_allow_nothing_and_ask_no_one() {
     assert_eq!(engine.authorize(&req(&drafter, pay(10, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Deny);
     let asked_before = asked.lock().unwrap().len();
     server.stop();
-    let unavailable = (Outcome::Deny, vec![ReasonCode::from(ErrorCode::StoreUnavailable)]);
+    let unavailable = (Outcome::Deny, vec![ReasonCode::Error(ErrorCode::StoreUnavailable)]);
     for (c, amount) in [(&plain, 10), (&big, 9000), (&lifted, 9000), (&drafter, 10)] {
         assert_eq!(codes(&engine, &req(c, pay(amount, GOOD_ACCOUNT), None)), unavailable, "a payment of {amount}");
     }
@@ -1164,4 +1166,65 @@ fn redis_store_keeps_every_step_in_one_cluster_slot() {
     run_story(redis_config(&server).open().unwrap());
     thread_races(redis_config(&server).open().unwrap());
     hosts_deciding_on_their_views_never_act_on_a_stale_one(redis_config(&server));
+}
+
+/// The Redis store on a Redis Cluster of three nodes: the conformance suite, the payments story,
+/// the thread races and the hosts deciding on their views, with tasks spread over the nodes.
+/// Then a task's slot moves to another node mid-task (a resharding): the cluster client follows
+/// the redirections, and the task's state moved with it: the drafter still may not pay, the
+/// used proof stays used, and the task's version still refuses a stale commit.
+#[test]
+fn redis_cluster_of_three_nodes_decides_and_follows_a_resharding() {
+    let Some(mut cluster) = redis_cluster::RedisCluster::start(3) else { return };
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let config = || aegis_sod::json_api::StoreConfig::RedisCluster {
+        nodes: cluster.urls(),
+        prefix: Some(format!("c{}", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst))),
+    };
+    conformance(&*config().open().unwrap());
+    run_story(config().open().unwrap());
+    thread_races(config().open().unwrap());
+    hosts_deciding_on_their_views_never_act_on_a_stale_one(config());
+    let holding: Vec<i64> = (0..3).map(|i| ::redis::cmd("DBSIZE").query(&mut cluster.connection(i)).unwrap()).collect();
+    assert!(holding.iter().filter(|&&keys| keys > 0).count() >= 2, "the tasks' keys all landed on one node: {holding:?}");
+
+    // The URL form opens the same store.
+    let url = format!(
+        "redis+cluster://{}",
+        cluster.urls().iter().map(|u| u.trim_start_matches("redis://")).collect::<Vec<_>>().join(",")
+    );
+    let store = aegis_sod::json_api::StoreConfig::from_url(&url).unwrap().open().unwrap();
+    let fx = Fixture::new();
+    let engine = fx.builder_on(store).build().unwrap();
+    let task = "task-resharded";
+    let drafter = chain_in(task, "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+    let other = chain_in(task, "finance-agent-2", &key(8), &[TOOL], NOW);
+    assert_eq!(engine.authorize(&review_draft(&drafter)).unwrap().outcome, Outcome::Allow);
+    let mut proved = req(&other, pay(10, GOOD_ACCOUNT), None);
+    proved.proof = Some(create_proof(&key(8), TOOL, &proved.args, "pop-resharded", NOW, 60).unwrap());
+    assert_eq!(engine.authorize(&proved).unwrap().outcome, Outcome::Allow);
+
+    let (from, slot) = cluster.owner(&format!("aegis:{{{task}}}:task"));
+    let to = (from + 1) % 3;
+    cluster.move_slot(slot, from, to);
+    assert_eq!(cluster.owner(&format!("aegis:{{{task}}}:task")).0, to);
+    let keys: i64 = ::redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query(&mut cluster.connection(to)).unwrap();
+    assert!(keys >= 3, "the task's keys did not move: {keys}");
+
+    // Near miss first: another agent of the task still pays, on the moved state.
+    assert_eq!(engine.authorize(&req(&other, pay(11, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    let refused = engine.authorize(&req(&drafter, pay(12, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(refused.outcome, Outcome::Deny);
+    assert_eq!(refused.codes(), vec![ReasonCode::POLICY_FORBID], "{refused:?}");
+    assert!(refused.reasons.iter().any(|r| r.policy_id.as_deref() == Some("drafter-does-not-pay")), "{refused:?}");
+    assert_eq!(engine.authorize(&proved).unwrap().codes(), vec![ErrorCode::ProofReplayed]);
+    assert_eq!(engine.ledger(task).unwrap().len(), 3);
+
+    // The node holding the task goes down: its calls deny, `store_unavailable`, in bounded time.
+    cluster.nodes[to].stop();
+    let started = std::time::Instant::now();
+    let down = engine.authorize(&req(&other, pay(13, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(down.outcome, Outcome::Deny, "{down:?}");
+    assert_eq!(down.codes(), vec![ReasonCode::Error(ErrorCode::StoreUnavailable)], "{down:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
 }

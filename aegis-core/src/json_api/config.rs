@@ -279,7 +279,7 @@ impl AuditConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StoreSetting {
-    /// `memory`, `sqlite:PATH` or `redis://...`.
+    /// `memory`, `sqlite:PATH`, `redis://...` or `redis+cluster://HOST:PORT,HOST:PORT`.
     Url(String),
     /// The object form, which can also set a Redis key prefix.
     Config(StoreConfig),
@@ -314,10 +314,20 @@ pub enum StoreConfig {
         #[serde(default)]
         prefix: Option<String>,
     },
+    /// A Redis Cluster.
+    RedisCluster {
+        /// URLs of one or more of its nodes (e.g. `redis://10.0.0.1:6379`): the client learns
+        /// the rest from them.
+        nodes: Vec<String>,
+        /// Key prefix (default `aegis`).
+        #[serde(default)]
+        prefix: Option<String>,
+    },
 }
 
 impl StoreConfig {
-    /// Parses a store URL: `memory`, `sqlite:PATH` or `redis://HOST:PORT/DB` (`rediss://` too).
+    /// Parses a store URL: `memory`, `sqlite:PATH`, `redis://HOST:PORT/DB` (`rediss://` too),
+    /// or `redis+cluster://HOST:PORT,HOST:PORT` (`rediss+cluster://`) for a Redis Cluster.
     pub fn from_url(url: &str) -> Result<Self> {
         if url == "memory" {
             Ok(Self::Memory)
@@ -328,8 +338,22 @@ impl StoreConfig {
             Ok(Self::Sqlite { path: path.to_owned() })
         } else if url.starts_with("redis://") || url.starts_with("rediss://") {
             Ok(Self::Redis { url: url.to_owned(), prefix: None })
+        } else if let Some((scheme, nodes)) = url
+            .strip_prefix("redis+cluster://")
+            .map(|n| ("redis", n))
+            .or(url.strip_prefix("rediss+cluster://").map(|n| ("rediss", n)))
+        {
+            let nodes: Vec<String> = nodes.split(',').map(|node| format!("{scheme}://{}", node.trim())).collect();
+            if nodes.iter().any(|n| n.ends_with("://")) {
+                return Err(Error::malformed_request(format!(
+                    "store `{url}` names an empty node: `redis+cluster://HOST:PORT,HOST:PORT`"
+                )));
+            }
+            Ok(Self::RedisCluster { nodes, prefix: None })
         } else {
-            Err(Error::malformed_request(format!("store `{url}` is not `memory`, `sqlite:PATH` or `redis://...`")))
+            Err(Error::malformed_request(format!(
+                "store `{url}` is not `memory`, `sqlite:PATH`, `redis://...` or `redis+cluster://...`"
+            )))
         }
     }
 
@@ -338,6 +362,7 @@ impl StoreConfig {
             Self::Memory => "memory",
             Self::Sqlite { .. } => "sqlite",
             Self::Redis { .. } => "redis",
+            Self::RedisCluster { .. } => "redis_cluster",
         }
     }
 
@@ -350,6 +375,10 @@ impl StoreConfig {
             #[cfg(feature = "redis")]
             Self::Redis { url, prefix } => {
                 Arc::new(crate::state::RedisStore::open_with_prefix(url, prefix.as_deref().unwrap_or("aegis"))?)
+            }
+            #[cfg(feature = "redis")]
+            Self::RedisCluster { nodes, prefix } => {
+                Arc::new(crate::state::RedisStore::open_cluster(nodes, prefix.as_deref().unwrap_or("aegis"))?)
             }
             #[allow(unreachable_patterns)]
             other => return Err(Error::malformed_request(format!("store `{}` is not compiled in", other.kind()))),

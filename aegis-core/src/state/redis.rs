@@ -13,11 +13,17 @@
 //! the revision tells the two apart). So the engine decides on the view it last read, and a
 //! call in steady state costs one round trip: the commit script, which refuses a stale version
 //! or revision (the engine then reads the task and decides again).
+//!
+//! On Redis Cluster ([`RedisStore::open_cluster`]) the same steps go through a cluster client,
+//! which sends each to the node owning its slot and follows `MOVED` and `ASK` redirections while
+//! slots migrate; the eviction policy is checked on every node.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{Connection, Script};
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{Connection, ConnectionLike, Script};
 
 use super::{
     check_amounts, naming, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, DecisionState, LedgerEntry,
@@ -147,9 +153,15 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'rev', ARGV[1])
 return 1
 ";
-/// A store on a Redis server (or cluster node).
+/// The task's version, whether it ended, its revision, and its duties: one atomic read.
+const READ_TASK: &str = r"
+local t = redis.call('HMGET', KEYS[1], 'version', 'ended', 'rev')
+return {t[1], t[2], t[3], redis.call('SMEMBERS', KEYS[2])}
+";
+
+/// A store on a Redis server or a Redis Cluster.
 pub struct RedisStore {
-    client: redis::Client,
+    client: Client,
     /// Idle connections: a step takes one (or opens one), so threads deciding in different tasks
     /// talk to the server side by side instead of queueing on one socket.
     idle: Mutex<Vec<Live>>,
@@ -158,9 +170,30 @@ pub struct RedisStore {
     scripts: Scripts,
 }
 
-/// A connection, and when the server's eviction policy was last seen to be `noeviction`.
+/// A client of one server, or of a cluster.
+enum Client {
+    Server(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection to one server, or to a cluster (one socket per node, routed by slot).
+enum Conn {
+    Server(Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Conn {
+    fn like(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Self::Server(c) => c,
+            Self::Cluster(c) => c.as_mut(),
+        }
+    }
+}
+
+/// A connection, and when the eviction policy was last seen to be `noeviction`.
 struct Live {
-    conn: Connection,
+    conn: Conn,
     policy_checked: Instant,
 }
 
@@ -175,9 +208,28 @@ const POLICY_RECHECK: Duration = Duration::from_secs(1);
 /// How many idle connections are kept (more threads than this open and close their own).
 const MAX_IDLE: usize = 16;
 
-/// Whether the server's `maxmemory-policy` keeps every key; an error names the policy.
-fn check_policy(conn: &mut Connection) -> Result<()> {
-    let policy: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(conn).map_err(store_error)?;
+/// Whether the server's (every cluster node's) `maxmemory-policy` keeps every key; an error
+/// names the policy.
+fn check_policy(conn: &mut Conn) -> Result<()> {
+    let mut get = redis::cmd("CONFIG");
+    get.arg("GET").arg("maxmemory-policy");
+    match conn {
+        Conn::Server(c) => policy_keeps_keys(get.query(c).map_err(store_error)?),
+        Conn::Cluster(c) => {
+            let replies = c.route_command(&get, RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None)));
+            let redis::Value::Map(by_node) = replies.map_err(store_error)? else {
+                return Err(Error::new(ErrorCode::StoreUnavailable, "cannot read redis `maxmemory-policy` from the cluster"));
+            };
+            if by_node.is_empty() {
+                return Err(Error::new(ErrorCode::StoreUnavailable, "the redis cluster has no nodes"));
+            }
+            by_node.iter().try_for_each(|(_, reply)| policy_keeps_keys(redis::from_redis_value(reply).map_err(store_error)?))
+        }
+    }
+}
+
+/// Whether a `CONFIG GET maxmemory-policy` reply is `noeviction`.
+fn policy_keeps_keys(policy: Vec<String>) -> Result<()> {
     match policy.get(1).map(String::as_str) {
         Some("noeviction") => Ok(()),
         Some(other) => Err(Error::new(
@@ -200,6 +252,7 @@ struct Scripts {
     resolve: Script,
     close_grant: Script,
     move_version: Script,
+    read_task: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -216,7 +269,19 @@ impl RedisStore {
 
     /// Like [`RedisStore::open`], with a key prefix other than `aegis` (to share a server).
     pub fn open_with_prefix(url: &str, prefix: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(store_error)?;
+        Self::with_client(Client::Server(redis::Client::open(url).map_err(store_error)?), prefix)
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (one or more of its nodes' URLs, e.g.
+    /// `redis://10.0.0.1:6379`) belong to, and checks every node's eviction policy. Every step
+    /// keeps to one hash slot, so the cluster client sends each to the node that owns it.
+    pub fn open_cluster(nodes: &[String], prefix: &str) -> Result<Self> {
+        let client =
+            ClusterClient::builder(nodes.to_vec()).connection_timeout(Duration::from_secs(2)).build().map_err(store_error)?;
+        Self::with_client(Client::Cluster(client), prefix)
+    }
+
+    fn with_client(client: Client, prefix: &str) -> Result<Self> {
         let store = Self {
             client,
             idle: Mutex::new(Vec::new()),
@@ -232,6 +297,7 @@ impl RedisStore {
                 resolve: Script::new(RESOLVE),
                 close_grant: Script::new(CLOSE_GRANT),
                 move_version: Script::new(MOVE_VERSION),
+                read_task: Script::new(READ_TASK),
             },
         };
         // `with` checks the eviction policy on connecting: a server that could evict is refused.
@@ -246,7 +312,7 @@ impl RedisStore {
         self
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut dyn ConnectionLike) -> redis::RedisResult<T>) -> Result<T> {
         // `WAIT` counts the writes of its own connection: with replicas to wait for, every step
         // keeps to one connection (taken under the lock for the whole step) so the wait covers
         // the writes before it.
@@ -268,7 +334,7 @@ impl RedisStore {
             live.policy_checked = Instant::now();
         }
         // On failure the connection is dropped, not reused: the next step reconnects.
-        let value = f(&mut live.conn).map_err(store_error)?;
+        let value = f(live.conn.like()).map_err(store_error)?;
         match pinned.as_mut() {
             Some(idle) => idle.push(live),
             None => {
@@ -282,12 +348,23 @@ impl RedisStore {
     }
 
     fn connect(&self) -> Result<Live> {
-        let mut conn = self.client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
         // A paused or overloaded server fails each step after this long (a pipeline after
         // this long per reply); `WAIT` itself may take its own timeout first.
         let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
-        conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
-        conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+        let mut conn = match &self.client {
+            Client::Server(client) => {
+                let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+                conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+                conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+                Conn::Server(conn)
+            }
+            Client::Cluster(client) => {
+                let conn = client.get_connection().map_err(store_error)?;
+                conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+                conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+                Conn::Cluster(Box::new(conn))
+            }
+        };
         check_policy(&mut conn)?;
         Ok(Live { conn, policy_checked: Instant::now() })
     }
@@ -338,18 +415,8 @@ impl RedisStore {
     /// this version of the store): one transaction, in the task's slot.
     fn read_task(&self, task_id: &str) -> Result<(TaskState, String)> {
         let (task_key, duties_key) = (self.task_key(task_id, "task"), self.task_key(task_id, "duties"));
-        let ((version, ended, revision), duties): (TaskFields, Vec<String>) = self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HMGET")
-                .arg(&task_key)
-                .arg("version")
-                .arg("ended")
-                .arg("rev")
-                .cmd("SMEMBERS")
-                .arg(&duties_key)
-                .query(c)
-        })?;
+        let (version, ended, revision, duties): TaskFields =
+            self.with(|c| self.scripts.read_task.key(&task_key).key(&duties_key).invoke(c))?;
         let task =
             TaskState { version: version.unwrap_or(0), duties: duties_from(&duties), ended: ended.as_deref() == Some("1") };
         Ok((task, revision.unwrap_or_default()))
@@ -401,7 +468,7 @@ fn duty(agent: &str, tool: &str) -> String {
 }
 
 /// A task hash's `version`, `ended` and `rev`, as `HMGET` reads them.
-type TaskFields = (Option<u64>, Option<String>, Option<String>);
+type TaskFields = (Option<u64>, Option<String>, Option<String>, Vec<String>);
 
 fn duties_from(members: &[String]) -> std::collections::BTreeSet<(String, String)> {
     members.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect()

@@ -279,7 +279,11 @@ impl PolicyList {
             // An unconditional policy (`permit (principal, action == A, resource);` in A's
             // list) holds without evaluating anything.
             if let ast::ExprKind::Lit(ast::Literal::Bool(true)) = condition.expr_kind() {
-                if forbid { forbids.push(id.clone()) } else { permits.push(id.clone()) }
+                if forbid {
+                    forbids.push(id.clone())
+                } else {
+                    permits.push(id.clone())
+                }
                 continue;
             }
             let satisfied = match evaluator.interpret(condition, slots) {
@@ -478,7 +482,11 @@ mod tests {
         let mut compared = 0;
         for (principal, roles) in [(r#"Agent::"alice""#, true), (r#"Agent::"alice""#, false), (r#"Agent::"mallory""#, false)] {
             let entities = if roles {
-                Entities::from_entities([finance.clone(), cedar_policy::Entity::with_uid(r#"Role::"finance""#.parse().unwrap())], None).unwrap()
+                Entities::from_entities(
+                    [finance.clone(), cedar_policy::Entity::with_uid(r#"Role::"finance""#.parse().unwrap())],
+                    None,
+                )
+                .unwrap()
             } else {
                 Entities::empty()
             };
