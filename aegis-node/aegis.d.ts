@@ -183,11 +183,12 @@ export interface EngineOptions {
   /** Issuers of external identities (OIDC ID tokens, SPIFFE JWT-SVIDs). */
   externalIssuers?: readonly ExternalIssuer[];
   /**
-   * `memory` (default), `sqlite:<path>` or a `redis://` URL (parsed by the core), or the
+   * `memory` (default), `sqlite:<path>`, a `redis://` URL or, for a Redis Cluster,
+   * `redis+cluster://HOST:PORT,HOST:PORT` (parsed by the core), or the
    * core's object form.
    */
   store?: string | StoreConfig;
-  /** The Redis key prefix (default `aegis`); only with a `redis://` URL as `store`. */
+  /** The Redis key prefix (default `aegis`); only with a Redis URL as `store`. */
   redisPrefix?: string;
   approvalKey?: KeyPair;
   audience?: string;
@@ -284,7 +285,8 @@ export interface LogReport {
 }
 
 /** The core's store configuration object. */
-export type StoreConfig = 'memory' | { sqlite: { path: string } } | { redis: { url: string; prefix?: string } };
+export type StoreConfig = 'memory' | { sqlite: { path: string } } | { redis: { url: string; prefix?: string } }
+  | { redis_cluster: { nodes: string[]; prefix?: string } };
 
 export class Engine {
   constructor(options: EngineOptions);

@@ -1194,6 +1194,12 @@ fn redis_cluster_of_three_nodes_decides_and_follows_a_resharding() {
         cluster.urls().iter().map(|u| u.trim_start_matches("redis://")).collect::<Vec<_>>().join(",")
     );
     let store = aegis_sod::json_api::StoreConfig::from_url(&url).unwrap().open().unwrap();
+    // So does the object form the bindings build for a key prefix, and a bad list is refused.
+    let prefixed = aegis_sod::json_api::StoreConfig::Redis { url: url.clone(), prefix: Some("c-object".into()) };
+    conformance(&*prefixed.open().unwrap());
+    let bad = aegis_sod::json_api::StoreConfig::from_url("redis+cluster://127.0.0.1:1,,127.0.0.1:2").unwrap_err();
+    assert_eq!(bad.code(), ErrorCode::MalformedRequest);
+    assert!(bad.message().contains("empty node"), "{}", bad.message());
     let fx = Fixture::new();
     let engine = fx.builder_on(store).build().unwrap();
     let task = "task-resharded";

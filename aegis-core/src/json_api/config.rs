@@ -338,18 +338,8 @@ impl StoreConfig {
             Ok(Self::Sqlite { path: path.to_owned() })
         } else if url.starts_with("redis://") || url.starts_with("rediss://") {
             Ok(Self::Redis { url: url.to_owned(), prefix: None })
-        } else if let Some((scheme, nodes)) = url
-            .strip_prefix("redis+cluster://")
-            .map(|n| ("redis", n))
-            .or(url.strip_prefix("rediss+cluster://").map(|n| ("rediss", n)))
-        {
-            let nodes: Vec<String> = nodes.split(',').map(|node| format!("{scheme}://{}", node.trim())).collect();
-            if nodes.iter().any(|n| n.ends_with("://")) {
-                return Err(Error::malformed_request(format!(
-                    "store `{url}` names an empty node: `redis+cluster://HOST:PORT,HOST:PORT`"
-                )));
-            }
-            Ok(Self::RedisCluster { nodes, prefix: None })
+        } else if let Some(nodes) = cluster_nodes(url) {
+            Ok(Self::RedisCluster { nodes: nodes?, prefix: None })
         } else {
             Err(Error::malformed_request(format!(
                 "store `{url}` is not `memory`, `sqlite:PATH`, `redis://...` or `redis+cluster://...`"
@@ -374,7 +364,12 @@ impl StoreConfig {
             Self::Sqlite { path } => Arc::new(crate::state::SqliteStore::open(path)?),
             #[cfg(feature = "redis")]
             Self::Redis { url, prefix } => {
-                Arc::new(crate::state::RedisStore::open_with_prefix(url, prefix.as_deref().unwrap_or("aegis"))?)
+                let prefix = prefix.as_deref().unwrap_or("aegis");
+                match cluster_nodes(url) {
+                    // The object form with a cluster URL: the bindings' `redis_prefix` builds it.
+                    Some(nodes) => Arc::new(crate::state::RedisStore::open_cluster(&nodes?, prefix)?),
+                    None => Arc::new(crate::state::RedisStore::open_with_prefix(url, prefix)?),
+                }
             }
             #[cfg(feature = "redis")]
             Self::RedisCluster { nodes, prefix } => {
@@ -384,6 +379,22 @@ impl StoreConfig {
             other => return Err(Error::malformed_request(format!("store `{}` is not compiled in", other.kind()))),
         })
     }
+}
+
+/// The node URLs of a `redis+cluster://HOST:PORT,HOST:PORT` (`rediss+cluster://`) store URL;
+/// `None` for any other URL.
+fn cluster_nodes(url: &str) -> Option<Result<Vec<String>>> {
+    let (scheme, nodes) = url
+        .strip_prefix("redis+cluster://")
+        .map(|n| ("redis", n))
+        .or(url.strip_prefix("rediss+cluster://").map(|n| ("rediss", n)))?;
+    let nodes: Vec<&str> = nodes.split(',').map(str::trim).collect();
+    if nodes.iter().any(|n| n.is_empty()) {
+        return Some(Err(Error::malformed_request(format!(
+            "store `{url}` names an empty node: `redis+cluster://HOST:PORT,HOST:PORT`"
+        ))));
+    }
+    Some(Ok(nodes.iter().map(|n| format!("{scheme}://{n}")).collect()))
 }
 
 /// Builds an engine from a JSON [`EngineConfig`].

@@ -716,8 +716,9 @@ class Engine:
         `algorithms`, `roles_claim`, `scope`, `task`). An engine needs at least one issuer of
         either kind.
 
-        `store` is a URL the core parses: `memory` (the default), `sqlite:PATH` or
-        `redis://...`; `redis_prefix` sets the key prefix of a Redis store.
+        `store` is a URL the core parses: `memory` (the default), `sqlite:PATH`, `redis://...`
+        or, for a Redis Cluster, `redis+cluster://HOST:PORT,HOST:PORT` (some of its nodes);
+        `redis_prefix` sets the key prefix of a Redis store.
 
         `audit` turns on the tamper-evident audit log, a mapping of the core's `AuditConfig`
         members: `dir`, `signing_key_file` (or `signing_key`, from :func:`audit_keygen`), and
