@@ -121,6 +121,29 @@ function enforcementFrom(e) {
 const enforcedFrom = (g) => Object.freeze({ decision: decisionFrom(g.decision), enforcement: enforcementFrom(g.enforcement) });
 
 /**
+ * A decision from the native call's parts: what `decisionFrom` makes of the same decision's
+ * JSON. `reasons` holds the frozen reason lists by the ids the native engine object gave them.
+ */
+function decisionFromParts(p, reasons) {
+  if (p.reasons != null) reasons[p.reasonsId] = deepFreeze(JSON.parse(p.reasons).map(reasonFrom));
+  const rest = p.rest == null ? undefined : deepFreeze(JSON.parse(p.rest));
+  // Frozen all the way down, as `decisionFrom`'s: the reasons and `rest` already are.
+  return Object.freeze({
+    outcome: p.outcome,
+    reasons: reasons[p.reasonsId],
+    decisionId: p.decisionId,
+    policyVersion: p.policyVersion,
+    wouldBlock: p.wouldBlock,
+    approvalId: rest?.approval_id ?? null,
+    sanitizedArgs: rest?.sanitized_args ?? null,
+    breakGlassId: rest?.break_glass_id ?? null,
+    receipt: rest?.receipt ?? null,
+    candidate: rest?.candidate == null ? null : Object.freeze({ policyVersion: rest.candidate.policy_version,
+      outcome: rest.candidate.outcome, policyIds: rest.candidate.policy_ids, wouldBlock: rest.candidate.would_block }),
+  });
+}
+
+/**
  * The one rule guards follow, decided by the core's enforcement: `run` returns a frozen copy of
  * exactly `enforcement.args`; `await_approval` throws AegisApprovalRequired; anything else
  * (`refuse`, or an action unknown here) throws AegisDenied.
@@ -392,17 +415,39 @@ function plainJson(value, depth) {
 
 const optionalText = (v) => v == null || (typeof v === 'string' && v.isWellFormed());
 
+/**
+ * The native handles of the chains calls present, by the array a caller passes: an agent
+ * presents the same chain call after call, and its tokens cross into the native side once. A
+ * handle is used only while the array still holds exactly the tokens it was made from (strings
+ * are immutable, so `===` on each is that), so an array changed in place gets a new handle.
+ */
+const chainHandles = new WeakMap();
+
+function chainHandle(chain) {
+  const held = chainHandles.get(chain);
+  if (held !== undefined && held.tokens.length === chain.length && held.tokens.every((t, i) => t === chain[i])) {
+    return held.handle;
+  }
+  if (!chain.every((c) => typeof c === 'string' && c.isWellFormed())) return undefined;
+  const tokens = chain.slice();
+  const handle = new native.Chain(tokens);
+  chainHandles.set(chain, { tokens, handle });
+  return handle;
+}
+
 /** The native call's arguments for `request` when every part is plain; otherwise undefined. */
 function nativeRequest({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }) {
   args = args ?? {};
-  if (!Array.isArray(chain) || !chain.every((c) => typeof c === 'string' && c.isWellFormed())) return undefined;
+  if (!Array.isArray(chain)) return undefined;
   if (typeof tool !== 'string' || !tool.isWellFormed()) return undefined;
   if (typeof args !== 'object' || Array.isArray(args) || !plainJson(args, 0)) return undefined;
   if (resource != null && !(typeof resource.type === 'string' && typeof resource.id === 'string'
     && resource.type.isWellFormed() && resource.id.isWellFormed())) return undefined;
   traceparent = traceparent ?? hostTraceparent();
   if (![proof, approvalToken, traceparent, toolCallId].every(optionalText)) return undefined;
-  return [chain, tool, args, resource?.type, resource?.id, proof, approvalToken, traceparent, toolCallId];
+  const handle = chainHandle(chain);
+  if (handle === undefined) return undefined;
+  return [handle, tool, args, resource?.type, resource?.id, proof, approvalToken, traceparent, toolCallId];
 }
 
 const resolveBody = (approvalId, approverChain, note) => ({ approval_id: approvalId, approver_chain: approverChain, note });
@@ -448,6 +493,8 @@ const SHARED = Symbol('aegis.sharedEngine');
 /** Decides, before each tool call runs, whether it may. */
 class Engine {
   #native;
+  /** The reason lists decisions share, by the native engine object's ids for them. */
+  #reasons = [];
   /**
    * The engine another thread shared with `engine.shareHandle()`: the same engine (stores,
    * caches, ledgers), used from this worker thread. The handle is valid while the engine that
@@ -532,7 +579,7 @@ class Engine {
     // Plain values go to the core without JSON text; anything else as text, read as ever.
     const fast = nativeRequest(request);
     if (fast === undefined) return decisionFrom(this.#call('authorize', requestBody(request)));
-    return decisionFrom(JSON.parse(mapped(() => this.#native.authorize(...fast))));
+    return decisionFromParts(mapped(() => this.#native.authorize(...fast)), this.#reasons);
   }
   async authorizeAsync(request) {
     return decisionFrom(await this.#callAsync('authorize', requestBody(request)));
@@ -541,7 +588,9 @@ class Engine {
   authorizeEnforced(request) {
     const fast = nativeRequest(request);
     if (fast === undefined) return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
-    return enforcedFrom(JSON.parse(mapped(() => this.#native.authorizeEnforced(...fast))));
+    const parts = mapped(() => this.#native.authorizeEnforced(...fast));
+    return Object.freeze({ decision: decisionFromParts(parts, this.#reasons),
+      enforcement: enforcementFrom(JSON.parse(parts.enforcement)) });
   }
   async authorizeEnforcedAsync(request) {
     return enforcedFrom(await this.#callAsync('authorize_enforced', requestBody(request)));

@@ -9,6 +9,15 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * A credential chain held natively: `aegis.js` makes one per chain it is given and sends it
+ * with every call that presents that chain, so the tokens cross into Rust once.
+ */
+export declare class Chain {
+  /** Holds `tokens` (each a well-formed string; `aegis.js` checks). */
+  constructor(tokens: Array<string>)
+}
+
 /** One Aegis engine; share it freely, it is thread-safe. */
 export declare class Engine {
   /**
@@ -28,16 +37,38 @@ export declare class Engine {
   /** Runs engine operation `op` of the core's table on `input` (JSON), returning JSON. */
   call(op: string, input: string): string
   /**
-   * The `authorize` operation without JSON text on the way in: the chain and the arguments
-   * arrive as JavaScript values (`aegis.js` sends only plain JSON-shaped arguments this way);
-   * the decision is returned as the core's JSON.
+   * The `authorize` operation without JSON text for what a call repeats: the chain by its
+   * native handle, the arguments as JavaScript values (`aegis.js` sends only plain
+   * JSON-shaped arguments this way), the decision as [`DecisionParts`].
    */
-  authorize(chain: Array<string>, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): string
-  /** The `authorize_enforced` operation without JSON text on the way in. */
-  authorizeEnforced(chain: Array<string>, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): string
+  authorize(chain: Chain, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): DecisionParts
+  /** The `authorize_enforced` operation, as [`Engine::authorize`], with the enforcement. */
+  authorizeEnforced(chain: Chain, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): DecisionParts
   /** `call` off the JS thread, on the libuv pool (for stores that do I/O). */
   callAsync(op: string, input: string): Promise<string>
 }
 
 /** Runs an operation of the core's table that needs no engine. */
 export declare function call(op: string, input: string): string
+
+/**
+ * A decision as JavaScript values: the common fields as they are, the reasons by id (with
+ * their JSON when the id is new to this engine object), and the rarely set fields, and the
+ * enforcement of `authorizeEnforced`, as JSON text.
+ */
+export interface DecisionParts {
+  outcome: string
+  decisionId: string
+  policyVersion: string
+  wouldBlock: boolean
+  reasonsId: number
+  /** The reasons as JSON, when `reasons_id` is new (or reassigned). */
+  reasons?: string
+  /**
+   * `approval_id`, `sanitized_args`, `break_glass_id`, `receipt` and `candidate`, as the
+   * core's JSON, when any is set.
+   */
+  rest?: string
+  /** The core's enforcement as JSON (`authorizeEnforced` only). */
+  enforcement?: string
+}

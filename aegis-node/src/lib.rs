@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use aegis_sod::json_api::{self, error_json};
-use aegis_sod::{AuthorizationRequest, OsRandom, ResourceRef, SecureRandom};
+use aegis_sod::{AuthorizationRequest, Decision, OsRandom, Reason, ResourceRef, SecureRandom};
 use napi::bindgen_prelude::{AsyncTask, Function, Task};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Status};
@@ -23,6 +23,57 @@ pub struct Engine {
     inner: Arc<aegis_sod::Engine>,
     /// The handle other worker threads attach with, once `shareHandle` made one.
     shared: OnceLock<String>,
+    /// The reason lists this JavaScript object was sent, by the id `aegis.js` keeps them under:
+    /// a warm call gives the same reasons call after call, sent as text once.
+    reasons: Mutex<Vec<Vec<Reason>>>,
+}
+
+/// How many distinct reason lists an engine object keeps ids for (all are dropped when full).
+const REASONS_KEPT: usize = 64;
+
+/// A credential chain held natively: `aegis.js` makes one per chain it is given and sends it
+/// with every call that presents that chain, so the tokens cross into Rust once.
+#[napi]
+pub struct Chain {
+    tokens: Vec<String>,
+}
+
+#[napi]
+impl Chain {
+    /// Holds `tokens` (each a well-formed string; `aegis.js` checks).
+    #[napi(constructor)]
+    pub fn new(tokens: Vec<String>) -> Self {
+        Self { tokens }
+    }
+}
+
+/// A decision as JavaScript values: the common fields as they are, the reasons by id (with
+/// their JSON when the id is new to this engine object), and the rarely set fields, and the
+/// enforcement of `authorizeEnforced`, as JSON text.
+#[napi(object)]
+pub struct DecisionParts {
+    pub outcome: String,
+    pub decision_id: String,
+    pub policy_version: String,
+    pub would_block: bool,
+    pub reasons_id: u32,
+    /// The reasons as JSON, when `reasons_id` is new (or reassigned).
+    pub reasons: Option<String>,
+    /// `approval_id`, `sanitized_args`, `break_glass_id`, `receipt` and `candidate`, as the
+    /// core's JSON, when any is set.
+    pub rest: Option<String>,
+    /// The core's enforcement as JSON (`authorizeEnforced` only).
+    pub enforcement: Option<String>,
+}
+
+/// The rarely set fields of a decision.
+#[derive(serde::Serialize)]
+struct Rest<'a> {
+    approval_id: &'a Option<String>,
+    sanitized_args: &'a Option<Value>,
+    break_glass_id: &'a Option<String>,
+    receipt: &'a Option<String>,
+    candidate: &'a Option<aegis_sod::CandidateVerdict>,
 }
 
 /// Engines shared with worker threads, by handle. A handle is removed when the engine that
@@ -81,7 +132,7 @@ impl Engine {
         };
         let config = aegis_sod::from_str_strict(&config).map_err(to_js)?;
         let inner = json_api::engine_with_notifier(config, notify).map_err(to_js)?;
-        Ok(Self { inner: Arc::new(inner), shared: OnceLock::new() })
+        Ok(Self { inner: Arc::new(inner), shared: OnceLock::new(), reasons: Mutex::default() })
     }
 
     /// A handle a worker thread attaches to this engine with (`Engine.attach`): the same
@@ -109,7 +160,7 @@ impl Engine {
                 "no shared engine has this handle (the engine that made it is gone)",
             ))
         })?;
-        Ok(Self { inner, shared: OnceLock::new() })
+        Ok(Self { inner, shared: OnceLock::new(), reasons: Mutex::default() })
     }
 
     /// Runs engine operation `op` of the core's table on `input` (JSON), returning JSON.
@@ -118,14 +169,14 @@ impl Engine {
         json_api::call(Some(&self.inner), &op, &input).map_err(to_js)
     }
 
-    /// The `authorize` operation without JSON text on the way in: the chain and the arguments
-    /// arrive as JavaScript values (`aegis.js` sends only plain JSON-shaped arguments this way);
-    /// the decision is returned as the core's JSON.
+    /// The `authorize` operation without JSON text for what a call repeats: the chain by its
+    /// native handle, the arguments as JavaScript values (`aegis.js` sends only plain
+    /// JSON-shaped arguments this way), the decision as [`DecisionParts`].
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn authorize(
         &self,
-        chain: Vec<String>,
+        chain: &Chain,
         tool: String,
         args: Value,
         resource_type: Option<String>,
@@ -134,17 +185,18 @@ impl Engine {
         approval_token: Option<String>,
         traceparent: Option<String>,
         tool_call_id: Option<String>,
-    ) -> napi::Result<String> {
+    ) -> napi::Result<DecisionParts> {
         let request = request(chain, tool, args, resource_type, resource_id, proof, approval_token, traceparent, tool_call_id);
-        json_api::authorize(&self.inner, &request).map_err(to_js)
+        let decision = self.inner.authorize(&request).map_err(to_js)?;
+        self.parts(&decision, None)
     }
 
-    /// The `authorize_enforced` operation without JSON text on the way in.
+    /// The `authorize_enforced` operation, as [`Engine::authorize`], with the enforcement.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn authorize_enforced(
         &self,
-        chain: Vec<String>,
+        chain: &Chain,
         tool: String,
         args: Value,
         resource_type: Option<String>,
@@ -153,9 +205,49 @@ impl Engine {
         approval_token: Option<String>,
         traceparent: Option<String>,
         tool_call_id: Option<String>,
-    ) -> napi::Result<String> {
+    ) -> napi::Result<DecisionParts> {
         let request = request(chain, tool, args, resource_type, resource_id, proof, approval_token, traceparent, tool_call_id);
-        json_api::authorize_enforced(&self.inner, &request).map_err(to_js)
+        let decision = self.inner.authorize(&request).map_err(to_js)?;
+        let enforcement = decision.enforce(&request.args);
+        self.parts(&decision, Some(json(&enforcement)?))
+    }
+
+    fn parts(&self, d: &Decision, enforcement: Option<String>) -> napi::Result<DecisionParts> {
+        let (reasons_id, reasons) = {
+            let mut kept = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+            match kept.iter().position(|r| r == &d.reasons) {
+                Some(id) => (id, None),
+                None => {
+                    if kept.len() >= REASONS_KEPT {
+                        kept.clear();
+                    }
+                    kept.push(d.reasons.clone());
+                    (kept.len() - 1, Some(json(&d.reasons)?))
+                }
+            }
+        };
+        let rare = d.approval_id.is_some()
+            || d.sanitized_args.is_some()
+            || d.break_glass_id.is_some()
+            || d.receipt.is_some()
+            || d.candidate.is_some();
+        let rest = Rest {
+            approval_id: &d.approval_id,
+            sanitized_args: &d.sanitized_args,
+            break_glass_id: &d.break_glass_id,
+            receipt: &d.receipt,
+            candidate: &d.candidate,
+        };
+        Ok(DecisionParts {
+            outcome: d.outcome.as_str().to_owned(),
+            decision_id: d.decision_id.clone(),
+            policy_version: d.policy_version.clone(),
+            would_block: d.would_block,
+            reasons_id: u32::try_from(reasons_id).unwrap_or(u32::MAX),
+            reasons,
+            rest: if rare { Some(json(&rest)?) } else { None },
+            enforcement,
+        })
     }
 
     /// `call` off the JS thread, on the libuv pool (for stores that do I/O).
@@ -171,10 +263,16 @@ pub fn call(op: String, input: String) -> napi::Result<String> {
     json_api::call(None, &op, &input).map_err(to_js)
 }
 
+/// `value` as JSON text.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> napi::Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| to_js(aegis_sod::Error::new(aegis_sod::ErrorCode::Internal, format!("json encoding failed: {e}"))))
+}
+
 /// An `AuthorizationRequest` from JavaScript values.
 #[allow(clippy::too_many_arguments)]
 fn request(
-    chain: Vec<String>,
+    chain: &Chain,
     tool: String,
     mut args: Value,
     resource_type: Option<String>,
@@ -185,7 +283,7 @@ fn request(
     tool_call_id: Option<String>,
 ) -> AuthorizationRequest {
     integral_numbers(&mut args);
-    let mut request = AuthorizationRequest::new(chain, tool, args);
+    let mut request = AuthorizationRequest::new(chain.tokens.clone(), tool, args);
     request.resource = resource_type.zip(resource_id).map(|(entity_type, id)| ResourceRef::new(entity_type, id));
     request.proof = proof;
     request.approval_token = approval_token;

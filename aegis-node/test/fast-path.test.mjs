@@ -19,6 +19,7 @@ const nested = (levels) => {
 const ARGUMENTS = [
   pay(10),
   { ...pay(10), memo: 'INV-1 ünïcödé ✓ 😀' },
+  { ...pay(10), card_number: '4242424242424242' },  // sanitize: the redacted arguments come back
   { ...pay(10), amount: 12.0 },
   { ...pay(10), amount: 12.5 },
   { ...pay(10), amount: -0 },
@@ -98,5 +99,45 @@ test('an approval asked on one path is bound to the same arguments on the other'
     assert.ok(token);
     assert.notEqual(via(!askFast, { ...big, amount: 9001 }, token).outcome, 'allow');
     assert.equal(via(!askFast, big, token).outcome, 'allow');
+  }
+});
+
+test('a chain array changed in place is decided as the chain it now holds', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('mutated'));
+  const request = { chain, tool: TOOL, args: pay(10) };
+  assert.equal(eng.authorize(request).outcome, 'allow');
+  // The planner's own root (it holds the tool, but the matrix keeps the initiator from paying),
+  // then the finance agent's chain again, then one token too many.
+  const [planner, finance] = chain;
+  chain.length = 1;
+  const asRoot = eng.authorize(request);
+  assert.deepEqual(outcome(() => asRoot), outcome(() => eng.authorize({ ...request, args: asText(pay(10)) })));
+  assert.equal(asRoot.outcome, 'deny');
+  chain.push(finance);
+  assert.equal(eng.authorize(request).outcome, 'allow');
+  chain[1] = 'x'.repeat(40);
+  const forged = eng.authorize(request);
+  assert.equal(forged.outcome, 'deny');
+  assert.deepEqual(outcome(() => forged), outcome(() => eng.authorize({ ...request, args: asText(pay(10)) })));
+  chain[1] = finance;
+  chain[0] = planner;
+  assert.equal(eng.authorize(request).outcome, 'allow');
+  // A string that is not well formed goes as text, and is refused there.
+  chain[1] = '\ud800';
+  assert.deepEqual(outcome(() => eng.authorize(request)), outcome(() => eng.authorize({ ...request, args: asText(pay(10)) })));
+});
+
+test('more distinct reasons than the engine keeps ids for are each returned as they are', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('reasons'));
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 150; i++) {
+      // Each unknown tool's refusal names it: a reason list of its own.
+      const tool = i % 3 === 0 ? TOOL : `tool.${i}`;
+      const fast = outcome(() => eng.authorize({ chain, tool, args: pay(10) }));
+      assert.deepEqual(fast, outcome(() => eng.authorize({ chain, tool, args: asText(pay(10)) })), tool);
+      if (tool !== TOOL) assert.match(fast.reasons[0].message, new RegExp(`\`${tool.replace('.', '\\.')}\``));
+    }
   }
 });
