@@ -73,6 +73,18 @@ impl RedisServer {
     }
 }
 
+/// CPU seconds process `pid` (`self` for this one) has used, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th of them.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let per_sec: f64 =
+        String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().ok()?.stdout).ok()?.trim().parse().ok()?;
+    Some(ticks / per_sec)
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -200,11 +212,21 @@ fn main() {
     }
     let fsync_before = fsync_rate(&scratch("fsync"), secs.min(2.0));
     let mut rows = Vec::new();
+    // On Redis with 8 threads: CPU seconds per decision of this process and of redis-server.
+    let mut cpu_per_decision = None;
     for threads in [1usize, 2, 8] {
         for (n, (name, store, sink)) in configs.iter().enumerate() {
             let dir = scratch(&format!("c{n}-t{threads}"));
             let engine = build(*store, *sink, &dir, redis.as_ref());
+            let server_pid = redis.as_ref().map(|r| r.child.id().to_string()).unwrap_or_default();
+            let cpu = |pid: &str| cpu_secs(pid).unwrap_or(f64::NAN);
+            let (client_before, server_before) = (cpu("self"), cpu(&server_pid));
             let measured = rate(&engine, threads, secs, &format!("c{n}-t{threads}"));
+            if *store == StoreKind::Redis && threads == 8 {
+                let decisions = measured.per_sec * secs;
+                cpu_per_decision =
+                    Some(((cpu("self") - client_before) / decisions, (cpu(&server_pid) - server_before) / decisions));
+            }
             let records = engine.audit_log().map(|l| (l.size(), l.batches()));
             rows.push((threads, *name, *store, *sink, measured, records));
         }
@@ -258,6 +280,19 @@ fn main() {
         8.0 * fsync,
         8.0 * fsync / at(8, StoreKind::Memory, Sink::Off)
     );
+    if let Some((client, server)) = cpu_per_decision {
+        // redis-server runs scripts on one thread, and here shares two cores with the deciding
+        // threads: what each decision costs in CPU bounds the rate, whatever the concurrency.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let bound = (1.0 / server).min(cores / (client + server));
+        println!(
+            "redis store, 8 threads: CPU per decision {:.1} us in this process + {:.1} us in redis-server; \
+             bound with {cores} cores (redis-server on one of them): {bound:.0}/s = {:.2}x the memory store's 8-thread rate",
+            client * 1e6,
+            server * 1e6,
+            bound / at(8, StoreKind::Memory, Sink::Off)
+        );
+    }
     for (name, store) in [("memory", StoreKind::Memory), ("sqlite", StoreKind::Sqlite)]
         .into_iter()
         .chain(redis.as_ref().map(|_| ("redis", StoreKind::Redis)))
