@@ -97,7 +97,9 @@ impl Engine {
             return Err(Error::malformed_request("`tool` must not be empty"));
         }
         let started = self.observed().then(std::time::SystemTime::now);
-        let bundle = self.bundle.load_full();
+        // A guard, not a clone: threads deciding side by side do not all count references on
+        // the one bundle.
+        let bundle = self.bundle.load();
         let now = self.clock.now_secs();
         let mut decision = undecided(self.next_decision_id(), &bundle);
         let mut call = None;
@@ -391,7 +393,7 @@ impl Engine {
         now: i64,
         decision: &mut Decision,
     ) -> Result<Vec<Reservation>> {
-        let (request, chain, tool) = (call.request, Arc::clone(&call.chain), Arc::clone(&call.tool));
+        let (request, chain, tool) = (call.request, &call.chain, &*call.tool);
         let grant = state.grants.iter().find(|g| g.covers(&chain.agent_id, &request.tool, &chain.task_id, now));
         decision.break_glass_id = grant.map(|g| g.id.clone());
         let base = self.base_context(&state.task, &chain, grant.is_some());
