@@ -9,7 +9,7 @@
 //! So the fast path can never accept what the text path refuses, nor read a value differently.
 
 use aegis_sod::{Decision, Enforcement, Reason};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
@@ -21,6 +21,24 @@ use std::sync::Mutex;
 /// a 128th level, and the request object around `args` is the first. Deeper arguments are
 /// handed to the text path, which refuses them.
 const MAX_DEPTH: usize = 126;
+
+/// A chain of tokens: a `list` or `tuple` of `str` read item by item (no iterator protocol),
+/// anything else (any other sequence) as PyO3 extracts a `Vec<String>`. A token that is not an
+/// exact `str`, or not valid UTF-8 (a lone surrogate), raises `TypeError`: the Python half then
+/// sends the request as text, which refuses it as it refuses any such request.
+pub(crate) fn chain(chain: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let token = |t: Bound<'_, PyAny>| -> PyResult<String> {
+        let text = t.cast_exact::<PyString>().ok().and_then(|s| s.to_str().ok().map(str::to_owned));
+        text.ok_or_else(|| PyTypeError::new_err("a chain token that is not plain text: send it as text"))
+    };
+    if let Ok(list) = chain.cast_exact::<PyList>() {
+        return list.iter().map(token).collect();
+    }
+    if let Ok(tuple) = chain.cast_exact::<PyTuple>() {
+        return tuple.iter().map(token).collect();
+    }
+    chain.extract().map_err(|_| PyTypeError::new_err("a chain that is not plain text: send it as text"))
+}
 
 /// Python's arguments as a JSON object, or `None` when they are not plain JSON-shaped values.
 pub(crate) fn args_value(args: &Bound<'_, PyAny>) -> Option<Value> {
@@ -215,6 +233,20 @@ fn policy_version<'py>(py: Python<'py>, c: &Classes, version: &str) -> Bound<'py
     }
 }
 
+/// The outcome's name, interned once per name.
+fn outcome<'py>(py: Python<'py>, o: aegis_sod::Outcome) -> Bound<'py, PyString> {
+    use aegis_sod::Outcome::*;
+    match o {
+        Allow => intern!(py, "allow").clone(),
+        Deny => intern!(py, "deny").clone(),
+        Sanitize => intern!(py, "sanitize").clone(),
+        ApprovalNeeded => intern!(py, "approval_needed").clone(),
+        // An outcome this binding does not know yet: by its name.
+        #[allow(unreachable_patterns)]
+        other => PyString::intern(py, other.as_str()),
+    }
+}
+
 /// A decision as the Python half's `Decision`.
 pub(crate) fn decision<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyAny>> {
     let c = classes(py)?;
@@ -232,7 +264,7 @@ pub(crate) fn decision<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py
         c,
         c.decision.bind(py),
         &[
-            (intern!(py, "outcome"), PyString::intern(py, d.outcome.as_str()).into_any()),
+            (intern!(py, "outcome"), outcome(py, d.outcome).into_any()),
             (intern!(py, "reasons"), reasons.into_any()),
             (intern!(py, "decision_id"), PyString::new(py, &d.decision_id).into_any()),
             (intern!(py, "policy_version"), policy_version.into_any()),

@@ -56,7 +56,7 @@ impl Engine {
     fn authorize<'py>(
         &self,
         py: Python<'py>,
-        chain: Vec<String>,
+        chain: &Bound<'py, PyAny>,
         tool: String,
         args: &Bound<'py, PyAny>,
         resource: Option<(String, String)>,
@@ -75,7 +75,7 @@ impl Engine {
     fn authorize_enforced<'py>(
         &self,
         py: Python<'py>,
-        chain: Vec<String>,
+        chain: &Bound<'py, PyAny>,
         tool: String,
         args: &Bound<'py, PyAny>,
         resource: Option<(String, String)>,
@@ -98,7 +98,7 @@ impl Engine {
 /// exactly as `json.dumps` writes them.
 #[allow(clippy::too_many_arguments)]
 fn request(
-    chain: Vec<String>,
+    chain: &Bound<'_, PyAny>,
     tool: String,
     args: &Bound<'_, PyAny>,
     resource: Option<(String, String)>,
@@ -109,7 +109,7 @@ fn request(
 ) -> PyResult<AuthorizationRequest> {
     let args = convert::args_value(args)
         .ok_or_else(|| PyTypeError::new_err("the arguments are not plain JSON values: send them as text"))?;
-    let mut request = AuthorizationRequest::new(chain, tool, args);
+    let mut request = AuthorizationRequest::new(convert::chain(chain)?, tool, args);
     request.resource = resource.map(|(entity_type, id)| ResourceRef::new(entity_type, id));
     request.proof = proof;
     request.approval_token = approval_token;

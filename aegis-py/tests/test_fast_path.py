@@ -160,3 +160,28 @@ def test_decisions_from_many_threads_are_each_their_own() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+class _Tokens(str):
+    """A `str` subclass: not read natively, so the request goes as text."""
+
+
+def test_every_kind_of_chain_is_decided_as_the_text_path_decides_it() -> None:
+    eng = engine()
+    chain = finance_chain(unique_task("chains"))
+    kinds = [
+        list(chain), tuple(chain), iter_once(chain), [_Tokens(t) for t in chain], chain[:1],
+        [chain[0], 7], [chain[0], b"bytes"], [chain[0], "\ud800"], [], "a string is not a chain",
+    ]
+    for kind in kinds:
+        fast = outcome(lambda: eng.authorize(kind, TOOL, pay(10)))
+        text = outcome(lambda: text_path(eng, "authorize", list(kind) if not isinstance(kind, str) else kind, pay(10)))
+        assert fast == text, (type(kind), fast, text)
+    assert outcome(lambda: eng.authorize(tuple(chain), TOOL, pay(10)))[1]["outcome"] == "allow"
+
+
+def iter_once(items):
+    """A sequence that is neither a list nor a tuple."""
+    import collections
+
+    return collections.deque(items)
