@@ -396,7 +396,7 @@ impl Engine {
         let (request, chain, tool) = (call.request, &call.chain, &*call.tool);
         let grant = state.grants.iter().find(|g| g.covers(&chain.agent_id, &request.tool, &chain.task_id, now));
         decision.break_glass_id = grant.map(|g| g.id.clone());
-        let base = self.base_context(&state.task, &chain, grant.is_some());
+        let base = self.base_context(&state.task, chain, grant.is_some());
         let resource = request.resource.as_ref().map(resource_uid).transpose()?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
         let entities = principal_entities(&principal, bundle.role_type(), &chain.roles)?;
@@ -404,10 +404,10 @@ impl Engine {
             let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
         });
-        let temporal = self.temporal_facts(bundle, &chain, &state.task, now)?;
+        let temporal = self.temporal_facts(bundle, chain, &state.task, now)?;
         let context = (base, CallContext { args: &request.args, now, approval: None, temporal });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
-        let (eval, shadow) = bundle.evaluate(&tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
+        let (eval, shadow) = bundle.evaluate(tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
         decision.would_block = !shadow.is_empty();
         call.shadow = shadow;
         decision.reasons.clear();
@@ -428,8 +428,8 @@ impl Engine {
         // that needs an approval anyway asks for its budgets in the same approval, and one a
         // denying budget would refuse is refused now rather than put before a human.
         let lifted = call.approval.as_ref().map(|c| c.lifts.as_slice()).unwrap_or_default();
-        let reservations = crate::budget::reservations(&tool, &chain, &request.args, now, lifted)?;
-        let overruns = self.overruns(&tool, &reservations)?;
+        let reservations = crate::budget::reservations(tool, chain, &request.args, now, lifted)?;
+        let overruns = self.overruns(tool, &reservations)?;
         if let Some(key) = overruns.denying {
             return Err(Error::new(ErrorCode::BudgetExceeded, format!("budget `{key}` would be exceeded")));
         }
