@@ -3,6 +3,7 @@
 //! (`aegis/__init__.py`) turns JSON into typed objects and error JSON into exception classes.
 
 mod convert;
+mod gil;
 
 use std::sync::Arc;
 
@@ -66,7 +67,7 @@ impl Engine {
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
-        let decision = py.detach(|| self.inner.authorize(&request)).map_err(to_py)?;
+        let decision = gil::detached(py, || self.inner.authorize(&request)).map_err(to_py)?;
         convert::decision(py, &decision)
     }
 
@@ -85,8 +86,7 @@ impl Engine {
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
-        let (decision, enforcement) = py
-            .detach(|| self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)))
+        let (decision, enforcement) = gil::detached(py, || self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)))
             .map(|(e, d)| (d, e))
             .map_err(to_py)?;
         convert::enforced(py, &decision, &enforcement)
