@@ -428,9 +428,20 @@ function chainHandle(chain) {
   if (held !== undefined && held.tokens.length === chain.length && held.tokens.every((t, i) => t === chain[i])) {
     return held.handle;
   }
-  if (!chain.every((c) => typeof c === 'string' && c.isWellFormed())) return undefined;
-  const tokens = chain.slice();
-  const handle = new native.Chain(tokens);
+  // One read of each element (a getter answers once), holes and anything not plain text refused:
+  // such a chain goes as JSON text, which reads and refuses it as ever.
+  const tokens = [];
+  for (let i = 0; i < chain.length; i++) {
+    const t = chain[i];
+    if (typeof t !== 'string' || !t.isWellFormed() || !Object.hasOwn(chain, i)) return undefined;
+    tokens.push(t);
+  }
+  let handle;
+  try {
+    handle = new native.Chain(tokens);
+  } catch {
+    return undefined;
+  }
   chainHandles.set(chain, { tokens, handle });
   return handle;
 }

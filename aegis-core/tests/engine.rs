@@ -374,7 +374,8 @@ fn forbid_on_an_action_group_applies_to_its_members() {
     sources.policies.push((
         "group.cedar".into(),
         "@id(\"money-out-capped\")\nforbid (principal, action in [Action::\"money_out\"], resource)\nwhen { context.args.amount > 1000 };\n\
-         @id(\"money-out-group-itself\")\nforbid (principal, action == Action::\"money_out\", resource);\n"
+         @id(\"money-out-group-itself\")\nforbid (principal, action == Action::\"money_out\", resource);\n\
+         @id(\"money-out-in-body\")\nforbid (principal, action, resource)\nwhen { action in Action::\"money_out\" && context.args.amount == 777 };\n"
             .into(),
     ));
     let engine = fx.engine_with(Bundle::from_sources(&sources).unwrap());
@@ -384,4 +385,8 @@ fn forbid_on_an_action_group_applies_to_its_members() {
     // Near miss: under the cap the group's forbid does not hold, and the forbid naming the
     // group itself never applies to a member.
     assert_eq!(engine.authorize(&request(fx.chain(), pay(900, GOOD_ACCOUNT))).unwrap().outcome, Outcome::Allow);
+    // Group membership written in a policy's body holds too.
+    let in_body = engine.authorize(&request(fx.chain(), pay(777, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(in_body.outcome, Outcome::Deny, "{in_body:?}");
+    assert_eq!(in_body.reasons[0].policy_id.as_deref(), Some("money-out-in-body"), "{in_body:?}");
 }

@@ -218,11 +218,13 @@ impl Engine {
             match kept.iter().position(|r| r == &d.reasons) {
                 Some(id) => (id, None),
                 None => {
+                    // Text first: an id is handed out only with the reasons it names.
+                    let text = json(&d.reasons)?;
                     if kept.len() >= REASONS_KEPT {
                         kept.clear();
                     }
                     kept.push(d.reasons.clone());
-                    (kept.len() - 1, Some(json(&d.reasons)?))
+                    (kept.len() - 1, Some(text))
                 }
             }
         };

@@ -141,3 +141,12 @@ test('more distinct reasons than the engine keeps ids for are each returned as t
     }
   }
 });
+
+test('a sparse chain is decided as the text path decides it', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('odd-chains'));
+  const sparse = [chain[0], , chain[1]]; // eslint-disable-line no-sparse-arrays
+  const fast = outcome(() => eng.authorize({ chain: sparse, tool: TOOL, args: pay(10) }));
+  assert.deepEqual(fast, outcome(() => eng.authorize({ chain: sparse, tool: TOOL, args: asText(pay(10)) })));
+  assert.notEqual(fast.outcome, 'allow', JSON.stringify(fast));
+});

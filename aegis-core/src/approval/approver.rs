@@ -11,7 +11,7 @@ use super::{PendingApproval, APPROVE_ACTION};
 use crate::engine::{apply_evaluation, undecided, Engine, Outcome, Reason, MAX_ATTEMPTS};
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::VerifiedChain;
-use crate::policy::eval::{principal_entities, ApprovalFacts, CallContext, PreparedRequest};
+use crate::policy::eval::{request_entities, ApprovalFacts, CallContext, PreparedRequest};
 use crate::state::{key_holder, Commit, CommitOutcome, LedgerEntry, TaskState};
 
 /// How an approver check came out, short of an error (SoD conflicts and revocations are
@@ -152,13 +152,13 @@ impl Engine {
         let base = self.base_context(state, chain, false);
         let args = Json::Object(serde_json::Map::new());
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
-        let entities = principal_entities(&principal, bundle.role_type(), &chain.roles)?;
+        let entities = request_entities(&principal, bundle.role_type(), &chain.roles, bundle.action_groups())?;
         // Temporal facts describe tool calls; an approval's context has none.
         let context = (base, CallContext { args: &args, now, approval: Some(facts), temporal: Vec::new() });
         // No arguments: every predicate over them is false.
         let predicates = tool.predicates.iter().map(|p| (smol_str::SmolStr::from(p.name.as_str()), false));
         let prepared = PreparedRequest::new(principal, &tool.target, None, context, predicates)?;
-        let (eval, _) = bundle.evaluate(tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
+        let (eval, _) = bundle.evaluate(tool, prepared, entities.as_deref().unwrap_or(&self.no_entities));
         let mut verdict = undecided(String::new(), &bundle);
         apply_evaluation(&bundle, &eval, APPROVE_ACTION, &args, &mut verdict);
         if verdict.outcome == Outcome::Allow {

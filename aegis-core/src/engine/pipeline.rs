@@ -23,7 +23,7 @@ use crate::budget::Reservation;
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
-use crate::policy::eval::{principal_entities, CallContext, PreparedRequest};
+use crate::policy::eval::{request_entities, CallContext, PreparedRequest};
 use crate::policy::{lookup, redact, scrub, Bundle, ToolEntry};
 use crate::state::{Commit, CommitOutcome, DecisionState, LedgerEntry, RevisionChange};
 use crate::time::random_id;
@@ -399,7 +399,7 @@ impl Engine {
         let base = self.base_context(&state.task, chain, grant.is_some());
         let resource = request.resource.as_ref().map(resource_uid).transpose()?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
-        let entities = principal_entities(&principal, bundle.role_type(), &chain.roles)?;
+        let entities = request_entities(&principal, bundle.role_type(), &chain.roles, bundle.action_groups())?;
         let predicates = tool.predicates.iter().map(|p| {
             let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)
@@ -407,7 +407,7 @@ impl Engine {
         let temporal = self.temporal_facts(bundle, chain, &state.task, now)?;
         let context = (base, CallContext { args: &request.args, now, approval: None, temporal });
         let prepared = PreparedRequest::new(principal, &tool.target, resource, context, predicates)?;
-        let (eval, shadow) = bundle.evaluate(tool, prepared, entities.as_ref().unwrap_or(&self.no_entities));
+        let (eval, shadow) = bundle.evaluate(tool, prepared, entities.as_deref().unwrap_or(&self.no_entities));
         decision.would_block = !shadow.is_empty();
         call.shadow = shadow;
         decision.reasons.clear();

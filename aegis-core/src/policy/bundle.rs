@@ -90,6 +90,11 @@ pub struct Bundle {
     tools: HashMap<String, Arc<ToolEntry>>,
     principal_type: EntityTypeName,
     role_type: EntityTypeName,
+    /// The schema's action entities, when it puts any action in a group: every request is
+    /// evaluated with them, so that `action in Action::"group"` holds for the group's members
+    /// wherever a policy writes it, as Cedar decides with the schema. `None` without groups, where
+    /// `in` on an action is equality and no entity is needed.
+    action_groups: Option<Entities>,
     /// The SHA-256 of the bundle's files (hex): what a bundle signature covers.
     digest: String,
     /// The key (thumbprint) whose signature over the digest verified, if one did.
@@ -249,10 +254,7 @@ impl Bundle {
                     action,
                     EntityUid::from_type_name_and_id(resource_type.clone(), cedar_policy::EntityId::new(&tool)),
                 ),
-                policies: PolicyList::for_action(
-                    &merge(enforced.for_action(action), shadow_probes.for_action(action))?,
-                    &action_entities,
-                ),
+                policies: PolicyList::for_action(&merge(enforced.for_action(action), shadow_probes.for_action(action))?),
                 predicates: predicates
                     .iter()
                     .filter(|(_, tools)| tools.as_ref().is_none_or(|t| t.iter().any(|x| x == &tool)))
@@ -291,7 +293,22 @@ impl Bundle {
         validate_batches(&manifest, &meta, &tools)?;
         let digest = sources.digest();
         let policy_version = format!("{}@{}+{}", manifest.name, manifest.version, &digest[..16]);
-        Ok(Self { manifest, policy_version, enforced, shadow, meta, tools, principal_type, role_type, digest, signed_by: None })
+        let grouped =
+            action_entities.iter().any(|a| action_entities.ancestors(&a.uid()).is_some_and(|mut up| up.next().is_some()));
+        let action_groups = grouped.then(|| action_entities.clone());
+        Ok(Self {
+            manifest,
+            policy_version,
+            enforced,
+            shadow,
+            meta,
+            tools,
+            principal_type,
+            role_type,
+            action_groups,
+            digest,
+            signed_by: None,
+        })
     }
 
     /// The SHA-256 (hex) of every file of the bundle: what a bundle signature covers.
@@ -384,7 +401,13 @@ impl Bundle {
     pub(crate) fn role_type(&self) -> &EntityTypeName {
         &self.role_type
     }
+
+    /// The schema's action entities when it groups actions (see `action_groups`).
+    pub(crate) fn action_groups(&self) -> Option<&Entities> {
+        self.action_groups.as_ref()
+    }
 }
+
 impl Bundle {
     /// Evaluates a tool's policies once; returns the enforced evaluation and `would_block`.
     ///

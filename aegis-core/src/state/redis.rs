@@ -205,6 +205,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// this long after such a change every step fails closed.
 const POLICY_RECHECK: Duration = Duration::from_secs(1);
 
+/// How many times a step is sent again after a cluster node answered that another owns its slot.
+const MAX_REDIRECTS: usize = 2;
+
+/// Whether `e` says a cluster node ran nothing because another node owns the slot.
+fn redirected(conn: &Conn, e: &redis::RedisError) -> bool {
+    matches!(conn, Conn::Cluster(_)) && matches!(e.kind(), redis::ErrorKind::Moved | redis::ErrorKind::Ask)
+}
+
 /// How many idle connections are kept (more threads than this open and close their own).
 const MAX_IDLE: usize = 16;
 
@@ -312,7 +320,7 @@ impl RedisStore {
         self
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut dyn ConnectionLike) -> redis::RedisResult<T>) -> Result<T> {
+    fn with<T>(&self, mut f: impl FnMut(&mut dyn ConnectionLike) -> redis::RedisResult<T>) -> Result<T> {
         // `WAIT` counts the writes of its own connection: with replicas to wait for, every step
         // keeps to one connection (taken under the lock for the whole step) so the wait covers
         // the writes before it.
@@ -333,8 +341,20 @@ impl RedisStore {
             check_policy(&mut live.conn)?;
             live.policy_checked = Instant::now();
         }
-        // On failure the connection is dropped, not reused: the next step reconnects.
-        let value = f(live.conn.like()).map_err(store_error)?;
+        // On failure the connection is dropped, not reused: the next step reconnects. A cluster
+        // node that does not own the slot ran nothing (`MOVED`, `ASK`): the step is sent again
+        // on a fresh connection, which reads where the slots are now.
+        let mut redirects = 0;
+        let value = loop {
+            match f(live.conn.like()) {
+                Ok(value) => break value,
+                Err(e) if redirected(&live.conn, &e) && redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    live = self.connect()?;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        };
         match pinned.as_mut() {
             Some(idle) => idle.push(live),
             None => {
@@ -570,9 +590,9 @@ impl Store for RedisStore {
         let reply: std::result::Result<Vec<String>, Error> = self.with(|conn| invocation.invoke(conn));
         let outcome = match reply {
             Err(e) => {
-                // Unknown whether the commit applied: the ids stay consumed (fail closed), the
-                // budget reservations are released as before.
-                self.release(&reserved);
+                // Unknown whether the commit applied: the ids stay consumed and the budget
+                // reservations stay reserved (fail closed: a commit that did apply keeps what it
+                // spent counted; one that did not holds the amount back until its window ends).
                 return Err(e);
             }
             Ok(reply) => match reply.first().map(String::as_str) {

@@ -36,23 +36,26 @@ impl ToolTarget {
     }
 }
 
-/// The principal as an entity whose parents are its attested roles (`principal in
-/// Role::"finance-approver"`); `None` for a principal without roles, which needs no entities.
-pub(crate) fn principal_entities(
+/// The entities a request is evaluated with: the principal as an entity whose parents are its
+/// attested roles (`principal in Role::"finance-approver"`), and the schema's action entities when
+/// it groups actions (`actions`). `None` when there is neither: no entity is needed.
+pub(crate) fn request_entities<'a>(
     principal: &EntityUid,
     role_type: &cedar_policy::EntityTypeName,
     roles: &[String],
-) -> Result<Option<Entities>> {
+    actions: Option<&'a Entities>,
+) -> Result<Option<std::borrow::Cow<'a, Entities>>> {
     if roles.is_empty() {
-        return Ok(None);
+        return Ok(actions.map(std::borrow::Cow::Borrowed));
     }
     let parents: std::collections::HashSet<EntityUid> =
         roles.iter().map(|r| EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(r))).collect();
     let roles = parents.iter().map(|r| cedar_policy::Entity::new_no_attrs(r.clone(), std::collections::HashSet::new()));
     let principal = cedar_policy::Entity::new_no_attrs(principal.clone(), parents.clone());
-    Entities::from_entities(roles.chain(std::iter::once(principal)), None)
-        .map(Some)
-        .map_err(|e| Error::internal(format!("principal entities: {e}")))
+    let actions = actions.into_iter().flat_map(|a| a.iter().cloned());
+    Entities::from_entities(roles.chain(std::iter::once(principal)).chain(actions), None)
+        .map(|e| Some(std::borrow::Cow::Owned(e)))
+        .map_err(|e| Error::internal(format!("request entities: {e}")))
 }
 
 /// A request ready for evaluation.
@@ -147,7 +150,7 @@ impl PolicyIndex {
             .map(|(action, ps)| {
                 PolicySet::from_policies(ps)
                     .map(|set| {
-                        let listed = PolicyList::for_action(&set, action_entities);
+                        let listed = PolicyList::for_action(&set);
                         (action, (set, listed))
                     })
                     .map_err(|e| Error::new(ErrorCode::InvalidBundle, format!("cannot index policies: {e}")))
@@ -192,9 +195,6 @@ pub(crate) struct PolicyList {
     compiled: Vec<CompiledPolicy>,
     /// The same policies, for Cedar's `Authorizer`.
     set: PolicySet,
-    /// The schema's action entities, for Cedar's `Authorizer` to resolve `action in [group]`
-    /// in a list built for one action.
-    actions: Option<Entities>,
     /// Its permits alone, to tell which permits held when forbids denied.
     permits: PolicySet,
 }
@@ -213,26 +213,26 @@ struct CompiledPolicy {
 impl PolicyList {
     /// The list of `set`, each policy's whole condition evaluated.
     pub(crate) fn new(set: &PolicySet) -> Self {
-        Self::compile(set, None)
+        Self::compile(set, false)
     }
 
-    /// The list of `set`, every policy of which the index found applying to one action (of
-    /// `action_entities`, the schema's): each condition without its action scope, which holds
-    /// (as Cedar decides it with the schema's action entities, `action in [group]` included),
-    /// and without the `principal` and `resource` scopes that constrain nothing.
-    pub(crate) fn for_action(set: &PolicySet, action_entities: &Entities) -> Self {
-        Self::compile(set, Some(action_entities.clone()))
+    /// The list of `set`, every policy of which the index found applying to one action: each
+    /// condition without its action scope, which holds (as Cedar decides it with the schema's
+    /// action entities, `action in [group]` included), and without the `principal` and
+    /// `resource` scopes that constrain nothing.
+    pub(crate) fn for_action(set: &PolicySet) -> Self {
+        Self::compile(set, true)
     }
 
-    fn compile(set: &PolicySet, actions: Option<Entities>) -> Self {
+    fn compile(set: &PolicySet, for_one_action: bool) -> Self {
         let compiled = set
             .policies()
             .map(|p| {
                 let core: &ast::Policy = p.as_ref();
                 CompiledPolicy {
-                    condition: match actions {
-                        None => core.condition(),
-                        Some(_) => condition_for_its_action(core),
+                    condition: match for_one_action {
+                        false => core.condition(),
+                        true => condition_for_its_action(core),
                     },
                     slots: core.env().clone(),
                     forbid: core.effect() == ast::Effect::Forbid,
@@ -244,7 +244,6 @@ impl PolicyList {
         Self {
             compiled,
             set: set.clone(),
-            actions,
             permits: PolicySet::from_policies(set.policies().filter(|p| p.effect() == cedar_policy::Effect::Permit).cloned())
                 .unwrap_or_default(),
         }
@@ -317,10 +316,6 @@ impl PolicyList {
     #[cfg_attr(not(feature = "cedar-authorizer"), allow(dead_code))]
     fn evaluate_with_authorizer(&self, request: PreparedRequest, entities: &Entities) -> Evaluation {
         let request = Request::from(request.0);
-        let with_actions = self.actions.as_ref().map(|actions| {
-            Entities::from_entities(entities.iter().chain(actions.iter()).cloned(), None).unwrap_or_else(|_| entities.clone())
-        });
-        let entities = with_actions.as_ref().unwrap_or(entities);
         let response = cedar_policy::Authorizer::new().is_authorized(&request, &self.set, entities);
         let is_forbid = |id: &PolicyId| self.compiled.iter().any(|p| &p.id == id && p.forbid);
         let determining: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
@@ -472,6 +467,7 @@ mod tests {
             @id("mallory") forbid(principal == Agent::"mallory", action in Action::"all", resource);
             @id("erroring") forbid(principal, action == Action::"pay", resource) when { context.amount + 9223372036854775807 > 0 };
             @id("group-itself") forbid(principal, action == Action::"writes", resource);
+            @id("group-in-body") forbid(principal, action, resource) when { action in Action::"all" && context.amount == -5 };
         "#;
         let set = PolicySet::from_str(src).unwrap();
         let index = PolicyIndex::new(set.clone(), &actions).unwrap();
@@ -504,8 +500,9 @@ mod tests {
                         .unwrap();
                         let list = index.list_for(&request);
                         let prepared = || PreparedRequest(AsRef::<ast::Request>::as_ref(&request).clone());
-                        let ours = list.evaluate_compiled(prepared(), entities.as_ref());
-                        assert_eq!(ours, list.evaluate_with_authorizer(prepared(), &entities));
+                        // The engine evaluates with the action entities when the schema groups actions.
+                        let ours = list.evaluate_compiled(prepared(), with_actions.as_ref());
+                        assert_eq!(ours, list.evaluate_with_authorizer(prepared(), &with_actions));
                         let cedar = Authorizer::new().is_authorized(&request, &set, &with_actions);
                         let mut reasons: Vec<PolicyId> = cedar.diagnostics().reason().cloned().collect();
                         reasons.sort_unstable_by_key(ToString::to_string);
@@ -527,6 +524,8 @@ mod tests {
         // The group's forbid reached its member, and the one naming the group itself did not.
         let pay = index.for_action(&r#"Action::"pay""#.parse().unwrap());
         let ids: Vec<String> = pay.policies().filter_map(|p| p.annotation("id")).map(str::to_owned).collect();
+        let read = index.for_action(&r#"Action::"read""#.parse().unwrap());
+        assert!(read.policies().any(|p| p.annotation("id") == Some("group-in-body")));
         assert!(ids.contains(&"group-cap".to_owned()) && !ids.contains(&"group-itself".to_owned()), "{ids:?}");
     }
 }
