@@ -68,7 +68,7 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
         let decision = gil::detached(py, || self.inner.authorize(&request)).map_err(to_py)?;
-        convert::decision(py, &decision)
+        decided(py, convert::decision(py, &decision))
     }
 
     /// The `authorize_enforced` operation without JSON text.
@@ -89,8 +89,18 @@ impl Engine {
         let (decision, enforcement) = gil::detached(py, || self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)))
             .map(|(e, d)| (d, e))
             .map_err(to_py)?;
-        convert::enforced(py, &decision, &enforcement)
+        decided(py, convert::enforced(py, &decision, &enforcement))
     }
+}
+
+/// The result of a call that has decided (and may have committed): a `TypeError` now would send
+/// the Python half down the text path to decide the same call again, so none is raised past this
+/// point.
+fn decided<'py>(py: Python<'py>, result: PyResult<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    result.map_err(|e| match e.is_instance_of::<PyTypeError>(py) {
+        true => pyo3::exceptions::PyRuntimeError::new_err(format!("building the decision failed after deciding: {e}")),
+        false => e,
+    })
 }
 
 /// An `AuthorizationRequest` from Python values. Arguments that are not plain JSON-shaped values

@@ -835,7 +835,9 @@ class Engine:
         except _native.NativeError as e:
             raise from_native(e) from None
         except TypeError:
-            pass  # arguments, chain or resource not plain values: the JSON text path reads them
+            # Arguments, chain or resource not plain values: the JSON text path reads them. The
+            # native half raises `TypeError` only before it decides, never after.
+            pass
         request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
         return Decision._from_json(self._op_text("authorize", request))
 
