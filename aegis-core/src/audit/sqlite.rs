@@ -29,8 +29,8 @@ pub(crate) fn failed(e: impl std::fmt::Display) -> Error {
 /// position of the first.
 pub(crate) fn append(conn: &Connection, events: &[Event]) -> Result<u64> {
     let last: Option<(i64, Vec<u8>)> = conn
-        .query_row("SELECT seq, leaf FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+        .prepare_cached("SELECT seq, leaf FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(failed)?;
     let (first, mut prev) = match last {
         None => (0, [0u8; 32]),

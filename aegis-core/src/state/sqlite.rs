@@ -7,15 +7,19 @@
 //! Commits made at the same time share one transaction and one fsync (group commit): the first
 //! caller leads, applying every commit queued by then in order, each in its own savepoint (a
 //! refused or failed one leaves the others untouched), and none is answered before the
-//! transaction holding it is durable; a failed `COMMIT` fails them all.
+//! transaction holding it is durable; a failed `COMMIT` fails them all. A leader that has been
+//! committing beside others waits a moment for them to queue (`Group::siblings`), and a
+//! waiting commit polls for its answer before it sleeps (`POLL_FOR_ANSWER`): without either,
+//! two threads committed no faster than one.
 //!
 //! The database can also keep the audit log (tables `audit` and `audit_meta`): an allowed
 //! call's record is then written in the same transaction as the state it changes, so a record
 //! exists exactly when the call was committed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -59,6 +63,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Commits waiting for the current leader's next transaction (group commit).
     group: Mutex<Group>,
+    /// Signalled when a commit joins the queue: a leader waiting for its siblings wakes.
+    joined: Condvar,
     path: PathBuf,
     /// The file opened, by device and inode: a database deleted or replaced underneath would
     /// otherwise take writes into an unlinked file that nobody will ever read.
@@ -70,6 +76,9 @@ pub struct SqliteStore {
 /// denied); the engine's breaker then refuses at once for a moment instead of every decision
 /// waiting as long.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Compiled statements kept per connection.
+const STATEMENTS_CACHED: usize = 64;
 
 /// Reader connections kept open.
 const READERS: usize = 8;
@@ -88,11 +97,14 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(store_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(store_error)?;
+        // Every statement a commit runs stays compiled (the default keeps 16).
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
         Self::migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             readers: Mutex::default(),
             group: Mutex::default(),
+            joined: Condvar::new(),
             path: path.as_ref().to_owned(),
             #[cfg(unix)]
             file: file_id(path.as_ref()).map_err(store_error)?,
@@ -224,12 +236,12 @@ fn status_str(s: ApprovalStatus) -> &'static str {
 /// only), in one statement (one snapshot), so a call late in a long window costs what an early
 /// one does.
 fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i64> {
-    let total: i64 = conn.query_row(
-        "SELECT COALESCE((SELECT total FROM spend_sum WHERE key = ?1), 0) \
-         - COALESCE((SELECT SUM(amount) FROM spend WHERE key = ?1 AND at < ?2), 0)",
-        params![key, window_start],
-        |r| r.get(0),
-    )?;
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE((SELECT total FROM spend_sum WHERE key = ?1), 0) \
+             - COALESCE((SELECT SUM(amount) FROM spend WHERE key = ?1 AND at < ?2), 0)",
+        )?
+        .query_row(params![key, window_start], |r| r.get(0))?;
     Ok(total.max(0))
 }
 
@@ -237,9 +249,20 @@ fn spent(conn: &Connection, key: &str, window_start: i64) -> rusqlite::Result<i6
 /// moves forward for a key: nothing dropped is needed again); the triggers keep the total.
 fn reserve(tx: &Connection, r: &crate::budget::Reservation, now: i64) -> rusqlite::Result<()> {
     // Rows of zero amounts go too: they add nothing, but would be read at every check.
-    tx.execute("DELETE FROM spend WHERE key = ?1 AND at < ?2", params![r.key, r.window_start])?;
-    tx.execute("INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, now, r.amount])?;
+    exec(tx, "DELETE FROM spend WHERE key = ?1 AND at < ?2", params![r.key, r.window_start])?;
+    exec(tx, "INSERT INTO spend (key, at, amount) VALUES (?1, ?2, ?3)", params![r.key, now, r.amount])?;
     Ok(())
+}
+
+/// Moves a task's version on (creating its row at 1).
+const BUMP_VERSION: &str =
+    "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1";
+
+/// Runs `sql` through the connection's statement cache: a commit runs the same dozen
+/// statements every time, and compiling them again for each one is CPU spent holding the
+/// write lock that every other commit waits for.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 /// One commit waiting in the group, and where its answer goes.
@@ -254,7 +277,19 @@ struct Job {
 struct Group {
     queue: Vec<Job>,
     leading: bool,
+    /// How many callers were committing when the last transaction ended: those it answered
+    /// and those already queued for the next. The answered ones come back within a decision's
+    /// time (microseconds) while a transaction takes an fsync (a tenth of a millisecond or
+    /// more), so a leader that starts at once carries only the commits that queued during the
+    /// previous fsync: two threads would alternate, one commit per fsync each. A leader
+    /// therefore waits, briefly, for this many commits (PostgreSQL's `commit_siblings`).
+    siblings: usize,
 }
+
+/// The longest a leader waits for its siblings: a fraction of an fsync on a fast disk. Only a
+/// caller that has been committing beside others waits; one alone never does, and a wait that
+/// times out lowers the count it waits for to what came.
+const SIBLINGS_WAIT: Duration = Duration::from_micros(60);
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,11 +309,23 @@ enum Word {
 struct Answer {
     word: Mutex<Option<Word>>,
     ready: Condvar,
+    /// Set once `word` is: what a waiter polls before it sleeps.
+    told: AtomicBool,
 }
+
+/// How long a waiting commit polls for its answer before it sleeps. A transaction takes about
+/// an fsync, and a thread woken from sleep on a virtual machine can take as long again to run
+/// (its idle vCPU halted), which the whole group then waits for: two threads committed no
+/// faster than one. Polling (yielding the core between polls, so the leader is not slowed)
+/// keeps the wake-up out of the commit's latency.
+const POLL_FOR_ANSWER: Duration = Duration::from_micros(250);
 
 impl Answer {
     fn tell(&self, word: Word) {
-        *self.word.lock().unwrap_or_else(PoisonError::into_inner) = Some(word);
+        let mut slot = self.word.lock().unwrap_or_else(PoisonError::into_inner);
+        *slot = Some(word);
+        self.told.store(true, Ordering::Release);
+        drop(slot);
         self.ready.notify_all();
     }
 
@@ -287,9 +334,15 @@ impl Answer {
     }
 
     fn wait(&self) -> Word {
+        let start = Instant::now();
+        while !self.told.load(Ordering::Acquire) && start.elapsed() < POLL_FOR_ANSWER {
+            std::thread::yield_now();
+        }
         let mut slot = self.word.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(word) = slot.take() {
+                // A caller handed the lead waits again, for its outcome.
+                self.told.store(false, Ordering::Relaxed);
                 return word;
             }
             slot = self.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
@@ -301,8 +354,8 @@ impl Answer {
 /// `Committed` (every check comes before the first write).
 fn apply(tx: &Connection, c: &Commit, record: Option<&Event>) -> Result<CommitOutcome> {
     let (version, ended): (i64, i64) = tx
-        .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [&c.task_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+        .prepare_cached("SELECT version, ended FROM tasks WHERE task_id = ?1")
+        .and_then(|mut s| s.query_row([&c.task_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(store_error)?
         .unwrap_or((0, 0));
     if ended != 0 {
@@ -313,8 +366,8 @@ fn apply(tx: &Connection, c: &Commit, record: Option<&Event>) -> Result<CommitOu
     }
     for (key, _) in &c.consume {
         let used: Option<i64> = tx
-            .query_row("SELECT expires_at FROM used WHERE key = ?1 AND expires_at > ?2", params![key, c.now], |r| r.get(0))
-            .optional()
+            .prepare_cached("SELECT expires_at FROM used WHERE key = ?1 AND expires_at > ?2")
+            .and_then(|mut s| s.query_row(params![key, c.now], |r| r.get(0)).optional())
             .map_err(store_error)?;
         if used.is_some() {
             return Ok(CommitOutcome::AlreadyUsed(key.clone()));
@@ -326,25 +379,19 @@ fn apply(tx: &Connection, c: &Commit, record: Option<&Event>) -> Result<CommitOu
             return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
         }
     }
-    tx.execute("DELETE FROM used WHERE expires_at <= ?1", [c.now]).map_err(store_error)?;
+    exec(tx, "DELETE FROM used WHERE expires_at <= ?1", [c.now]).map_err(store_error)?;
     for (key, exp) in &c.consume {
-        tx.execute("INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp]).map_err(store_error)?;
+        exec(tx, "INSERT OR REPLACE INTO used (key, expires_at) VALUES (?1, ?2)", params![key, exp]).map_err(store_error)?;
     }
     for r in &c.reservations {
         reserve(tx, r, c.now).map_err(store_error)?;
     }
-    tx.execute(
-        "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
-        [&c.task_id],
-    )
-    .map_err(store_error)?;
-    tx.execute(
-        "INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)",
-        params![c.task_id, version + 1, to_json(&c.entry)?],
-    )
-    .map_err(store_error)?;
+    exec(tx, BUMP_VERSION, [&c.task_id]).map_err(store_error)?;
+    exec(tx, "INSERT INTO ledger (task_id, seq, entry) VALUES (?1, ?2, ?3)", params![c.task_id, version + 1, to_json(&c.entry)?])
+        .map_err(store_error)?;
     for holder in c.entry.duty_holders() {
-        tx.execute(
+        exec(
+            tx,
             "INSERT OR IGNORE INTO duties (task_id, agent_id, tool) VALUES (?1, ?2, ?3)",
             params![c.task_id, holder, c.entry.tool],
         )
@@ -367,6 +414,7 @@ impl SqliteStore {
             group.queue.push(Job { commit, record: record.cloned(), answer: Arc::clone(&answer) });
             if group.leading {
                 drop(group);
+                self.joined.notify_one();
                 match answer.wait() {
                     Word::Done(outcome) => return outcome,
                     // Handed the lead: this commit is still queued, and goes in the next batch.
@@ -379,7 +427,7 @@ impl SqliteStore {
         // Lead one batch (everything queued, this commit included), then hand the lead to the
         // first commit queued meanwhile: no caller keeps leading for others after its own
         // answer, however fast they queue.
-        let jobs = std::mem::take(&mut self.group.lock().unwrap_or_else(PoisonError::into_inner).queue);
+        let jobs = self.gather();
         // A panic while leading must not leave the followers waiting for ever (nor the group
         // led by nobody): they are answered with an error, and the lead passes on.
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_batch(&jobs)));
@@ -390,6 +438,7 @@ impl SqliteStore {
         }
         {
             let mut group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+            group.siblings = jobs.len() + group.queue.len();
             match group.queue.first() {
                 Some(next) => next.answer.tell(Word::Lead),
                 None => group.leading = false,
@@ -399,6 +448,20 @@ impl SqliteStore {
             Word::Done(outcome) => outcome,
             Word::Lead => Err(store_error("the group commit lost a commit")),
         }
+    }
+
+    /// The next batch, taken by its leader: everything queued, once as many commits as were in
+    /// flight at the end of the last transaction have queued, or `SIBLINGS_WAIT` has passed.
+    fn gather(&self) -> Vec<Job> {
+        let group = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut group, waited) = self
+            .joined
+            .wait_timeout_while(group, SIBLINGS_WAIT, |g| g.queue.len() < g.siblings)
+            .unwrap_or_else(PoisonError::into_inner);
+        if waited.timed_out() {
+            group.siblings = group.queue.len();
+        }
+        std::mem::take(&mut group.queue)
     }
 
     /// One transaction for `jobs`, each in its own savepoint; every answer is given after the
@@ -424,12 +487,13 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
-            tx.execute_batch("SAVEPOINT job").map_err(store_error)?;
+            exec(&tx, "SAVEPOINT job", []).map_err(store_error)?;
             let outcome = apply(&tx, &job.commit, job.record.as_ref());
             // A commit that did not apply leaves nothing behind, whatever it got to write.
-            let end =
-                if matches!(outcome, Ok(CommitOutcome::Committed)) { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-            tx.execute_batch(end).map_err(store_error)?;
+            if !matches!(outcome, Ok(CommitOutcome::Committed)) {
+                exec(&tx, "ROLLBACK TO job", []).map_err(store_error)?;
+            }
+            exec(&tx, "RELEASE job", []).map_err(store_error)?;
             outcomes.push(outcome);
         }
         tx.commit().map_err(store_error)?;
@@ -441,11 +505,7 @@ impl SqliteStore {
 /// their state before does not commit.
 fn move_versions(tx: &rusqlite::Transaction<'_>, tasks: &[String]) -> Result<()> {
     for task in tasks {
-        tx.execute(
-            "INSERT INTO tasks (task_id, version) VALUES (?1, 1) ON CONFLICT (task_id) DO UPDATE SET version = version + 1",
-            [task],
-        )
-        .map_err(store_error)?;
+        exec(tx, BUMP_VERSION, [task]).map_err(store_error)?;
     }
     Ok(())
 }
@@ -453,7 +513,8 @@ fn move_versions(tx: &rusqlite::Transaction<'_>, tasks: &[String]) -> Result<()>
 /// A task's version, whether it ended, and its duties.
 fn task_state(conn: &Connection, task_id: &str) -> Result<TaskState> {
     let row: Option<(i64, i64)> = conn
-        .query_row("SELECT version, ended FROM tasks WHERE task_id = ?1", [task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached("SELECT version, ended FROM tasks WHERE task_id = ?1")
+        .and_then(|mut s| s.query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()
         .map_err(store_error)?;
     let Some((version, ended)) = row else { return Ok(TaskState::default()) };
