@@ -124,7 +124,35 @@ const enforcedFrom = (g) => Object.freeze({ decision: decisionFrom(g.decision), 
  * A decision from the native call's parts: what `decisionFrom` makes of the same decision's
  * JSON. `reasons` holds the frozen reason lists by the ids the native engine object gave them.
  */
-function decisionFromParts(p, reasons) {
+/** The outcomes by their number in a packed decision (bits 0-1). */
+const OUTCOMES = ['allow', 'deny', 'sanitize', 'approval_needed'];
+
+/**
+ * A decision from the native `authorize`: `[packed, decisionId]` when the native object has
+ * already sent this engine object the decision's reasons (by id) and policy version, else the
+ * decision's parts (which tell them).
+ */
+function decisionFromNative(r, told) {
+  if (!Array.isArray(r)) return decisionFromParts(r, told);
+  const [packed, decisionId] = r;
+  // Built as `decisionFromParts` builds it: the same fields in the same order.
+  return Object.freeze({
+    outcome: OUTCOMES[packed & 3],
+    reasons: told.reasons[packed >>> 3],
+    decisionId,
+    policyVersion: told.policyVersion,
+    wouldBlock: (packed & 4) !== 0,
+    approvalId: null,
+    sanitizedArgs: null,
+    breakGlassId: null,
+    receipt: null,
+    candidate: null,
+  });
+}
+
+function decisionFromParts(p, told) {
+  const reasons = told.reasons;
+  told.policyVersion = p.policyVersion;
   if (p.reasons != null) reasons[p.reasonsId] = deepFreeze(JSON.parse(p.reasons).map(reasonFrom));
   const rest = p.rest == null ? undefined : deepFreeze(JSON.parse(p.rest));
   // Frozen all the way down, as `decisionFrom`'s: the reasons and `rest` already are.
@@ -505,7 +533,8 @@ const SHARED = Symbol('aegis.sharedEngine');
 class Engine {
   #native;
   /** The reason lists decisions share, by the native engine object's ids for them. */
-  #reasons = [];
+  /** What the native object has told this one: reason lists by id, the last policy version. */
+  #told = { reasons: [], policyVersion: null };
   /**
    * The engine another thread shared with `engine.shareHandle()`: the same engine (stores,
    * caches, ledgers), used from this worker thread. The handle is valid while the engine that
@@ -590,7 +619,7 @@ class Engine {
     // Plain values go to the core without JSON text; anything else as text, read as ever.
     const fast = nativeRequest(request);
     if (fast === undefined) return decisionFrom(this.#call('authorize', requestBody(request)));
-    return decisionFromParts(mapped(() => this.#native.authorize(...fast)), this.#reasons);
+    return decisionFromNative(mapped(() => this.#native.authorize(...fast)), this.#told);
   }
   async authorizeAsync(request) {
     return decisionFrom(await this.#callAsync('authorize', requestBody(request)));
@@ -600,7 +629,7 @@ class Engine {
     const fast = nativeRequest(request);
     if (fast === undefined) return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
     const parts = mapped(() => this.#native.authorizeEnforced(...fast));
-    return Object.freeze({ decision: decisionFromParts(parts, this.#reasons),
+    return Object.freeze({ decision: decisionFromParts(parts, this.#told),
       enforcement: enforcementFrom(JSON.parse(parts.enforcement)) });
   }
   async authorizeEnforcedAsync(request) {

@@ -150,3 +150,33 @@ test('a sparse chain is decided as the text path decides it', () => {
   assert.deepEqual(fast, outcome(() => eng.authorize({ chain: sparse, tool: TOOL, args: asText(pay(10)) })));
   assert.notEqual(fast.outcome, 'allow', JSON.stringify(fast));
 });
+
+test('a warm decision sent as a number carries the reasons and policy version it was decided with', async () => {
+  const { cpSync, mkdtempSync, appendFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const { BUNDLE, ISSUER, ISSUER_KEY, key } = await import('./helpers.mjs');
+  const dir = mkdtempSync(path.join(tmpdir(), 'aegis-packed-'));
+  cpSync(BUNDLE, dir, { recursive: true });
+  const { Engine } = await import('../aegis.js');
+  const eng = new Engine({ bundleDir: dir, trustedIssuers: { [ISSUER]: ISSUER_KEY }, approvalKey: key(7) });
+  const chain = financeChain(uniqueTask('packed'));
+  const first = eng.authorize({ chain, tool: TOOL, args: pay(10) });
+  // The same decision again (sent packed), then others with other reasons, then the first kind.
+  const calls = [pay(10), pay(9000), pay(10), { ...pay(10), destination: 'acct_elsewhere' }, pay(10)];
+  for (const args of calls) {
+    const same = (d) => ({ ...d, approvalId: d.approvalId !== null });
+    assert.deepEqual(same(outcome(() => eng.authorize({ chain, tool: TOOL, args }))),
+      same(outcome(() => eng.authorize({ chain, tool: TOOL, args: asText(args) }))), JSON.stringify(args));
+  }
+  // A new policy version: the next decision must carry it, not the one sent before.
+  appendFileSync(path.join(dir, 'permits.cedar'), '\n// a comment: a new version\n');
+  const version = eng.reloadBundle(dir);
+  assert.notEqual(version, first.policyVersion);
+  for (let i = 0; i < 3; i++) {
+    const d = eng.authorize({ chain, tool: TOOL, args: pay(10) });
+    assert.equal(d.policyVersion, version);
+    assert.deepEqual(d.reasons, first.reasons);
+    assert.notEqual(d.decisionId, first.decisionId);
+  }
+});

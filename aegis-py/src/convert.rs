@@ -103,6 +103,19 @@ pub(crate) struct Classes {
     reasons: Mutex<Vec<(Vec<Reason>, Py<PyTuple>)>>,
     /// The last policy version, as a Python string.
     policy_version: Mutex<Option<(String, Py<PyString>)>>,
+    /// Recent decisions' fields but their id, as the `__dict__` each new one starts from: a
+    /// warm call decides the same way call after call, and one dict update is much cheaper
+    /// than setting ten fields.
+    templates: Mutex<Vec<Template>>,
+}
+
+/// The fields of a decision without rare fields (its id is replaced in each copy).
+struct Template {
+    outcome: aegis_sod::Outcome,
+    would_block: bool,
+    reasons: Vec<Reason>,
+    policy_version: String,
+    fields: Py<PyDict>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -132,6 +145,7 @@ impl Classes {
             object_new,
             reasons: Mutex::new(Vec::new()),
             policy_version: Mutex::new(None),
+            templates: Mutex::new(Vec::new()),
         })
     }
 }
@@ -247,9 +261,59 @@ fn outcome<'py>(py: Python<'py>, o: aegis_sod::Outcome) -> Bound<'py, PyString> 
     }
 }
 
+/// How many distinct decision templates are kept (all are dropped when full).
+const TEMPLATES_KEPT: usize = 64;
+
 /// A decision as the Python half's `Decision`.
 pub(crate) fn decision<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyAny>> {
     let c = classes(py)?;
+    let rare = d.approval_id.is_some()
+        || d.sanitized_args.is_some()
+        || d.break_glass_id.is_some()
+        || d.candidate.is_some()
+        || d.receipt.is_some();
+    if rare {
+        return decision_by_fields(py, c, d);
+    }
+    let fields = {
+        let kept = c.templates.lock().unwrap_or_else(|e| e.into_inner());
+        let found = kept.iter().find(|t| {
+            t.outcome == d.outcome
+                && t.would_block == d.would_block
+                && t.policy_version == d.policy_version
+                && t.reasons == d.reasons
+        });
+        match found {
+            Some(t) => t.fields.bind(py).clone(),
+            None => {
+                drop(kept);
+                // The id stays in the template (replaced in each copy), so the fields keep the
+                // order a dataclass gives them.
+                let fields = decision_by_fields(py, c, d)?.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?.copy()?;
+                let mut kept = c.templates.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() >= TEMPLATES_KEPT {
+                    kept.clear();
+                }
+                kept.push(Template {
+                    outcome: d.outcome,
+                    would_block: d.would_block,
+                    reasons: d.reasons.clone(),
+                    policy_version: d.policy_version.clone(),
+                    fields: fields.clone().unbind(),
+                });
+                fields
+            }
+        }
+    };
+    let obj = c.object_new.bind(py).call1((c.decision.bind(py),))?;
+    let dict = obj.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    dict.update(fields.as_mapping())?;
+    dict.set_item(intern!(py, "decision_id"), PyString::new(py, &d.decision_id))?;
+    Ok(obj)
+}
+
+/// A decision built field by field.
+fn decision_by_fields<'py>(py: Python<'py>, c: &Classes, d: &Decision) -> PyResult<Bound<'py, PyAny>> {
     let reasons = reasons(py, c, &d.reasons)?;
     let policy_version = policy_version(py, c, &d.policy_version);
     let sanitized = match &d.sanitized_args {

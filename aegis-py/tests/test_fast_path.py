@@ -1,6 +1,7 @@
 """`Engine.authorize` converts plain arguments natively (no JSON text): it must decide exactly as
 the JSON text path does, for every value, and hand anything unusual to that path."""
 
+import dataclasses
 import enum
 import threading
 from types import MappingProxyType
@@ -137,6 +138,28 @@ def test_an_approval_binds_the_arguments_across_both_paths() -> None:
         redeemed = (eng.authorize(chain, TOOL, big, approval_token=token) if not ask_fast
                     else text_path(eng, "authorize", chain, big, token))
         assert redeemed.outcome == "allow", redeemed
+
+
+def test_warm_decisions_are_whole_dataclasses_of_their_own() -> None:
+    """A warm decision starts from the fields of an earlier one with the same outcome, reasons
+    and policy version (only its id is new): each is still a complete `Decision` of its own,
+    equal field for field to the text path's, whichever outcome came before it."""
+    eng = engine()
+    chain = finance_chain(unique_task("warm"))
+    names = [f.name for f in dataclasses.fields(Decision)]
+    seen = set()
+    for amount in (10, 10, 9000, 10, 9000, 10):
+        fast = eng.authorize(chain, TOOL, pay(amount))
+        text = text_path(eng, "authorize", chain, pay(amount))
+        assert type(fast) is Decision
+        assert list(vars(fast)) == names
+        assert fast.outcome == ("approval_needed" if amount == 9000 else "allow")
+        assert dataclasses.replace(fast, decision_id="x", approval_id=None) == dataclasses.replace(
+            text, decision_id="x", approval_id=None)
+        assert fast.decision_id not in seen
+        seen.add(fast.decision_id)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.outcome = "allow"  # type: ignore[misc]
 
 
 def test_decisions_from_many_threads_are_each_their_own() -> None:
