@@ -409,37 +409,94 @@ function requestBody({ chain, tool, args, resource, proof, approvalToken, tracep
 const MAX_ARGS_DEPTH = 126;
 
 /**
- * Whether `value` is plain JSON that the native conversion reads exactly as `JSON.stringify`
- * writes it: strings without lone surrogates, booleans, null, finite numbers (whole ones only up
- * to 2^53, past which the text is rounded), arrays without holes, and objects whose prototype is
- * `Object.prototype` or null with no `toJSON`. Anything else goes to the core as JSON text.
+ * Plain arguments as the native side reads them: a tape of numbers (tags, counts, string
+ * lengths in UTF-16 units, numbers as they are) and the text of every key and string, joined.
+ * Two values cross into Rust, however many the arguments hold; reading an object through N-API
+ * took several calls per property. See `args_from_tape` in `src/lib.rs` for the format.
+ *
+ * Only plain JSON is written, read exactly as `JSON.stringify` writes it: strings without lone
+ * surrogates, booleans, null, finite numbers (whole ones only up to 2^53, past which the text is
+ * rounded), arrays without holes, and objects whose prototype is `Object.prototype` or null
+ * with no `toJSON`, each property read once. Anything else goes to the core as JSON text.
  */
-function plainJson(value, depth) {
-  switch (typeof value) {
-    case 'string':
-      return value.isWellFormed();
-    case 'boolean':
-      return true;
-    case 'number':
-      return Number.isFinite(value) && (!Number.isInteger(value) || Math.abs(value) <= 2 ** 53);
-    case 'object': {
-      if (value === null) return true;
-      if (depth >= MAX_ARGS_DEPTH || typeof value.toJSON === 'function') return false;
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) if (!plainJson(value[i], depth + 1)) return false;
+class Tape {
+  buf = new Float64Array(64);
+  n = 1; // `buf[0]` is the length of the tape
+  parts = [];
+
+  put(x) {
+    if (this.n === this.buf.length) {
+      const grown = new Float64Array(this.buf.length * 2);
+      grown.set(this.buf);
+      this.buf = grown;
+    }
+    this.buf[this.n++] = x;
+  }
+
+  /** Writes `value`; false when it is not plain JSON. */
+  write(value, depth) {
+    switch (typeof value) {
+      case 'string':
+        if (!value.isWellFormed()) return false;
+        this.put(TAG_STRING);
+        this.put(value.length);
+        this.parts.push(value);
+        return true;
+      case 'boolean':
+        this.put(value ? TAG_TRUE : TAG_FALSE);
+        return true;
+      case 'number':
+        if (!Number.isFinite(value) || (Number.isInteger(value) && Math.abs(value) > 2 ** 53)) return false;
+        this.put(TAG_NUMBER);
+        this.put(value);
+        return true;
+      case 'object': {
+        if (value === null) {
+          this.put(TAG_NULL);
+          return true;
+        }
+        if (depth >= MAX_ARGS_DEPTH || typeof value.toJSON === 'function') return false;
+        if (Array.isArray(value)) {
+          const length = value.length;
+          this.put(TAG_ARRAY);
+          this.put(length);
+          for (let i = 0; i < length; i++) if (!this.write(value[i], depth + 1)) return false;
+          return true;
+        }
+        const proto = Object.getPrototypeOf(value);
+        if (proto !== Object.prototype && proto !== null) return false;
+        const keys = Object.keys(value);
+        this.put(TAG_OBJECT);
+        this.put(keys.length);
+        for (const key of keys) {
+          if (!key.isWellFormed()) return false;
+          this.put(key.length);
+          this.parts.push(key);
+          if (!this.write(value[key], depth + 1)) return false;
+        }
         return true;
       }
-      const proto = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null) return false;
-      for (const key of Object.keys(value)) {
-        if (!key.isWellFormed() || !plainJson(value[key], depth + 1)) return false;
-      }
-      return true;
+      default:
+        return false;
     }
-    default:
-      return false;
+  }
+
+  /** The joined text of `args` written on this tape, or undefined when they are not plain. */
+  encode(args) {
+    this.n = 1;
+    this.parts.length = 0;
+    if (typeof args !== 'object' || args === null || Array.isArray(args) || !this.write(args, 0)) return undefined;
+    this.buf[0] = this.n;
+    const text = this.parts.join('');
+    this.parts.length = 0;
+    return text;
   }
 }
+
+const [TAG_NULL, TAG_FALSE, TAG_TRUE, TAG_NUMBER, TAG_STRING, TAG_ARRAY, TAG_OBJECT] = [0, 1, 2, 3, 4, 5, 6];
+
+/** The tape calls write their arguments on, while none is writing one (see `callNative`). */
+let spareTape = new Tape();
 
 const optionalText = (v) => v == null || (typeof v === 'string' && v.isWellFormed());
 
@@ -474,19 +531,41 @@ function chainHandle(chain) {
   return handle;
 }
 
-/** The native call's arguments for `request` when every part is plain; otherwise undefined. */
-function nativeRequest({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }) {
-  args = args ?? {};
+/**
+ * Runs the native `authorize` (or `authorizeEnforced`) of `native` on `request` when every part of `request` is plain (its arguments written on a tape, the rarely set parts
+ * in `extras` only when one is); otherwise returns undefined, for the text path.
+ */
+function callNative({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }, native, enforced) {
   if (!Array.isArray(chain)) return undefined;
   if (typeof tool !== 'string' || !tool.isWellFormed()) return undefined;
-  if (typeof args !== 'object' || Array.isArray(args) || !plainJson(args, 0)) return undefined;
   if (resource != null && !(typeof resource.type === 'string' && typeof resource.id === 'string'
     && resource.type.isWellFormed() && resource.id.isWellFormed())) return undefined;
   traceparent = traceparent ?? hostTraceparent();
-  if (![proof, approvalToken, traceparent, toolCallId].every(optionalText)) return undefined;
+  if (!(optionalText(proof) && optionalText(approvalToken) && optionalText(traceparent) && optionalText(toolCallId))) {
+    return undefined;
+  }
   const handle = chainHandle(chain);
   if (handle === undefined) return undefined;
-  return [handle, tool, args, resource?.type, resource?.id, proof, approvalToken, traceparent, toolCallId];
+  const extras = resource == null && proof == null && approvalToken == null && traceparent == null && toolCallId == null
+    ? undefined
+    : { resourceType: resource?.type, resourceId: resource?.id, proof, approvalToken, traceparent, toolCallId };
+  // A getter among the arguments may itself call `authorize`: the tape in use is taken away
+  // until this call is done, and such a call writes a tape of its own.
+  const tape = spareTape ?? new Tape();
+  spareTape = null;
+  try {
+    // The arguments last: a getter among them runs after every other part was read.
+    const text = tape.encode(args ?? {});
+    if (text === undefined) return undefined;
+    try {
+      return enforced ? native.authorizeEnforced(handle, tool, tape.buf, text, extras)
+        : native.authorize(handle, tool, tape.buf, text, extras);
+    } catch (e) {
+      throw mapError(e);
+    }
+  } finally {
+    spareTape = tape;
+  }
 }
 
 const resolveBody = (approvalId, approverChain, note) => ({ approval_id: approvalId, approver_chain: approverChain, note });
@@ -617,18 +696,17 @@ class Engine {
   }
   authorize(request) {
     // Plain values go to the core without JSON text; anything else as text, read as ever.
-    const fast = nativeRequest(request);
-    if (fast === undefined) return decisionFrom(this.#call('authorize', requestBody(request)));
-    return decisionFromNative(mapped(() => this.#native.authorize(...fast)), this.#told);
+    const decided = callNative(request, this.#native, false);
+    if (decided === undefined) return decisionFrom(this.#call('authorize', requestBody(request)));
+    return decisionFromNative(decided, this.#told);
   }
   async authorizeAsync(request) {
     return decisionFrom(await this.#callAsync('authorize', requestBody(request)));
   }
   /** The decision and the core's enforcement of it: what guards act on. */
   authorizeEnforced(request) {
-    const fast = nativeRequest(request);
-    if (fast === undefined) return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
-    const parts = mapped(() => this.#native.authorizeEnforced(...fast));
+    const parts = callNative(request, this.#native, true);
+    if (parts === undefined) return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
     return Object.freeze({ decision: decisionFromParts(parts, this.#told),
       enforcement: enforcementFrom(JSON.parse(parts.enforcement)) });
   }

@@ -11,7 +11,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /**
  * A credential chain held natively: `aegis.js` makes one per chain it is given and sends it
- * with every call that presents that chain, so the tokens cross into Rust once.
+ * with every call that presents that chain, so the tokens cross into Rust once. It keeps a
+ * request with its tokens, which each call fills in (the tokens are not copied per call).
  */
 export declare class Chain {
   /** Holds `tokens` (each a well-formed string; `aegis.js` checks). */
@@ -38,15 +39,15 @@ export declare class Engine {
   call(op: string, input: string): string
   /**
    * The `authorize` operation without JSON text for what a call repeats: the chain by its
-   * native handle, the arguments as JavaScript values (`aegis.js` sends only plain
-   * JSON-shaped arguments this way). The decision comes back as `[packed, decisionId]` when
-   * everything else in it is already known to this object (see [`Engine::packed`]), which
-   * is one array and one string where an object of eight fields cost two microseconds;
-   * otherwise as [`DecisionParts`].
+   * native handle, the arguments on a tape (`aegis.js` sends only plain JSON-shaped
+   * arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
+   * back as `[packed, decisionId]` when everything else in it is already known to this
+   * object (see [`Engine::packed`]): one array and one string, where an object of eight
+   * fields cost about half a microsecond more; otherwise as [`DecisionParts`].
    */
-  authorize(chain: Chain, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): [number, string] | DecisionParts
+  authorize(chain: Chain, tool: string, tape: Float64Array, text: string, extras?: Extras | undefined | null): [number, string] | DecisionParts
   /** The `authorize_enforced` operation, as [`Engine::authorize`], with the enforcement. */
-  authorizeEnforced(chain: Chain, tool: string, args: any, resourceType?: string | undefined | null, resourceId?: string | undefined | null, proof?: string | undefined | null, approvalToken?: string | undefined | null, traceparent?: string | undefined | null, toolCallId?: string | undefined | null): DecisionParts
+  authorizeEnforced(chain: Chain, tool: string, tape: Float64Array, text: string, extras?: Extras | undefined | null): DecisionParts
   /** `call` off the JS thread, on the libuv pool (for stores that do I/O). */
   callAsync(op: string, input: string): Promise<string>
 }
@@ -74,4 +75,14 @@ export interface DecisionParts {
   rest?: string
   /** The core's enforcement as JSON (`authorizeEnforced` only). */
   enforcement?: string
+}
+
+/** The parts of a call that are rarely set, sent only when one is. */
+export interface Extras {
+  resourceType?: string
+  resourceId?: string
+  proof?: string
+  approvalToken?: string
+  traceparent?: string
+  toolCallId?: string
 }

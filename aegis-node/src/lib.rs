@@ -2,16 +2,19 @@
 //! functions. Errors carry the core's error JSON as their message (sync and async alike);
 //! `aegis.js` turns it into an `AegisError` with `err.code`, and JSON into typed objects.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use aegis_sod::json_api::{self, error_json};
 use aegis_sod::{AuthorizationRequest, Decision, OsRandom, Reason, ResourceRef, SecureRandom};
-use napi::bindgen_prelude::{AsyncTask, Either, Function, Task};
+use napi::bindgen_prelude::{AsyncTask, Either, Float64ArraySlice, Function, Task};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Status};
 use napi_derive::napi;
-use serde_json::{Number, Value};
+use serde_json::Value;
+
+mod tape;
 
 fn to_js(e: aegis_sod::Error) -> Error {
     Error::new(Status::GenericFailure, error_json(&e))
@@ -34,10 +37,13 @@ pub struct Engine {
 const REASONS_KEPT: usize = 64;
 
 /// A credential chain held natively: `aegis.js` makes one per chain it is given and sends it
-/// with every call that presents that chain, so the tokens cross into Rust once.
+/// with every call that presents that chain, so the tokens cross into Rust once. It keeps a
+/// request with its tokens, which each call fills in (the tokens are not copied per call).
 #[napi]
 pub struct Chain {
-    tokens: Vec<String>,
+    /// The request calls with this chain are made with; between calls its other parts are empty
+    /// (no arguments, proof or token of an earlier call are kept).
+    request: RefCell<AuthorizationRequest>,
 }
 
 #[napi]
@@ -45,8 +51,59 @@ impl Chain {
     /// Holds `tokens` (each a well-formed string; `aegis.js` checks).
     #[napi(constructor)]
     pub fn new(tokens: Vec<String>) -> Self {
-        Self { tokens }
+        Self { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) }
     }
+}
+
+impl Chain {
+    /// Runs `decide` on the request of this chain's call of `tool` with `args` and `extras`.
+    fn decide<T>(
+        &self,
+        tool: String,
+        args: Value,
+        extras: Option<Extras>,
+        decide: impl FnOnce(&AuthorizationRequest) -> napi::Result<T>,
+    ) -> napi::Result<T> {
+        let fill = |request: &mut AuthorizationRequest| {
+            let extras = extras.unwrap_or_default();
+            request.tool = tool;
+            request.args = args;
+            request.resource = extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id));
+            request.proof = extras.proof;
+            request.approval_token = extras.approval_token;
+            request.traceparent = extras.traceparent;
+            request.tool_call_id = extras.tool_call_id;
+        };
+        // Held only for this call: no JavaScript runs while the core decides, so the request is
+        // never busy; were it ever, the call is made on a copy.
+        let Ok(mut request) = self.request.try_borrow_mut() else {
+            let mut copy = AuthorizationRequest::new(self.request.borrow().chain.clone(), String::new(), Value::Null);
+            fill(&mut copy);
+            return decide(&copy);
+        };
+        fill(&mut request);
+        let out = decide(&request);
+        // Nothing of this call stays behind.
+        request.args = Value::Null;
+        request.resource = None;
+        request.proof = None;
+        request.approval_token = None;
+        request.traceparent = None;
+        request.tool_call_id = None;
+        out
+    }
+}
+
+/// The parts of a call that are rarely set, sent only when one is.
+#[napi(object)]
+#[derive(Default)]
+pub struct Extras {
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub proof: Option<String>,
+    pub approval_token: Option<String>,
+    pub traceparent: Option<String>,
+    pub tool_call_id: Option<String>,
 }
 
 /// A decision as JavaScript values: the common fields as they are, the reasons by id (with
@@ -172,27 +229,23 @@ impl Engine {
     }
 
     /// The `authorize` operation without JSON text for what a call repeats: the chain by its
-    /// native handle, the arguments as JavaScript values (`aegis.js` sends only plain
-    /// JSON-shaped arguments this way). The decision comes back as `[packed, decisionId]` when
-    /// everything else in it is already known to this object (see [`Engine::packed`]), which
-    /// is one array and one string where an object of eight fields cost two microseconds;
-    /// otherwise as [`DecisionParts`].
+    /// native handle, the arguments on a tape (`aegis.js` sends only plain JSON-shaped
+    /// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
+    /// back as `[packed, decisionId]` when everything else in it is already known to this
+    /// object (see [`Engine::packed`]): one array and one string, where an object of eight
+    /// fields cost about half a microsecond more; otherwise as [`DecisionParts`].
     #[napi]
-    #[allow(clippy::too_many_arguments)]
     pub fn authorize(
         &self,
         chain: &Chain,
         tool: String,
-        args: Value,
-        resource_type: Option<String>,
-        resource_id: Option<String>,
-        proof: Option<String>,
-        approval_token: Option<String>,
-        traceparent: Option<String>,
-        tool_call_id: Option<String>,
+        tape: Float64ArraySlice<'_>,
+        text: String,
+        extras: Option<Extras>,
     ) -> napi::Result<Either<(u32, String), DecisionParts>> {
-        let request = request(chain, tool, args, resource_type, resource_id, proof, approval_token, traceparent, tool_call_id);
-        let decision = self.inner.authorize(&request).map_err(to_js)?;
+        let decision = chain.decide(tool, tape::args(&tape, &text).map_err(malformed)?, extras, |request| {
+            self.inner.authorize(request).map_err(to_js)
+        })?;
         match self.packed(&decision) {
             Some(packed) => Ok(Either::A((packed, decision.decision_id))),
             None => self.parts(&decision, None).map(Either::B),
@@ -201,22 +254,19 @@ impl Engine {
 
     /// The `authorize_enforced` operation, as [`Engine::authorize`], with the enforcement.
     #[napi]
-    #[allow(clippy::too_many_arguments)]
     pub fn authorize_enforced(
         &self,
         chain: &Chain,
         tool: String,
-        args: Value,
-        resource_type: Option<String>,
-        resource_id: Option<String>,
-        proof: Option<String>,
-        approval_token: Option<String>,
-        traceparent: Option<String>,
-        tool_call_id: Option<String>,
+        tape: Float64ArraySlice<'_>,
+        text: String,
+        extras: Option<Extras>,
     ) -> napi::Result<DecisionParts> {
-        let request = request(chain, tool, args, resource_type, resource_id, proof, approval_token, traceparent, tool_call_id);
-        let decision = self.inner.authorize(&request).map_err(to_js)?;
-        let enforcement = decision.enforce(&request.args);
+        let (decision, enforcement) = chain.decide(tool, tape::args(&tape, &text).map_err(malformed)?, extras, |request| {
+            let decision = self.inner.authorize(request).map_err(to_js)?;
+            let enforcement = decision.enforce(&request.args);
+            Ok((decision, enforcement))
+        })?;
         self.parts(&decision, Some(json(&enforcement)?))
     }
 
@@ -311,44 +361,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> napi::Result<String> {
         .map_err(|e| to_js(aegis_sod::Error::new(aegis_sod::ErrorCode::Internal, format!("json encoding failed: {e}"))))
 }
 
-/// An `AuthorizationRequest` from JavaScript values.
-#[allow(clippy::too_many_arguments)]
-fn request(
-    chain: &Chain,
-    tool: String,
-    mut args: Value,
-    resource_type: Option<String>,
-    resource_id: Option<String>,
-    proof: Option<String>,
-    approval_token: Option<String>,
-    traceparent: Option<String>,
-    tool_call_id: Option<String>,
-) -> AuthorizationRequest {
-    integral_numbers(&mut args);
-    let mut request = AuthorizationRequest::new(chain.tokens.clone(), tool, args);
-    request.resource = resource_type.zip(resource_id).map(|(entity_type, id)| ResourceRef::new(entity_type, id));
-    request.proof = proof;
-    request.approval_token = approval_token;
-    request.traceparent = traceparent;
-    request.tool_call_id = tool_call_id;
-    request
-}
-
-/// The largest integer a double holds exactly; `aegis.js` sends larger whole numbers as text.
-const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
-
-/// Whole numbers as integers, as the text path reads them: `JSON.stringify(2 ** 40)` is
-/// `1099511627776`, an integer to the core, where napi hands over a double beyond 32 bits.
-fn integral_numbers(value: &mut Value) {
-    match value {
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT_INTEGER) {
-                // In range and whole, so the casts are exact; -0 is `0`, as JSON writes it.
-                *n = if f < 0.0 { Number::from(f as i64) } else { Number::from(f as u64) };
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
-        Value::Object(map) => map.values_mut().for_each(integral_numbers),
-        _ => {}
-    }
+/// A tape `aegis.js` should never have written.
+fn malformed(why: &str) -> Error {
+    to_js(aegis_sod::Error::new(aegis_sod::ErrorCode::MalformedRequest, format!("the arguments could not be read: {why}")))
 }

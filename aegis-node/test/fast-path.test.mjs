@@ -180,3 +180,44 @@ test('a warm decision sent as a number carries the reasons and policy version it
     assert.notEqual(d.decisionId, first.decisionId);
   }
 });
+
+test('a tape out of place is refused by the native side with a clean error', async () => {
+  const native = (await import('../index.js')).default;
+  const { BUNDLE, ISSUER, ISSUER_KEY } = await import('./helpers.mjs');
+  // The native engine itself, configured as `aegis.js` configures it.
+  const raw = new native.Engine(JSON.stringify({ bundle_dir: BUNDLE, trusted_issuers: [{ issuer: ISSUER, jwk: ISSUER_KEY.publicJwk }] }));
+  const chain = financeChain(uniqueTask('tape'));
+  const handle = new native.Chain(chain);
+  // `{}`, on a tape longer than the part in use.
+  const good = raw.authorize(handle, TOOL, new Float64Array([3, 6, 0, 99, 99]), '');
+  assert.equal(good.outcome ?? 'packed', 'deny', 'an empty object is read (and decided: no amount)');
+  for (const [tape, text] of [
+    [[99, 6, 0], ''], [[3, 6, 1], ''], [[5, 6, 1, 1, 4], 'a'], [[7, 6, 1, 1, 4, 5], 'ab'],
+    [[3, 7, 0], ''], [[3, 5, 0], ''], [[6, 6, 1, 1, 3, NaN], 'a'], [[3, 6, -1], ''],
+  ]) {
+    assert.throws(() => raw.authorize(handle, TOOL, new Float64Array(tape), text),
+      (e) => JSON.parse(e.message).code === 'malformed_request', JSON.stringify(tape));
+  }
+});
+
+test('a getter among the arguments that calls authorize itself leaves the outer call whole', () => {
+  const eng = engine();
+  const chain = financeChain(uniqueTask('getter'));
+  let inner;
+  let reads = 0;
+  const args = {
+    currency: 'eur',
+    destination: ACCOUNT,
+    get amount() {
+      reads += 1;
+      inner = eng.authorize({ chain, tool: TOOL, args: { ...pay(9000), memo: 'inner' } });
+      return 10;
+    },
+  };
+  const outer = eng.authorize({ chain, tool: TOOL, args });
+  assert.equal(reads, 1, 'each property is read once');
+  assert.equal(inner.outcome, 'approval_needed');
+  assert.equal(outer.outcome, 'allow');
+  // And the next call, on the tape both used, is read afresh.
+  assert.equal(eng.authorize({ chain, tool: TOOL, args: pay(9000) }).outcome, 'approval_needed');
+});

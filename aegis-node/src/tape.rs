@@ -1,0 +1,188 @@
+//! Plain arguments as `aegis.js` writes them (`class Tape`): two values cross the N-API
+//! boundary however many the arguments hold, where reading an object through N-API took
+//! several calls per property.
+//!
+//! The tape is a `Float64Array`: its first number is how many of its numbers are used (the
+//! array is reused, and may be longer). Then one value, written as:
+//!
+//! | value | numbers |
+//! |---|---|
+//! | `null`, `false`, `true` | tag 0, 1, 2 |
+//! | a number | tag 3, the number |
+//! | a string | tag 4, its length in UTF-16 units (its text is next in the joined text) |
+//! | an array | tag 5, its length, its items |
+//! | an object | tag 6, its number of keys, then per key its length (text as for a string) and its value |
+//!
+//! Only `aegis.js` writes tapes, but a tape is read as untrusted input all the same: anything
+//! out of place is an error, never a panic or a value read past its end.
+
+use serde_json::{Map, Number, Value};
+
+/// The deepest nesting read; `aegis.js` writes at most 126 levels (the text path's limit).
+const MAX_DEPTH: usize = 127;
+
+/// The largest integer a double holds exactly; `aegis.js` sends larger whole numbers as text.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// The arguments on `tape`, their keys and strings in `text`.
+pub(crate) fn args(tape: &[f64], text: &str) -> Result<Value, &'static str> {
+    let used = tape.first().and_then(|n| count(*n)).ok_or("a tape without its length")?;
+    let numbers = tape.get(1..used).ok_or("a tape longer than its array")?;
+    let mut reader = Reader { numbers, next: 0, text, at: 0 };
+    let value = reader.value(0)?;
+    if reader.next != numbers.len() || reader.at != text.len() {
+        return Err("a tape with more than one value");
+    }
+    match value {
+        Value::Object(_) => Ok(value),
+        _ => Err("arguments that are not an object"),
+    }
+}
+
+/// `n` as a count: a whole, non-negative number that fits.
+fn count(n: f64) -> Option<usize> {
+    (n.fract() == 0.0 && (0.0..=EXACT_INTEGER).contains(&n)).then_some(n as usize)
+}
+
+struct Reader<'a> {
+    numbers: &'a [f64],
+    next: usize,
+    text: &'a str,
+    /// Where the next string starts in `text` (a byte offset).
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn number(&mut self) -> Result<f64, &'static str> {
+        let n = *self.numbers.get(self.next).ok_or("a tape cut short")?;
+        self.next += 1;
+        Ok(n)
+    }
+
+    fn count(&mut self) -> Result<usize, &'static str> {
+        count(self.number()?).ok_or("a count that is not a whole number")
+    }
+
+    /// The next `units` UTF-16 code units of the text (whole characters: `aegis.js` writes only
+    /// well-formed strings).
+    fn text(&mut self, units: usize) -> Result<&'a str, &'static str> {
+        let rest = &self.text[self.at..];
+        let bytes = rest.as_bytes();
+        // ASCII, the usual case: one byte per unit.
+        let end = if bytes.len() >= units && bytes[..units].is_ascii() {
+            units
+        } else {
+            let (mut seen, mut end) = (0, 0);
+            for c in rest.chars() {
+                if seen >= units {
+                    break;
+                }
+                seen += c.len_utf16();
+                end += c.len_utf8();
+            }
+            if seen != units {
+                return Err("a string longer than the text");
+            }
+            end
+        };
+        self.at += end;
+        Ok(&rest[..end])
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, &'static str> {
+        let tag = self.number()?;
+        Ok(match tag as u8 {
+            _ if tag.fract() != 0.0 || !(0.0..=6.0).contains(&tag) => return Err("an unknown tag"),
+            0 => Value::Null,
+            1 => Value::Bool(false),
+            2 => Value::Bool(true),
+            3 => Value::Number(number(self.number()?)?),
+            4 => {
+                let units = self.count()?;
+                Value::String(self.text(units)?.to_owned())
+            }
+            _ if depth >= MAX_DEPTH => return Err("arguments nested too deeply"),
+            5 => {
+                let len = self.count()?;
+                // Each item takes at least one number: a length beyond what is left is a lie.
+                let mut items = Vec::with_capacity(len.min(self.numbers.len() - self.next));
+                for _ in 0..len {
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            _ => {
+                let len = self.count()?;
+                let mut map = Map::new();
+                for _ in 0..len {
+                    let units = self.count()?;
+                    let key = self.text(units)?.to_owned();
+                    let value = self.value(depth + 1)?;
+                    map.insert(key, value);
+                }
+                Value::Object(map)
+            }
+        })
+    }
+}
+
+/// A number as the text path reads it: whole numbers as integers (`JSON.stringify(2 ** 40)` is
+/// `1099511627776`, an integer to the core), -0 as `0` (as JSON writes it), others as they are.
+fn number(f: f64) -> Result<Number, &'static str> {
+    if f.fract() == 0.0 && f.abs() <= EXACT_INTEGER {
+        // In range and whole, so the casts are exact.
+        return Ok(if f < 0.0 { Number::from(f as i64) } else { Number::from(f as u64) });
+    }
+    Number::from_f64(f).ok_or("a number that is not finite")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tape(numbers: &[f64]) -> Vec<f64> {
+        let mut t = vec![numbers.len() as f64 + 1.0];
+        t.extend_from_slice(numbers);
+        t
+    }
+
+    #[test]
+    fn reads_what_aegis_js_writes() {
+        // {"a": [1, -0, 2.5, null, true], "ü😀": "x😀y"}
+        let t = tape(&[6.0, 2.0, 1.0, 5.0, 5.0, 3.0, 1.0, 3.0, -0.0, 3.0, 2.5, 0.0, 2.0, 3.0, 4.0, 4.0]);
+        let value = args(&t, "aü😀x😀y").unwrap();
+        assert_eq!(value, json!({"a": [1, 0, 2.5, null, true], "ü😀": "x😀y"}));
+        assert!(value["a"][0].is_u64() && value["a"][1].is_u64() && value["a"][2].is_f64());
+    }
+
+    #[test]
+    fn refuses_a_tape_out_of_place() {
+        let good = tape(&[6.0, 1.0, 1.0, 4.0, 2.0]);
+        assert!(args(&good, "abc").is_ok());
+        let cases: Vec<(Vec<f64>, &str)> = vec![
+            (vec![], ""),
+            (vec![99.0, 6.0, 0.0], ""),                   // longer than its array
+            (tape(&[6.0, 1.0, 1.0, 4.0, 2.0]), "ab"),     // text too short
+            (tape(&[6.0, 1.0, 1.0, 4.0, 2.0]), "abcd"),   // text left over
+            (tape(&[6.0, 1.0, 1.0, 4.0]), "abc"),         // cut short
+            (tape(&[6.0, 0.0, 0.0]), ""),                 // numbers left over
+            (tape(&[7.0]), ""),                           // unknown tag
+            (tape(&[2.5]), ""),                           // tag not whole
+            (tape(&[5.0, 0.0]), ""),                      // not an object
+            (tape(&[6.0, 1.0, 1.0, 3.0, f64::NAN]), "a"), // not finite
+            (tape(&[6.0, -1.0]), ""),                     // negative count
+            (tape(&[6.0, 1e300]), ""),                    // huge count
+            (tape(&[6.0, 1.0, 1.0, 4.0, 1.0]), "a😀"),    // half a character
+        ];
+        for (t, text) in cases {
+            assert!(args(&t, text).is_err(), "{t:?} {text:?}");
+        }
+        let mut deep = vec![6.0, 1.0, 1.0];
+        for _ in 0..200 {
+            deep.extend([5.0, 1.0]);
+        }
+        deep.push(0.0);
+        assert!(args(&tape(&deep), "a").is_err());
+    }
+}
