@@ -128,13 +128,15 @@ const enforcedFrom = (g) => Object.freeze({ decision: decisionFrom(g.decision), 
 const OUTCOMES = ['allow', 'deny', 'sanitize', 'approval_needed'];
 
 /**
- * A decision from the native `authorize`: `[packed, decisionId]` when the native object has
- * already sent this engine object the decision's reasons (by id) and policy version, else the
- * decision's parts (which tell them).
+ * A decision from the native `authorize`: one string when the native side has already sent this
+ * engine object the decision's reasons (by id) and policy version (two characters of six bits
+ * each from `0`, low first: the outcome in bits 0-1, `wouldBlock` in bit 2, the reasons' id
+ * from bit 3; then the decision's id), else the decision's parts (which tell them).
  */
 function decisionFromNative(r, told) {
-  if (!Array.isArray(r)) return decisionFromParts(r, told);
-  const [packed, decisionId] = r;
+  if (typeof r !== 'string') return decisionFromParts(r, told);
+  const packed = (r.charCodeAt(0) - 48) | ((r.charCodeAt(1) - 48) << 6);
+  const decisionId = r.slice(2);
   // Built as `decisionFromParts` builds it: the same fields in the same order.
   return Object.freeze({
     outcome: OUTCOMES[packed & 3],
@@ -409,10 +411,11 @@ function requestBody({ chain, tool, args, resource, proof, approvalToken, tracep
 const MAX_ARGS_DEPTH = 126;
 
 /**
- * Plain arguments as the native side reads them: a tape of numbers (tags, counts, string
- * lengths in UTF-16 units, numbers as they are) and the text of every key and string, joined.
- * Two values cross into Rust, however many the arguments hold; reading an object through N-API
- * took several calls per property. See `args_from_tape` in `src/lib.rs` for the format.
+ * A call's tool and plain arguments as the native side reads them: a tape of numbers (the
+ * tool's length, then tags, counts, string lengths in UTF-16 units, numbers as they are) and
+ * the text of the tool and of every key and string, joined. Two values cross into Rust, however
+ * many the arguments hold; reading an object through N-API took several calls per property.
+ * See `src/tape.rs` for the format.
  *
  * Only plain JSON is written, read exactly as `JSON.stringify` writes it: strings without lone
  * surrogates, booleans, null, finite numbers (whole ones only up to 2^53, past which the text is
@@ -422,7 +425,7 @@ const MAX_ARGS_DEPTH = 126;
 class Tape {
   buf = new Float64Array(64);
   n = 1; // `buf[0]` is the length of the tape
-  parts = [];
+  text = '';
 
   put(x) {
     if (this.n === this.buf.length) {
@@ -440,7 +443,7 @@ class Tape {
         if (!value.isWellFormed()) return false;
         this.put(TAG_STRING);
         this.put(value.length);
-        this.parts.push(value);
+        this.text += value;
         return true;
       case 'boolean':
         this.put(value ? TAG_TRUE : TAG_FALSE);
@@ -471,7 +474,7 @@ class Tape {
         for (const key of keys) {
           if (!key.isWellFormed()) return false;
           this.put(key.length);
-          this.parts.push(key);
+          this.text += key;
           if (!this.write(value[key], depth + 1)) return false;
         }
         return true;
@@ -481,14 +484,16 @@ class Tape {
     }
   }
 
-  /** The joined text of `args` written on this tape, or undefined when they are not plain. */
-  encode(args) {
+  /** The joined text of a call of `tool` with `args` written on this tape, or undefined when
+   * the arguments are not plain. */
+  encode(tool, args) {
     this.n = 1;
-    this.parts.length = 0;
+    this.put(tool.length);
+    this.text = tool;
     if (typeof args !== 'object' || args === null || Array.isArray(args) || !this.write(args, 0)) return undefined;
     this.buf[0] = this.n;
-    const text = this.parts.join('');
-    this.parts.length = 0;
+    const text = this.text;
+    this.text = '';
     return text;
   }
 }
@@ -523,7 +528,7 @@ function chainHandle(chain) {
   }
   let handle;
   try {
-    handle = new native.Chain(tokens);
+    handle = native.chain(tokens);
   } catch {
     return undefined;
   }
@@ -532,10 +537,10 @@ function chainHandle(chain) {
 }
 
 /**
- * Runs the native `authorize` (or `authorizeEnforced`) of `native` on `request` when every part of `request` is plain (its arguments written on a tape, the rarely set parts
+ * Runs the native `authorize` (or `authorizeEnforced`) for `decider` on `request` when every part of `request` is plain (its arguments written on a tape, the rarely set parts
  * in `extras` only when one is); otherwise returns undefined, for the text path.
  */
-function callNative({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }, native, enforced) {
+function callNative({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }, decider, enforced) {
   if (!Array.isArray(chain)) return undefined;
   if (typeof tool !== 'string' || !tool.isWellFormed()) return undefined;
   if (resource != null && !(typeof resource.type === 'string' && typeof resource.id === 'string'
@@ -555,11 +560,11 @@ function callNative({ chain, tool, args, resource, proof, approvalToken, tracepa
   spareTape = null;
   try {
     // The arguments last: a getter among them runs after every other part was read.
-    const text = tape.encode(args ?? {});
+    const text = tape.encode(tool, args ?? {});
     if (text === undefined) return undefined;
     try {
-      return enforced ? native.authorizeEnforced(handle, tool, tape.buf, text, extras)
-        : native.authorize(handle, tool, tape.buf, text, extras);
+      return enforced ? native.authorizeEnforced(decider, handle, tape.buf, text, extras)
+        : native.authorize(decider, handle, tape.buf, text, extras);
     } catch (e) {
       throw mapError(e);
     }
@@ -611,6 +616,8 @@ const SHARED = Symbol('aegis.sharedEngine');
 /** Decides, before each tool call runs, whether it may. */
 class Engine {
   #native;
+  /** The native engine as `authorize` takes it (see `callNative`). */
+  #decider;
   /** The reason lists decisions share, by the native engine object's ids for them. */
   /** What the native object has told this one: reason lists by id, the last policy version. */
   #told = { reasons: [], policyVersion: null };
@@ -630,6 +637,7 @@ class Engine {
   constructor(options) {
     if (options?.[SHARED] !== undefined) {
       this.#native = mapped(() => native.Engine.attach(options[SHARED]));
+      this.#decider = this.#native.decider();
       return;
     }
     this.#configure(options);
@@ -657,6 +665,7 @@ class Engine {
     };
     const notify = notifier ? nativeNotifier(notifier) : undefined;
     this.#native = mapped(() => new native.Engine(JSON.stringify(config), notify));
+    this.#decider = this.#native.decider();
   }
 
   /** Runs engine operation `op` on `input`; returns the parsed result. */
@@ -696,7 +705,7 @@ class Engine {
   }
   authorize(request) {
     // Plain values go to the core without JSON text; anything else as text, read as ever.
-    const decided = callNative(request, this.#native, false);
+    const decided = callNative(request, this.#decider, false);
     if (decided === undefined) return decisionFrom(this.#call('authorize', requestBody(request)));
     return decisionFromNative(decided, this.#told);
   }
@@ -705,7 +714,7 @@ class Engine {
   }
   /** The decision and the core's enforcement of it: what guards act on. */
   authorizeEnforced(request) {
-    const parts = callNative(request, this.#native, true);
+    const parts = callNative(request, this.#decider, true);
     if (parts === undefined) return enforcedFrom(this.#call('authorize_enforced', requestBody(request)));
     return Object.freeze({ decision: decisionFromParts(parts, this.#told),
       enforcement: enforcementFrom(JSON.parse(parts.enforcement)) });

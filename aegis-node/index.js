@@ -835,6 +835,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.Chain = nativeBinding.Chain
 module.exports.Engine = nativeBinding.Engine
+module.exports.authorize = nativeBinding.authorize
+module.exports.authorizeEnforced = nativeBinding.authorizeEnforced
 module.exports.call = nativeBinding.call
+module.exports.chain = nativeBinding.chain

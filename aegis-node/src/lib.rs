@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use aegis_sod::json_api::{self, error_json};
 use aegis_sod::{AuthorizationRequest, Decision, OsRandom, Reason, ResourceRef, SecureRandom};
-use napi::bindgen_prelude::{AsyncTask, Either, Float64ArraySlice, Function, Task};
+use napi::bindgen_prelude::{AsyncTask, Either, External, Float64ArraySlice, Function, Task};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Status};
 use napi_derive::napi;
@@ -26,47 +26,55 @@ pub struct Engine {
     inner: Arc<aegis_sod::Engine>,
     /// The handle other worker threads attach with, once `shareHandle` made one.
     shared: OnceLock<String>,
-    /// The reason lists this JavaScript object was sent, by the id `aegis.js` keeps them under:
-    /// a warm call gives the same reasons call after call, sent as text once.
+    /// What `authorize` runs on, handed to `aegis.js` once as an external value.
+    decider: Arc<Decider>,
+}
+
+/// The engine as `authorize` and `authorizeEnforced` reach it: functions taking external values
+/// rather than methods, because N-API's checks on a class instance (`this`, and the chain when
+/// it was one) cost more per call than the rest of the binding did.
+pub struct Decider {
+    engine: Arc<aegis_sod::Engine>,
+    /// The reason lists this JavaScript engine object was sent, by the id `aegis.js` keeps them
+    /// under: a warm call gives the same reasons call after call, sent as text once.
     reasons: Mutex<Vec<Vec<Reason>>>,
-    /// The policy version this JavaScript object was last sent (with [`DecisionParts`]).
+    /// The policy version this JavaScript engine object was last sent (with [`DecisionParts`]).
     policy_version: Mutex<Option<String>>,
 }
 
 /// How many distinct reason lists an engine object keeps ids for (all are dropped when full).
 const REASONS_KEPT: usize = 64;
 
-/// A credential chain held natively: `aegis.js` makes one per chain it is given and sends it
-/// with every call that presents that chain, so the tokens cross into Rust once. It keeps a
-/// request with its tokens, which each call fills in (the tokens are not copied per call).
-#[napi]
+/// A credential chain held natively: `aegis.js` makes one per chain it is given (an external
+/// value, from [`chain`]) and sends it with every call that presents that chain, so the tokens
+/// cross into Rust once. It keeps a request with its tokens, which each call fills in (the
+/// tokens are not copied per call).
 pub struct Chain {
     /// The request calls with this chain are made with; between calls its other parts are empty
     /// (no arguments, proof or token of an earlier call are kept).
     request: RefCell<AuthorizationRequest>,
 }
 
-#[napi]
-impl Chain {
-    /// Holds `tokens` (each a well-formed string; `aegis.js` checks).
-    #[napi(constructor)]
-    pub fn new(tokens: Vec<String>) -> Self {
-        Self { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) }
-    }
+/// Holds `tokens` (each a well-formed string; `aegis.js` checks) for [`authorize`].
+#[napi(ts_return_type = "ExternalObject<'Chain'>")]
+pub fn chain(tokens: Vec<String>) -> External<Chain> {
+    External::new(Chain { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) })
 }
 
 impl Chain {
     /// Runs `decide` on the request of this chain's call of `tool` with `args` and `extras`.
     fn decide<T>(
         &self,
-        tool: String,
+        tool: &str,
         args: Value,
         extras: Option<Extras>,
         decide: impl FnOnce(&AuthorizationRequest) -> napi::Result<T>,
     ) -> napi::Result<T> {
         let fill = |request: &mut AuthorizationRequest| {
             let extras = extras.unwrap_or_default();
-            request.tool = tool;
+            // In the request's own string: the same tool call after call costs no allocation.
+            request.tool.clear();
+            request.tool.push_str(tool);
             request.args = args;
             request.resource = extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id));
             request.proof = extras.proof;
@@ -77,7 +85,7 @@ impl Chain {
         // Held only for this call: no JavaScript runs while the core decides, so the request is
         // never busy; were it ever, the call is made on a copy.
         let Ok(mut request) = self.request.try_borrow_mut() else {
-            let mut copy = AuthorizationRequest::new(self.request.borrow().chain.clone(), String::new(), Value::Null);
+            let mut copy = AuthorizationRequest::new(self.request.borrow().chain.clone(), tool, Value::Null);
             fill(&mut copy);
             return decide(&copy);
         };
@@ -228,52 +236,72 @@ impl Engine {
         json_api::call(Some(&self.inner), &op, &input).map_err(to_js)
     }
 
-    /// The `authorize` operation without JSON text for what a call repeats: the chain by its
-    /// native handle, the arguments on a tape (`aegis.js` sends only plain JSON-shaped
-    /// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
-    /// back as `[packed, decisionId]` when everything else in it is already known to this
-    /// object (see [`Engine::packed`]): one array and one string, where an object of eight
-    /// fields cost about half a microsecond more; otherwise as [`DecisionParts`].
-    #[napi]
-    pub fn authorize(
-        &self,
-        chain: &Chain,
-        tool: String,
-        tape: Float64ArraySlice<'_>,
-        text: String,
-        extras: Option<Extras>,
-    ) -> napi::Result<Either<(u32, String), DecisionParts>> {
-        let decision = chain.decide(tool, tape::args(&tape, &text).map_err(malformed)?, extras, |request| {
-            self.inner.authorize(request).map_err(to_js)
-        })?;
-        match self.packed(&decision) {
-            Some(packed) => Ok(Either::A((packed, decision.decision_id))),
-            None => self.parts(&decision, None).map(Either::B),
+    /// What `authorize` and `authorizeEnforced` are called with, for this engine object.
+    #[napi(ts_return_type = "ExternalObject<'Decider'>")]
+    pub fn decider(&self) -> External<Arc<Decider>> {
+        External::new(Arc::clone(&self.decider))
+    }
+
+    /// `call` off the JS thread, on the libuv pool (for stores that do I/O).
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn call_async(&self, op: String, input: String) -> AsyncTask<EngineTask> {
+        AsyncTask::new(EngineTask { engine: Arc::clone(&self.inner), op, input })
+    }
+}
+
+/// The `authorize` operation without JSON text for what a call repeats: the chain by its
+/// native handle, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
+/// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes back as one
+/// string when everything but its id is already known to this engine object (see
+/// [`Decider::packed`]): two characters of its small parts, then its id; otherwise as
+/// [`DecisionParts`].
+#[napi(
+    ts_args_type = "decider: ExternalObject<'Decider'>, chain: ExternalObject<'Chain'>, tape: Float64Array, text: string, extras?: Extras | undefined | null"
+)]
+pub fn authorize(
+    decider: &External<Arc<Decider>>,
+    chain: &External<Chain>,
+    tape: Float64ArraySlice<'_>,
+    text: String,
+    extras: Option<Extras>,
+) -> napi::Result<Either<String, DecisionParts>> {
+    let (tool, args) = tape::call(&tape, &text).map_err(malformed)?;
+    let decision = chain.decide(tool, args, extras, |request| decider.engine.authorize(request).map_err(to_js))?;
+    match decider.packed(&decision) {
+        Some(packed) => {
+            // Two characters of six bits each, from `0` (48) up: plain ASCII, read back with
+            // `charCodeAt` and no parsing.
+            let mut out = String::with_capacity(decision.decision_id.len() + 2);
+            out.push(char::from(b'0' + (packed & 63) as u8));
+            out.push(char::from(b'0' + (packed >> 6) as u8));
+            out.push_str(&decision.decision_id);
+            Ok(Either::A(out))
         }
+        None => decider.parts(&decision, None).map(Either::B),
     }
+}
 
-    /// The `authorize_enforced` operation, as [`Engine::authorize`], with the enforcement.
-    #[napi]
-    pub fn authorize_enforced(
-        &self,
-        chain: &Chain,
-        tool: String,
-        tape: Float64ArraySlice<'_>,
-        text: String,
-        extras: Option<Extras>,
-    ) -> napi::Result<DecisionParts> {
-        let (decision, enforcement) = chain.decide(tool, tape::args(&tape, &text).map_err(malformed)?, extras, |request| {
-            let decision = self.inner.authorize(request).map_err(to_js)?;
-            let enforcement = decision.enforce(&request.args);
-            Ok((decision, enforcement))
-        })?;
-        self.parts(&decision, Some(json(&enforcement)?))
-    }
+/// The `authorize_enforced` operation, as [`authorize`], with the enforcement.
+#[napi(
+    ts_args_type = "decider: ExternalObject<'Decider'>, chain: ExternalObject<'Chain'>, tape: Float64Array, text: string, extras?: Extras | undefined | null"
+)]
+pub fn authorize_enforced(
+    decider: &External<Arc<Decider>>,
+    chain: &External<Chain>,
+    tape: Float64ArraySlice<'_>,
+    text: String,
+    extras: Option<Extras>,
+) -> napi::Result<DecisionParts> {
+    let (tool, args) = tape::call(&tape, &text).map_err(malformed)?;
+    let (decision, enforcement) = chain.decide(tool, args, extras, |request| {
+        let decision = decider.engine.authorize(request).map_err(to_js)?;
+        let enforcement = decision.enforce(&request.args);
+        Ok((decision, enforcement))
+    })?;
+    decider.parts(&decision, Some(json(&enforcement)?))
+}
 
-    fn new_object(inner: Arc<aegis_sod::Engine>) -> Self {
-        Self { inner, shared: OnceLock::new(), reasons: Mutex::default(), policy_version: Mutex::default() }
-    }
-
+impl Decider {
     /// A decision as one number, when this object was already sent its reasons (by id) and its
     /// policy version, and it has none of the rare fields: the outcome in bits 0-1 (allow,
     /// deny, sanitize, approval needed), `would_block` in bit 2, the reasons' id from bit 3.
@@ -341,11 +369,12 @@ impl Engine {
             enforcement,
         })
     }
+}
 
-    /// `call` off the JS thread, on the libuv pool (for stores that do I/O).
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn call_async(&self, op: String, input: String) -> AsyncTask<EngineTask> {
-        AsyncTask::new(EngineTask { engine: Arc::clone(&self.inner), op, input })
+impl Engine {
+    fn new_object(inner: Arc<aegis_sod::Engine>) -> Self {
+        let decider = Decider { engine: Arc::clone(&inner), reasons: Mutex::default(), policy_version: Mutex::default() };
+        Self { inner, shared: OnceLock::new(), decider: Arc::new(decider) }
     }
 }
 

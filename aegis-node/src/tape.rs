@@ -1,9 +1,10 @@
-//! Plain arguments as `aegis.js` writes them (`class Tape`): two values cross the N-API
-//! boundary however many the arguments hold, where reading an object through N-API took
-//! several calls per property.
+//! A call's tool and plain arguments as `aegis.js` writes them (`class Tape`): two values cross
+//! the N-API boundary however many the arguments hold, where reading an object through N-API
+//! took several calls per property (and the tool's name was one more string to convert).
 //!
 //! The tape is a `Float64Array`: its first number is how many of its numbers are used (the
-//! array is reused, and may be longer). Then one value, written as:
+//! array is reused, and may be longer); then the tool's length in UTF-16 units (its name is the
+//! start of the joined text); then the arguments, one value, written as:
 //!
 //! | value | numbers |
 //! |---|---|
@@ -24,17 +25,19 @@ const MAX_DEPTH: usize = 127;
 /// The largest integer a double holds exactly; `aegis.js` sends larger whole numbers as text.
 const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
-/// The arguments on `tape`, their keys and strings in `text`.
-pub(crate) fn args(tape: &[f64], text: &str) -> Result<Value, &'static str> {
+/// The tool and the arguments on `tape`, their names and strings in `text`.
+pub(crate) fn call<'a>(tape: &[f64], text: &'a str) -> Result<(&'a str, Value), &'static str> {
     let used = tape.first().and_then(|n| count(*n)).ok_or("a tape without its length")?;
     let numbers = tape.get(1..used).ok_or("a tape longer than its array")?;
     let mut reader = Reader { numbers, next: 0, text, at: 0 };
+    let units = reader.count()?;
+    let tool = reader.text(units)?;
     let value = reader.value(0)?;
     if reader.next != numbers.len() || reader.at != text.len() {
         return Err("a tape with more than one value");
     }
     match value {
-        Value::Object(_) => Ok(value),
+        Value::Object(_) => Ok((tool, value)),
         _ => Err("arguments that are not an object"),
     }
 }
@@ -44,15 +47,15 @@ fn count(n: f64) -> Option<usize> {
     (n.fract() == 0.0 && (0.0..=EXACT_INTEGER).contains(&n)).then_some(n as usize)
 }
 
-struct Reader<'a> {
-    numbers: &'a [f64],
+struct Reader<'n, 'a> {
+    numbers: &'n [f64],
     next: usize,
     text: &'a str,
     /// Where the next string starts in `text` (a byte offset).
     at: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'_, 'a> {
     fn number(&mut self) -> Result<f64, &'static str> {
         let n = *self.numbers.get(self.next).ok_or("a tape cut short")?;
         self.next += 1;
@@ -81,7 +84,7 @@ impl<'a> Reader<'a> {
                 end += c.len_utf8();
             }
             if seen != units {
-                return Err("a string longer than the text");
+                return Err("a string length that does not end on one of the text's characters");
             }
             end
         };
@@ -141,10 +144,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A tape of a call of tool `t` (one unit long) with `numbers` for its arguments.
     fn tape(numbers: &[f64]) -> Vec<f64> {
-        let mut t = vec![numbers.len() as f64 + 1.0];
+        let mut t = vec![numbers.len() as f64 + 2.0, 1.0];
         t.extend_from_slice(numbers);
         t
+    }
+
+    fn args(tape: &[f64], text: &str) -> Result<Value, &'static str> {
+        let text = format!("t{text}");
+        let (tool, value) = call(tape, &text)?;
+        assert_eq!(tool, "t");
+        Ok(value)
     }
 
     #[test]
@@ -162,7 +173,8 @@ mod tests {
         assert!(args(&good, "abc").is_ok());
         let cases: Vec<(Vec<f64>, &str)> = vec![
             (vec![], ""),
-            (vec![99.0, 6.0, 0.0], ""),                   // longer than its array
+            (vec![99.0, 1.0, 6.0, 0.0], ""),              // longer than its array
+            (vec![2.0, 1.0], ""),                         // no arguments
             (tape(&[6.0, 1.0, 1.0, 4.0, 2.0]), "ab"),     // text too short
             (tape(&[6.0, 1.0, 1.0, 4.0, 2.0]), "abcd"),   // text left over
             (tape(&[6.0, 1.0, 1.0, 4.0]), "abc"),         // cut short
@@ -184,5 +196,15 @@ mod tests {
         }
         deep.push(0.0);
         assert!(args(&tape(&deep), "a").is_err());
+    }
+
+    #[test]
+    fn reads_the_tool_by_its_utf16_length() {
+        let split = Err("a string length that does not end on one of the text's characters");
+        assert_eq!(call(&[4.0, 3.0, 6.0, 0.0], "pé😀").map(|(tool, _)| tool), split);
+        assert_eq!(call(&[4.0, 5.0, 6.0, 0.0], "pé😀").map(|(tool, _)| tool), split);
+        assert_eq!(call(&[4.0, 2.0, 6.0, 0.0], "péx").map(|(tool, _)| tool), Err("a tape with more than one value"));
+        assert_eq!(call(&[4.0, 4.0, 6.0, 0.0], "pé😀").map(|(tool, _)| tool), Ok("pé😀"));
+        assert!(call(&[3.0, 1.0, 6.0], "p").is_err());
     }
 }

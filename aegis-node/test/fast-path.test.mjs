@@ -187,15 +187,16 @@ test('a tape out of place is refused by the native side with a clean error', asy
   // The native engine itself, configured as `aegis.js` configures it.
   const raw = new native.Engine(JSON.stringify({ bundle_dir: BUNDLE, trusted_issuers: [{ issuer: ISSUER, jwk: ISSUER_KEY.publicJwk }] }));
   const chain = financeChain(uniqueTask('tape'));
-  const handle = new native.Chain(chain);
-  // `{}`, on a tape longer than the part in use.
-  const good = raw.authorize(handle, TOOL, new Float64Array([3, 6, 0, 99, 99]), '');
+  const handle = native.chain(chain);
+  const decider = raw.decider();
+  // A call of TOOL with `{}`, on a tape longer than the part in use.
+  const good = native.authorize(decider, handle, new Float64Array([4, TOOL.length, 6, 0, 99, 99]), TOOL);
   assert.equal(good.outcome ?? 'packed', 'deny', 'an empty object is read (and decided: no amount)');
   for (const [tape, text] of [
-    [[99, 6, 0], ''], [[3, 6, 1], ''], [[5, 6, 1, 1, 4], 'a'], [[7, 6, 1, 1, 4, 5], 'ab'],
-    [[3, 7, 0], ''], [[3, 5, 0], ''], [[6, 6, 1, 1, 3, NaN], 'a'], [[3, 6, -1], ''],
+    [[99, 1, 6, 0], 'p'], [[2, 1], 'p'], [[4, 1, 6, 1], 'p'], [[6, 1, 6, 1, 1, 4], 'pa'], [[8, 1, 6, 1, 1, 4, 5], 'pab'],
+    [[4, 1, 7, 0], 'p'], [[4, 1, 5, 0], 'p'], [[7, 1, 6, 1, 1, 3, NaN], 'pa'], [[4, 1, 6, -1], 'p'], [[4, 2, 6, 0], 'p'],
   ]) {
-    assert.throws(() => raw.authorize(handle, TOOL, new Float64Array(tape), text),
+    assert.throws(() => native.authorize(decider, handle, new Float64Array(tape), text),
       (e) => JSON.parse(e.message).code === 'malformed_request', JSON.stringify(tape));
   }
 });
