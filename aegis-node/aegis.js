@@ -563,7 +563,9 @@ function callNative({ chain, tool, args, resource, proof, approvalToken, tracepa
     const text = tape.encode(tool, args ?? {});
     if (text === undefined) return undefined;
     try {
-      return enforced ? native.authorizeEnforced(decider, handle, tape.buf, text, extras)
+      if (enforced) return native.authorizeEnforced(decider, handle, tape.buf, text, extras);
+      // Without `extras` when there are none: one argument fewer to convert.
+      return extras === undefined ? native.authorize(decider, handle, tape.buf, text)
         : native.authorize(decider, handle, tape.buf, text, extras);
     } catch (e) {
       throw mapError(e);

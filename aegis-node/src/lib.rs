@@ -35,11 +35,18 @@ pub struct Engine {
 /// it was one) cost more per call than the rest of the binding did.
 pub struct Decider {
     engine: Arc<aegis_sod::Engine>,
-    /// The reason lists this JavaScript engine object was sent, by the id `aegis.js` keeps them
-    /// under: a warm call gives the same reasons call after call, sent as text once.
-    reasons: Mutex<Vec<Vec<Reason>>>,
-    /// The policy version this JavaScript engine object was last sent (with [`DecisionParts`]).
-    policy_version: Mutex<Option<String>>,
+    /// What this JavaScript engine object was sent.
+    told: Mutex<Told>,
+}
+
+/// What a JavaScript engine object was sent, which a packed decision refers to.
+#[derive(Default)]
+struct Told {
+    /// Reason lists, by the id `aegis.js` keeps them under: a warm call gives the same reasons
+    /// call after call, sent as text once.
+    reasons: Vec<Vec<Reason>>,
+    /// The last policy version sent (with [`DecisionParts`]).
+    policy_version: Option<String>,
 }
 
 /// How many distinct reason lists an engine object keeps ids for (all are dropped when full).
@@ -301,6 +308,15 @@ pub fn authorize_enforced(
     decider.parts(&decision, Some(json(&enforcement)?))
 }
 
+/// Whether `d` has any of the fields a decision rarely has.
+fn rare(d: &Decision) -> bool {
+    d.approval_id.is_some()
+        || d.sanitized_args.is_some()
+        || d.break_glass_id.is_some()
+        || d.receipt.is_some()
+        || d.candidate.is_some()
+}
+
 impl Decider {
     /// A decision as one number, when this object was already sent its reasons (by id) and its
     /// policy version, and it has none of the rare fields: the outcome in bits 0-1 (allow,
@@ -315,24 +331,25 @@ impl Decider {
             #[allow(unreachable_patterns)]
             _ => return None,
         };
-        let rare = d.approval_id.is_some()
-            || d.sanitized_args.is_some()
-            || d.break_glass_id.is_some()
-            || d.receipt.is_some()
-            || d.candidate.is_some();
-        if rare || self.policy_version.lock().unwrap_or_else(PoisonError::into_inner).as_deref() != Some(&d.policy_version) {
+        if rare(d) {
             return None;
         }
-        let reasons_id = self.reasons.lock().unwrap_or_else(PoisonError::into_inner).iter().position(|r| r == &d.reasons)?;
-        let reasons_id = u32::try_from(reasons_id).ok()?;
-        Some(outcome | (u32::from(d.would_block) << 2) | (reasons_id << 3))
+        let told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+        if told.policy_version.as_deref() != Some(&d.policy_version) {
+            return None;
+        }
+        let reasons_id = u32::try_from(told.reasons.iter().position(|r| r == &d.reasons)?).ok()?;
+        let packed = outcome | (u32::from(d.would_block) << 2) | (reasons_id << 3);
+        // Two characters of six bits carry it.
+        (packed < 1 << 12).then_some(packed)
     }
 
     fn parts(&self, d: &Decision, enforcement: Option<String>) -> napi::Result<DecisionParts> {
-        // What this object is sent now, `packed` may refer to later.
-        *self.policy_version.lock().unwrap_or_else(PoisonError::into_inner) = Some(d.policy_version.clone());
         let (reasons_id, reasons) = {
-            let mut kept = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+            // What this object is sent now, `packed` may refer to later.
+            told.policy_version = Some(d.policy_version.clone());
+            let kept = &mut told.reasons;
             match kept.iter().position(|r| r == &d.reasons) {
                 Some(id) => (id, None),
                 None => {
@@ -346,11 +363,6 @@ impl Decider {
                 }
             }
         };
-        let rare = d.approval_id.is_some()
-            || d.sanitized_args.is_some()
-            || d.break_glass_id.is_some()
-            || d.receipt.is_some()
-            || d.candidate.is_some();
         let rest = Rest {
             approval_id: &d.approval_id,
             sanitized_args: &d.sanitized_args,
@@ -365,7 +377,7 @@ impl Decider {
             would_block: d.would_block,
             reasons_id: u32::try_from(reasons_id).unwrap_or(u32::MAX),
             reasons,
-            rest: if rare { Some(json(&rest)?) } else { None },
+            rest: if rare(d) { Some(json(&rest)?) } else { None },
             enforcement,
         })
     }
@@ -373,7 +385,7 @@ impl Decider {
 
 impl Engine {
     fn new_object(inner: Arc<aegis_sod::Engine>) -> Self {
-        let decider = Decider { engine: Arc::clone(&inner), reasons: Mutex::default(), policy_version: Mutex::default() };
+        let decider = Decider { engine: Arc::clone(&inner), told: Mutex::default() };
         Self { inner, shared: OnceLock::new(), decider: Arc::new(decider) }
     }
 }
