@@ -69,20 +69,17 @@ pub fn chain(tokens: Vec<String>) -> External<Chain> {
 }
 
 impl Chain {
-    /// Runs `decide` on the request of this chain's call of `tool` with `args` and `extras`.
+    /// Runs `decide` on the request of this chain's call read from `tape` and `text` (the tool
+    /// and the arguments, see `tape.rs`), with `extras`.
     fn decide<T>(
         &self,
-        tool: &str,
-        args: Value,
+        tape: &[f64],
+        text: &str,
         extras: Option<Extras>,
         decide: impl FnOnce(&AuthorizationRequest) -> napi::Result<T>,
     ) -> napi::Result<T> {
         let fill = |request: &mut AuthorizationRequest| {
             let extras = extras.unwrap_or_default();
-            // In the request's own string: the same tool call after call costs no allocation.
-            request.tool.clear();
-            request.tool.push_str(tool);
-            request.args = args;
             request.resource = extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id));
             request.proof = extras.proof;
             request.approval_token = extras.approval_token;
@@ -92,14 +89,31 @@ impl Chain {
         // Held only for this call: no JavaScript runs while the core decides, so the request is
         // never busy; were it ever, the call is made on a copy.
         let Ok(mut request) = self.request.try_borrow_mut() else {
-            let mut copy = AuthorizationRequest::new(self.request.borrow().chain.clone(), tool, Value::Null);
+            let (tool, args) = tape::call(tape, text).map_err(malformed)?;
+            let mut copy = AuthorizationRequest::new(self.request.borrow().chain.clone(), tool, args);
             fill(&mut copy);
             return decide(&copy);
         };
+        // The arguments into the last call's (scrubbed) ones, the tool into its string: a call
+        // like the last costs no allocation for either.
+        let tool = match tape::call_into(tape, text, &mut request.args) {
+            Ok(tool) => tool,
+            Err(why) => {
+                request.args = Value::Null;
+                return Err(malformed(why));
+            }
+        };
+        request.tool.clear();
+        request.tool.push_str(tool);
         fill(&mut request);
         let out = decide(&request);
-        // Nothing of this call stays behind.
-        request.args = Value::Null;
+        // Nothing of this call stays behind: the arguments keep their shape, empty (or go, when
+        // large), the rest goes.
+        if text.len() + 8 * tape.len() > KEEP_ARGUMENTS_BYTES {
+            request.args = Value::Null;
+        } else {
+            tape::scrub(&mut request.args);
+        }
         request.resource = None;
         request.proof = None;
         request.approval_token = None;
@@ -108,6 +122,9 @@ impl Chain {
         out
     }
 }
+
+/// The largest arguments (text and tape, in bytes) a chain keeps the shape of between calls.
+const KEEP_ARGUMENTS_BYTES: usize = 4096;
 
 /// The parts of a call that are rarely set, sent only when one is.
 #[napi(object)]
@@ -272,8 +289,7 @@ pub fn authorize(
     text: String,
     extras: Option<Extras>,
 ) -> napi::Result<Either<String, DecisionParts>> {
-    let (tool, args) = tape::call(&tape, &text).map_err(malformed)?;
-    let decision = chain.decide(tool, args, extras, |request| decider.engine.authorize(request).map_err(to_js))?;
+    let decision = chain.decide(&tape, &text, extras, |request| decider.engine.authorize(request).map_err(to_js))?;
     match decider.packed(&decision) {
         Some(packed) => {
             // Two characters of six bits each, from `0` (48) up: plain ASCII, read back with
@@ -299,8 +315,7 @@ pub fn authorize_enforced(
     text: String,
     extras: Option<Extras>,
 ) -> napi::Result<DecisionParts> {
-    let (tool, args) = tape::call(&tape, &text).map_err(malformed)?;
-    let (decision, enforcement) = chain.decide(tool, args, extras, |request| {
+    let (decision, enforcement) = chain.decide(&tape, &text, extras, |request| {
         let decision = decider.engine.authorize(request).map_err(to_js)?;
         let enforcement = decision.enforce(&request.args);
         Ok((decision, enforcement))
