@@ -571,6 +571,9 @@ function callNative({ chain, tool, args, resource, proof, approvalToken, tracepa
       throw mapError(e);
     }
   } finally {
+    // Nothing of the arguments stays on the spare tape between calls.
+    tape.text = '';
+    tape.buf.fill(0, 0, tape.n);
     spareTape = tape;
   }
 }

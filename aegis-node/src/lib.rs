@@ -87,12 +87,12 @@ impl Chain {
             request.tool_call_id = extras.tool_call_id;
         };
         // Held only for this call: no JavaScript runs while the core decides, so the request is
-        // never busy; were it ever, the call is made on a copy.
+        // never busy; were it ever, the call is refused rather than decided on anything shared.
         let Ok(mut request) = self.request.try_borrow_mut() else {
-            let (tool, args) = tape::call(tape, text).map_err(malformed)?;
-            let mut copy = AuthorizationRequest::new(self.request.borrow().chain.clone(), tool, args);
-            fill(&mut copy);
-            return decide(&copy);
+            return Err(to_js(aegis_sod::Error::new(
+                aegis_sod::ErrorCode::Internal,
+                "the chain's request is in use by another call on this thread",
+            )));
         };
         // The arguments into the last call's (scrubbed) ones, the tool into its string: a call
         // like the last costs no allocation for either.
@@ -109,22 +109,10 @@ impl Chain {
         let out = decide(&request);
         // Nothing of this call stays behind: the arguments keep their shape, empty (or go, when
         // large), the rest goes.
-        if text.len() + 8 * tape.len() > KEEP_ARGUMENTS_BYTES {
-            request.args = Value::Null;
-        } else {
-            tape::scrub(&mut request.args);
-        }
-        request.resource = None;
-        request.proof = None;
-        request.approval_token = None;
-        request.traceparent = None;
-        request.tool_call_id = None;
+        request.clear_call();
         out
     }
 }
-
-/// The largest arguments (text and tape, in bytes) a chain keeps the shape of between calls.
-const KEEP_ARGUMENTS_BYTES: usize = 4096;
 
 /// The parts of a call that are rarely set, sent only when one is.
 #[napi(object)]
@@ -323,15 +311,6 @@ pub fn authorize_enforced(
     decider.parts(&decision, Some(json(&enforcement)?))
 }
 
-/// Whether `d` has any of the fields a decision rarely has.
-fn rare(d: &Decision) -> bool {
-    d.approval_id.is_some()
-        || d.sanitized_args.is_some()
-        || d.break_glass_id.is_some()
-        || d.receipt.is_some()
-        || d.candidate.is_some()
-}
-
 impl Decider {
     /// A decision as one number, when this object was already sent its reasons (by id) and its
     /// policy version, and it has none of the rare fields: the outcome in bits 0-1 (allow,
@@ -346,7 +325,7 @@ impl Decider {
             #[allow(unreachable_patterns)]
             _ => return None,
         };
-        if rare(d) {
+        if d.has_rare_fields() {
             return None;
         }
         let told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
@@ -360,30 +339,33 @@ impl Decider {
     }
 
     fn parts(&self, d: &Decision, enforcement: Option<String>) -> napi::Result<DecisionParts> {
-        let (reasons_id, reasons) = {
-            let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
-            // What this object is sent now, `packed` may refer to later.
-            told.policy_version = Some(d.policy_version.clone());
-            let kept = &mut told.reasons;
-            match kept.iter().position(|r| r == &d.reasons) {
-                Some(id) => (id, None),
-                None => {
-                    // Text first: an id is handed out only with the reasons it names.
-                    let text = json(&d.reasons)?;
-                    if kept.len() >= REASONS_KEPT {
-                        kept.clear();
-                    }
-                    kept.push(d.reasons.clone());
-                    (kept.len() - 1, Some(text))
-                }
-            }
-        };
         let rest = Rest {
             approval_id: &d.approval_id,
             sanitized_args: &d.sanitized_args,
             break_glass_id: &d.break_glass_id,
             receipt: &d.receipt,
             candidate: &d.candidate,
+        };
+        let rest = if d.has_rare_fields() { Some(json(&rest)?) } else { None };
+        // What this object is told changes last, once nothing here can fail: `packed` refers to
+        // it from the next call on.
+        let (reasons_id, reasons) = {
+            let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+            let found = told.reasons.iter().position(|r| r == &d.reasons);
+            let (id, text) = match found {
+                Some(id) => (id, None),
+                None => {
+                    // Text first: an id is handed out only with the reasons it names.
+                    let text = json(&d.reasons)?;
+                    if told.reasons.len() >= REASONS_KEPT {
+                        told.reasons.clear();
+                    }
+                    told.reasons.push(d.reasons.clone());
+                    (told.reasons.len() - 1, Some(text))
+                }
+            };
+            told.policy_version = Some(d.policy_version.clone());
+            (id, text)
         };
         Ok(DecisionParts {
             outcome: d.outcome.as_str().to_owned(),
@@ -392,7 +374,7 @@ impl Decider {
             would_block: d.would_block,
             reasons_id: u32::try_from(reasons_id).unwrap_or(u32::MAX),
             reasons,
-            rest: if rare(d) { Some(json(&rest)?) } else { None },
+            rest,
             enforcement,
         })
     }

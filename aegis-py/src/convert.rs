@@ -40,12 +40,99 @@ pub(crate) fn chain(chain: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     chain.extract().map_err(|_| PyTypeError::new_err("a chain that is not plain text: send it as text"))
 }
 
-/// Python's arguments as a JSON object, or `None` when they are not plain JSON-shaped values.
-pub(crate) fn args_value(args: &Bound<'_, PyAny>) -> Option<Value> {
-    if !args.is_exact_instance_of::<PyDict>() {
-        return None;
+/// Whether `chain` is a list or tuple of exactly the `str` objects `tokens` (by identity: a
+/// `str` never changes, so the same objects are the same text).
+pub(crate) fn same_tokens(chain: &Bound<'_, PyAny>, tokens: &[Py<PyString>]) -> bool {
+    if let Ok(list) = chain.cast_exact::<PyList>() {
+        return list.len() == tokens.len()
+            && tokens.iter().enumerate().all(|(i, t)| list.get_item(i).is_ok_and(|item| item.is(t)));
     }
-    to_value(args, 0)
+    if let Ok(tuple) = chain.cast_exact::<PyTuple>() {
+        return tuple.len() == tokens.len()
+            && tokens.iter().enumerate().all(|(i, t)| tuple.get_item(i).is_ok_and(|item| item.is(t)));
+    }
+    false
+}
+
+/// The token objects of `chain` when it is a list or tuple of exact `str`s (what
+/// [`same_tokens`] recognizes again); `None` otherwise.
+pub(crate) fn token_objects(chain: &Bound<'_, PyAny>) -> Option<Vec<Py<PyString>>> {
+    let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = chain.cast_exact::<PyList>() {
+        list.iter().collect()
+    } else {
+        chain.cast_exact::<PyTuple>().ok()?.iter().collect()
+    };
+    items.into_iter().map(|t| t.cast_exact::<PyString>().ok().map(|s| s.clone().unbind())).collect()
+}
+
+/// Python's arguments read into `slot` in place where its shape allows (strings into its
+/// strings, lists into its arrays, a dict into an object with the same keys in the same order):
+/// an agent calls a tool with arguments of one shape call after call, and reading them afresh
+/// allocates every key and string. What is read is what [`to_value`] reads, whatever `slot`
+/// held; `false` when the arguments are not plain (then `slot` holds part of the old and part
+/// of the new).
+pub(crate) fn args_into(args: &Bound<'_, PyAny>, slot: &mut Value) -> bool {
+    args.is_exact_instance_of::<PyDict>() && value_into(args, slot, 0).is_some()
+}
+
+fn value_into(obj: &Bound<'_, PyAny>, slot: &mut Value, depth: usize) -> Option<()> {
+    match slot {
+        Value::String(old) => {
+            if let Ok(s) = obj.cast_exact::<PyString>() {
+                let text = s.to_str().ok()?;
+                old.clear();
+                old.push_str(text);
+                return Some(());
+            }
+        }
+        Value::Object(map) if depth < MAX_DEPTH => {
+            if let Ok(d) = obj.cast_exact::<PyDict>() {
+                if d.len() == map.len() {
+                    let mut same = true;
+                    for ((k, v), (key, value)) in d.iter().zip(map.iter_mut()) {
+                        let k = k.cast_exact::<PyString>().ok()?.to_str().ok()?;
+                        if k != key {
+                            same = false;
+                            break;
+                        }
+                        value_into(&v, value, depth + 1)?;
+                    }
+                    if same {
+                        return Some(());
+                    }
+                }
+            }
+        }
+        Value::Array(items) if depth < MAX_DEPTH => {
+            if let Ok(l) = obj.cast_exact::<PyList>() {
+                return items_into(l.len(), |i| l.get_item(i).ok(), items, depth);
+            }
+            if let Ok(t) = obj.cast_exact::<PyTuple>() {
+                return items_into(t.len(), |i| t.get_item(i).ok(), items, depth);
+            }
+        }
+        _ => {}
+    }
+    *slot = to_value(obj, depth)?;
+    Some(())
+}
+
+/// The `len` items of a list or tuple (`get` reads one) into `items`.
+fn items_into<'py>(
+    len: usize,
+    get: impl Fn(usize) -> Option<Bound<'py, PyAny>>,
+    items: &mut Vec<Value>,
+    depth: usize,
+) -> Option<()> {
+    items.truncate(len);
+    for i in 0..len {
+        let item = get(i)?;
+        match items.get_mut(i) {
+            Some(slot) => value_into(&item, slot, depth + 1)?,
+            None => items.push(to_value(&item, depth + 1)?),
+        }
+    }
+    Some(())
 }
 
 /// `obj` as a JSON value; `depth` counts the arrays and objects around it.
@@ -267,12 +354,7 @@ const TEMPLATES_KEPT: usize = 64;
 /// A decision as the Python half's `Decision`.
 pub(crate) fn decision<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyAny>> {
     let c = classes(py)?;
-    let rare = d.approval_id.is_some()
-        || d.sanitized_args.is_some()
-        || d.break_glass_id.is_some()
-        || d.candidate.is_some()
-        || d.receipt.is_some();
-    if rare {
+    if d.has_rare_fields() {
         return decision_by_fields(py, c, d);
     }
     let fields = {

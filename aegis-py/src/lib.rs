@@ -5,14 +5,15 @@
 mod convert;
 mod gil;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aegis_sod::json_api::{self, error_json};
 use aegis_sod::{AuthorizationRequest, ResourceRef};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::PyType;
+use pyo3::types::{PyString, PyType};
+use serde_json::Value;
 
 create_exception!(_native, NativeError, PyException, "An error from the Aegis core: `args[0]` is its JSON.");
 
@@ -24,6 +25,17 @@ fn to_py(e: aegis_sod::Error) -> PyErr {
 #[pyclass(frozen, module = "aegis._native")]
 struct Engine {
     inner: aegis_sod::Engine,
+    /// The request of the last call, with the token objects of its chain: an agent presents the
+    /// same chain (the same `str` objects) call after call, and its request is then filled
+    /// again rather than built (the tokens not copied, the arguments read in place). A call
+    /// made while another thread holds it builds its own.
+    held: Mutex<Option<Held>>,
+}
+
+/// A request kept between calls (cleared: see `AuthorizationRequest::clear_call`).
+struct Held {
+    tokens: Vec<Py<PyString>>,
+    request: AuthorizationRequest,
 }
 
 #[pymethods]
@@ -44,7 +56,7 @@ impl Engine {
         let inner = py
             .detach(|| aegis_sod::from_str_strict(&config).and_then(|c| json_api::engine_with_notifier(c, notifier)))
             .map_err(to_py)?;
-        Ok(Self { inner })
+        Ok(Self { inner, held: Mutex::new(None) })
     }
 
     /// Runs engine operation `op` of the core's table on `input` (JSON), returning JSON.
@@ -66,9 +78,11 @@ impl Engine {
         traceparent: Option<String>,
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
-        let decision = gil::detached(py, || self.inner.authorize(&request)).map_err(to_py)?;
-        decided(py, convert::decision(py, &decision))
+        let (tokens, mut request) = self.request(chain, &tool, args)?;
+        fill(&mut request, resource, proof, approval_token, traceparent, tool_call_id);
+        let decision = gil::detached(py, || self.inner.authorize(&request));
+        self.keep(tokens, request);
+        decided(py, convert::decision(py, &decision.map_err(to_py)?))
     }
 
     /// The `authorize_enforced` operation without JSON text.
@@ -85,10 +99,11 @@ impl Engine {
         traceparent: Option<String>,
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let request = request(chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id)?;
-        let (decision, enforcement) = gil::detached(py, || self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)))
-            .map(|(e, d)| (d, e))
-            .map_err(to_py)?;
+        let (tokens, mut request) = self.request(chain, &tool, args)?;
+        fill(&mut request, resource, proof, approval_token, traceparent, tool_call_id);
+        let decided_call = gil::detached(py, || self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)));
+        self.keep(tokens, request);
+        let (enforcement, decision) = decided_call.map_err(to_py)?;
         decided(py, convert::enforced(py, &decision, &enforcement))
     }
 }
@@ -103,29 +118,59 @@ fn decided<'py>(py: Python<'py>, result: PyResult<Bound<'py, PyAny>>) -> PyResul
     })
 }
 
-/// An `AuthorizationRequest` from Python values. Arguments that are not plain JSON-shaped values
-/// raise `TypeError`: the Python half then sends the whole request as JSON text, which reads them
-/// exactly as `json.dumps` writes them.
-#[allow(clippy::too_many_arguments)]
-fn request(
-    chain: &Bound<'_, PyAny>,
-    tool: String,
-    args: &Bound<'_, PyAny>,
+impl Engine {
+    /// The request for a call of `tool` with `args` by `chain`: the held one when `chain` holds
+    /// the very token objects it was made for, else a new one; and the token objects to hold it
+    /// under afterwards (none when `chain` is not a plain list or tuple of `str`). Arguments
+    /// that are not plain JSON-shaped values raise `TypeError`: the Python half then sends the
+    /// whole request as JSON text, which reads them exactly as `json.dumps` writes them.
+    fn request(
+        &self,
+        chain: &Bound<'_, PyAny>,
+        tool: &str,
+        args: &Bound<'_, PyAny>,
+    ) -> PyResult<(Option<Vec<Py<PyString>>>, AuthorizationRequest)> {
+        let held = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            match held.as_ref() {
+                Some(h) if convert::same_tokens(chain, &h.tokens) => held.take(),
+                _ => None,
+            }
+        };
+        let (tokens, mut request) = match held {
+            Some(h) => (Some(h.tokens), h.request),
+            None => (convert::token_objects(chain), AuthorizationRequest::new(convert::chain(chain)?, "", Value::Null)),
+        };
+        if !convert::args_into(args, &mut request.args) {
+            return Err(PyTypeError::new_err("the arguments are not plain JSON values: send them as text"));
+        }
+        request.tool.clear();
+        request.tool.push_str(tool);
+        Ok((tokens, request))
+    }
+
+    /// Holds `request` (cleared) for the next call with the chain of `tokens`.
+    fn keep(&self, tokens: Option<Vec<Py<PyString>>>, mut request: AuthorizationRequest) {
+        let Some(tokens) = tokens else { return };
+        request.clear_call();
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held { tokens, request });
+    }
+}
+
+/// The parts of a request that are rarely set.
+fn fill(
+    request: &mut AuthorizationRequest,
     resource: Option<(String, String)>,
     proof: Option<String>,
     approval_token: Option<String>,
     traceparent: Option<String>,
     tool_call_id: Option<String>,
-) -> PyResult<AuthorizationRequest> {
-    let args = convert::args_value(args)
-        .ok_or_else(|| PyTypeError::new_err("the arguments are not plain JSON values: send them as text"))?;
-    let mut request = AuthorizationRequest::new(convert::chain(chain)?, tool, args);
+) {
     request.resource = resource.map(|(entity_type, id)| ResourceRef::new(entity_type, id));
     request.proof = proof;
     request.approval_token = approval_token;
     request.traceparent = traceparent;
     request.tool_call_id = tool_call_id;
-    Ok(request)
 }
 
 /// Registers the Python half's classes: what `Engine.authorize` builds its results as.

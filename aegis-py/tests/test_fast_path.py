@@ -162,6 +162,33 @@ def test_warm_decisions_are_whole_dataclasses_of_their_own() -> None:
             fast.outcome = "allow"  # type: ignore[misc]
 
 
+def test_one_chain_with_arguments_of_every_shape_in_turn_is_decided_as_the_text_path() -> None:
+    """Calls with one chain reuse its request, reading each call's arguments into the last
+    call's: whatever shape came before, each call decides as the text path does."""
+    eng = engine()
+    chain = finance_chain(unique_task("shapes"))
+    for args in ARGUMENTS + ARGUMENTS[::-1] + [pay(10), pay(10), pay(9000), pay(10)]:
+        fast = outcome(lambda: eng.authorize(chain, TOOL, args))
+        text = outcome(lambda: text_path(eng, "authorize", chain, args))
+        if fast[0] == "decision" and text[0] == "decision":
+            fast[1].pop("approval_id", None)
+            text[1].pop("approval_id", None)
+        assert fast == text, args
+
+
+def test_a_chain_changed_in_place_is_read_again() -> None:
+    """The kept request is used only for the very token objects it was made from: a list whose
+    tokens were replaced is a new chain."""
+    eng = engine()
+    chain = finance_chain(unique_task("in-place"))
+    assert eng.authorize(chain, TOOL, pay(10)).outcome == "allow"
+    other = approver_chain()
+    chain[:] = other  # the same list object, now an approver's chain (no payments)
+    d = eng.authorize(chain, TOOL, pay(10))
+    assert d.outcome == "deny", d
+    assert d == dataclasses.replace(text_path(eng, "authorize", other, pay(10)), decision_id=d.decision_id, receipt=d.receipt)
+
+
 def test_decisions_from_many_threads_are_each_their_own() -> None:
     """The native path builds each result under the GIL from its own decision: concurrent calls
     with different arguments never see each other's outcome."""

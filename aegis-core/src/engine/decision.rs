@@ -158,6 +158,26 @@ pub enum Enforcement {
 }
 
 impl Decision {
+    /// Whether any field a warm decision leaves unset is set (an approval, sanitized
+    /// arguments, a break-glass grant, a candidate verdict, a receipt). Bindings send a decision
+    /// without them in a shorter form; every field is named here, so a new one must be sorted
+    /// into the common or the rare ones before this compiles.
+    pub fn has_rare_fields(&self) -> bool {
+        let Self {
+            outcome: _,
+            reasons: _,
+            would_block: _,
+            decision_id: _,
+            policy_version: _,
+            approval_id,
+            sanitized_args,
+            break_glass_id,
+            candidate,
+            receipt,
+        } = self;
+        approval_id.is_some() || sanitized_args.is_some() || break_glass_id.is_some() || candidate.is_some() || receipt.is_some()
+    }
+
     /// The reason codes, in order.
     pub fn codes(&self) -> Vec<ReasonCode> {
         self.reasons.iter().map(|r| r.code).collect()

@@ -68,6 +68,26 @@ impl AuthorizationRequest {
         }
     }
 
+    /// Clears what belongs to one call, keeping the chain and the tool, for a binding that fills
+    /// the same request for the next call with this chain (its tokens are then not copied per
+    /// call). Small arguments (up to 4 KiB, counting 16 bytes a value) keep their shape, every
+    /// string emptied and every number and boolean zeroed, so that arguments of the same shape
+    /// are read into them without allocating; larger ones go. The proof, the override token,
+    /// the resource, the trace context and the tool call id go.
+    pub fn clear_call(&mut self) {
+        let mut budget = KEEP_SHAPE_BYTES;
+        if within(&self.args, &mut budget) {
+            scrub(&mut self.args);
+        } else {
+            self.args = Json::Null;
+        }
+        self.resource = None;
+        self.proof = None;
+        self.approval_token = None;
+        self.tool_call_id = None;
+        self.traceparent = None;
+    }
+
     /// The call targets `resource` instead of the tool's default resource.
     pub fn with_resource(mut self, resource: ResourceRef) -> Self {
         self.resource = Some(resource);
@@ -101,4 +121,65 @@ impl AuthorizationRequest {
 
 fn empty_object() -> Json {
     Json::Object(serde_json::Map::new())
+}
+
+/// The most memory of one call's arguments [`AuthorizationRequest::clear_call`] keeps.
+const KEEP_SHAPE_BYTES: usize = 4096;
+
+/// Whether `value` takes at most `budget` bytes (16 a value, plus its strings' capacity), the
+/// budget lowered by what it takes; stops at the first value past it.
+fn within(value: &Json, budget: &mut usize) -> bool {
+    let cost = match value {
+        Json::String(s) => 16 + s.capacity(),
+        Json::Object(map) => 16 + map.keys().map(|k| 16 + k.capacity()).sum::<usize>(),
+        _ => 16,
+    };
+    let Some(left) = budget.checked_sub(cost) else { return false };
+    *budget = left;
+    match value {
+        Json::Array(items) => items.iter().all(|v| within(v, budget)),
+        Json::Object(map) => map.values().all(|v| within(v, budget)),
+        _ => true,
+    }
+}
+
+/// Empties every string of `value` and zeroes its numbers and booleans, keeping its shape.
+fn scrub(value: &mut Json) {
+    match value {
+        Json::Null => {}
+        Json::Bool(b) => *b = false,
+        Json::Number(n) => *n = serde_json::Number::from(0u8),
+        Json::String(s) => s.clear(),
+        Json::Array(items) => items.iter_mut().for_each(scrub),
+        Json::Object(map) => map.values_mut().for_each(scrub),
+    }
+}
+
+#[cfg(test)]
+mod clear_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cleared_call_keeps_the_shape_of_its_arguments_and_nothing_else() {
+        let mut r =
+            AuthorizationRequest::new(vec!["t".into()], "pay", json!({"a": "secret", "b": [1, true, "x"], "c": {"d": 2.5}}))
+                .with_proof("proof")
+                .with_approval_token("token")
+                .with_resource(ResourceRef::new("Account", "1"));
+        r.traceparent = Some("00-x".into());
+        r.tool_call_id = Some("call-1".into());
+        r.clear_call();
+        assert_eq!(r.args, json!({"a": "", "b": [0, false, ""], "c": {"d": 0}}));
+        assert_eq!((r.chain.len(), r.tool.as_str()), (1, "pay"));
+        assert!(r.proof.is_none() && r.approval_token.is_none() && r.resource.is_none());
+        assert!(r.traceparent.is_none() && r.tool_call_id.is_none());
+        // Large arguments go.
+        r.args = json!({"memo": "x".repeat(5000)});
+        r.clear_call();
+        assert_eq!(r.args, Json::Null);
+        r.args = Json::Array(vec![json!(1); 300]);
+        r.clear_call();
+        assert_eq!(r.args, Json::Null);
+    }
 }
