@@ -120,10 +120,6 @@ function enforcementFrom(e) {
 
 const enforcedFrom = (g) => Object.freeze({ decision: decisionFrom(g.decision), enforcement: enforcementFrom(g.enforcement) });
 
-/**
- * A decision from the native call's parts: what `decisionFrom` makes of the same decision's
- * JSON. `reasons` holds the frozen reason lists by the ids the native engine object gave them.
- */
 /** The outcomes by their number in a packed decision (bits 0-1). */
 const OUTCOMES = ['allow', 'deny', 'sanitize', 'approval_needed'];
 
@@ -152,6 +148,11 @@ function decisionFromNative(r, told) {
   });
 }
 
+/**
+ * A decision from the native call's parts: what `decisionFrom` makes of the same decision's
+ * JSON. `told` holds the frozen reason lists by the ids the native engine object gave them, and
+ * the policy version it sent last (these parts' own).
+ */
 function decisionFromParts(p, told) {
   const reasons = told.reasons;
   told.policyVersion = p.policyVersion;
@@ -537,8 +538,9 @@ function chainHandle(chain) {
 }
 
 /**
- * Runs the native `authorize` (or `authorizeEnforced`) for `decider` on `request` when every part of `request` is plain (its arguments written on a tape, the rarely set parts
- * in `extras` only when one is); otherwise returns undefined, for the text path.
+ * Runs the native `authorize` (or `authorizeEnforced`) for `decider` on `request` when every
+ * part of `request` is plain (its tool and arguments written on a tape, the rarely set parts in
+ * `extras` only when one is); otherwise returns undefined, for the text path.
  */
 function callNative({ chain, tool, args, resource, proof, approvalToken, traceparent, toolCallId }, decider, enforced) {
   if (!Array.isArray(chain)) return undefined;
@@ -562,14 +564,10 @@ function callNative({ chain, tool, args, resource, proof, approvalToken, tracepa
     // The arguments last: a getter among them runs after every other part was read.
     const text = tape.encode(tool, args ?? {});
     if (text === undefined) return undefined;
-    try {
-      if (enforced) return native.authorizeEnforced(decider, handle, tape.buf, text, extras);
-      // Without `extras` when there are none: one argument fewer to convert.
-      return extras === undefined ? native.authorize(decider, handle, tape.buf, text)
-        : native.authorize(decider, handle, tape.buf, text, extras);
-    } catch (e) {
-      throw mapError(e);
-    }
+    if (enforced) return mapped(() => native.authorizeEnforced(decider, handle, tape.buf, text, extras));
+    // Without `extras` when there are none: one argument fewer to convert.
+    return mapped(() => (extras === undefined ? native.authorize(decider, handle, tape.buf, text)
+      : native.authorize(decider, handle, tape.buf, text, extras)));
   } finally {
     // Nothing of the arguments stays on the spare tape between calls.
     tape.text = '';
@@ -623,7 +621,6 @@ class Engine {
   #native;
   /** The native engine as `authorize` takes it (see `callNative`). */
   #decider;
-  /** The reason lists decisions share, by the native engine object's ids for them. */
   /** What the native object has told this one: reason lists by id, the last policy version. */
   #told = { reasons: [], policyVersion: null };
   /**

@@ -43,8 +43,8 @@ export declare class Engine {
 /**
  * The `authorize` operation without JSON text for what a call repeats: the chain by its
  * native handle, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
- * arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes back as one
- * string when everything but its id is already known to this engine object (see
+ * arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
+ * back as one string when everything but its id is already known to this engine object (see
  * [`Decider::packed`]): two characters of its small parts, then its id; otherwise as
  * [`DecisionParts`].
  */

@@ -78,14 +78,6 @@ impl Chain {
         extras: Option<Extras>,
         decide: impl FnOnce(&AuthorizationRequest) -> napi::Result<T>,
     ) -> napi::Result<T> {
-        let fill = |request: &mut AuthorizationRequest| {
-            let extras = extras.unwrap_or_default();
-            request.resource = extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id));
-            request.proof = extras.proof;
-            request.approval_token = extras.approval_token;
-            request.traceparent = extras.traceparent;
-            request.tool_call_id = extras.tool_call_id;
-        };
         // Held only for this call: no JavaScript runs while the core decides, so the request is
         // never busy; were it ever, the call is refused rather than decided on anything shared.
         let Ok(mut request) = self.request.try_borrow_mut() else {
@@ -105,7 +97,12 @@ impl Chain {
         };
         request.tool.clear();
         request.tool.push_str(tool);
-        fill(&mut request);
+        let extras = extras.unwrap_or_default();
+        request.resource = extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id));
+        request.proof = extras.proof;
+        request.approval_token = extras.approval_token;
+        request.traceparent = extras.traceparent;
+        request.tool_call_id = extras.tool_call_id;
         let out = decide(&request);
         // Nothing of this call stays behind: the arguments keep their shape, empty (or go, when
         // large), the rest goes.
@@ -263,8 +260,8 @@ impl Engine {
 
 /// The `authorize` operation without JSON text for what a call repeats: the chain by its
 /// native handle, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
-/// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes back as one
-/// string when everything but its id is already known to this engine object (see
+/// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
+/// back as one string when everything but its id is already known to this engine object (see
 /// [`Decider::packed`]): two characters of its small parts, then its id; otherwise as
 /// [`DecisionParts`].
 #[napi(

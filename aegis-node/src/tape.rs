@@ -25,26 +25,16 @@ const MAX_DEPTH: usize = 126;
 /// The largest integer a double holds exactly; `aegis.js` sends larger whole numbers as text.
 const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
-/// The tool and the arguments on `tape`, their names and strings in `text`, read afresh (what
-/// [`call_into`] must read whatever its slot held).
+/// The tool and the arguments on `tape`, their names and strings in `text`, read afresh (into
+/// nothing to reuse): what [`call_into`] must read whatever its slot held.
 #[cfg(test)]
 fn call<'a>(tape: &[f64], text: &'a str) -> Result<(&'a str, Value), &'static str> {
-    let used = tape.first().and_then(|n| count(*n)).ok_or("a tape without its length")?;
-    let numbers = tape.get(1..used).ok_or("a tape longer than its array")?;
-    let mut reader = Reader { numbers, next: 0, text, at: 0 };
-    let units = reader.count()?;
-    let tool = reader.text(units)?;
-    let value = reader.value(0)?;
-    if reader.next != numbers.len() || reader.at != text.len() {
-        return Err("a tape with more than one value");
-    }
-    match value {
-        Value::Object(_) => Ok((tool, value)),
-        _ => Err("arguments that are not an object"),
-    }
+    let mut args = Value::Null;
+    call_into(tape, text, &mut args).map(|tool| (tool, args))
 }
 
-/// As [`call`], reading the arguments into `args` in place where its shape allows: strings
+/// The tool and the arguments on `tape`, their names and strings in `text`, the arguments read
+/// into `args` in place where its shape allows: strings
 /// into its strings, arrays into its arrays, an object into an object with the same keys in the
 /// same order. An agent calls a tool with arguments of one shape call after call, and the
 /// allocations of reading them afresh (each key, each string, the map) were a tenth of the

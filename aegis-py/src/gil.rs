@@ -8,7 +8,7 @@
 //! the GIL back after a decision leaves a mark (who, when) until it lets the GIL go for its next
 //! decision; a thread that finishes its own decision while another thread's mark is fresh spins
 //! until the mark is gone, at most [`SPIN`], before asking for the GIL. A mark older than
-//! [`FRESH`] (its thread went on to other Python code, or blocked) is ignored, and a thread
+//! [`FRESH_MICROS`] (its thread went on to other Python code, or blocked) is ignored, and a thread
 //! deciding alone never sees a mark but its own.
 
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};

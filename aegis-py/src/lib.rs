@@ -70,7 +70,7 @@ impl Engine {
         &self,
         py: Python<'py>,
         chain: &Bound<'py, PyAny>,
-        tool: String,
+        tool: &str,
         args: &Bound<'py, PyAny>,
         resource: Option<(String, String)>,
         proof: Option<String>,
@@ -78,7 +78,7 @@ impl Engine {
         traceparent: Option<String>,
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (tokens, mut request) = self.request(chain, &tool, args)?;
+        let (tokens, mut request) = self.request(chain, tool, args)?;
         fill(&mut request, resource, proof, approval_token, traceparent, tool_call_id);
         let decision = gil::detached(py, || self.inner.authorize(&request));
         self.keep(tokens, request);
@@ -91,7 +91,7 @@ impl Engine {
         &self,
         py: Python<'py>,
         chain: &Bound<'py, PyAny>,
-        tool: String,
+        tool: &str,
         args: &Bound<'py, PyAny>,
         resource: Option<(String, String)>,
         proof: Option<String>,
@@ -99,7 +99,7 @@ impl Engine {
         traceparent: Option<String>,
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (tokens, mut request) = self.request(chain, &tool, args)?;
+        let (tokens, mut request) = self.request(chain, tool, args)?;
         fill(&mut request, resource, proof, approval_token, traceparent, tool_call_id);
         let decided_call = gil::detached(py, || self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)));
         self.keep(tokens, request);

@@ -353,11 +353,7 @@ impl Answer {
 /// Applies one commit inside the current transaction; writes nothing unless it returns
 /// `Committed` (every check comes before the first write).
 fn apply(tx: &Connection, c: &Commit, record: Option<&Event>) -> Result<CommitOutcome> {
-    let (version, ended): (i64, i64) = tx
-        .prepare_cached("SELECT version, ended FROM tasks WHERE task_id = ?1")
-        .and_then(|mut s| s.query_row([&c.task_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(store_error)?
-        .unwrap_or((0, 0));
+    let (version, ended) = task_row(tx, &c.task_id).map_err(store_error)?.unwrap_or((0, 0));
     if ended != 0 {
         return Ok(CommitOutcome::TaskEnded);
     }
@@ -510,14 +506,16 @@ fn move_versions(tx: &rusqlite::Transaction<'_>, tasks: &[String]) -> Result<()>
     Ok(())
 }
 
+/// A task's row: its version and whether it ended (0 or 1); `None` for a task never written.
+fn task_row(conn: &Connection, task_id: &str) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.prepare_cached("SELECT version, ended FROM tasks WHERE task_id = ?1")?
+        .query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
 /// A task's version, whether it ended, and its duties.
 fn task_state(conn: &Connection, task_id: &str) -> Result<TaskState> {
-    let row: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT version, ended FROM tasks WHERE task_id = ?1")
-        .and_then(|mut s| s.query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?))))
-        .optional()
-        .map_err(store_error)?;
-    let Some((version, ended)) = row else { return Ok(TaskState::default()) };
+    let Some((version, ended)) = task_row(conn, task_id).map_err(store_error)? else { return Ok(TaskState::default()) };
     let mut stmt = conn.prepare_cached("SELECT agent_id, tool FROM duties WHERE task_id = ?1").map_err(store_error)?;
     let duties = stmt
         .query_map([task_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
