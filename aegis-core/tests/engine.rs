@@ -375,7 +375,8 @@ fn forbid_on_an_action_group_applies_to_its_members() {
         "group.cedar".into(),
         "@id(\"money-out-capped\")\nforbid (principal, action in [Action::\"money_out\"], resource)\nwhen { context.args.amount > 1000 };\n\
          @id(\"money-out-group-itself\")\nforbid (principal, action == Action::\"money_out\", resource);\n\
-         @id(\"money-out-in-body\")\nforbid (principal, action, resource)\nwhen { action in Action::\"money_out\" && context.args.amount == 777 };\n"
+         @id(\"money-out-in-body\")\nforbid (principal, action, resource)\nwhen { action in Action::\"money_out\" && context.args.amount == 777 };\n\
+         @id(\"treasury-money-out\")\nforbid (principal in Role::\"treasury\", action in [Action::\"money_out\"], resource)\nwhen { context.args.amount == 555 };\n"
             .into(),
     ));
     let engine = fx.engine_with(Bundle::from_sources(&sources).unwrap());
@@ -389,4 +390,17 @@ fn forbid_on_an_action_group_applies_to_its_members() {
     let in_body = engine.authorize(&request(fx.chain(), pay(777, GOOD_ACCOUNT))).unwrap();
     assert_eq!(in_body.outcome, Outcome::Deny, "{in_body:?}");
     assert_eq!(in_body.reasons[0].policy_id.as_deref(), Some("money-out-in-body"), "{in_body:?}");
+
+    // An agent with an attested role: the principal and its roles join the schema's action
+    // entities, and a policy needs both memberships at once.
+    let mut spec = fx.spec("treasury-bot", &fx.finance, &[TOOL], NOW - 60, 900);
+    spec.roles = vec!["treasury".into()];
+    let with_role = vec![aegis_sod::issue_root(ISSUER, &fx.issuer, spec).unwrap()];
+    let held = |d: &aegis_sod::Decision| d.reasons.iter().any(|r| r.policy_id.as_deref() == Some("treasury-money-out"));
+    let by_role = engine.authorize(&request(with_role.clone(), pay(555, GOOD_ACCOUNT))).unwrap();
+    assert_eq!(by_role.outcome, Outcome::Deny, "{by_role:?}");
+    assert!(held(&by_role), "{by_role:?}");
+    // Near misses: the role without the amount, the amount without the role.
+    assert!(!held(&engine.authorize(&request(with_role, pay(556, GOOD_ACCOUNT))).unwrap()));
+    assert!(!held(&engine.authorize(&request(fx.chain(), pay(555, GOOD_ACCOUNT))).unwrap()));
 }

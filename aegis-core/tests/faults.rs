@@ -3,8 +3,8 @@
 //! it clears (the pending approval still there, approvable and redeemable once, a token used
 //! before the fault still refused).
 //!
-//! SQLite: the database locked by another process, the disk full (a small tmpfs), the file
-//! deleted underneath. Redis: the server killed (and restarted from its append-only file),
+//! SQLite: the database locked by another process (also with the audit log kept in it, and
+//! under the audit log alone), the disk full (a small tmpfs), the file deleted underneath. Redis: the server killed (and restarted from its append-only file),
 //! paused (SIGSTOP), reconfigured to evict keys, replicas that never acknowledge (`WAIT`), and a
 //! failover to a replica (two local servers).
 //!
@@ -59,17 +59,24 @@ fn before(engine: &Engine, fx: &Fixture, task: &str) -> Before {
 
 /// Holds the fault for `DECISIONS` decisions: each a deny with `store_unavailable`.
 fn during(engine: &Engine, b: &Before, fault: &str) -> Duration {
+    during_denied(engine, b, fault, |d| {
+        assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable.into()]), "{fault}");
+    })
+}
+
+/// Holds the fault for `DECISIONS` decisions, each checked by `denied`.
+fn during_denied(engine: &Engine, b: &Before, fault: &str, denied: impl Fn(&aegis_sod::Decision)) -> Duration {
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for i in 0..DECISIONS {
         let at = Instant::now();
         let d = engine.authorize(&req(&b.chain, pay(100 + (i % 7) as i64, GOOD_ACCOUNT), None)).unwrap();
         slowest = slowest.max(at.elapsed());
-        assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable.into()]), "{fault}: decision {i}");
+        denied(&d);
     }
     let took = started.elapsed();
     println!(
-        "fault {fault}: {DECISIONS} decisions, every one denied store_unavailable, in {:.2} s (slowest {} ms)",
+        "fault {fault}: {DECISIONS} decisions, every one denied, in {:.2} s (slowest {} ms)",
         took.as_secs_f64(),
         slowest.as_millis()
     );
@@ -90,7 +97,9 @@ fn after(engine: &Engine, b: &Before, fault: &str, committed_during: std::ops::R
         if d.outcome == Outcome::Allow {
             break;
         }
-        assert_eq!(d.codes(), vec![ErrorCode::StoreUnavailable], "{fault}: after the fault");
+        // (A log kept in the database may still be behind its own breaker for a moment.)
+        let unavailable = |c: &aegis_sod::ReasonCode| *c == ErrorCode::StoreUnavailable || *c == ErrorCode::AuditUnavailable;
+        assert!(d.codes().iter().all(unavailable), "{fault}: after the fault: {d:?}");
         assert!(cleared.elapsed() < Duration::from_secs(30), "{fault}: no service 30 s after the fault cleared");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -115,14 +124,11 @@ fn engine_on(fx: &Fixture, store: Arc<dyn Store>) -> Engine {
 // ---------------------------------------------------------------------------------------------
 // SQLite
 
-#[test]
-fn sqlite_locked_by_another_process() {
-    let fx = Fixture::new();
-    let path = temp_path("locked.db");
-    let engine = engine_on(&fx, Arc::new(SqliteStore::open(&path).unwrap()));
-    let b = before(&engine, &fx, "fault-sqlite-locked");
-    // Another process takes the database's write lock and holds it until told to stop (in WAL
-    // mode readers go on: each call's commit waits for the lock, then fails).
+/// Another process that holds the database's write lock until released (in WAL mode readers
+/// go on: each call's commit waits for the lock, then fails).
+struct LockHolder(std::process::Child);
+
+fn lock_holder(path: &Path) -> LockHolder {
     let mut holder = Command::new("python3")
         .arg("-c")
         .arg(
@@ -133,7 +139,7 @@ fn sqlite_locked_by_another_process() {
              print('locked', flush=True)\n\
              sys.stdin.read()\n",
         )
-        .arg(&path)
+        .arg(path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -141,10 +147,99 @@ fn sqlite_locked_by_another_process() {
     let mut line = String::new();
     BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "locked");
+    LockHolder(holder)
+}
+
+impl LockHolder {
+    fn release(&mut self) {
+        self.0.stdin.take().unwrap().write_all(b"").unwrap(); // closing stdin ends the holder
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn sqlite_locked_by_another_process() {
+    let fx = Fixture::new();
+    let path = temp_path("locked.db");
+    let engine = engine_on(&fx, Arc::new(SqliteStore::open(&path).unwrap()));
+    let b = before(&engine, &fx, "fault-sqlite-locked");
+    let mut holder = lock_holder(&path);
     during(&engine, &b, "sqlite locked by another process");
-    holder.stdin.take().unwrap().write_all(b"").unwrap(); // closing stdin ends the holder
-    assert!(holder.wait().unwrap().success());
+    holder.release();
     after(&engine, &b, "sqlite locked by another process", 0..=0);
+}
+
+/// The same lock with the audit log kept in the database: a denied call's record is appended
+/// on its own, outside the store's steps, and that append has a breaker of its own; without one
+/// each of the 10,000 decisions waited the busy timeout (5 s) for its record.
+#[test]
+fn sqlite_locked_with_the_audit_log_in_the_database() {
+    let fx = Fixture::new();
+    let path = temp_path("locked-audited.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let key = aegis_sod::audit::LogKey::new("aegis.example/faults", aegis_sod::KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
+    let log = Arc::new(aegis_sod::audit::AuditLog::in_store(store.clone(), key).checkpoint_every(0).open().unwrap());
+    let engine = fx.builder_on(store).audit_log(log).build().unwrap();
+    let b = before(&engine, &fx, "fault-sqlite-locked-audited");
+    let mut holder = lock_holder(&path);
+    // A denied call whose record cannot be written says so too: never an allow, never another
+    // reason.
+    let took = during_denied(&engine, &b, "sqlite locked, audit log in the database", |d| {
+        assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+        let codes = d.codes();
+        assert!(codes.contains(&ErrorCode::StoreUnavailable.into()), "{d:?}");
+        assert!(codes.iter().all(|c| *c == ErrorCode::StoreUnavailable || *c == ErrorCode::AuditUnavailable), "{d:?}");
+    });
+    // A breaker opens after the first slow failure, for a second; in those 10,000 decisions
+    // each breaker's probe waits the busy timeout once or twice. Without the audit log's
+    // breaker this took 10,000 busy timeouts (14 hours).
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    holder.release();
+    after(&engine, &b, "sqlite locked, audit log in the database", 0..=0);
+    drop(engine);
+    let read = aegis_sod::audit::read_log(&path, None, &[]).unwrap();
+    assert!(read.report.intact(), "{:?}", read.report);
+}
+
+/// The log alone in a locked database (the engine's store elsewhere): each call's record fails
+/// and the call is denied `audit_unavailable`, with the log's own breaker keeping each decision
+/// from waiting the busy timeout.
+#[test]
+fn sqlite_locked_under_the_audit_log_alone() {
+    let fx = Fixture::new();
+    let path = temp_path("locked-log-only.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let key = aegis_sod::audit::LogKey::new("aegis.example/faults", aegis_sod::KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
+    let db = Arc::new(SqliteStore::open(&path).unwrap());
+    let log = Arc::new(aegis_sod::audit::AuditLog::in_store(db, key).checkpoint_every(0).open().unwrap());
+    let engine = fx.builder_on(Arc::new(aegis_sod::MemoryStore::new())).audit_log(log).build().unwrap();
+    let b = before(&engine, &fx, "fault-sqlite-locked-log-only");
+    let mut holder = lock_holder(&path);
+    let took = during_denied(&engine, &b, "sqlite locked under the audit log alone", |d| {
+        assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+        assert!(!d.codes().is_empty() && d.codes().iter().all(|c| *c == ErrorCode::AuditUnavailable), "{d:?}");
+    });
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    holder.release();
+    // Calls the memory store committed before their records failed stay committed (state only
+    // tightens): the task's budget is spent, so service is checked in a task of its own, and the
+    // log holds every record it acknowledged, intact.
+    let fresh = chain_in("fault-sqlite-locked-log-only-after", "finance-agent", &fx.finance, &[TOOL], NOW);
+    let cleared = Instant::now();
+    while engine.authorize(&req(&fresh, pay(100, GOOD_ACCOUNT), None)).unwrap().outcome != Outcome::Allow {
+        assert!(cleared.elapsed() < Duration::from_secs(30), "no service 30 s after the fault cleared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(engine.approval(&b.pending).unwrap().unwrap().status, aegis_sod::ApprovalStatus::Pending);
+    drop(engine);
+    let read = aegis_sod::audit::read_log(&path, None, &[]).unwrap();
+    assert!(read.report.intact(), "{:?}", read.report);
+    println!("fault sqlite locked under the audit log alone: service back {} ms after it cleared", cleared.elapsed().as_millis());
 }
 
 #[test]

@@ -126,11 +126,27 @@ fn main() {
         |_| drop(black_box(small.authorize(&warm).unwrap())),
         |_| drop(black_box(padded.authorize(&warm).unwrap())),
     );
+    // An agent with a role on a schema that groups its actions: its request entities (the
+    // action entities, itself and its roles) are kept per bundle rather than built per call.
+    // Both root agents are denied by the same segregation-of-duties forbids (a root agent is
+    // the task's initiator).
+    let grouped = engine(Bundle::from_sources(&grouped_sources(200, 1000)).unwrap());
+    let without_role = request(root_with_roles("grouped-0", "treasury-bot", &[], 0));
+    let with_role = request(root_with_roles("grouped-1", "treasury-bot", &["finance-approver"], 1));
+    let (a, b) = (grouped.authorize(&without_role).unwrap(), grouped.authorize(&with_role).unwrap());
+    assert_eq!((a.outcome, a.codes()), (b.outcome, b.codes()));
+    let roles_ratio = paired_ratio(
+        301,
+        200,
+        |_| drop(black_box(grouped.authorize(&without_role).unwrap())),
+        |_| drop(black_box(grouped.authorize(&with_role).unwrap())),
+    );
     println!("\nPaired wall-clock ratios (median of 301 rounds of alternating batches):");
     println!("  warm decision / raw Cedar                       {warm_ratio}   (goal <= 0.75x)");
     println!("  cold decision, depth 3 / (3 verify + raw Cedar) {cold_ratio}   (target <= 1.05x)");
     println!("  1,000-policy bundle / small bundle              {padded_ratio}   (target <= 1.2x)");
     println!("  warm decision / its policy evaluation alone     {pipeline_ratio}   (the pipeline around Cedar; goal <= 1.15x)");
+    println!("  with a role, 200 grouped actions / without      {roles_ratio}   (target <= 1.1x)");
 }
 
 fn mean_ns(name: &str) -> Option<f64> {

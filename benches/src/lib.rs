@@ -79,6 +79,30 @@ pub fn padded_sources(tools: usize, policies: usize) -> BundleSources {
     sources
 }
 
+/// [`padded_sources`] with every padding tool's action in one of ten action groups
+/// (`group_0` .. `group_9`): a schema that groups its actions, so every request is evaluated
+/// with the action entities.
+pub fn grouped_sources(tools: usize, policies: usize) -> BundleSources {
+    let mut sources = padded_sources(tools, policies);
+    for t in 0..tools {
+        sources.schema = sources.schema.replace(
+            &format!("action \"tool_{t:03}.run\" appliesTo"),
+            &format!("action \"tool_{t:03}.run\" in [\"group_{}\"] appliesTo", t % 10),
+        );
+    }
+    sources.schema.extend((0..10).map(|g| format!("action \"group_{g}\";\n")));
+    sources
+}
+
+/// A chain of one link: a root agent `agent` in `task` whose issuer attests `roles` (roles are
+/// attested on root credentials only); `n` makes it unique.
+pub fn root_with_roles(task: &str, agent: &str, roles: &[&str], n: usize) -> Vec<String> {
+    let now = SystemClock.now_secs();
+    let mut spec = spec(task, agent, &key(2), &format!("root-roles-{n}"), now);
+    spec.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+    vec![issue_root(ISSUER, &key(1), spec).unwrap_or_else(|e| panic!("root credential: {e}"))]
+}
+
 /// Keys by seed: 1 issuer, 2 planner, 3 finance, 4.. sub-agents.
 pub fn key(n: u8) -> KeyPair {
     KeyPair::from_seed(&[n; 32]).unwrap_or_else(|_| unreachable!())

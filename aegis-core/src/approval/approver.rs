@@ -11,7 +11,7 @@ use super::{PendingApproval, APPROVE_ACTION};
 use crate::engine::{apply_evaluation, undecided, Engine, Outcome, Reason, MAX_ATTEMPTS};
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::VerifiedChain;
-use crate::policy::eval::{request_entities, ApprovalFacts, CallContext, PreparedRequest};
+use crate::policy::eval::{ApprovalFacts, CallContext, PreparedRequest};
 use crate::state::{key_holder, Commit, CommitOutcome, LedgerEntry, TaskState};
 
 /// How an approver check came out, short of an error (SoD conflicts and revocations are
@@ -152,7 +152,7 @@ impl Engine {
         let base = self.base_context(state, chain, false);
         let args = Json::Object(serde_json::Map::new());
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
-        let entities = request_entities(&principal, bundle.role_type(), &chain.roles, bundle.action_groups())?;
+        let entities = bundle.request_entities(&principal, &chain.roles)?;
         // Temporal facts describe tool calls; an approval's context has none.
         let context = (base, CallContext { args: &args, now, approval: Some(facts), temporal: Vec::new() });
         // No arguments: every predicate over them is false.

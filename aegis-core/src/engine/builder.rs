@@ -245,6 +245,7 @@ impl EngineBuilder {
             .store
             .or_else(|| self.audit.as_ref().and_then(|log| log.store()))
             .unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let breaker = Arc::new(Breaker::new(Arc::clone(&store)));
         let engine = Engine {
             bundle: ArcSwap::from_pointee(bundle),
             verifier: ChainVerifier::new(self.issuers, self.external, policy),
@@ -253,7 +254,8 @@ impl EngineBuilder {
             leeway_secs: self.leeway_secs,
             audit_in_store: self.audit.as_ref().is_some_and(|log| log.is_kept_by(&store)),
             task_views: store.versions_cover_decision_state().then(|| BoundedCache::new(TASK_VIEW_CACHE_CAPACITY)),
-            store: Arc::new(Breaker::new(store)),
+            store: Arc::clone(&breaker) as Arc<dyn Store>,
+            store_breaker: breaker,
             approval_key,
             override_ttl_secs: self.override_ttl_secs,
             max_break_glass_secs: self.max_break_glass_secs,

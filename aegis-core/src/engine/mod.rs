@@ -32,7 +32,7 @@ pub(crate) use verdict::{apply_evaluation, deny, undecided};
 
 use crate::audit::{kind, AuditLog, Event};
 use crate::cache::BoundedCache;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::identity::{ChainVerifier, KeyPair, VerifiedChain};
 use crate::policy::eval::{BaseContext, TaskFacts};
 use crate::policy::Bundle;
@@ -64,6 +64,8 @@ pub struct Engine {
     /// The store, behind a breaker: a store that fails slowly is not waited on by every
     /// decision (`state::Breaker`).
     pub(crate) store: Arc<dyn Store>,
+    /// The same breaker, for asking whether it is open (`record`).
+    pub(crate) store_breaker: Arc<crate::state::Breaker>,
     /// Whether the audit log is kept in the store itself (records written in each commit's
     /// transaction), decided on the store as built, before the breaker wraps it.
     pub(crate) audit_in_store: bool,
@@ -183,19 +185,34 @@ impl Engine {
     pub(crate) fn record(&self, event: impl FnOnce() -> Event) -> Result<()> {
         if !self.observed() {
             return match &self.audit {
-                Some(log) => log.append(event()).map(drop),
+                Some(log) => self.append(log, event()).map(drop),
                 None => Ok(()),
             };
         }
         let event = event();
         let appended = match &self.audit {
-            Some(log) => log.append(event.clone()).map(drop),
+            Some(log) => self.append(log, event.clone()).map(drop),
             None => Ok(()),
         };
         if appended.is_ok() {
             self.observe(&event, None, None);
         }
         appended
+    }
+
+    /// Appends `event` to `log` (the engine's), unless the log is kept in the store and the
+    /// store's breaker is open: the database failed slowly a moment ago (a lock another process
+    /// holds), and the append would wait as long. The append's own breaker cannot stand in:
+    /// a decision's store step and its record each wait the busy timeout, longer than either
+    /// breaker's cool-down, so two breakers would let every decision probe both.
+    pub(crate) fn append(&self, log: &AuditLog, event: Event) -> Result<u64> {
+        if self.audit_in_store && self.store_breaker.is_open() {
+            return Err(Error::new(
+                ErrorCode::AuditUnavailable,
+                "the audit log's database failed slowly a moment ago, and is not asked again until its cool-down ends",
+            ));
+        }
+        log.append(event)
     }
 
     /// Whether events are traced (the engine has telemetry).

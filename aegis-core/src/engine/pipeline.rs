@@ -23,7 +23,7 @@ use crate::budget::Reservation;
 use crate::error::{Error, ErrorCode, ReasonCode, Result};
 use crate::identity::proof::{call_digest, verify as verify_proof};
 use crate::identity::VerifiedChain;
-use crate::policy::eval::{request_entities, CallContext, PreparedRequest};
+use crate::policy::eval::{CallContext, PreparedRequest};
 use crate::policy::{lookup, redact, scrub, Bundle, ToolEntry};
 use crate::state::{Commit, CommitOutcome, DecisionState, LedgerEntry, RevisionChange};
 use crate::time::random_id;
@@ -143,8 +143,8 @@ impl Engine {
         let appended =
             self.decision_record(Some(log), bundle, request, call, &decision).and_then(|event| match self.observed() {
                 // Telemetry makes its span from the same record.
-                true => log.append(event.clone()).map(|_| Some(event)),
-                false => log.append(event).map(|_| None),
+                true => self.append(log, event.clone()).map(|_| Some(event)),
+                false => self.append(log, event).map(|_| None),
             });
         match appended {
             Ok(event) => (decision, event),
@@ -399,7 +399,7 @@ impl Engine {
         let base = self.base_context(&state.task, chain, grant.is_some());
         let resource = request.resource.as_ref().map(resource_uid).transpose()?;
         let principal = EntityUid::from_type_name_and_id(bundle.principal_type().clone(), EntityId::new(&chain.agent_id));
-        let entities = request_entities(&principal, bundle.role_type(), &chain.roles, bundle.action_groups())?;
+        let entities = bundle.request_entities(&principal, &chain.roles)?;
         let predicates = tool.predicates.iter().map(|p| {
             let holds = lookup(&request.args, &p.path).and_then(Json::as_str).is_some_and(|s| p.regex.is_match(s));
             (SmolStr::from(p.name.as_str()), holds)

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::args::ArgsType;
 use super::detect::Detector;
-use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, ToolTarget};
+use super::eval::{Evaluation, PolicyIndex, PolicyList, PreparedRequest, RequestEntities, ToolTarget};
 use super::manifest::{BudgetSpec, Manifest, RosterEntry, TemporalSpec};
 use crate::approval::Channel;
 use crate::error::{Error, ErrorCode, Result};
@@ -90,11 +90,11 @@ pub struct Bundle {
     tools: HashMap<String, Arc<ToolEntry>>,
     principal_type: EntityTypeName,
     role_type: EntityTypeName,
-    /// The schema's action entities, when it puts any action in a group: every request is
-    /// evaluated with them, so that `action in Action::"group"` holds for the group's members
-    /// wherever a policy writes it, as Cedar decides with the schema. `None` without groups, where
-    /// `in` on an action is equality and no entity is needed.
-    action_groups: Option<Entities>,
+    /// The entities requests are evaluated with. They hold the schema's action entities when it
+    /// puts any action in a group, so that `action in Action::"group"` holds for the group's
+    /// members wherever a policy writes it, as Cedar decides with the schema; without groups `in`
+    /// on an action is equality and no action entity is needed.
+    request_entities: RequestEntities,
     /// The SHA-256 of the bundle's files (hex): what a bundle signature covers.
     digest: String,
     /// The key (thumbprint) whose signature over the digest verified, if one did.
@@ -304,8 +304,8 @@ impl Bundle {
             meta,
             tools,
             principal_type,
+            request_entities: RequestEntities::new(role_type.clone(), action_groups),
             role_type,
-            action_groups,
             digest,
             signed_by: None,
         })
@@ -402,9 +402,14 @@ impl Bundle {
         &self.role_type
     }
 
-    /// The schema's action entities when it groups actions (see `action_groups`).
-    pub(crate) fn action_groups(&self) -> Option<&Entities> {
-        self.action_groups.as_ref()
+    /// The entities a request by `principal` holding `roles` is evaluated with (see
+    /// `request_entities`).
+    pub(crate) fn request_entities(
+        &self,
+        principal: &cedar_policy::EntityUid,
+        roles: &[String],
+    ) -> Result<Option<Arc<Entities>>> {
+        self.request_entities.of(principal, roles)
     }
 }
 

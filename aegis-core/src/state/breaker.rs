@@ -27,22 +27,65 @@ const CLOSED: u64 = 0;
 /// The store behind a breaker (see the module docs).
 pub(crate) struct Breaker {
     inner: Arc<dyn Store>,
-    /// The zero of `open_until`: a monotonic clock, whatever the engine's clock says.
-    epoch: Instant,
-    /// Milliseconds since `epoch` (plus one, so that 0 means closed) until which calls are
-    /// refused without asking the store.
-    open_until: AtomicU64,
+    gate: SlowFailures,
 }
 
 impl std::fmt::Debug for Breaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Breaker").field("open_until", &self.open_until.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("Breaker").field("gate", &self.gate).finish_non_exhaustive()
     }
 }
 
 impl Breaker {
     pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner, epoch: Instant::now(), open_until: AtomicU64::new(CLOSED) }
+        Self { inner, gate: SlowFailures::new(ErrorCode::StoreUnavailable, "store") }
+    }
+
+    /// Whether the store failed slowly a moment ago and is not asked until its cool-down ends
+    /// (or is being probed).
+    pub(crate) fn is_open(&self) -> bool {
+        self.gate.is_open()
+    }
+
+    /// Runs `op` on the store unless the breaker is open; trips it when `op` fails slowly.
+    fn guard<T>(&self, op: impl FnOnce(&dyn Store) -> Result<T>) -> Result<T> {
+        self.gate.guard(|| op(&*self.inner))
+    }
+}
+
+/// The breaker's state, for anything that can fail slowly with one error code: the store
+/// behind [`Breaker`], and the audit log a SQLite store keeps (a locked database makes each
+/// append wait the busy timeout).
+pub(crate) struct SlowFailures {
+    /// The error that counts as the resource failing, and the one a refusal carries.
+    code: ErrorCode,
+    /// What fails, for the refusal's message.
+    what: &'static str,
+    /// The zero of `open_until`: a monotonic clock, whatever the engine's clock says.
+    epoch: Instant,
+    /// Milliseconds since `epoch` (plus one, so that 0 means closed) until which calls are
+    /// refused without asking the resource.
+    open_until: AtomicU64,
+}
+
+impl std::fmt::Debug for SlowFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlowFailures")
+            .field("what", &self.what)
+            .field("open_until", &self.open_until.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SlowFailures {
+    /// A closed breaker for failures with `code`, of `what`.
+    pub(crate) fn new(code: ErrorCode, what: &'static str) -> Self {
+        Self { code, what, epoch: Instant::now(), open_until: AtomicU64::new(CLOSED) }
+    }
+
+    /// Whether calls are refused now (or one is probing).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != CLOSED
     }
 
     fn now_ms(&self) -> u64 {
@@ -53,8 +96,8 @@ impl Breaker {
         now.saturating_add(u64::try_from(COOL_DOWN.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Runs `op` on the store unless the breaker is open; trips it when `op` fails slowly.
-    fn guard<T>(&self, op: impl FnOnce(&dyn Store) -> Result<T>) -> Result<T> {
+    /// Runs `op` unless the breaker is open; trips it when `op` fails slowly with `code`.
+    pub(crate) fn guard<T>(&self, op: impl FnOnce() -> Result<T>) -> Result<T> {
         let until = self.open_until.load(Ordering::Acquire);
         let probing = until != CLOSED;
         if probing {
@@ -66,16 +109,19 @@ impl Breaker {
                 && self.open_until.compare_exchange(until, self.cool_down_from(now), Ordering::AcqRel, Ordering::Acquire).is_ok();
             if !claimed {
                 return Err(Error::new(
-                    ErrorCode::StoreUnavailable,
-                    "store unavailable: it failed slowly a moment ago, and is not asked again until its cool-down ends",
+                    self.code,
+                    format!(
+                        "{} unavailable: it failed slowly a moment ago, and is not asked again until its cool-down ends",
+                        self.what
+                    ),
                 ));
             }
         }
         let started = Instant::now();
-        let result = op(&*self.inner);
+        let result = op();
         match &result {
             Ok(_) if probing => self.open_until.store(CLOSED, Ordering::Release),
-            Err(e) if e.code() == ErrorCode::StoreUnavailable && (probing || started.elapsed() >= SLOW) => {
+            Err(e) if e.code() == self.code && (probing || started.elapsed() >= SLOW) => {
                 self.open_until.store(self.cool_down_from(self.now_ms()), Ordering::Release);
             }
             _ => {}

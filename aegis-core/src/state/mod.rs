@@ -22,7 +22,7 @@ pub use crate::approval::{ApprovalStatus, PendingApproval};
 pub use crate::break_glass::BreakGlassGrant;
 pub use crate::budget::Reservation;
 use crate::error::{Error, ErrorCode, Result};
-pub(crate) use breaker::Breaker;
+pub(crate) use breaker::{Breaker, SlowFailures};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;

@@ -284,8 +284,18 @@ impl RedisStore {
     /// `redis://10.0.0.1:6379`) belong to, and checks every node's eviction policy. Every step
     /// keeps to one hash slot, so the cluster client sends each to the node that owns it.
     pub fn open_cluster(nodes: &[String], prefix: &str) -> Result<Self> {
-        let client =
-            ClusterClient::builder(nodes.to_vec()).connection_timeout(Duration::from_secs(2)).build().map_err(store_error)?;
+        // The cluster client's own retries are off: by default it sends a step that timed out
+        // again on the same connection (16 times: a paused node held a call for 17 s), and a
+        // reply that arrives late would then answer the next step on that connection. A failed
+        // step is this store's error instead: the connection is dropped, and only a `MOVED` or
+        // `ASK` (the node ran nothing) is sent again, on a fresh connection (`with`). Every reply,
+        // the startup checks and the slot map's included, waits at most `READ_TIMEOUT`.
+        let client = ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(READ_TIMEOUT)
+            .retries(0)
+            .build()
+            .map_err(store_error)?;
         Self::with_client(Client::Cluster(client), prefix)
     }
 

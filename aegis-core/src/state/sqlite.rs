@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval, Store,
-    TaskState,
+    check_amounts, store_error, ApprovalStatus, BreakGlassGrant, Commit, CommitOutcome, LedgerEntry, PendingApproval,
+    SlowFailures, Store, TaskState,
 };
 use crate::audit::Event;
 use crate::budget::exceeds;
-use crate::error::Result;
+use crate::error::{ErrorCode, Result};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0);
@@ -66,6 +66,10 @@ pub struct SqliteStore {
     /// Signalled when a commit joins the queue: a leader waiting for its siblings wakes.
     joined: Condvar,
     path: PathBuf,
+    /// A breaker for the audit log kept here: the engine's breaker covers the store's own
+    /// steps, and a record appended on its own (a denied call's) would otherwise wait the busy
+    /// timeout on every decision while another process holds the database.
+    audit_breaker: SlowFailures,
     /// The file opened, by device and inode: a database deleted or replaced underneath would
     /// otherwise take writes into an unlinked file that nobody will ever read.
     #[cfg(unix)]
@@ -106,6 +110,7 @@ impl SqliteStore {
             group: Mutex::default(),
             joined: Condvar::new(),
             path: path.as_ref().to_owned(),
+            audit_breaker: SlowFailures::new(ErrorCode::AuditUnavailable, "audit log"),
             #[cfg(unix)]
             file: file_id(path.as_ref()).map_err(store_error)?,
         })
@@ -195,7 +200,7 @@ impl SqliteStore {
     /// Appends `events` to the audit log kept in this database, in one transaction; returns
     /// the position of the first.
     pub(crate) fn audit_append(&self, events: &[Event]) -> Result<u64> {
-        self.with_tx(|tx| crate::audit::sqlite::append(tx, events))
+        self.audit_breaker.guard(|| self.with_tx(|tx| crate::audit::sqlite::append(tx, events)))
     }
 
     /// Runs `write` in an immediate transaction, committed when it returns `Ok`.
