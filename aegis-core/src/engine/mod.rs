@@ -201,12 +201,13 @@ impl Engine {
     }
 
     /// Appends `event` to `log` (the engine's), unless the log is kept in the store and the
-    /// store's breaker is open: the database failed slowly a moment ago (a lock another process
-    /// holds), and the append would wait as long. The append's own breaker cannot stand in:
+    /// store's breaker is cooling down: the database failed slowly a moment ago (a lock another
+    /// process holds), and the append would wait as long. After the cool-down the append goes to
+    /// the database (the log's own breaker lets one probe through). The append's own breaker cannot stand in:
     /// a decision's store step and its record each wait the busy timeout, longer than either
     /// breaker's cool-down, so two breakers would let every decision probe both.
     pub(crate) fn append(&self, log: &AuditLog, event: Event) -> Result<u64> {
-        if self.audit_in_store && self.store_breaker.is_open() {
+        if self.audit_in_store && self.store_breaker.cooling_down() {
             return Err(Error::new(
                 ErrorCode::AuditUnavailable,
                 "the audit log's database failed slowly a moment ago, and is not asked again until its cool-down ends",

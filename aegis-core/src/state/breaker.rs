@@ -41,10 +41,9 @@ impl Breaker {
         Self { inner, gate: SlowFailures::new(ErrorCode::StoreUnavailable, "store") }
     }
 
-    /// Whether the store failed slowly a moment ago and is not asked until its cool-down ends
-    /// (or is being probed).
-    pub(crate) fn is_open(&self) -> bool {
-        self.gate.is_open()
+    /// Whether the store failed slowly less than a cool-down ago (its next call is refused).
+    pub(crate) fn cooling_down(&self) -> bool {
+        self.gate.cooling_down()
     }
 
     /// Runs `op` on the store unless the breaker is open; trips it when `op` fails slowly.
@@ -83,9 +82,12 @@ impl SlowFailures {
         Self { code, what, epoch: Instant::now(), open_until: AtomicU64::new(CLOSED) }
     }
 
-    /// Whether calls are refused now (or one is probing).
-    pub(crate) fn is_open(&self) -> bool {
-        self.open_until.load(Ordering::Acquire) != CLOSED
+    /// Whether a call now would be refused: the breaker is open and its cool-down has not
+    /// ended. (Once it has, the next call probes; an open breaker nobody probes stays open, so
+    /// "open" alone would say nothing about the resource.)
+    pub(crate) fn cooling_down(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        until != CLOSED && self.now_ms() < until
     }
 
     fn now_ms(&self) -> u64 {
@@ -263,8 +265,11 @@ mod tests {
             assert_eq!(breaker.task_state("t").unwrap_err().code(), ErrorCode::StoreUnavailable);
         }
         assert_eq!(store.asked.load(Ordering::SeqCst), asked, "refused without asking the store");
+        assert!(breaker.cooling_down());
         store.down.store(false, Ordering::SeqCst);
         std::thread::sleep(COOL_DOWN + Duration::from_millis(50));
+        // Still open (nobody probed), but no longer cooling down: the next call is asked.
+        assert!(!breaker.cooling_down());
         assert!(breaker.task_state("t").is_ok(), "the probe succeeds and closes it");
         assert!(breaker.task_state("t").is_ok());
         assert_eq!(store.asked.load(Ordering::SeqCst), asked + 2);

@@ -200,16 +200,19 @@ impl SqliteStore {
     /// Appends `events` to the audit log kept in this database, in one transaction; returns
     /// the position of the first.
     pub(crate) fn audit_append(&self, events: &[Event]) -> Result<u64> {
-        self.audit_breaker.guard(|| self.with_tx(|tx| crate::audit::sqlite::append(tx, events)))
+        self.with_tx(|tx| crate::audit::sqlite::append(tx, events))
     }
 
-    /// Runs `write` in an immediate transaction, committed when it returns `Ok`.
+    /// Runs `write` (the audit log's: records, checkpoints, its key) in an immediate
+    /// transaction, committed when it returns `Ok`, behind the log's breaker.
     pub(crate) fn with_tx<T>(&self, write: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(crate::audit::sqlite::failed)?;
-        let out = write(&tx)?;
-        tx.commit().map_err(crate::audit::sqlite::failed)?;
-        Ok(out)
+        self.audit_breaker.guard(|| {
+            let mut conn = self.conn()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(crate::audit::sqlite::failed)?;
+            let out = write(&tx)?;
+            tx.commit().map_err(crate::audit::sqlite::failed)?;
+            Ok(out)
+        })
     }
 
     /// Runs `read` on the connection (audit rows and metadata).
