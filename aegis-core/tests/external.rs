@@ -201,3 +201,32 @@ fn an_issuer_configured_twice_is_an_error() {
         .build();
     assert_eq!(both_kinds.unwrap_err().code(), ErrorCode::MalformedRequest);
 }
+
+/// A key change that cannot be recorded is not made, as a bundle swap is not: with the audit
+/// log unable to write, `update_jwks` fails and the old keys stay in force.
+#[test]
+fn a_key_change_that_cannot_be_recorded_is_not_made() {
+    let fx = Fixture::new();
+    let dir = temp_path("jwks-unrecorded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = aegis_sod::audit::LogKey::new("aegis.example/jwks", aegis_sod::KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
+    let log = std::sync::Arc::new(aegis_sod::audit::AuditLog::builder(&dir, key).segment_bytes(1).open().unwrap());
+    let engine = Engine::builder()
+        .bundle(Bundle::from_dir(payments_dir()).unwrap())
+        .trust_issuer(ISSUER, fx.issuer.public_key().clone())
+        .trust_external_issuer(provider())
+        .clock(fx.clock.clone())
+        .audit_log(log.clone())
+        .build()
+        .unwrap();
+    let now = fx.clock.now_secs();
+    let old = id_token(Algorithm::RS256, "rsa.pem", "rsa-1", &alice(now));
+    assert!(engine.verify_chain(std::slice::from_ref(&old)).is_ok());
+    // The next segment is /dev/full: every write fails with ENOSPC, as a full disk does.
+    std::os::unix::fs::symlink("/dev/full", dir.join(format!("{:020}.jsonl", log.size()))).unwrap();
+    let ec_only = jwks(vec![public_jwk(Algorithm::ES256, "ec.pem", "ec-2")]);
+    assert_eq!(engine.update_jwks(IDP, &ec_only).unwrap_err().code(), ErrorCode::AuditUnavailable);
+    assert!(engine.verify_chain(std::slice::from_ref(&old)).is_ok(), "the old keys stay in force");
+    let new = id_token(Algorithm::ES256, "ec.pem", "ec-2", &alice(now));
+    assert!(engine.verify_chain(&[new]).is_err(), "the new key was not put in force");
+}

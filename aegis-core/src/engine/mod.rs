@@ -253,13 +253,16 @@ impl Engine {
         self.replace_jwks(issuer, jwks_json)
     }
 
+    /// Recorded first, as a bundle swap is: keys whose change cannot be recorded stay as they
+    /// were.
     pub(crate) fn replace_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
-        self.verifier.update_jwks(issuer, jwks_json)?;
-        self.record(|| {
-            Event::new(kind::ADMIN, self.clock.now_millis())
-                .with("action", "update_jwks")
-                .with("issuer", issuer)
-                .with("jwks_digest", crate::identity::digest(jwks_json))
+        self.verifier.update_jwks(issuer, jwks_json, || {
+            self.record(|| {
+                Event::new(kind::ADMIN, self.clock.now_millis())
+                    .with("action", "update_jwks")
+                    .with("issuer", issuer)
+                    .with("jwks_digest", crate::identity::digest(jwks_json))
+            })
         })
     }
 

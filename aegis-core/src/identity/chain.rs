@@ -273,12 +273,12 @@ impl ChainVerifier {
         Ok(chain)
     }
 
-    /// Replaces the key set of external issuer `issuer`.
-    pub fn update_jwks(&self, issuer: &str, jwks_json: &str) -> Result<()> {
+    /// Replaces the key set of external issuer `issuer` once `accepted` (its record) succeeds.
+    pub fn update_jwks(&self, issuer: &str, jwks_json: &str, accepted: impl FnOnce() -> Result<()>) -> Result<()> {
         let issuer = self.external.get(issuer).ok_or_else(|| {
             Error::new(ErrorCode::UntrustedIssuer, format!("`{issuer}` is not an external issuer of this engine"))
         })?;
-        issuer.update_jwks(jwks_json)
+        issuer.update_jwks_after(jwks_json, accepted)
     }
 
     /// The external issuer of `token`: an `iss` configured as external, on a token that is not

@@ -27,6 +27,9 @@ pub struct ExternalIssuer {
     scope: Vec<String>,
     task: String,
     keys: Arc<RwLock<JwkSet>>,
+    /// Held while a new key set is accepted and put in place: updates apply one at a time, in
+    /// the order the engine recorded them.
+    updates: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ExternalIssuer {
@@ -61,6 +64,7 @@ impl ExternalIssuer {
             roles_claim: None,
             scope: vec![crate::approval::APPROVE_ACTION.to_owned()],
             keys: Arc::new(RwLock::new(parse_jwks(jwks_json)?)),
+            updates: Arc::default(),
         })
     }
 
@@ -107,7 +111,15 @@ impl ExternalIssuer {
     /// Replaces the key set (the refresh hook for hosts that fetch the JWKS): tokens are
     /// checked against the new keys from the next call on.
     pub fn update_jwks(&self, jwks_json: &str) -> Result<()> {
+        self.update_jwks_after(jwks_json, || Ok(()))
+    }
+
+    /// Replaces the key set once `accepted` (the engine's record of the change) succeeds: a
+    /// change that cannot be recorded is not made.
+    pub(crate) fn update_jwks_after(&self, jwks_json: &str, accepted: impl FnOnce() -> Result<()>) -> Result<()> {
         let keys = parse_jwks(jwks_json)?;
+        let _one_at_a_time = self.updates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        accepted()?;
         *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
         Ok(())
     }
