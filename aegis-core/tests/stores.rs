@@ -430,6 +430,39 @@ fn a_store_that_goes_down_denies() {
     assert_eq!((d.outcome, d.codes()), (Outcome::Deny, vec![ErrorCode::StoreUnavailable.into()]));
 }
 
+/// A server restarted under kept connections costs one refused call, not one per connection:
+/// the first step that finds its connection dead closes the others.
+#[test]
+fn a_restarted_redis_server_refuses_one_call_not_one_per_kept_connection() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let Story { fx, engine, .. } = story(redis_config(&server).open().unwrap());
+    // Eight threads deciding at once leave several connections kept.
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (engine, fx) = (&engine, &fx);
+            s.spawn(move || {
+                let chain = chain_in(&format!("task-kept-{t}"), "finance-agent", &fx.finance, &[TOOL], NOW);
+                for _ in 0..20 {
+                    assert_eq!(engine.authorize(&req(&chain, pay(10, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+                }
+            });
+        }
+    });
+    server.restart();
+    let chain = chain_in("task-after-restart", "finance-agent", &fx.finance, &[TOOL], NOW);
+    let mut refused = 0;
+    loop {
+        let d = engine.authorize(&req(&chain, pay(10, GOOD_ACCOUNT), None)).unwrap();
+        if d.outcome == Outcome::Allow {
+            break;
+        }
+        assert_eq!(d.codes(), vec![ReasonCode::Error(ErrorCode::StoreUnavailable)], "{d:?}");
+        refused += 1;
+        assert!(refused < 20, "no service after the restart");
+    }
+    assert!(refused <= 1, "{refused} calls refused after the restart: each kept connection failed a call of its own");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Races between threads
 

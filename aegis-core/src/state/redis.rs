@@ -347,8 +347,13 @@ impl RedisStore {
             None => self.connect()?,
         };
         if live.policy_checked.elapsed() >= POLICY_RECHECK {
-            // On failure the connection is dropped: the next step reconnects.
-            check_policy(&mut live.conn)?;
+            if check_policy(&mut live.conn).is_err() {
+                // The kept connection may have died with its server (a restart): nothing of the
+                // step was sent, so it goes on a fresh connection, which checks the policy
+                // itself (and fails the step if the server really refuses).
+                self.drop_idle(pinned.as_mut())?;
+                live = self.connect()?;
+            }
             live.policy_checked = Instant::now();
         }
         // On failure the connection is dropped, not reused: the next step reconnects. A cluster
@@ -362,7 +367,14 @@ impl RedisStore {
                     redirects += 1;
                     live = self.connect()?;
                 }
-                Err(e) => return Err(store_error(e)),
+                Err(e) => {
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                        // The server went away or stalled: the other kept connections are as
+                        // likely dead, and would each fail a step of their own.
+                        self.drop_idle(pinned.as_mut())?;
+                    }
+                    return Err(store_error(e));
+                }
             }
         };
         match pinned.as_mut() {
@@ -375,6 +387,15 @@ impl RedisStore {
             }
         }
         Ok(value)
+    }
+
+    /// Closes every kept connection; `pinned` is the pool when the step holds its lock.
+    fn drop_idle(&self, pinned: Option<&mut MutexGuard<'_, Vec<Live>>>) -> Result<()> {
+        match pinned {
+            Some(idle) => idle.clear(),
+            None => self.lock()?.clear(),
+        }
+        Ok(())
     }
 
     fn connect(&self) -> Result<Live> {
