@@ -169,6 +169,12 @@ fn sqlite_locked_by_another_process() {
     after(&engine, &b, "sqlite locked by another process", 0..=0);
 }
 
+/// An audit log kept in `db` (a fresh database: `temp_path` names are new in each run).
+fn log_in(db: Arc<SqliteStore>) -> Arc<aegis_sod::audit::AuditLog> {
+    let key = aegis_sod::audit::LogKey::new("aegis.example/faults", aegis_sod::KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
+    Arc::new(aegis_sod::audit::AuditLog::in_store(db, key).checkpoint_every(0).open().unwrap())
+}
+
 /// The same lock with the audit log kept in the database: a denied call's record is appended
 /// on its own, outside the store's steps, and that append has a breaker of its own; without one
 /// each of the 10,000 decisions waited the busy timeout (5 s) for its record.
@@ -176,13 +182,8 @@ fn sqlite_locked_by_another_process() {
 fn sqlite_locked_with_the_audit_log_in_the_database() {
     let fx = Fixture::new();
     let path = temp_path("locked-audited.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
     let store = Arc::new(SqliteStore::open(&path).unwrap());
-    let key = aegis_sod::audit::LogKey::new("aegis.example/faults", aegis_sod::KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
-    let log = Arc::new(aegis_sod::audit::AuditLog::in_store(store.clone(), key).checkpoint_every(0).open().unwrap());
-    let engine = fx.builder_on(store).audit_log(log).build().unwrap();
+    let engine = fx.builder_on(store.clone()).audit_log(log_in(store)).build().unwrap();
     let b = before(&engine, &fx, "fault-sqlite-locked-audited");
     let mut holder = lock_holder(&path);
     // A denied call whose record cannot be written says so too: never an allow, never another
@@ -215,12 +216,7 @@ fn sqlite_locked_with_the_audit_log_in_the_database() {
 fn sqlite_locked_under_the_audit_log_alone() {
     let fx = Fixture::new();
     let path = temp_path("locked-log-only.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    let key = aegis_sod::audit::LogKey::new("aegis.example/faults", aegis_sod::KeyPair::from_seed(&[9; 32]).unwrap()).unwrap();
-    let db = Arc::new(SqliteStore::open(&path).unwrap());
-    let log = Arc::new(aegis_sod::audit::AuditLog::in_store(db, key).checkpoint_every(0).open().unwrap());
+    let log = log_in(Arc::new(SqliteStore::open(&path).unwrap()));
     let engine = fx.builder_on(Arc::new(aegis_sod::MemoryStore::new())).audit_log(log).build().unwrap();
     let b = before(&engine, &fx, "fault-sqlite-locked-log-only");
     let mut holder = lock_holder(&path);
