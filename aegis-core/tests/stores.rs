@@ -734,6 +734,34 @@ fn redis_steady_state_decision_is_one_round_trip() {
     assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
 }
 
+/// Under a budget (the payments bundle's task budget), a call within it costs the budget's
+/// reservation and the commit: the commit's reservation checks the limit, so nothing is read
+/// first. A call over it is decided again with the budget read, and asks for an approval.
+#[test]
+fn redis_decision_under_a_budget_is_its_reservation_and_the_commit() {
+    let Some(server) = RedisServer::start() else { return };
+    let fx = Fixture::new();
+    let mut sources = engine_sources();
+    sources.manifest = without_section(&sources.manifest, "batches");
+    let engine =
+        fx.builder_on(redis_config(&server).open().unwrap()).bundle(Bundle::from_sources(&sources).unwrap()).build().unwrap();
+    let finance = chain_in("task-budget-round-trips", "finance-agent", &fx.finance, &[TOOL], NOW);
+    let call = req(&finance, pay(1, GOOD_ACCOUNT), None);
+    assert_eq!(codes(&engine, &call).0, Outcome::Allow);
+    let sent = commands_sent(&server, || {
+        for _ in 0..50 {
+            assert_eq!(codes(&engine, &call).0, Outcome::Allow);
+        }
+    });
+    assert_eq!(sent.len(), 100, "{sent:#?}");
+    assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
+    // Over the budget (5000 a day): an approval is asked for, naming the budget.
+    let over = engine.authorize(&req(&finance, pay(4990, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(over.outcome, Outcome::ApprovalNeeded, "{over:?}");
+    assert_eq!(over.codes(), vec![ReasonCode::Error(ErrorCode::BudgetExceeded)], "{over:?}");
+    assert_eq!(engine.ledger("task-budget-round-trips").unwrap().len(), 51, "the refused reservation committed nothing");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis: attacks on deciding from a view of the task (from an independent review)
 //

@@ -54,6 +54,12 @@ pub(crate) struct VerifiedCall<'r> {
     pub spent: Vec<(String, i64)>,
     /// The decision's record was written with the commit, in the store's transaction.
     pub recorded: bool,
+    /// Whether budgets are read before a permitted call commits. At first they are not: the
+    /// commit reserves each budget against its limit atomically anyway, so a call within its
+    /// budgets costs no read (on Redis, a round trip per budget). A reservation that would
+    /// exceed a limit fails the commit, which changes nothing; the call is then decided again
+    /// with its budgets read first, to ask for an approval or refuse as the budget says.
+    pub budgets_read_first: bool,
 }
 
 impl<'r> VerifiedCall<'r> {
@@ -72,6 +78,7 @@ impl<'r> VerifiedCall<'r> {
             shadow: Vec::new(),
             spent: Vec::new(),
             recorded: false,
+            budgets_read_first: false,
         }
     }
 
@@ -429,7 +436,10 @@ impl Engine {
         // denying budget would refuse is refused now rather than put before a human.
         let lifted = call.approval.as_ref().map(|c| c.lifts.as_slice()).unwrap_or_default();
         let reservations = crate::budget::reservations(tool, chain, &request.args, now, lifted)?;
-        let overruns = self.overruns(tool, &reservations)?;
+        let overruns = match decision.outcome.permits_call() && !call.budgets_read_first {
+            true => crate::budget::Overruns::default(), // the commit's reservations check (see `budgets_read_first`)
+            false => self.overruns(tool, &reservations)?,
+        };
         if let Some(key) = overruns.denying {
             return Err(Error::new(ErrorCode::BudgetExceeded, format!("budget `{key}` would be exceeded")));
         }
@@ -512,6 +522,10 @@ impl Engine {
             }
             CommitOutcome::Conflict => Ok(false),
             CommitOutcome::TaskEnded => Err(Error::new(ErrorCode::TaskEnded, format!("task `{}` has ended", chain.task_id))),
+            CommitOutcome::BudgetExceeded(_) if !call.budgets_read_first => {
+                call.budgets_read_first = true;
+                Ok(false) // decide again, reading the budgets first
+            }
             CommitOutcome::BudgetExceeded(key) => {
                 Err(Error::new(ErrorCode::BudgetExceeded, format!("budget `{key}` would be exceeded")))
             }
