@@ -174,7 +174,10 @@ pub trait Store: Send + Sync {
     /// The task's full ledger, oldest first.
     fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>>;
     /// Applies an allowed call, or says why not. Takes the commit by value: the ledger keeps
-    /// its entry.
+    /// its entry. A reservation that `enforce`s its limit and would take its budget past it
+    /// fails the whole commit with [`CommitOutcome::BudgetExceeded`]: this check is the only
+    /// one a permitted call's budgets get (the engine reads them first only after such a
+    /// refusal), so a store that skipped it would let budgets be exceeded.
     fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
     /// Applies an allowed call and appends its audit record, in one transaction, for a store
     /// that keeps the audit log itself ([`Store::keeps_audit_log`]). Others refuse: the engine
