@@ -273,6 +273,16 @@ fn a_candidate_decides_beside_the_enforced_bundle_and_is_promoted_in_one_call() 
     assert_eq!(c.policy_ids, vec!["candidate-over-1000".to_owned()]);
     let small = engine.authorize(&req(&chain, pay(300, GOOD_ACCOUNT), None)).unwrap();
     assert!(!small.candidate.as_ref().unwrap().would_block);
+    // Past the task's budget (5000 a day) under the candidate's cap, in a task of its own: both
+    // bundles ask for an approval. The candidate never commits, so it reads the budget first.
+    let spender = chain_in("task-candidate-budget", "finance-agent", &fx.finance, &[TOOL], NOW);
+    for _ in 0..5 {
+        let within = engine.authorize(&req(&spender, pay(1000, GOOD_ACCOUNT), None)).unwrap();
+        assert_eq!((within.outcome, within.candidate.as_ref().unwrap().outcome), (Outcome::Allow, Outcome::Allow));
+    }
+    let over = engine.authorize(&req(&spender, pay(1000, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(over.outcome, Outcome::ApprovalNeeded, "{over:?}");
+    assert_eq!(over.candidate.as_ref().unwrap().outcome, Outcome::ApprovalNeeded, "{over:?}");
     // The log carries the candidate's verdict; the report counts it per candidate rule.
     engine.audit_log().unwrap().checkpoint().unwrap();
     let read = aegis_sod::audit::read_log(&dir, None, &[]).unwrap();

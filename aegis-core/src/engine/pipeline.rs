@@ -54,11 +54,13 @@ pub(crate) struct VerifiedCall<'r> {
     pub spent: Vec<(String, i64)>,
     /// The decision's record was written with the commit, in the store's transaction.
     pub recorded: bool,
-    /// Whether budgets are read before a permitted call commits. At first they are not: the
-    /// commit reserves each budget against its limit atomically anyway, so a call within its
-    /// budgets costs no read (on Redis, a round trip per budget). A reservation that would
-    /// exceed a limit fails the commit, which changes nothing; the call is then decided again
-    /// with its budgets read first, to ask for an approval or refuse as the budget says.
+    /// Whether budgets are read before a permitted call commits. They are, except on a call's
+    /// first pass through `decide`: its commit reserves each budget against its limit
+    /// atomically anyway, so a call within its budgets costs no read (on Redis, a round trip
+    /// per budget). A reservation that would exceed a limit fails the commit, which changes
+    /// nothing; the call is then decided again with its budgets read first, to ask for an
+    /// approval or refuse as the budget says. Every other evaluation (a candidate bundle's, a
+    /// replay's) reads them: it may not commit, or not decide again.
     pub budgets_read_first: bool,
 }
 
@@ -78,7 +80,7 @@ impl<'r> VerifiedCall<'r> {
             shadow: Vec::new(),
             spent: Vec::new(),
             recorded: false,
-            budgets_read_first: false,
+            budgets_read_first: true,
         }
     }
 
@@ -220,6 +222,7 @@ impl Engine {
         slot: &mut Option<VerifiedCall<'r>>,
     ) -> Result<()> {
         let call = slot.insert(self.verify_call(bundle, request, now)?);
+        call.budgets_read_first = false;
         for _ in 0..MAX_ATTEMPTS {
             let state = self.task_state(&call.chain)?;
             let evaluated = self.evaluate(bundle, call, &state, now, decision);

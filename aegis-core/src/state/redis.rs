@@ -347,11 +347,16 @@ impl RedisStore {
             None => self.connect()?,
         };
         if live.policy_checked.elapsed() >= POLICY_RECHECK {
-            if check_policy(&mut live.conn).is_err() {
+            if let Err(e) = check_policy(&mut live.conn) {
+                self.drop_idle(pinned.as_mut())?;
+                if self.replicas.is_some() {
+                    // The step may be the `WAIT` for writes made on this very connection: on
+                    // another it would count none of them and return at once.
+                    return Err(e);
+                }
                 // The kept connection may have died with its server (a restart): nothing of the
                 // step was sent, so it goes on a fresh connection, which checks the policy
                 // itself (and fails the step if the server really refuses).
-                self.drop_idle(pinned.as_mut())?;
                 live = self.connect()?;
             }
             live.policy_checked = Instant::now();
@@ -563,7 +568,7 @@ impl Store for RedisStore {
             let key = self.budget_key(&r.key);
             let total = self.budget_total_key(&r.key);
             let member = format!("{}:{}:{n}", r.amount, c.entry.decision_id);
-            let ok: i64 = self.with(|conn| {
+            let ok: std::result::Result<i64, Error> = self.with(|conn| {
                 self.scripts
                     .reserve
                     .key(&key)
@@ -575,7 +580,16 @@ impl Store for RedisStore {
                     .arg(c.now)
                     .arg(&member)
                     .invoke(conn)
-            })?;
+            });
+            let ok = match ok {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // The call fails: what it reserved before goes back (this one, unknown,
+                    // stays: it only holds budget back).
+                    self.release(&reserved);
+                    return Err(e);
+                }
+            };
             if ok != 1 {
                 self.release(&reserved);
                 return Ok(CommitOutcome::BudgetExceeded(r.key.clone()));
