@@ -195,6 +195,34 @@ impl Conn {
 struct Live {
     conn: Conn,
     policy_checked: Instant,
+    /// Which connection this is (for `replicate`: the ids are never reused).
+    id: u64,
+}
+
+thread_local! {
+    /// With replicas to wait for: the connection this thread's steps used since its change
+    /// began, and whether they used more than one. `WAIT` counts its own connection's writes
+    /// only, so a change whose writes and `WAIT` did not all go on one connection (another
+    /// thread's failed step dropped it in between) cannot be known to be replicated.
+    static CHANGE_CONNECTION: std::cell::Cell<(u64, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+/// This thread's change begins: the steps from here on are its writes.
+fn begin_change() {
+    CHANGE_CONNECTION.with(|c| c.set((0, false)));
+}
+
+/// A step of this thread's change went on connection `id`.
+fn stepped_on(id: u64) {
+    CHANGE_CONNECTION.with(|c| {
+        let (was, mixed) = c.get();
+        c.set((id, mixed || (was != 0 && was != id)));
+    });
+}
+
+/// Whether every step of this thread's change went on one connection; the change ends.
+fn change_kept_one_connection() -> bool {
+    CHANGE_CONNECTION.with(|c| !c.replace((0, false)).1)
 }
 
 /// How long a reply may take (beyond a `WAIT`'s own timeout) before the step fails.
@@ -367,7 +395,12 @@ impl RedisStore {
         let mut redirects = 0;
         let value = loop {
             match f(live.conn.like()) {
-                Ok(value) => break value,
+                Ok(value) => {
+                    if self.replicas.is_some() {
+                        stepped_on(live.id);
+                    }
+                    break value;
+                }
                 Err(e) if redirected(&live.conn, &e) && redirects < MAX_REDIRECTS => {
                     redirects += 1;
                     live = self.connect()?;
@@ -422,7 +455,8 @@ impl RedisStore {
             }
         };
         check_policy(&mut conn)?;
-        Ok(Live { conn, policy_checked: Instant::now() })
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Ok(Live { conn, policy_checked: Instant::now(), id: OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Vec<Live>>> {
@@ -432,6 +466,11 @@ impl RedisStore {
     fn replicate(&self) -> Result<()> {
         let Some((replicas, timeout)) = self.replicas else { return Ok(()) };
         let acked: usize = self.with(|c| redis::cmd("WAIT").arg(replicas).arg(timeout).query(c))?;
+        if !change_kept_one_connection() {
+            return Err(store_error(
+                "the change was written on a connection that has since been replaced: its replication is unknown",
+            ));
+        }
         if acked < replicas {
             return Err(store_error(format!("only {acked} of {replicas} replicas acknowledged the change")));
         }
@@ -562,6 +601,7 @@ impl Store for RedisStore {
     }
 
     fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+        begin_change();
         check_amounts(&c)?;
         let mut reserved = Vec::new();
         for (n, r) in c.reservations.iter().enumerate() {
@@ -669,12 +709,14 @@ impl Store for RedisStore {
     }
 
     fn end_task(&self, task_id: &str, _now: i64) -> Result<()> {
+        begin_change();
         let key = self.task_key(task_id, "task");
         self.with(|c| redis::cmd("HSET").arg(&key).arg("ended").arg("1").query::<i64>(c))?;
         self.replicate()
     }
 
     fn insert_pending(&self, p: &PendingApproval) -> Result<()> {
+        begin_change();
         let (key, body) = (self.approval_key(&p.approval_id), json(p)?);
         let created: bool =
             self.with(|c| redis::cmd("SET").arg(&key).arg(&body).arg("NX").query::<Option<String>>(c).map(|r| r.is_some()))?;
@@ -705,6 +747,7 @@ impl Store for RedisStore {
     }
 
     fn resolve(&self, resolved: &PendingApproval, prior_votes: usize) -> Result<bool> {
+        begin_change();
         let (key, body) = (self.approval_key(&resolved.approval_id), json(resolved)?);
         let changed: i64 = self.with(|c| self.scripts.resolve.key(&key).arg(&body).arg(prior_votes).invoke(c))?;
         if changed == 1 && resolved.status != ApprovalStatus::Pending {
@@ -716,6 +759,7 @@ impl Store for RedisStore {
     }
 
     fn insert_grant(&self, grant: &BreakGlassGrant) -> Result<()> {
+        begin_change();
         let (key, body) = (self.grants_key(), json(grant)?);
         // The tasks' versions first (a move alone costs a decision one more read), then the
         // grant: in force only once every version it must move has moved.
@@ -746,6 +790,7 @@ impl Store for RedisStore {
     }
 
     fn close_grant(&self, id: &str, review_ref: &str, now: i64) -> Result<bool> {
+        begin_change();
         let key = self.grants_key();
         // The grant first (what every decision reads), then the versions of its tasks, so a
         // decision that read it open before the close does not commit after it.
@@ -760,5 +805,42 @@ impl Store for RedisStore {
             self.replicate()?;
         }
         Ok(changed == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change whose steps all went on one connection can be counted by a `WAIT` on it; one
+    /// whose connection was replaced between its steps (or before its `WAIT`) cannot.
+    #[test]
+    fn a_change_is_known_replicated_only_on_one_connection() {
+        begin_change();
+        for _ in 0..3 {
+            stepped_on(7);
+        }
+        assert!(change_kept_one_connection());
+        begin_change();
+        stepped_on(7);
+        stepped_on(8); // the WAIT, on a fresh connection
+        assert!(!change_kept_one_connection());
+        // Each change is judged on its own steps: a replacement before it began is no concern.
+        stepped_on(8);
+        begin_change();
+        stepped_on(9);
+        stepped_on(9);
+        assert!(change_kept_one_connection());
+        // Another thread's steps are its own.
+        begin_change();
+        stepped_on(10);
+        std::thread::spawn(|| {
+            begin_change();
+            stepped_on(11);
+        })
+        .join()
+        .unwrap();
+        stepped_on(10);
+        assert!(change_kept_one_connection());
     }
 }
