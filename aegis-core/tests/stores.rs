@@ -716,22 +716,29 @@ fn commands_sent(server: &RedisServer, work: impl FnOnce()) -> Vec<String> {
 fn redis_steady_state_decision_is_one_round_trip() {
     let Some(server) = RedisServer::start() else { return };
     let fx = Fixture::new();
+    let (_, sent) = warm_calls_sent(&server, &fx, &["budgets", "batches"], "task-round-trips");
+    assert_eq!(sent.len(), 50, "{sent:#?}");
+    assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
+}
+
+/// An engine on `server` with the payments bundle less its manifest sections `without`, and
+/// the commands 50 warm allowed calls in `task` sent.
+fn warm_calls_sent(server: &RedisServer, fx: &Fixture, without: &[&str], task: &str) -> (Engine, Vec<String>) {
     let mut sources = engine_sources();
-    for section in ["budgets", "batches"] {
+    for section in without {
         sources.manifest = without_section(&sources.manifest, section);
     }
     let engine =
-        fx.builder_on(redis_config(&server).open().unwrap()).bundle(Bundle::from_sources(&sources).unwrap()).build().unwrap();
-    let finance = chain_in("task-round-trips", "finance-agent", &fx.finance, &[TOOL], NOW);
+        fx.builder_on(redis_config(server).open().unwrap()).bundle(Bundle::from_sources(&sources).unwrap()).build().unwrap();
+    let finance = chain_in(task, "finance-agent", &fx.finance, &[TOOL], NOW);
     let call = req(&finance, pay(1, GOOD_ACCOUNT), None);
     assert_eq!(codes(&engine, &call).0, Outcome::Allow);
-    let sent = commands_sent(&server, || {
+    let sent = commands_sent(server, || {
         for _ in 0..50 {
             assert_eq!(codes(&engine, &call).0, Outcome::Allow);
         }
     });
-    assert_eq!(sent.len(), 50, "{sent:#?}");
-    assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
+    (engine, sent)
 }
 
 /// Under a budget (the payments bundle's task budget), a call within it costs the budget's
@@ -741,20 +748,10 @@ fn redis_steady_state_decision_is_one_round_trip() {
 fn redis_decision_under_a_budget_is_its_reservation_and_the_commit() {
     let Some(server) = RedisServer::start() else { return };
     let fx = Fixture::new();
-    let mut sources = engine_sources();
-    sources.manifest = without_section(&sources.manifest, "batches");
-    let engine =
-        fx.builder_on(redis_config(&server).open().unwrap()).bundle(Bundle::from_sources(&sources).unwrap()).build().unwrap();
-    let finance = chain_in("task-budget-round-trips", "finance-agent", &fx.finance, &[TOOL], NOW);
-    let call = req(&finance, pay(1, GOOD_ACCOUNT), None);
-    assert_eq!(codes(&engine, &call).0, Outcome::Allow);
-    let sent = commands_sent(&server, || {
-        for _ in 0..50 {
-            assert_eq!(codes(&engine, &call).0, Outcome::Allow);
-        }
-    });
+    let (engine, sent) = warm_calls_sent(&server, &fx, &["batches"], "task-budget-round-trips");
     assert_eq!(sent.len(), 100, "{sent:#?}");
     assert!(sent.iter().all(|c| c.contains("\"EVALSHA\"")), "{sent:#?}");
+    let finance = chain_in("task-budget-round-trips", "finance-agent", &fx.finance, &[TOOL], NOW);
     // Over the budget (5000 a day): an approval is asked for, naming the budget.
     let over = engine.authorize(&req(&finance, pay(4990, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!(over.outcome, Outcome::ApprovalNeeded, "{over:?}");
