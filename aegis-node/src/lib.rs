@@ -95,14 +95,15 @@ impl Chain {
                 return Err(malformed(why));
             }
         };
-        request.tool.clear();
-        request.tool.push_str(tool);
         let extras = extras.unwrap_or_default();
-        request.resource = extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id));
-        request.proof = extras.proof;
-        request.approval_token = extras.approval_token;
-        request.traceparent = extras.traceparent;
-        request.tool_call_id = extras.tool_call_id;
+        request.set_call(
+            tool,
+            extras.resource_type.zip(extras.resource_id).map(|(t, id)| ResourceRef::new(t, id)),
+            extras.proof,
+            extras.approval_token,
+            extras.traceparent,
+            extras.tool_call_id,
+        );
         let out = decide(&request);
         // Nothing of this call stays behind: the arguments keep their shape, empty (or go, when
         // large), the rest goes.

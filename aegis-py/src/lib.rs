@@ -78,8 +78,8 @@ impl Engine {
         traceparent: Option<String>,
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (tokens, mut request) = self.request(chain, tool, args)?;
-        fill(&mut request, resource, proof, approval_token, traceparent, tool_call_id);
+        let (tokens, mut request) = self.request(chain, args)?;
+        request.set_call(tool, resource.map(|(t, id)| ResourceRef::new(t, id)), proof, approval_token, traceparent, tool_call_id);
         let decision = gil::detached(py, || self.inner.authorize(&request));
         self.keep(tokens, request);
         decided(py, convert::decision(py, &decision.map_err(to_py)?))
@@ -99,8 +99,8 @@ impl Engine {
         traceparent: Option<String>,
         tool_call_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (tokens, mut request) = self.request(chain, tool, args)?;
-        fill(&mut request, resource, proof, approval_token, traceparent, tool_call_id);
+        let (tokens, mut request) = self.request(chain, args)?;
+        request.set_call(tool, resource.map(|(t, id)| ResourceRef::new(t, id)), proof, approval_token, traceparent, tool_call_id);
         let decided_call = gil::detached(py, || self.inner.authorize(&request).map(|d| (d.enforce(&request.args), d)));
         self.keep(tokens, request);
         let (enforcement, decision) = decided_call.map_err(to_py)?;
@@ -119,15 +119,15 @@ fn decided<'py>(py: Python<'py>, result: PyResult<Bound<'py, PyAny>>) -> PyResul
 }
 
 impl Engine {
-    /// The request for a call of `tool` with `args` by `chain`: the held one when `chain` holds
-    /// the very token objects it was made for, else a new one; and the token objects to hold it
+    /// The request for a call with `args` by `chain` (the caller sets the rest of the call):
+    /// the held one when `chain` holds the very token objects it was made for, else a new one;
+    /// and the token objects to hold it
     /// under afterwards (none when `chain` is not a plain list or tuple of `str`). Arguments
     /// that are not plain JSON-shaped values raise `TypeError`: the Python half then sends the
     /// whole request as JSON text, which reads them exactly as `json.dumps` writes them.
     fn request(
         &self,
         chain: &Bound<'_, PyAny>,
-        tool: &str,
         args: &Bound<'_, PyAny>,
     ) -> PyResult<(Option<Vec<Py<PyString>>>, AuthorizationRequest)> {
         let held = {
@@ -144,8 +144,6 @@ impl Engine {
         if !convert::args_into(args, &mut request.args) {
             return Err(PyTypeError::new_err("the arguments are not plain JSON values: send them as text"));
         }
-        request.tool.clear();
-        request.tool.push_str(tool);
         Ok((tokens, request))
     }
 
@@ -155,22 +153,6 @@ impl Engine {
         request.clear_call();
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held { tokens, request });
     }
-}
-
-/// The parts of a request that are rarely set.
-fn fill(
-    request: &mut AuthorizationRequest,
-    resource: Option<(String, String)>,
-    proof: Option<String>,
-    approval_token: Option<String>,
-    traceparent: Option<String>,
-    tool_call_id: Option<String>,
-) {
-    request.resource = resource.map(|(entity_type, id)| ResourceRef::new(entity_type, id));
-    request.proof = proof;
-    request.approval_token = approval_token;
-    request.traceparent = traceparent;
-    request.tool_call_id = tool_call_id;
 }
 
 /// Registers the Python half's classes: what `Engine.authorize` builds its results as.

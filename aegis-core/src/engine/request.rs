@@ -88,6 +88,27 @@ impl AuthorizationRequest {
         self.traceparent = None;
     }
 
+    /// Sets what one call names beside its arguments, for a binding that reuses this request
+    /// call after call (see [`AuthorizationRequest::clear_call`]): the tool, written into the
+    /// request's own string (no allocation for a tool like the last), and the rarely set parts.
+    pub fn set_call(
+        &mut self,
+        tool: &str,
+        resource: Option<ResourceRef>,
+        proof: Option<String>,
+        approval_token: Option<String>,
+        traceparent: Option<String>,
+        tool_call_id: Option<String>,
+    ) {
+        self.tool.clear();
+        self.tool.push_str(tool);
+        self.resource = resource;
+        self.proof = proof;
+        self.approval_token = approval_token;
+        self.traceparent = traceparent;
+        self.tool_call_id = tool_call_id;
+    }
+
     /// The call targets `resource` instead of the tool's default resource.
     pub fn with_resource(mut self, resource: ResourceRef) -> Self {
         self.resource = Some(resource);
