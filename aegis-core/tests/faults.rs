@@ -342,7 +342,9 @@ fn redis_paused() {
     signal("-STOP");
     during(&engine, &b, "redis paused (SIGSTOP)");
     signal("-CONT");
-    after(&engine, &b, "redis paused (SIGSTOP)", 0..=0);
+    // The call that met the pause sent its commit (one script, its reservation and id with it)
+    // and timed out: resumed, the server runs it. That call was denied; its entry is counted.
+    after(&engine, &b, "redis paused (SIGSTOP)", 0..=1);
 }
 
 fn redis_command(server: &RedisServer, args: &[&str]) -> ::redis::Value {

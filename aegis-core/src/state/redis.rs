@@ -1,10 +1,12 @@
 //! The Redis store: shared by the hosts of a deployment.
 //!
-//! Each atomic step is one Lua script. Keys are hash-tagged by task (`aegis:{<task>}:...`), so
-//! a commit touches one slot and works on Redis Cluster; budgets that span tasks live in their
-//! own slot and are reserved by their own script first, then released if the task commit does
-//! not apply (a budget is never overspent; a failed commit at worst holds it for one round
-//! trip). The store refuses to start if `maxmemory-policy` could evict its keys, and can wait
+//! Each atomic step is one Lua script. Keys are hash-tagged by task (`aegis:{<task>}:...`);
+//! budgets (which may span tasks) and single-use ids (global) live in slots of their own. On a
+//! single server a commit is one script over all of them: the reservations, the ids, then the
+//! task. On Redis Cluster a script keeps to one slot, so each reservation and id is its own
+//! script first, given back if the task commit does not apply (a budget is never overspent; a
+//! failed commit at worst holds it for one round trip). Both ways use the same keys, so they
+//! share every total and id. The store refuses to start if `maxmemory-policy` could evict its keys, and can wait
 //! for replica acknowledgement after each change.
 //!
 //! A task's version moves with every change to what a decision reads of it (a commit; a
@@ -18,6 +20,7 @@
 //! which sends each to the node owning its slot and follows `MOVED` and `ASK` redirections while
 //! slots migrate; the eviction policy is checked on every node.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -101,6 +104,65 @@ end
 return 1
 ";
 
+/// The whole commit as one script, on a server that runs a script over keys of any slot (a
+/// single server; a cluster node refuses with `CROSSSLOT` and nothing runs): the budget
+/// reservations (`RESERVE`, in order), the single-use ids (`CONSUME`, in order), then the task's
+/// `COMMIT`, each undoing what came before it when it refuses, so a commit costs one round trip
+/// under budgets and ids too. The keys and members are those of the separate steps, so a
+/// process running them (on a cluster, or of an older version) shares every total and id.
+///
+/// `KEYS`: task, ledger, duties; each budget's set and sums; each id's key. `ARGV[1..5]` as
+/// `COMMIT`; `ARGV[6]`, `ARGV[7]`: how many budgets and ids; `ARGV[8]`: the decision id (each
+/// consumed id's value); five per budget (window start, amount, limit, enforce, member); one
+/// expiry per id; then the duties.
+const COMMIT_ALL: &str = r"
+local budgets, ids = tonumber(ARGV[6]), tonumber(ARGV[7])
+local reserved, consumed = {}, {}
+local function undo()
+  for _, key in ipairs(consumed) do redis.call('DEL', key) end
+  for _, r in ipairs(reserved) do
+    if redis.call('ZREM', r[1], r[3]) == 1 then
+      sub(r[2], 't', amount(r[3]))
+      sub(r[2], 'n', '1')
+    end
+  end
+end
+for i = 1, budgets do
+  local zset, sums, a = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 9 + 5 * (i - 1)
+  local total = in_window(zset, sums, ARGV[a])
+  local gone = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. ARGV[a])
+  for _, m in ipairs(gone) do sub(sums, 't', amount(m)) end
+  redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. ARGV[a])
+  sub(sums, 'n', tostring(#gone))
+  if ARGV[a + 3] == '1' and total + tonumber(ARGV[a + 1]) > tonumber(ARGV[a + 2]) then
+    undo()
+    return {'budget_exceeded', tostring(i)}
+  end
+  if redis.call('ZADD', zset, ARGV[3], ARGV[a + 4]) == 1 then
+    add(sums, 't', ARGV[a + 1])
+    add(sums, 'n', '1')
+    reserved[#reserved + 1] = {zset, sums, ARGV[a + 4]}
+  end
+end
+for j = 1, ids do
+  local key = KEYS[3 + 2 * budgets + j]
+  if not redis.call('SET', key, ARGV[8], 'NX', 'EX', ARGV[8 + 5 * budgets + j]) then
+    undo()
+    return {'already_used', tostring(j)}
+  end
+  consumed[#consumed + 1] = key
+end
+if redis.call('HGET', KEYS[1], 'ended') == '1' then undo() return {'task_ended'} end
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[1]) then undo() return {'conflict'} end
+if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[4] then undo() return {'conflict'} end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'rev', ARGV[5])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+for i = 9 + 5 * budgets + ids, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+return {'committed'}
+";
+
 /// Consumes a single-use id in its own slot (ids are global: a proof is accepted once, in any
 /// task), before the task's commit; released if that commit does not apply.
 const CONSUME: &str = r"
@@ -168,6 +230,10 @@ pub struct RedisStore {
     prefix: String,
     replicas: Option<(usize, u64)>,
     scripts: Scripts,
+    /// Whether commits go as separate steps, one slot each: always on a cluster, and on a
+    /// server once it refused the one-script commit with `CROSSSLOT` (a cluster node reached
+    /// as a single server).
+    split_steps: AtomicBool,
 }
 
 /// A client of one server, or of a cluster.
@@ -280,6 +346,7 @@ fn policy_keeps_keys(policy: Vec<String>) -> Result<()> {
 
 struct Scripts {
     commit: Script,
+    commit_all: Script,
     reserve: Script,
     release: Script,
     consume: Script,
@@ -328,13 +395,16 @@ impl RedisStore {
     }
 
     fn with_client(client: Client, prefix: &str) -> Result<Self> {
+        let split_steps = AtomicBool::new(matches!(client, Client::Cluster(_)));
         let store = Self {
             client,
             idle: Mutex::new(Vec::new()),
             prefix: prefix.to_owned(),
             replicas: None,
+            split_steps,
             scripts: Scripts {
                 commit: Script::new(COMMIT),
+                commit_all: Script::new(&format!("{BUDGET_LIB}{COMMIT_ALL}")),
                 reserve: Script::new(&format!("{BUDGET_LIB}{RESERVE}")),
                 release: Script::new(&format!("{BUDGET_LIB}{RELEASE}")),
                 consume: Script::new(CONSUME),
@@ -533,76 +603,10 @@ impl RedisStore {
         }
     }
 
-    fn release(&self, reserved: &[(String, String, String)]) {
-        for (key, total, member) in reserved {
-            // Best effort: a failed release only holds budget back, never hands out extra.
-            let _ = self.with(|c| self.scripts.release.key(key).key(total).arg(member).invoke::<i64>(c));
-        }
-    }
-}
-
-/// A user-supplied id inside a hash tag, escaped injectively: braces would change the slot and
-/// were once mapped to `_` (so `t{1}` and `t_1_` shared a ledger); now `%`, `{` and `}` are
-/// percent-encoded, so distinct ids give distinct keys.
-fn tag(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A duty as a set member: agent and tool joined by a byte neither can contain in JSON text.
-fn duty(agent: &str, tool: &str) -> String {
-    format!("{agent}\u{0}{tool}")
-}
-
-/// A task hash's `version`, `ended` and `rev`, as `HMGET` reads them.
-type TaskFields = (Option<u64>, Option<String>, Option<String>, Vec<String>);
-
-fn duties_from(members: &[String]) -> std::collections::BTreeSet<(String, String)> {
-    members.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect()
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(store_error)
-}
-
-fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(store_error)
-}
-
-impl Store for RedisStore {
-    fn task_state(&self, task_id: &str) -> Result<TaskState> {
-        Ok(self.read_task(task_id)?.0)
-    }
-
-    fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
-        // The task first, then the grants: a close moves the task's version after closing the
-        // grant, so a grant read open below is open at that version or the version is stale.
-        let (task, revision) = self.read_task(task_id)?;
-        // Every version of Aegis opens and closes grants in their own hash: it decides.
-        Ok(DecisionState::new(task, naming(self.open_grants()?, task_id)).with_revision(revision))
-    }
-
-    fn versions_cover_decision_state(&self) -> bool {
-        true
-    }
-
-    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
-        let key = self.task_key(task_id, "ledger");
-        let entries: Vec<String> = self.with(|c| redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(c))?;
-        entries.iter().map(|e| parse(e)).collect()
-    }
-
-    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
-        begin_change();
-        check_amounts(&c)?;
+    /// The commit as its separate steps, each in one slot: the budget reservations, then the
+    /// single-use ids, each in its own script, then the task's commit; what a refused or failed
+    /// step leaves is given back.
+    fn commit_in_steps(&self, c: &Commit) -> Result<CommitOutcome> {
         let mut reserved = Vec::new();
         for (n, r) in c.reservations.iter().enumerate() {
             let key = self.budget_key(&r.key);
@@ -662,12 +666,7 @@ impl Store for RedisStore {
             .key(self.task_key(&c.task_id, "task"))
             .key(self.task_key(&c.task_id, "ledger"))
             .key(self.task_key(&c.task_id, "duties"));
-        let (expected_revision, next_revision) = match &c.revision {
-            Some(r) => (r.expected.clone(), r.next.clone()),
-            // No revision read (a commit outside a call's decision): the version decides, and
-            // the task still gets a revision of its own.
-            None => (String::new(), random_id(&OsRandom, "rev_")?),
-        };
+        let (expected_revision, next_revision) = revisions(c)?;
         invocation.arg(c.expected_version).arg(json(&c.entry)?).arg(c.now).arg(expected_revision).arg(next_revision);
         for holder in c.entry.duty_holders() {
             invocation.arg(duty(&holder, &c.entry.tool));
@@ -697,6 +696,160 @@ impl Store for RedisStore {
             self.release(&reserved);
         }
         Ok(outcome)
+    }
+
+    /// The commit as one script ([`COMMIT_ALL`]); `None` when the server refused it unrun
+    /// because its keys are in more than one slot.
+    fn commit_in_one_script(&self, c: &Commit) -> Result<Option<CommitOutcome>> {
+        let mut invocation = self.scripts.commit_all.prepare_invoke();
+        invocation
+            .key(self.task_key(&c.task_id, "task"))
+            .key(self.task_key(&c.task_id, "ledger"))
+            .key(self.task_key(&c.task_id, "duties"));
+        for r in &c.reservations {
+            invocation.key(self.budget_key(&r.key)).key(self.budget_total_key(&r.key));
+        }
+        for (key, _) in &c.consume {
+            invocation.key(self.used_key(key));
+        }
+        let (expected_revision, next_revision) = revisions(c)?;
+        invocation
+            .arg(c.expected_version)
+            .arg(json(&c.entry)?)
+            .arg(c.now)
+            .arg(expected_revision)
+            .arg(next_revision)
+            .arg(c.reservations.len())
+            .arg(c.consume.len())
+            .arg(&c.entry.decision_id);
+        for (n, r) in c.reservations.iter().enumerate() {
+            let member = format!("{}:{}:{n}", r.amount, c.entry.decision_id);
+            invocation.arg(r.window_start).arg(r.amount).arg(r.limit).arg(if r.enforce { "1" } else { "0" }).arg(member);
+        }
+        for (_, expires) in &c.consume {
+            // Relative expiry: the commit's `now` is the engine's clock, which need not be Redis's.
+            invocation.arg(expires.saturating_sub(c.now).max(1));
+        }
+        for holder in c.entry.duty_holders() {
+            invocation.arg(duty(&holder, &c.entry.tool));
+        }
+        let reply: Option<Vec<String>> = self.with(|conn| match invocation.invoke(conn) {
+            Err(e) if e.kind() == redis::ErrorKind::CrossSlot => Ok(None),
+            reply => reply.map(Some),
+        })?;
+        // An error above leaves unknown whether the commit applied: what it consumed and
+        // reserved stays (fail closed, as in the separate steps).
+        let Some(reply) = reply else { return Ok(None) };
+        // Which budget or id refused: its 1-based place in the commit.
+        let refused = reply.get(1).and_then(|n| n.parse::<usize>().ok()).and_then(|n| n.checked_sub(1));
+        let outcome = match reply.first().map(String::as_str) {
+            Some("committed") => CommitOutcome::Committed,
+            Some("conflict") => CommitOutcome::Conflict,
+            Some("task_ended") => CommitOutcome::TaskEnded,
+            Some("budget_exceeded") => match refused.and_then(|i| c.reservations.get(i)) {
+                Some(r) => CommitOutcome::BudgetExceeded(r.key.clone()),
+                None => return Err(store_error(format!("unexpected commit reply {reply:?}"))),
+            },
+            Some("already_used") => match refused.and_then(|i| c.consume.get(i)) {
+                Some((key, _)) => CommitOutcome::AlreadyUsed(key.clone()),
+                None => return Err(store_error(format!("unexpected commit reply {reply:?}"))),
+            },
+            _ => return Err(store_error(format!("unexpected commit reply {reply:?}"))),
+        };
+        if outcome == CommitOutcome::Committed {
+            self.replicate()?;
+        }
+        Ok(Some(outcome))
+    }
+
+    fn release(&self, reserved: &[(String, String, String)]) {
+        for (key, total, member) in reserved {
+            // Best effort: a failed release only holds budget back, never hands out extra.
+            let _ = self.with(|c| self.scripts.release.key(key).key(total).arg(member).invoke::<i64>(c));
+        }
+    }
+}
+
+/// A user-supplied id inside a hash tag, escaped injectively: braces would change the slot and
+/// were once mapped to `_` (so `t{1}` and `t_1_` shared a ledger); now `%`, `{` and `}` are
+/// percent-encoded, so distinct ids give distinct keys.
+fn tag(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The revision `c` was decided on (empty: the version alone decides) and the one it writes.
+fn revisions(c: &Commit) -> Result<(String, String)> {
+    Ok(match &c.revision {
+        Some(r) => (r.expected.clone(), r.next.clone()),
+        // No revision read (a commit outside a call's decision): the version decides, and the
+        // task still gets a revision of its own.
+        None => (String::new(), random_id(&OsRandom, "rev_")?),
+    })
+}
+
+/// A duty as a set member: agent and tool joined by a byte neither can contain in JSON text.
+fn duty(agent: &str, tool: &str) -> String {
+    format!("{agent}\u{0}{tool}")
+}
+
+/// A task hash's `version`, `ended` and `rev`, as `HMGET` reads them.
+type TaskFields = (Option<u64>, Option<String>, Option<String>, Vec<String>);
+
+fn duties_from(members: &[String]) -> std::collections::BTreeSet<(String, String)> {
+    members.iter().filter_map(|d| d.split_once('\u{0}').map(|(a, t)| (a.to_owned(), t.to_owned()))).collect()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(store_error)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(store_error)
+}
+
+impl Store for RedisStore {
+    fn task_state(&self, task_id: &str) -> Result<TaskState> {
+        Ok(self.read_task(task_id)?.0)
+    }
+
+    fn decision_state(&self, task_id: &str) -> Result<DecisionState> {
+        // The task first, then the grants: a close moves the task's version after closing the
+        // grant, so a grant read open below is open at that version or the version is stale.
+        let (task, revision) = self.read_task(task_id)?;
+        // Every version of Aegis opens and closes grants in their own hash: it decides.
+        Ok(DecisionState::new(task, naming(self.open_grants()?, task_id)).with_revision(revision))
+    }
+
+    fn versions_cover_decision_state(&self) -> bool {
+        true
+    }
+
+    fn ledger(&self, task_id: &str) -> Result<Vec<LedgerEntry>> {
+        let key = self.task_key(task_id, "ledger");
+        let entries: Vec<String> = self.with(|c| redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(c))?;
+        entries.iter().map(|e| parse(e)).collect()
+    }
+
+    fn commit(&self, c: Commit) -> Result<CommitOutcome> {
+        begin_change();
+        check_amounts(&c)?;
+        if !self.split_steps.load(Ordering::Relaxed) {
+            match self.commit_in_one_script(&c)? {
+                Some(outcome) => return Ok(outcome),
+                // Refused before it ran (`CROSSSLOT`): this server takes one slot a step.
+                None => self.split_steps.store(true, Ordering::Relaxed),
+            }
+        }
+        self.commit_in_steps(&c)
     }
 
     fn budget_spent(&self, key: &str, window_start: i64) -> Result<i64> {
@@ -808,6 +961,11 @@ impl Store for RedisStore {
     }
 }
 
+/// The test processes' private redis-server.
+#[cfg(test)]
+#[path = "../../tests/common/redis.rs"]
+mod test_server;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,5 +1000,130 @@ mod tests {
         .unwrap();
         stepped_on(10);
         assert!(change_kept_one_connection());
+    }
+
+    /// A store that commits in one script and one that commits in separate steps (on a
+    /// cluster, or of an older version) share every budget and single-use id: racing each
+    /// other, they never spend past a limit or use an id twice, and each sees the other's
+    /// spending.
+    #[test]
+    fn one_script_and_separate_step_commits_share_budgets_and_ids() {
+        use std::sync::{Arc, Barrier};
+
+        use crate::state::{LedgerEntry, Reservation};
+
+        let Some(server) = super::test_server::RedisServer::start() else { return };
+        let one = Arc::new(RedisStore::open_with_prefix(&server.url(), "mixed").unwrap());
+        let steps = Arc::new(RedisStore::open_with_prefix(&server.url(), "mixed").unwrap());
+        steps.split_steps.store(true, Ordering::Relaxed);
+        const NOW: i64 = 1_700_000_000;
+        let commit = |task: String, id: String, consume: &str, budget: &str| Commit {
+            task_id: task,
+            expected_version: 0,
+            consume: vec![(consume.to_owned(), NOW + 600)],
+            entry: LedgerEntry {
+                tool: "pay".into(),
+                agent_id: "finance-agent".into(),
+                lineage: vec!["planner".into()],
+                decision_id: id,
+                at: NOW,
+                key: String::new(),
+            },
+            reservations: vec![Reservation {
+                key: budget.to_owned(),
+                amount: 100,
+                limit: 1000,
+                window_start: NOW - 86_400,
+                enforce: true,
+            }],
+            now: NOW,
+            revision: None,
+        };
+        let race = |commits: Vec<Commit>| -> Vec<CommitOutcome> {
+            let barrier = Arc::new(Barrier::new(commits.len()));
+            let handles: Vec<_> = commits
+                .into_iter()
+                .enumerate()
+                .map(|(n, c)| {
+                    let store = Arc::clone(if n % 2 == 0 { &one } else { &steps });
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        store.commit(c).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        };
+        for round in 0..5 {
+            // Sixteen payments of 100 under a limit of 1000, each with an id of its own.
+            let budget = format!("pay/task/round-{round}");
+            let outcomes = race(
+                (0..16)
+                    .map(|n| commit(format!("b{round}-{n}"), format!("db{round}-{n}"), &format!("id-{round}-{n}"), &budget))
+                    .collect(),
+            );
+            let committed = outcomes.iter().filter(|o| **o == CommitOutcome::Committed).count();
+            assert_eq!(committed, 10, "round {round}: {outcomes:?}");
+            assert!(outcomes
+                .iter()
+                .all(|o| *o == CommitOutcome::Committed || *o == CommitOutcome::BudgetExceeded(budget.clone())));
+            for store in [&one, &steps] {
+                assert_eq!(store.budget_spent(&budget, NOW - 86_400).unwrap(), 1000, "round {round}");
+            }
+            // Sixteen commits, each under a fresh budget, presenting one id.
+            let shared = format!("proof-{round}");
+            let outcomes = race(
+                (0..16)
+                    .map(|n| commit(format!("u{round}-{n}"), format!("du{round}-{n}"), &shared, &format!("fresh-{round}-{n}")))
+                    .collect(),
+            );
+            let committed = outcomes.iter().filter(|o| **o == CommitOutcome::Committed).count();
+            assert_eq!(committed, 1, "round {round}: {outcomes:?}");
+            assert!(outcomes.iter().all(|o| *o == CommitOutcome::Committed || *o == CommitOutcome::AlreadyUsed(shared.clone())));
+            // What the refused commits reserved under their budgets was given back.
+            let spent: i64 = (0..16).map(|n| one.budget_spent(&format!("fresh-{round}-{n}"), NOW - 86_400).unwrap()).sum();
+            assert_eq!(spent, 100, "round {round}");
+        }
+        assert!(!one.split_steps.load(Ordering::Relaxed), "a single server takes the one-script commit");
+
+        // Two budgets and two ids in one commit, each kind refusing at its second: what the
+        // first reserved or consumed is given back (and the refusal names the second).
+        for store in [&one, &steps] {
+            let tag = if Arc::ptr_eq(store, &one) { "one" } else { "steps" };
+            let (roomy, full) = (format!("roomy-{tag}"), format!("full-{tag}"));
+            let mut c = commit(format!("two-{tag}"), format!("d1-{tag}"), &format!("fresh-{tag}"), &roomy);
+            c.reservations.push(Reservation {
+                key: full.clone(),
+                amount: 100,
+                limit: 50,
+                window_start: NOW - 86_400,
+                enforce: true,
+            });
+            assert_eq!(store.commit(c).unwrap(), CommitOutcome::BudgetExceeded(full.clone()), "{tag}");
+            assert_eq!(store.budget_spent(&roomy, NOW - 86_400).unwrap(), 0, "{tag}");
+            let mut c = commit(format!("two-{tag}"), format!("d2-{tag}"), &format!("fresh-{tag}"), &roomy);
+            c.consume.push(("proof-0".to_owned(), NOW + 600));
+            assert_eq!(store.commit(c).unwrap(), CommitOutcome::AlreadyUsed("proof-0".into()), "{tag}");
+            assert_eq!(store.budget_spent(&roomy, NOW - 86_400).unwrap(), 0, "{tag}");
+            // Both applied in full once nothing refuses; a consumed id lives until its expiry.
+            let mut c = commit(format!("two-{tag}"), format!("d3-{tag}"), &format!("fresh-{tag}"), &roomy);
+            c.consume.push((format!("other-{tag}"), NOW + 300));
+            c.reservations.push(Reservation {
+                key: full.clone(),
+                amount: 50,
+                limit: 50,
+                window_start: NOW - 86_400,
+                enforce: true,
+            });
+            assert_eq!(store.commit(c).unwrap(), CommitOutcome::Committed, "{tag}");
+            assert_eq!(store.budget_spent(&roomy, NOW - 86_400).unwrap(), 100, "{tag}");
+            assert_eq!(store.budget_spent(&full, NOW - 86_400).unwrap(), 50, "{tag}");
+            let mut conn = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+            for (id, ttl) in [(format!("fresh-{tag}"), 600), (format!("other-{tag}"), 300)] {
+                let left: i64 = redis::cmd("TTL").arg(store.used_key(&id)).query(&mut conn).unwrap();
+                assert!((ttl - 5..=ttl).contains(&left), "{tag}: `{id}` expires in {left} s, not {ttl}");
+            }
+        }
     }
 }
