@@ -35,18 +35,27 @@ use super::{
 use crate::error::{Error, ErrorCode, Result};
 use crate::time::{random_id, OsRandom};
 
-/// `ARGV[4]`: the revision the decision read (empty: the version alone decides); `ARGV[5]`: the
-/// revision to write; then the duties.
+/// The task's part of a commit, on its hash, ledger and duty set (one slot). `ARGV[1]`: the
+/// version the decision read; `ARGV[2]`: the ledger entry; `ARGV[4]`: the revision the decision
+/// read (empty: the version alone decides); `ARGV[5]`: the revision to write; the duties from
+/// `ARGV[first_duty]` on. Checks everything before it writes anything.
+const TASK_LIB: &str = r"
+local function commit_task(task, ledger, duties, first_duty)
+  if redis.call('HGET', task, 'ended') == '1' then return 'task_ended' end
+  local version = tonumber(redis.call('HGET', task, 'version') or '0')
+  if version ~= tonumber(ARGV[1]) then return 'conflict' end
+  if ARGV[4] ~= '' and (redis.call('HGET', task, 'rev') or '') ~= ARGV[4] then return 'conflict' end
+  redis.call('HINCRBY', task, 'version', 1)
+  redis.call('HSET', task, 'rev', ARGV[5])
+  redis.call('RPUSH', ledger, ARGV[2])
+  for i = first_duty, #ARGV do redis.call('SADD', duties, ARGV[i]) end
+  return 'committed'
+end
+";
+
+/// The task's commit alone (`ARGV[1..5]` as in [`TASK_LIB`], then the duties).
 const COMMIT: &str = r"
-if redis.call('HGET', KEYS[1], 'ended') == '1' then return {'task_ended'} end
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if version ~= tonumber(ARGV[1]) then return {'conflict'} end
-if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[4] then return {'conflict'} end
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'rev', ARGV[5])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-for i = 6, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
-return {'committed'}
+return {commit_task(KEYS[1], KEYS[2], KEYS[3], 6)}
 ";
 
 /// Budgets keep their reservations (a sorted set by time, members `<amount>:<decision>:<n>`)
@@ -79,40 +88,51 @@ local function in_window(zset, sums, window_start)
   end
   return tonumber(redis.call('HGET', sums, 't')) - sum(redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. window_start))
 end
+-- Reserves `digits` at time `now` as `member`, after dropping what left the window; refused (0)
+-- when `enforce` is '1' and the window's total would pass `limit`. Also returns whether the
+-- member is new (a member already there is the same call's, reserved before).
+local function reserve(zset, sums, window_start, digits, limit, enforce, now, member)
+  local total = in_window(zset, sums, window_start)
+  local gone = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. window_start)
+  for _, m in ipairs(gone) do sub(sums, 't', amount(m)) end
+  redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. window_start)
+  sub(sums, 'n', tostring(#gone))
+  if enforce == '1' and total + tonumber(digits) > tonumber(limit) then return 0, false end
+  if redis.call('ZADD', zset, now, member) == 1 then
+    add(sums, 't', digits)
+    add(sums, 'n', '1')
+    return 1, true
+  end
+  return 1, false
+end
+local function release(zset, sums, member)
+  if redis.call('ZREM', zset, member) == 1 then
+    sub(sums, 't', amount(member))
+    sub(sums, 'n', '1')
+  end
+end
 ";
 
 const RESERVE: &str = r"
-local total = in_window(KEYS[1], KEYS[2], ARGV[1])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-for _, m in ipairs(gone) do sub(KEYS[2], 't', amount(m)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-sub(KEYS[2], 'n', tostring(#gone))
-if ARGV[4] == '1' and total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
-if redis.call('ZADD', KEYS[1], ARGV[5], ARGV[6]) == 1 then
-  add(KEYS[2], 't', ARGV[2])
-  add(KEYS[2], 'n', '1')
-end
-return 1
+return (reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]))
 ";
 
 /// Gives back a reservation of a commit that did not apply (if the window has not dropped it).
 const RELEASE: &str = r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  sub(KEYS[2], 't', amount(ARGV[1]))
-  sub(KEYS[2], 'n', '1')
-end
+release(KEYS[1], KEYS[2], ARGV[1])
 return 1
 ";
 
 /// The whole commit as one script, on a server that runs a script over keys of any slot (a
 /// single server; a cluster node refuses with `CROSSSLOT` and nothing runs): the budget
-/// reservations (`RESERVE`, in order), the single-use ids (`CONSUME`, in order), then the task's
-/// `COMMIT`, each undoing what came before it when it refuses, so a commit costs one round trip
-/// under budgets and ids too. The keys and members are those of the separate steps, so a
-/// process running them (on a cluster, or of an older version) shares every total and id.
+/// reservations (`reserve`, in order), the single-use ids (as [`CONSUME`], in order), then the
+/// task's part (`commit_task`), each undoing what came before it when it refuses, so a commit
+/// costs one round trip under budgets and ids too. The keys, members and functions are those of
+/// the separate steps, so a process running them (on a cluster, or of an older version) shares
+/// every total and id.
 ///
-/// `KEYS`: task, ledger, duties; each budget's set and sums; each id's key. `ARGV[1..5]` as
-/// `COMMIT`; `ARGV[6]`, `ARGV[7]`: how many budgets and ids; `ARGV[8]`: the decision id (each
+/// `KEYS`: task, ledger, duties; each budget's set and sums; each id's key. `ARGV[1..5]` as in
+/// [`TASK_LIB`]; `ARGV[6]`, `ARGV[7]`: how many budgets and ids; `ARGV[8]`: the decision id (each
 /// consumed id's value); five per budget (window start, amount, limit, enforce, member); one
 /// expiry per id; then the duties.
 const COMMIT_ALL: &str = r"
@@ -120,29 +140,16 @@ local budgets, ids = tonumber(ARGV[6]), tonumber(ARGV[7])
 local reserved, consumed = {}, {}
 local function undo()
   for _, key in ipairs(consumed) do redis.call('DEL', key) end
-  for _, r in ipairs(reserved) do
-    if redis.call('ZREM', r[1], r[3]) == 1 then
-      sub(r[2], 't', amount(r[3]))
-      sub(r[2], 'n', '1')
-    end
-  end
+  for _, r in ipairs(reserved) do release(r[1], r[2], r[3]) end
 end
 for i = 1, budgets do
   local zset, sums, a = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 9 + 5 * (i - 1)
-  local total = in_window(zset, sums, ARGV[a])
-  local gone = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. ARGV[a])
-  for _, m in ipairs(gone) do sub(sums, 't', amount(m)) end
-  redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. ARGV[a])
-  sub(sums, 'n', tostring(#gone))
-  if ARGV[a + 3] == '1' and total + tonumber(ARGV[a + 1]) > tonumber(ARGV[a + 2]) then
+  local ok, new = reserve(zset, sums, ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[3], ARGV[a + 4])
+  if ok == 0 then
     undo()
     return {'budget_exceeded', tostring(i)}
   end
-  if redis.call('ZADD', zset, ARGV[3], ARGV[a + 4]) == 1 then
-    add(sums, 't', ARGV[a + 1])
-    add(sums, 'n', '1')
-    reserved[#reserved + 1] = {zset, sums, ARGV[a + 4]}
-  end
+  if new then reserved[#reserved + 1] = {zset, sums, ARGV[a + 4]} end
 end
 for j = 1, ids do
   local key = KEYS[3 + 2 * budgets + j]
@@ -152,15 +159,9 @@ for j = 1, ids do
   end
   consumed[#consumed + 1] = key
 end
-if redis.call('HGET', KEYS[1], 'ended') == '1' then undo() return {'task_ended'} end
-local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if version ~= tonumber(ARGV[1]) then undo() return {'conflict'} end
-if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'rev') or '') ~= ARGV[4] then undo() return {'conflict'} end
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'rev', ARGV[5])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-for i = 9 + 5 * budgets + ids, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
-return {'committed'}
+local outcome = commit_task(KEYS[1], KEYS[2], KEYS[3], 9 + 5 * budgets + ids)
+if outcome ~= 'committed' then undo() end
+return {outcome}
 ";
 
 /// Consumes a single-use id in its own slot (ids are global: a proof is accepted once, in any
@@ -403,8 +404,8 @@ impl RedisStore {
             replicas: None,
             split_steps,
             scripts: Scripts {
-                commit: Script::new(COMMIT),
-                commit_all: Script::new(&format!("{BUDGET_LIB}{COMMIT_ALL}")),
+                commit: Script::new(&format!("{TASK_LIB}{COMMIT}")),
+                commit_all: Script::new(&format!("{BUDGET_LIB}{TASK_LIB}{COMMIT_ALL}")),
                 reserve: Script::new(&format!("{BUDGET_LIB}{RESERVE}")),
                 release: Script::new(&format!("{BUDGET_LIB}{RELEASE}")),
                 consume: Script::new(CONSUME),
