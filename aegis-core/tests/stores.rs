@@ -1285,6 +1285,62 @@ fn redis_cluster_of_three_nodes_decides_and_follows_a_resharding() {
     proved.proof = Some(create_proof(&key(8), TOOL, &proved.args, "pop-resharded", NOW, 60).unwrap());
     assert_eq!(engine.authorize(&proved).unwrap().outcome, Outcome::Allow);
 
+    // A slot mid-migration. The task's keys split between the two nodes: the node leaving the
+    // slot runs nothing of a step over them (`TRYAGAIN`), and the step waits for the move.
+    // All of them moved, the slot still owned by the node leaving it: that node redirects
+    // (`ASK`), and the step goes to the node importing the slot, with `ASKING`. Before, each
+    // such call was denied for as long as the migration lasted.
+    let moving = "task-migrating";
+    let drafter2 = chain_in(moving, "finance-agent", &fx.finance, &["invoice.create", TOOL], NOW);
+    let other2 = chain_in(moving, "finance-agent-2", &key(8), &[TOOL], NOW);
+    assert_eq!(engine.authorize(&review_draft(&drafter2)).unwrap().outcome, Outcome::Allow);
+    assert_eq!(engine.authorize(&req(&other2, pay(20, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    let (from2, slot2) = cluster.owner(&format!("aegis:{{{moving}}}:task"));
+    assert_ne!(slot2, cluster.owner(&format!("aegis:{{{task}}}:task")).1);
+    let to2 = (from2 + 2) % 3;
+    cluster.begin_move(slot2, from2, to2);
+    cluster.migrate_keys(slot2, from2, to2, Some(&[format!("aegis:{{{moving}}}:ledger")]));
+    let finish = {
+        let (ports, slot2) = (cluster.nodes.iter().map(|n| n.port).collect::<Vec<_>>(), slot2);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            let mut from =
+                ::redis::Client::open(format!("redis://127.0.0.1:{}", ports[from2])).unwrap().get_connection().unwrap();
+            let keys: Vec<String> = ::redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot2).arg(100).query(&mut from).unwrap();
+            let _: () = ::redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(ports[to2])
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut from)
+                .unwrap();
+        })
+    };
+    let errors = |node: usize, code: &str| -> u64 {
+        let info: String = ::redis::cmd("INFO").arg("errorstats").query(&mut cluster.connection(node)).unwrap();
+        info.lines().find_map(|l| l.strip_prefix(&format!("errorstat_{code}:count="))).map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let (try_again, ask) = (errors(from2, "TRYAGAIN"), errors(from2, "ASK"));
+    let split = engine.authorize(&req(&other2, pay(21, GOOD_ACCOUNT), None)).unwrap();
+    finish.join().unwrap();
+    assert_eq!(split.outcome, Outcome::Allow, "{split:?}");
+    assert!(errors(from2, "TRYAGAIN") > try_again && errors(from2, "ASK") > ask, "the call met both answers");
+    let in_slot = |node: usize| -> i64 {
+        ::redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot2).query(&mut cluster.connection(node)).unwrap()
+    };
+    assert_eq!((in_slot(from2), cluster.owner(&format!("aegis:{{{moving}}}:task")).0), (0, from2), "mid-migration");
+    assert!(in_slot(to2) >= 3);
+    assert_eq!(engine.authorize(&req(&other2, pay(22, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    let refused = engine.authorize(&req(&drafter2, pay(23, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(refused.codes(), vec![ReasonCode::POLICY_FORBID], "{refused:?}");
+    assert_eq!(engine.ledger(moving).unwrap().len(), 4);
+    cluster.finish_move(slot2, to2);
+    assert_eq!(engine.authorize(&req(&other2, pay(24, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    assert_eq!(engine.ledger(moving).unwrap().len(), 5);
+
     let (from, slot) = cluster.owner(&format!("aegis:{{{task}}}:task"));
     let to = (from + 1) % 3;
     cluster.move_slot(slot, from, to);

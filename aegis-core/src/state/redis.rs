@@ -17,10 +17,10 @@
 //! or revision (the engine then reads the task and decides again).
 //!
 //! On Redis Cluster ([`RedisStore::open_cluster`]) the same steps go through a cluster client,
-//! which sends each to the node owning its slot and follows `MOVED` and `ASK` redirections while
-//! slots migrate; the eviction policy is checked on every node.
+//! which sends each to the node owning its slot; this store follows `MOVED`, `ASK` and
+//! `TRYAGAIN` while slots migrate (`with`). The eviction policy is checked on every node.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -237,10 +237,11 @@ pub struct RedisStore {
     split_steps: AtomicBool,
 }
 
-/// A client of one server, or of a cluster.
+/// A client of one server, or of a cluster (with how to reach one of its nodes directly: a
+/// node's address with the first configured node's credentials and TLS).
 enum Client {
     Server(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(ClusterClient, redis::ConnectionInfo),
 }
 
 /// A connection to one server, or to a cluster (one socket per node, routed by slot).
@@ -306,6 +307,56 @@ const MAX_REDIRECTS: usize = 2;
 /// Whether `e` says a cluster node ran nothing because another node owns the slot.
 fn redirected(conn: &Conn, e: &redis::RedisError) -> bool {
     matches!(conn, Conn::Cluster(_)) && matches!(e.kind(), redis::ErrorKind::Moved | redis::ErrorKind::Ask)
+}
+
+/// A number for a new connection (never reused).
+fn next_connection_id() -> u64 {
+    static OPENED: AtomicU64 = AtomicU64::new(1);
+    OPENED.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How many times, and how long apart, a step waits for a slot's keys to finish moving
+/// (`TRYAGAIN`) before it fails.
+const MAX_MIGRATION_WAITS: usize = 8;
+const MIGRATION_WAIT: Duration = Duration::from_millis(25);
+
+/// Whether `e` says a cluster node ran nothing because the step's keys are split by a slot
+/// migration in progress.
+fn migrating(conn: &Conn, e: &redis::RedisError) -> bool {
+    matches!(conn, Conn::Cluster(_)) && e.kind() == redis::ErrorKind::TryAgain
+}
+
+/// A connection to the node importing a slot that sends `ASKING` before each command, in one
+/// write with it: each command of a step redirected by `ASK` (a script's `EVALSHA`, and its
+/// load after `NOSCRIPT`) needs its own.
+struct Asking(Connection);
+
+/// `ASKING` in the protocol's encoding.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+impl ConnectionLike for Asking {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        let packed = [ASKING, cmd].concat();
+        let mut replies = self.0.req_packed_commands(&packed, 1, 1)?;
+        replies.pop().ok_or_else(|| (redis::ErrorKind::ResponseError, "no reply after `ASKING`").into())
+    }
+
+    fn req_packed_commands(&mut self, _: &[u8], _: usize, _: usize) -> redis::RedisResult<Vec<redis::Value>> {
+        // No step is a pipeline; one would need `ASKING` before each of its commands.
+        Err((redis::ErrorKind::ClientError, "a pipeline does not follow an `ASK` redirection").into())
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
 }
 
 /// How many idle connections are kept (more threads than this open and close their own).
@@ -383,8 +434,8 @@ impl RedisStore {
         // The cluster client's own retries are off: by default it sends a step that timed out
         // again on the same connection (16 times: a paused node held a call for 17 s), and a
         // reply that arrives late would then answer the next step on that connection. A failed
-        // step is this store's error instead: the connection is dropped, and only a `MOVED` or
-        // `ASK` (the node ran nothing) is sent again, on a fresh connection (`with`). Every reply,
+        // step is this store's error instead: the connection is dropped, and only a step the
+        // node ran nothing of (`MOVED`, `ASK`, `TRYAGAIN`) is sent again (`with`). Every reply,
         // the startup checks and the slot map's included, waits at most `READ_TIMEOUT`.
         let client = ClusterClient::builder(nodes.to_vec())
             .connection_timeout(Duration::from_secs(2))
@@ -392,11 +443,13 @@ impl RedisStore {
             .retries(0)
             .build()
             .map_err(store_error)?;
-        Self::with_client(Client::Cluster(client), prefix)
+        let first = nodes.first().ok_or_else(|| store_error("a redis cluster needs at least one node"))?;
+        let template = redis::IntoConnectionInfo::into_connection_info(first.as_str()).map_err(store_error)?;
+        Self::with_client(Client::Cluster(client, template), prefix)
     }
 
     fn with_client(client: Client, prefix: &str) -> Result<Self> {
-        let split_steps = AtomicBool::new(matches!(client, Client::Cluster(_)));
+        let split_steps = AtomicBool::new(matches!(client, Client::Cluster(..)));
         let store = Self {
             client,
             idle: Mutex::new(Vec::new()),
@@ -461,9 +514,12 @@ impl RedisStore {
             live.policy_checked = Instant::now();
         }
         // On failure the connection is dropped, not reused: the next step reconnects. A cluster
-        // node that does not own the slot ran nothing (`MOVED`, `ASK`): the step is sent again
-        // on a fresh connection, which reads where the slots are now.
-        let mut redirects = 0;
+        // node that does not own the slot ran nothing (`MOVED`, `ASK`): after `MOVED` the step
+        // is sent again on a fresh connection, which reads where the slots are now; after `ASK`
+        // (the slot is migrating and the step's keys have left) to the node importing them. A
+        // node that holds only some of the step's keys mid-migration ran nothing either
+        // (`TRYAGAIN`): the step waits for the move, briefly.
+        let (mut redirects, mut waits) = (0, 0);
         let value = loop {
             match f(live.conn.like()) {
                 Ok(value) => {
@@ -474,7 +530,14 @@ impl RedisStore {
                 }
                 Err(e) if redirected(&live.conn, &e) && redirects < MAX_REDIRECTS => {
                     redirects += 1;
+                    if e.kind() == redis::ErrorKind::Ask {
+                        break self.asked(&e, &mut f)?;
+                    }
                     live = self.connect()?;
+                }
+                Err(e) if migrating(&live.conn, &e) && waits < MAX_MIGRATION_WAITS => {
+                    waits += 1;
+                    std::thread::sleep(MIGRATION_WAIT);
                 }
                 Err(e) => {
                     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
@@ -498,6 +561,59 @@ impl RedisStore {
         Ok(value)
     }
 
+    /// Runs step `f` on the node an `ASK` redirection names (the one importing the step's slot),
+    /// each command preceded by `ASKING`, on a connection of its own (the cluster's slot map
+    /// still names the node the slot is leaving). With replicas to wait for, the change cannot
+    /// be counted by the `WAIT` that follows on the kept connection: it fails closed then.
+    fn asked<T>(
+        &self,
+        ask: &redis::RedisError,
+        f: &mut impl FnMut(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let Client::Cluster(_, template) = &self.client else {
+            return Err(store_error(ask));
+        };
+        let Some((address, _slot)) = ask.redirect_node() else { return Err(store_error(ask)) };
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            .ok_or_else(|| store_error(format!("unexpected `ASK` redirection to `{address}`")))?;
+        let addr = match &template.addr {
+            redis::ConnectionAddr::Tcp(..) => redis::ConnectionAddr::Tcp(host, port),
+            redis::ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+                redis::ConnectionAddr::TcpTls { host, port, insecure: *insecure, tls_params: tls_params.clone() }
+            }
+            redis::ConnectionAddr::Unix(_) => return Err(store_error(ask)),
+        };
+        let info = redis::ConnectionInfo { addr, redis: template.redis.clone() };
+        let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
+        let client = redis::Client::open(info).map_err(store_error)?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+        conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+        conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+        let mut conn = Conn::Server(conn);
+        // A node may have joined the cluster since the policy was read from every node.
+        check_policy(&mut conn)?;
+        let Conn::Server(conn) = conn else { return Err(store_error(ask)) };
+        let mut asking = Asking(conn);
+        let mut waits = 0;
+        loop {
+            match f(&mut asking) {
+                Ok(value) => {
+                    if self.replicas.is_some() {
+                        stepped_on(next_connection_id());
+                    }
+                    return Ok(value);
+                }
+                Err(e) if e.kind() == redis::ErrorKind::TryAgain && waits < MAX_MIGRATION_WAITS => {
+                    waits += 1;
+                    std::thread::sleep(MIGRATION_WAIT);
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+    }
+
     /// Closes every kept connection; `pinned` is the pool when the step holds its lock.
     fn drop_idle(&self, pinned: Option<&mut MutexGuard<'_, Vec<Live>>>) -> Result<()> {
         match pinned {
@@ -518,7 +634,7 @@ impl RedisStore {
                 conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
                 Conn::Server(conn)
             }
-            Client::Cluster(client) => {
+            Client::Cluster(client, _) => {
                 let conn = client.get_connection().map_err(store_error)?;
                 conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
                 conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
@@ -526,8 +642,7 @@ impl RedisStore {
             }
         };
         check_policy(&mut conn)?;
-        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ok(Live { conn, policy_checked: Instant::now(), id: OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) })
+        Ok(Live { conn, policy_checked: Instant::now(), id: next_connection_id() })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Vec<Live>>> {

@@ -86,18 +86,24 @@ impl RedisCluster {
     /// Moves `slot`, with its keys, from node `from` to node `to`, as a resharding does:
     /// importing and migrating marks, `MIGRATE` of every key, then the new owner announced.
     pub fn move_slot(&self, slot: u16, from: usize, to: usize) {
-        let (from_id, to_id) = (self.id(from), self.id(to));
-        let set = |node: usize, args: &[&str]| {
-            let _: () = ::redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(args).query(&mut self.connection(node)).unwrap();
-        };
-        set(to, &["IMPORTING", &from_id]);
-        set(from, &["MIGRATING", &to_id]);
-        loop {
-            let keys: Vec<String> =
-                ::redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100).query(&mut self.connection(from)).unwrap();
-            if keys.is_empty() {
-                break;
-            }
+        self.begin_move(slot, from, to);
+        self.migrate_keys(slot, from, to, None);
+        self.finish_move(slot, to);
+    }
+
+    fn set_slot(&self, node: usize, slot: u16, args: &[&str]) {
+        let _: () = ::redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(args).query(&mut self.connection(node)).unwrap();
+    }
+
+    /// Marks `slot` as leaving `from` for `to` (a migration in progress: `from` still owns it).
+    pub fn begin_move(&self, slot: u16, from: usize, to: usize) {
+        self.set_slot(to, slot, &["IMPORTING", &self.id(from)]);
+        self.set_slot(from, slot, &["MIGRATING", &self.id(to)]);
+    }
+
+    /// Moves `keys` of `slot` (all of them for `None`) from `from` to `to`.
+    pub fn migrate_keys(&self, slot: u16, from: usize, to: usize, keys: Option<&[String]>) {
+        let migrate = |keys: &[String]| {
             let _: () = ::redis::cmd("MIGRATE")
                 .arg("127.0.0.1")
                 .arg(self.nodes[to].port)
@@ -105,12 +111,28 @@ impl RedisCluster {
                 .arg(0)
                 .arg(5000)
                 .arg("KEYS")
-                .arg(&keys)
+                .arg(keys)
                 .query(&mut self.connection(from))
                 .unwrap();
+        };
+        if let Some(keys) = keys {
+            return migrate(keys);
         }
+        loop {
+            let keys: Vec<String> =
+                ::redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100).query(&mut self.connection(from)).unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            migrate(&keys);
+        }
+    }
+
+    /// Announces `to` as the owner of `slot` on every node (the migration ends).
+    pub fn finish_move(&self, slot: u16, to: usize) {
+        let to_id = self.id(to);
         for node in 0..self.nodes.len() {
-            set(node, &["NODE", &to_id]);
+            self.set_slot(node, slot, &["NODE", &to_id]);
         }
     }
 }
