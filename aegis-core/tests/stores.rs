@@ -1300,6 +1300,13 @@ fn redis_cluster_of_three_nodes_decides_and_follows_a_resharding() {
     let to2 = (from2 + 2) % 3;
     cluster.begin_move(slot2, from2, to2);
     cluster.migrate_keys(slot2, from2, to2, Some(&[format!("aegis:{{{moving}}}:ledger")]));
+    // Keys that stay split: the wait is bounded, then the call is denied.
+    let started = std::time::Instant::now();
+    let stuck = engine.authorize(&req(&other2, pay(21, GOOD_ACCOUNT), None)).unwrap();
+    assert_eq!(stuck.codes(), vec![ReasonCode::Error(ErrorCode::StoreUnavailable)], "{stuck:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    // (That slow failure opened the engine's breaker for a second.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let finish = {
         let (ports, slot2) = (cluster.nodes.iter().map(|n| n.port).collect::<Vec<_>>(), slot2);
         std::thread::spawn(move || {

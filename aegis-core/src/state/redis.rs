@@ -563,20 +563,31 @@ impl RedisStore {
 
     /// Runs step `f` on the node an `ASK` redirection names (the one importing the step's slot),
     /// each command preceded by `ASKING`, on a connection of its own (the cluster's slot map
-    /// still names the node the slot is leaving). With replicas to wait for, the change cannot
-    /// be counted by the `WAIT` that follows on the kept connection: it fails closed then.
+    /// still names the node the slot is leaving). Once. The node leaving the slot answers `ASK`
+    /// only when none of the step's keys is left there, so a `TRYAGAIN` from the importing node
+    /// (some of the keys do not exist at all: a task's first call) would not clear before the
+    /// migration ends: the step fails. With replicas to wait for, the step is refused unsent:
+    /// the `WAIT` that follows on the kept connection could not count its writes.
     fn asked<T>(
         &self,
         ask: &redis::RedisError,
         f: &mut impl FnMut(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T> {
+        if self.replicas.is_some() {
+            return Err(store_error(format!(
+                "{ask}: a step sent to the node importing its slot cannot be acknowledged by replicas"
+            )));
+        }
         let Client::Cluster(_, template) = &self.client else {
             return Err(store_error(ask));
         };
         let Some((address, _slot)) = ask.redirect_node() else { return Err(store_error(ask)) };
         let (host, port) = address
             .rsplit_once(':')
-            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            // An IPv6 host may come in brackets (`[::1]:6379`).
+            .and_then(|(host, port)| {
+                Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port.parse::<u16>().ok()?))
+            })
             .ok_or_else(|| store_error(format!("unexpected `ASK` redirection to `{address}`")))?;
         let addr = match &template.addr {
             redis::ConnectionAddr::Tcp(..) => redis::ConnectionAddr::Tcp(host, port),
@@ -586,32 +597,15 @@ impl RedisStore {
             redis::ConnectionAddr::Unix(_) => return Err(store_error(ask)),
         };
         let info = redis::ConnectionInfo { addr, redis: template.redis.clone() };
-        let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
         let client = redis::Client::open(info).map_err(store_error)?;
         let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
-        conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+        conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
         conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
         let mut conn = Conn::Server(conn);
         // A node may have joined the cluster since the policy was read from every node.
         check_policy(&mut conn)?;
         let Conn::Server(conn) = conn else { return Err(store_error(ask)) };
-        let mut asking = Asking(conn);
-        let mut waits = 0;
-        loop {
-            match f(&mut asking) {
-                Ok(value) => {
-                    if self.replicas.is_some() {
-                        stepped_on(next_connection_id());
-                    }
-                    return Ok(value);
-                }
-                Err(e) if e.kind() == redis::ErrorKind::TryAgain && waits < MAX_MIGRATION_WAITS => {
-                    waits += 1;
-                    std::thread::sleep(MIGRATION_WAIT);
-                }
-                Err(e) => return Err(store_error(e)),
-            }
-        }
+        f(&mut Asking(conn)).map_err(store_error)
     }
 
     /// Closes every kept connection; `pinned` is the pool when the step holds its lock.
