@@ -1307,32 +1307,23 @@ fn redis_cluster_of_three_nodes_decides_and_follows_a_resharding() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
     // (That slow failure opened the engine's breaker for a second.)
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let finish = {
-        let (ports, slot2) = (cluster.nodes.iter().map(|n| n.port).collect::<Vec<_>>(), slot2);
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(60));
-            let mut from =
-                ::redis::Client::open(format!("redis://127.0.0.1:{}", ports[from2])).unwrap().get_connection().unwrap();
-            let keys: Vec<String> = ::redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot2).arg(100).query(&mut from).unwrap();
-            let _: () = ::redis::cmd("MIGRATE")
-                .arg("127.0.0.1")
-                .arg(ports[to2])
-                .arg("")
-                .arg(0)
-                .arg(5000)
-                .arg("KEYS")
-                .arg(&keys)
-                .query(&mut from)
-                .unwrap();
-        })
-    };
     let errors = |node: usize, code: &str| -> u64 {
         let info: String = ::redis::cmd("INFO").arg("errorstats").query(&mut cluster.connection(node)).unwrap();
         info.lines().find_map(|l| l.strip_prefix(&format!("errorstat_{code}:count="))).map_or(0, |n| n.trim().parse().unwrap())
     };
     let (try_again, ask) = (errors(from2, "TRYAGAIN"), errors(from2, "ASK"));
-    let split = engine.authorize(&req(&other2, pay(21, GOOD_ACCOUNT), None)).unwrap();
-    finish.join().unwrap();
+    // The rest of the keys move once the call has met the split (and waits).
+    let split = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while errors(from2, "TRYAGAIN") == try_again {
+                assert!(std::time::Instant::now() < deadline, "the call never met the split keys");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            cluster.migrate_keys(slot2, from2, to2, None);
+        });
+        engine.authorize(&req(&other2, pay(22, GOOD_ACCOUNT), None)).unwrap()
+    });
     assert_eq!(split.outcome, Outcome::Allow, "{split:?}");
     assert!(errors(from2, "TRYAGAIN") > try_again && errors(from2, "ASK") > ask, "the call met both answers");
     let in_slot = |node: usize| -> i64 {
