@@ -1331,13 +1331,23 @@ fn redis_cluster_of_three_nodes_decides_and_follows_a_resharding() {
     };
     assert_eq!((in_slot(from2), cluster.owner(&format!("aegis:{{{moving}}}:task")).0), (0, from2), "mid-migration");
     assert!(in_slot(to2) >= 3);
+    // Every step on the moved keys goes to the importing node, on one kept connection.
+    let connections = || -> u64 {
+        let info: String = ::redis::cmd("INFO").arg("stats").query(&mut cluster.connection(to2)).unwrap();
+        info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).unwrap().trim().parse().unwrap()
+    };
+    let opened = connections();
+    for n in 0..10 {
+        assert_eq!(engine.authorize(&req(&other2, pay(30 + n, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
+    }
+    assert_eq!(connections() - opened, 1, "ten calls by way of `ASK` (the 1 is this count's own connection)");
     assert_eq!(engine.authorize(&req(&other2, pay(22, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
     let refused = engine.authorize(&req(&drafter2, pay(23, GOOD_ACCOUNT), None)).unwrap();
     assert_eq!(refused.codes(), vec![ReasonCode::POLICY_FORBID], "{refused:?}");
-    assert_eq!(engine.ledger(moving).unwrap().len(), 4);
+    assert_eq!(engine.ledger(moving).unwrap().len(), 14);
     cluster.finish_move(slot2, to2);
     assert_eq!(engine.authorize(&req(&other2, pay(24, GOOD_ACCOUNT), None)).unwrap().outcome, Outcome::Allow);
-    assert_eq!(engine.ledger(moving).unwrap().len(), 5);
+    assert_eq!(engine.ledger(moving).unwrap().len(), 15);
 
     let (from, slot) = cluster.owner(&format!("aegis:{{{task}}}:task"));
     let to = (from + 1) % 3;

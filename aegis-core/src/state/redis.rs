@@ -228,6 +228,8 @@ pub struct RedisStore {
     /// Idle connections: a step takes one (or opens one), so threads deciding in different tasks
     /// talk to the server side by side instead of queueing on one socket.
     idle: Mutex<Vec<Live>>,
+    /// Connections to nodes importing a slot (after `ASK`), by address: see `asked`.
+    importing: Mutex<Vec<(String, Live)>>,
     prefix: String,
     replicas: Option<(usize, u64)>,
     scripts: Scripts,
@@ -329,12 +331,12 @@ fn migrating(conn: &Conn, e: &redis::RedisError) -> bool {
 /// A connection to the node importing a slot that sends `ASKING` before each command, in one
 /// write with it: each command of a step redirected by `ASK` (a script's `EVALSHA`, and its
 /// load after `NOSCRIPT`) needs its own.
-struct Asking(Connection);
+struct Asking<'c>(&'c mut Connection);
 
 /// `ASKING` in the protocol's encoding.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
-impl ConnectionLike for Asking {
+impl ConnectionLike for Asking<'_> {
     fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
         let packed = [ASKING, cmd].concat();
         let mut replies = self.0.req_packed_commands(&packed, 1, 1)?;
@@ -453,6 +455,7 @@ impl RedisStore {
         let store = Self {
             client,
             idle: Mutex::new(Vec::new()),
+            importing: Mutex::new(Vec::new()),
             prefix: prefix.to_owned(),
             replicas: None,
             split_steps,
@@ -597,15 +600,42 @@ impl RedisStore {
             redis::ConnectionAddr::Unix(_) => return Err(store_error(ask)),
         };
         let info = redis::ConnectionInfo { addr, redis: template.redis.clone() };
-        let client = redis::Client::open(info).map_err(store_error)?;
-        let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
-        conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
-        conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
-        let mut conn = Conn::Server(conn);
-        // A node may have joined the cluster since the policy was read from every node.
-        check_policy(&mut conn)?;
-        let Conn::Server(conn) = conn else { return Err(store_error(ask)) };
-        f(&mut Asking(conn)).map_err(store_error)
+        let connect = || -> Result<Live> {
+            let client = redis::Client::open(info.clone()).map_err(store_error)?;
+            let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+            conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+            conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+            let mut conn = Conn::Server(conn);
+            // A node may have joined the cluster since the policy was read from every node.
+            check_policy(&mut conn)?;
+            Ok(Live { conn, policy_checked: Instant::now(), id: next_connection_id() })
+        };
+        // A migration sends every step on its keys here until it ends: the connection is kept
+        // (a connection per step would leave thousands in `TIME_WAIT` at a busy host's rate).
+        let kept = {
+            let mut importing = self.importing.lock().map_err(|_| store_error("redis connection lock poisoned"))?;
+            importing.iter().position(|(a, _)| a == address).map(|i| importing.swap_remove(i).1)
+        };
+        let mut live = match kept {
+            Some(mut live) if live.policy_checked.elapsed() >= POLICY_RECHECK => match check_policy(&mut live.conn) {
+                Ok(()) => {
+                    live.policy_checked = Instant::now();
+                    live
+                }
+                // Gone, or refusing: nothing of the step was sent; a fresh connection checks again.
+                Err(_) => connect()?,
+            },
+            Some(live) => live,
+            None => connect()?,
+        };
+        let Conn::Server(conn) = &mut live.conn else { return Err(store_error(ask)) };
+        let value = f(&mut Asking(conn)).map_err(store_error)?;
+        // Kept only after a step that succeeded (a failed one may have left it mid-reply).
+        let mut importing = self.importing.lock().map_err(|_| store_error("redis connection lock poisoned"))?;
+        if importing.len() < MAX_IDLE {
+            importing.push((address.to_owned(), live));
+        }
+        Ok(value)
     }
 
     /// Closes every kept connection; `pinned` is the pool when the step holds its lock.
