@@ -121,10 +121,10 @@ fn decided<'py>(py: Python<'py>, result: PyResult<Bound<'py, PyAny>>) -> PyResul
 impl Engine {
     /// The request for a call with `args` by `chain` (the caller sets the rest of the call):
     /// the held one when `chain` holds the very token objects it was made for, else a new one;
-    /// and the token objects to hold it
-    /// under afterwards (none when `chain` is not a plain list or tuple of `str`). Arguments
-    /// that are not plain JSON-shaped values raise `TypeError`: the Python half then sends the
-    /// whole request as JSON text, which reads them exactly as `json.dumps` writes them.
+    /// and the token objects to hold it under afterwards (none when `chain` is not a plain list
+    /// or tuple of `str`). Arguments that are not plain JSON-shaped values raise `TypeError`:
+    /// the Python half then sends the whole request as JSON text, which reads them exactly as
+    /// `json.dumps` writes them.
     fn request(
         &self,
         chain: &Bound<'_, PyAny>,

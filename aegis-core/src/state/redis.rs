@@ -361,6 +361,21 @@ impl ConnectionLike for Asking<'_> {
     }
 }
 
+/// A connection to one server: a paused or overloaded server fails each step after
+/// `READ_TIMEOUT` (plus `wait`, a `WAIT`'s own timeout).
+fn server_connection(client: &redis::Client, wait: Duration) -> Result<Conn> {
+    let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
+    conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
+    conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
+    Ok(Conn::Server(conn))
+}
+
+/// A new connection, once the eviction policy it reaches keeps every key.
+fn checked(mut conn: Conn) -> Result<Live> {
+    check_policy(&mut conn)?;
+    Ok(Live { conn, policy_checked: Instant::now(), id: next_connection_id() })
+}
+
 /// How many idle connections are kept (more threads than this open and close their own).
 const MAX_IDLE: usize = 16;
 
@@ -565,8 +580,8 @@ impl RedisStore {
     }
 
     /// Runs step `f` on the node an `ASK` redirection names (the one importing the step's slot),
-    /// each command preceded by `ASKING`, on a connection of its own (the cluster's slot map
-    /// still names the node the slot is leaving). Once. The node leaving the slot answers `ASK`
+    /// each command preceded by `ASKING`, on a connection kept for that node (the cluster's slot
+    /// map still names the node the slot is leaving). Once. The node leaving the slot answers `ASK`
     /// only when none of the step's keys is left there, so a `TRYAGAIN` from the importing node
     /// (some of the keys do not exist at all: a task's first call) would not clear before the
     /// migration ends: the step fails. With replicas to wait for, the step is refused unsent:
@@ -600,16 +615,8 @@ impl RedisStore {
             redis::ConnectionAddr::Unix(_) => return Err(store_error(ask)),
         };
         let info = redis::ConnectionInfo { addr, redis: template.redis.clone() };
-        let connect = || -> Result<Live> {
-            let client = redis::Client::open(info.clone()).map_err(store_error)?;
-            let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
-            conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
-            conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
-            let mut conn = Conn::Server(conn);
-            // A node may have joined the cluster since the policy was read from every node.
-            check_policy(&mut conn)?;
-            Ok(Live { conn, policy_checked: Instant::now(), id: next_connection_id() })
-        };
+        // (A node may have joined the cluster since the policy was read from every node.)
+        let connect = || checked(server_connection(&redis::Client::open(info.clone()).map_err(store_error)?, Duration::ZERO)?);
         // A migration sends every step on its keys here until it ends: the connection is kept
         // (a connection per step would leave thousands in `TIME_WAIT` at a busy host's rate).
         let kept = {
@@ -651,13 +658,8 @@ impl RedisStore {
         // A paused or overloaded server fails each step after this long (a pipeline after
         // this long per reply); `WAIT` itself may take its own timeout first.
         let wait = Duration::from_millis(self.replicas.map_or(0, |(_, ms)| ms));
-        let mut conn = match &self.client {
-            Client::Server(client) => {
-                let conn = client.get_connection_with_timeout(Duration::from_secs(2)).map_err(store_error)?;
-                conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
-                conn.set_write_timeout(Some(READ_TIMEOUT)).map_err(store_error)?;
-                Conn::Server(conn)
-            }
+        let conn = match &self.client {
+            Client::Server(client) => server_connection(client, wait)?,
             Client::Cluster(client, _) => {
                 let conn = client.get_connection().map_err(store_error)?;
                 conn.set_read_timeout(Some(READ_TIMEOUT + wait)).map_err(store_error)?;
@@ -665,8 +667,7 @@ impl RedisStore {
                 Conn::Cluster(Box::new(conn))
             }
         };
-        check_policy(&mut conn)?;
-        Ok(Live { conn, policy_checked: Instant::now(), id: next_connection_id() })
+        checked(conn)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Vec<Live>>> {
@@ -751,7 +752,7 @@ impl RedisStore {
         for (n, r) in c.reservations.iter().enumerate() {
             let key = self.budget_key(&r.key);
             let total = self.budget_total_key(&r.key);
-            let member = format!("{}:{}:{n}", r.amount, c.entry.decision_id);
+            let member = reservation_member(r.amount, &c.entry.decision_id, n);
             let ok: std::result::Result<i64, Error> = self.with(|conn| {
                 self.scripts
                     .reserve
@@ -783,8 +784,7 @@ impl RedisStore {
         let mut consumed = Vec::new();
         for (key, exp) in &c.consume {
             let used_key = self.used_key(key);
-            // Relative expiry: the commit's `now` is the engine's clock, which need not be Redis's.
-            let ttl = exp.saturating_sub(c.now).max(1);
+            let ttl = expiry_secs(c, *exp);
             let fresh: std::result::Result<i64, Error> =
                 self.with(|conn| self.scripts.consume.key(&used_key).arg(&c.entry.decision_id).arg(ttl).invoke(conn));
             match fresh {
@@ -863,12 +863,11 @@ impl RedisStore {
             .arg(c.consume.len())
             .arg(&c.entry.decision_id);
         for (n, r) in c.reservations.iter().enumerate() {
-            let member = format!("{}:{}:{n}", r.amount, c.entry.decision_id);
+            let member = reservation_member(r.amount, &c.entry.decision_id, n);
             invocation.arg(r.window_start).arg(r.amount).arg(r.limit).arg(if r.enforce { "1" } else { "0" }).arg(member);
         }
         for (_, expires) in &c.consume {
-            // Relative expiry: the commit's `now` is the engine's clock, which need not be Redis's.
-            invocation.arg(expires.saturating_sub(c.now).max(1));
+            invocation.arg(expiry_secs(c, *expires));
         }
         for holder in c.entry.duty_holders() {
             invocation.arg(duty(&holder, &c.entry.tool));
@@ -924,6 +923,18 @@ fn tag(s: &str) -> String {
         }
     }
     out
+}
+
+/// A decision's reservation `n` as its budget's set member (`<amount>:<decision>:<n>`): both
+/// ways of committing write the same member, so they share each budget's total.
+fn reservation_member(amount: i64, decision_id: &str, n: usize) -> String {
+    format!("{amount}:{decision_id}:{n}")
+}
+
+/// A consumed id's time to live, from its expiry: relative, since the commit's `now` is the
+/// engine's clock, which need not be Redis's.
+fn expiry_secs(c: &Commit, expires: i64) -> i64 {
+    expires.saturating_sub(c.now).max(1)
 }
 
 /// The revision `c` was decided on (empty: the version alone decides) and the one it writes.
