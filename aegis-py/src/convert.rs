@@ -178,7 +178,6 @@ fn to_value(obj: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
 
 /// The Python half's classes, registered once at import (`_native.register`).
 pub(crate) struct Classes {
-    decision: Py<PyType>,
     reason: Py<PyType>,
     enforced: Py<PyType>,
     enforcement: Py<PyType>,
@@ -190,19 +189,6 @@ pub(crate) struct Classes {
     reasons: Mutex<Vec<(Vec<Reason>, Py<PyTuple>)>>,
     /// The last policy version, as a Python string.
     policy_version: Mutex<Option<(String, Py<PyString>)>>,
-    /// Recent decisions' fields but their id, as the `__dict__` each new one starts from: a
-    /// warm call decides the same way call after call, and one dict update is much cheaper
-    /// than setting ten fields.
-    templates: Mutex<Vec<Template>>,
-}
-
-/// The fields of a decision without rare fields (its id is replaced in each copy).
-struct Template {
-    outcome: aegis_sod::Outcome,
-    would_block: bool,
-    reasons: Vec<Reason>,
-    policy_version: String,
-    fields: Py<PyDict>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -214,17 +200,11 @@ pub(crate) fn register(py: Python<'_>, classes: Classes) {
 
 impl Classes {
     /// Reads the classes from the Python half's objects.
-    pub(crate) fn new(
-        decision: Bound<'_, PyType>,
-        reason: Bound<'_, PyType>,
-        enforced: Bound<'_, PyType>,
-        enforcement: Bound<'_, PyType>,
-    ) -> PyResult<Self> {
-        let py = decision.py();
+    pub(crate) fn new(reason: Bound<'_, PyType>, enforced: Bound<'_, PyType>, enforcement: Bound<'_, PyType>) -> PyResult<Self> {
+        let py = reason.py();
         let mapping_proxy = py.import("types")?.getattr("MappingProxyType")?.cast_into::<PyType>()?.unbind();
         let object_new = py.get_type::<PyAny>().getattr("__new__")?.unbind();
         Ok(Self {
-            decision: decision.unbind(),
             reason: reason.unbind(),
             enforced: enforced.unbind(),
             enforcement: enforcement.unbind(),
@@ -232,7 +212,6 @@ impl Classes {
             object_new,
             reasons: Mutex::new(Vec::new()),
             policy_version: Mutex::new(None),
-            templates: Mutex::new(Vec::new()),
         })
     }
 }
@@ -348,80 +327,32 @@ fn outcome<'py>(py: Python<'py>, o: aegis_sod::Outcome) -> Bound<'py, PyString> 
     }
 }
 
-/// How many distinct decision templates are kept (all are dropped when full).
-const TEMPLATES_KEPT: usize = 64;
-
-/// A decision as the Python half's `Decision`.
+/// A decision as `aegis.Decision`: a warm call's fields are the same objects as the last call's
+/// (the outcome's interned name, the reasons' tuple, the policy version's string) but its id.
 pub(crate) fn decision<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyAny>> {
     let c = classes(py)?;
-    if d.has_rare_fields() {
-        return decision_by_fields(py, c, d);
-    }
-    let fields = {
-        let kept = c.templates.lock().unwrap_or_else(|e| e.into_inner());
-        let found = kept.iter().find(|t| {
-            t.outcome == d.outcome
-                && t.would_block == d.would_block
-                && t.policy_version == d.policy_version
-                && t.reasons == d.reasons
-        });
-        match found {
-            Some(t) => t.fields.bind(py).clone(),
-            None => {
-                drop(kept);
-                // The id stays in the template (replaced in each copy), so the fields keep the
-                // order a dataclass gives them.
-                let fields = decision_by_fields(py, c, d)?.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?.copy()?;
-                let mut kept = c.templates.lock().unwrap_or_else(|e| e.into_inner());
-                if kept.len() >= TEMPLATES_KEPT {
-                    kept.clear();
-                }
-                kept.push(Template {
-                    outcome: d.outcome,
-                    would_block: d.would_block,
-                    reasons: d.reasons.clone(),
-                    policy_version: d.policy_version.clone(),
-                    fields: fields.clone().unbind(),
-                });
-                fields
-            }
-        }
-    };
-    let obj = c.object_new.bind(py).call1((c.decision.bind(py),))?;
-    let dict = obj.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
-    dict.update(fields.as_mapping())?;
-    dict.set_item(intern!(py, "decision_id"), PyString::new(py, &d.decision_id))?;
-    Ok(obj)
-}
-
-/// A decision built field by field.
-fn decision_by_fields<'py>(py: Python<'py>, c: &Classes, d: &Decision) -> PyResult<Bound<'py, PyAny>> {
-    let reasons = reasons(py, c, &d.reasons)?;
-    let policy_version = policy_version(py, c, &d.policy_version);
+    let none = || py.None().into_bound(py);
     let sanitized = match &d.sanitized_args {
         Some(v) => frozen(py, c, v)?,
-        None => py.None().into_bound(py),
+        None => none(),
     };
     let candidate = match &d.candidate {
         Some(v) => frozen(py, c, &serde_json::to_value(v).map_err(|e| PyRuntimeError::new_err(e.to_string()))?)?,
-        None => py.None().into_bound(py),
+        None => none(),
     };
-    instance(
-        c,
-        c.decision.bind(py),
-        &[
-            (intern!(py, "outcome"), outcome(py, d.outcome).into_any()),
-            (intern!(py, "reasons"), reasons.into_any()),
-            (intern!(py, "decision_id"), PyString::new(py, &d.decision_id).into_any()),
-            (intern!(py, "policy_version"), policy_version.into_any()),
-            (intern!(py, "would_block"), PyBool::new(py, d.would_block).to_owned().into_any()),
-            (intern!(py, "approval_id"), opt_str(py, &d.approval_id)),
-            (intern!(py, "sanitized_args"), sanitized),
-            (intern!(py, "break_glass_id"), opt_str(py, &d.break_glass_id)),
-            (intern!(py, "candidate"), candidate),
-            (intern!(py, "receipt"), opt_str(py, &d.receipt)),
-        ],
-    )
+    let fields = [
+        outcome(py, d.outcome).into_any(),
+        reasons(py, c, &d.reasons)?.into_any(),
+        PyString::new(py, &d.decision_id).into_any(),
+        policy_version(py, c, &d.policy_version).into_any(),
+        PyBool::new(py, d.would_block).to_owned().into_any(),
+        opt_str(py, &d.approval_id),
+        sanitized,
+        opt_str(py, &d.break_glass_id),
+        candidate,
+        opt_str(py, &d.receipt),
+    ];
+    Ok(Bound::new(py, crate::decision::Decision::of(fields))?.into_any())
 }
 
 /// A decision and its enforcement as the Python half's `Enforced`.

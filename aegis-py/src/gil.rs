@@ -59,11 +59,12 @@ pub(crate) fn detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Send)
     }
     let out = py.detach(|| {
         let out = work();
-        let start = Instant::now();
+        // The clock is read only while another thread's mark stands (alone, never).
+        let mut start = None;
         loop {
             let mark = MARK.load(Ordering::Acquire);
             let other_holds = mark != 0 && mark >> 48 != me && micros().saturating_sub(mark & ((1 << 48) - 1)) < FRESH_MICROS;
-            if !other_holds || start.elapsed() >= SPIN {
+            if !other_holds || start.get_or_insert_with(Instant::now).elapsed() >= SPIN {
                 break;
             }
             std::hint::spin_loop();

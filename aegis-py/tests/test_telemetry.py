@@ -89,3 +89,45 @@ def test_a_bad_endpoint_is_refused_with_a_code() -> None:
         assert e.code == "malformed_request" and "not an http(s) url" in str(e)
     else:
         raise AssertionError("an endpoint that is not a url was accepted")
+
+
+def test_the_host_span_is_found_however_opentelemetry_keeps_its_context(tmp_path, monkeypatch) -> None:
+    """The binding reads OpenTelemetry's context variable and asks for a `traceparent` only while
+    it holds something; where it cannot read it (another runtime context) it asks every call.
+    Either way a decision inside the host's span nests under it and one outside starts a trace
+    of its own; an engine told OpenTelemetry is absent passes nothing."""
+    import aegis
+    from opentelemetry.sdk.trace import TracerProvider
+    from payments_setup import BUNDLE, ISSUER, ISSUER_KEY, TOOL, finance_chain, key, pay, unique_task
+
+    tracer = TracerProvider().get_tracer("host")  # not the global provider: other tests keep theirs
+    assert aegis._tracing()[0] and aegis._tracing()[1] is not None, "the default runtime context is read"
+    out = tmp_path / "otlp.jsonl"
+    receiver, endpoint = start_receiver(out)
+    try:
+        engines = {}
+        for mode, tracing in (("peek", None), ("ask", (True, None)), ("off", (False, None))):
+            if tracing is not None:
+                monkeypatch.setattr(aegis, "_TRACING", tracing)
+            engines[mode] = aegis.Engine(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY}, approval_key=key(7),
+                                         telemetry={"otlp_endpoint": endpoint, "service_name": f"aegis-{mode}"})
+        host = {}
+        for mode, eng in engines.items():
+            chain = finance_chain(unique_task(f"py-otel-{mode}"))
+            with tracer.start_as_current_span("execute_tool") as span:
+                eng.authorize(chain, TOOL, pay(10), tool_call_id="inside")
+                eng.authorize_enforced(chain, TOOL, pay(11), tool_call_id="inside-enforced")
+                host[mode] = format(span.get_span_context().span_id, "016x")
+            eng.authorize(chain, TOOL, pay(12), tool_call_id="outside")
+            eng.flush_telemetry()
+        lines = read_lines(out, 9)
+    finally:
+        receiver.terminate()
+    spans = {(x["service"], x["attributes"].get("gen_ai.tool.call.id")): x for x in lines
+             if x["signal"] == "span" and x["name"].startswith("aegis.authorize")}
+    for mode in ("peek", "ask"):
+        for call in ("inside", "inside-enforced"):
+            assert spans[(f"aegis-{mode}", call)]["parent_span_id"] == host[mode], (mode, call)
+        assert spans[(f"aegis-{mode}", "outside")]["parent_span_id"] == "", mode
+    for call in ("inside", "inside-enforced", "outside"):
+        assert spans[("aegis-off", call)]["parent_span_id"] == "", call

@@ -76,9 +76,7 @@ impl AuthorizationRequest {
     /// the resource, the trace context and the tool call id go.
     pub fn clear_call(&mut self) {
         let mut budget = KEEP_SHAPE_BYTES;
-        if within(&self.args, &mut budget) {
-            scrub(&mut self.args);
-        } else {
+        if !scrub_within(&mut self.args, &mut budget) {
             self.args = Json::Null;
         }
         self.resource = None;
@@ -147,9 +145,11 @@ fn empty_object() -> Json {
 /// The most memory of one call's arguments [`AuthorizationRequest::clear_call`] keeps.
 const KEEP_SHAPE_BYTES: usize = 4096;
 
-/// Whether `value` takes at most `budget` bytes (16 a value, plus its strings' capacity), the
-/// budget lowered by what it takes; stops at the first value past it.
-fn within(value: &Json, budget: &mut usize) -> bool {
+/// Empties every string of `value` and zeroes its numbers and booleans, keeping its shape, in
+/// one pass with the check that it takes at most `budget` bytes (16 a value, plus its strings'
+/// capacity), the budget lowered by what it takes. `false` at the first value past the budget
+/// (`value` then partly scrubbed: the caller drops it).
+fn scrub_within(value: &mut Json, budget: &mut usize) -> bool {
     let cost = match value {
         Json::String(s) => 16 + s.capacity(),
         Json::Object(map) => 16 + map.keys().map(|k| 16 + k.capacity()).sum::<usize>(),
@@ -158,21 +158,21 @@ fn within(value: &Json, budget: &mut usize) -> bool {
     let Some(left) = budget.checked_sub(cost) else { return false };
     *budget = left;
     match value {
-        Json::Array(items) => items.iter().all(|v| within(v, budget)),
-        Json::Object(map) => map.values().all(|v| within(v, budget)),
-        _ => true,
-    }
-}
-
-/// Empties every string of `value` and zeroes its numbers and booleans, keeping its shape.
-fn scrub(value: &mut Json) {
-    match value {
-        Json::Null => {}
-        Json::Bool(b) => *b = false,
-        Json::Number(n) => *n = serde_json::Number::from(0u8),
-        Json::String(s) => s.clear(),
-        Json::Array(items) => items.iter_mut().for_each(scrub),
-        Json::Object(map) => map.values_mut().for_each(scrub),
+        Json::Null => true,
+        Json::Bool(b) => {
+            *b = false;
+            true
+        }
+        Json::Number(n) => {
+            *n = serde_json::Number::from(0u8);
+            true
+        }
+        Json::String(s) => {
+            s.clear();
+            true
+        }
+        Json::Array(items) => items.iter_mut().all(|v| scrub_within(v, budget)),
+        Json::Object(map) => map.values_mut().all(|v| scrub_within(v, budget)),
     }
 }
 

@@ -10,6 +10,7 @@ Everything is decided by the Rust core; this package converts values and maps er
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect as _inspect
 import json
@@ -123,67 +124,55 @@ class Enforcement:
                    d.get("code"), d.get("message"))
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The decision on one tool call. `outcome` is `allow`, `deny`, `sanitize` or `approval_needed`."""
+#: The decision on one tool call (`outcome`, `reasons`, `decision_id`, `policy_version`,
+#: `would_block`, `approval_id`, `sanitized_args`, `break_glass_id`, `candidate`, `receipt`;
+#: `allowed`, `codes`, `enforce(args)`): a native class, so that a warm decision is one
+#: allocation. Frozen, compared and hashed by its fields as a dataclass is; its methods with
+#: logic are the functions below, lent to it at registration.
+Decision = _native.Decision
 
-    outcome: str
-    reasons: Tuple[Reason, ...]
-    decision_id: str
-    policy_version: str
-    would_block: bool = False
-    approval_id: Optional[str] = None
-    sanitized_args: Optional[Mapping[str, Any]] = None
-    break_glass_id: Optional[str] = None
-    #: What a candidate bundle in shadow rollout would have decided (`policy_version`,
-    #: `outcome`, `policy_ids`, `would_block`); never the outcome.
-    candidate: Optional[Mapping[str, Any]] = None
-    #: For a permitting decision of an engine that issues receipts: the receipt the tool checks
-    #: with :func:`verify_receipt`.
-    receipt: Optional[str] = None
 
-    @property
-    def allowed(self) -> bool:
-        """Whether the tool may run (`allow` or `sanitize`), as the core's enforcement rules."""
-        return self.enforce({}).action == "run"
+def _decision_allowed(d: Decision) -> bool:
+    """`Decision.allowed`: whether the tool may run (`allow` or `sanitize`), as the core's
+    enforcement rules."""
+    return _decision_enforce(d, {}).action == "run"
 
-    @property
-    def codes(self) -> Tuple[str, ...]:
-        """The reason codes, in order."""
-        return tuple(r.code for r in self.reasons)
 
-    def enforce(self, args: Mapping[str, Any]) -> Enforcement:
-        """The core's enforcement of this decision for a call with `args`: what a guard does."""
-        return Enforcement._from_json(_free("enforce", {"decision": self._json(), "args": args}))
+def _decision_enforce(d: Decision, args: Mapping[str, Any]) -> "Enforcement":
+    """`Decision.enforce`: the core's enforcement of `d` for a call with `args`."""
+    return Enforcement._from_json(_free("enforce", {"decision": _decision_json(d), "args": args}))
 
-    def __repr__(self) -> str:
-        why = ", ".join(f"{r.code}" + (f" {r.policy_id}" if r.policy_id else "") for r in self.reasons)
-        extra = f" approval_id={self.approval_id}" if self.approval_id else ""
-        return f"<Decision {self.outcome} [{why}]{extra} {self.decision_id} {self.policy_version}>"
 
-    def _json(self) -> Dict[str, Any]:
-        """This decision in the core's JSON form (`null` stands for an absent member)."""
-        return {"outcome": self.outcome,
-                "reasons": [{"code": r.code, "message": r.message, "policy_id": r.policy_id, "link": r.link}
-                            for r in self.reasons],
-                "decision_id": self.decision_id, "policy_version": self.policy_version,
-                "would_block": self.would_block, "approval_id": self.approval_id,
-                "sanitized_args": self.sanitized_args, "break_glass_id": self.break_glass_id}
+def _decision_repr(d: Decision) -> str:
+    why = ", ".join(f"{r.code}" + (f" {r.policy_id}" if r.policy_id else "") for r in d.reasons)
+    extra = f" approval_id={d.approval_id}" if d.approval_id else ""
+    return f"<Decision {d.outcome} [{why}]{extra} {d.decision_id} {d.policy_version}>"
 
-    @classmethod
-    def _from_json(cls, data: Dict[str, Any]) -> "Decision":
-        return cls(
-            outcome=data["outcome"],
-            reasons=tuple(Reason._from_json(r) for r in data["reasons"]),
-            decision_id=data["decision_id"],
-            policy_version=data["policy_version"],
-            would_block=data.get("would_block", False),
-            approval_id=data.get("approval_id"),
-            sanitized_args=freeze(data["sanitized_args"]) if "sanitized_args" in data else None,
-            break_glass_id=data.get("break_glass_id"),
-            candidate=freeze(data["candidate"]) if data.get("candidate") is not None else None,
-            receipt=data.get("receipt"),
-        )
+
+def _decision_json(d: Decision) -> Dict[str, Any]:
+    """`Decision._json`: `d` in the core's JSON form (`null` stands for an absent member)."""
+    return {"outcome": d.outcome,
+            "reasons": [{"code": r.code, "message": r.message, "policy_id": r.policy_id, "link": r.link}
+                        for r in d.reasons],
+            "decision_id": d.decision_id, "policy_version": d.policy_version,
+            "would_block": d.would_block, "approval_id": d.approval_id,
+            "sanitized_args": d.sanitized_args, "break_glass_id": d.break_glass_id}
+
+
+def _decision_from_json(data: Dict[str, Any]) -> Decision:
+    """`Decision._from_json`: a decision from the core's JSON form."""
+    return Decision(
+        outcome=data["outcome"],
+        reasons=tuple(Reason._from_json(r) for r in data["reasons"]),
+        decision_id=data["decision_id"],
+        policy_version=data["policy_version"],
+        would_block=data.get("would_block", False),
+        approval_id=data.get("approval_id"),
+        sanitized_args=freeze(data["sanitized_args"]) if "sanitized_args" in data else None,
+        break_glass_id=data.get("break_glass_id"),
+        candidate=freeze(data["candidate"]) if data.get("candidate") is not None else None,
+        receipt=data.get("receipt"),
+    )
 
 
 @dataclass(frozen=True)
@@ -684,11 +673,14 @@ def _external_issuer_json(issuer: Union[ExternalIssuer, Mapping[str, Any]]) -> D
     raise TypeError("an external issuer is an `ExternalIssuer` or a mapping of its members")
 
 
-class Engine:
-    """Decides, before each tool call runs, whether it may. Safe to share between threads."""
+class Engine(_native.Engine):
+    """Decides, before each tool call runs, whether it may. Safe to share between threads.
 
-    def __init__(
-        self,
+    `authorize` and `authorize_enforced` are the native class's own methods: a decision runs no
+    Python frame of this package."""
+
+    def __new__(
+        cls,
         bundle_dir: Union[str, "os.PathLike[str]"],
         *,
         trusted_issuers: Optional[Mapping[str, Union[KeyPair, Mapping[str, Any]]]] = None,
@@ -708,7 +700,7 @@ class Engine:
         bundle_keys: Optional[Sequence[KeyPair]] = None,
         require_two_admins: bool = False,
         receipts: Optional[Mapping[str, Any]] = None,
-    ) -> None:
+    ) -> "Engine":
         """`trusted_issuers` maps each issuer of Aegis root credentials (`iss`) to its Ed25519
         public key; `external_issuers` lists the issuers of external identities (OIDC ID tokens,
         SPIFFE JWT-SVIDs), each an :class:`ExternalIssuer` or a mapping of the core's
@@ -761,14 +753,17 @@ class Engine:
             def callback(pending: str) -> None:
                 user_notifier(PendingApproval._from_json(json.loads(pending)))
 
-        self._native = _call(_native.Engine, json.dumps({k: v for k, v in config.items() if v is not None}), callback)
+        otel, otel_context = _tracing()
+        config_json = json.dumps({k: v for k, v in config.items() if v is not None})
+        engine: Engine = _call(super().__new__, cls, config_json, callback, otel, otel_context)
+        return engine
 
     def _op(self, op: str, payload: Any) -> Any:
         """Runs engine operation `op` of the core's table on `payload`."""
         return self._op_text(op, _dumps(payload))
 
     def _op_text(self, op: str, input_json: str) -> Any:
-        return json.loads(_call(self._native.call, op, input_json))
+        return json.loads(_call(self._call, op, input_json))
 
     @property
     def policy_version(self) -> str:
@@ -814,51 +809,6 @@ class Engine:
         if not isinstance(jwks, Mapping):
             raise TypeError("`jwks` is a JWK Set as a mapping (`{\"keys\": [...]}`), not text")
         self._op("update_jwks", {"issuer": issuer, "jwks": jwks})
-
-    def authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
-                  resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
-                  approval_token: Optional[str] = None, traceparent: Optional[str] = None,
-                  tool_call_id: Optional[str] = None) -> Decision:
-        """Decides on one call; problems with credentials or policies are a `deny`, not an error.
-
-        With OpenTelemetry installed, the current span's context is passed on (W3C
-        `traceparent`), so the engine's span nests under the caller's; `traceparent` sets it
-        explicitly. `tool_call_id` is the agent framework's id for the call
-        (`gen_ai.tool.call.id` on the span and in the audit record)."""
-        if traceparent is None:
-            traceparent = _host_traceparent()
-        try:
-            # Without JSON text: the binding converts plain arguments itself and builds the result.
-            decision: Decision = self._native.authorize(chain, tool, args, resource, proof, approval_token,
-                                                        traceparent, tool_call_id)
-            return decision
-        except _native.NativeError as e:
-            raise from_native(e) from None
-        except TypeError:
-            # Arguments, chain or resource not plain values: the JSON text path reads them. The
-            # native half raises `TypeError` only before it decides, never after.
-            pass
-        request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
-        return Decision._from_json(self._op_text("authorize", request))
-
-    def authorize_enforced(self, chain: Chain, tool: str, args: Mapping[str, Any], *,
-                           resource: Optional[Tuple[str, str]] = None, proof: Optional[str] = None,
-                           approval_token: Optional[str] = None, traceparent: Optional[str] = None,
-                           tool_call_id: Optional[str] = None) -> Enforced:
-        """Decides on one call and returns the core's enforcement with it: what guards act on
-        (see :func:`args_to_run`). Trace context and `tool_call_id` as for :meth:`authorize`."""
-        if traceparent is None:
-            traceparent = _host_traceparent()
-        try:
-            enforced: Enforced = self._native.authorize_enforced(chain, tool, args, resource, proof, approval_token,
-                                                                 traceparent, tool_call_id)
-            return enforced
-        except _native.NativeError as e:
-            raise from_native(e) from None
-        except TypeError:
-            pass  # as in `authorize`
-        request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
-        return Enforced._from_json(self._op_text("authorize_enforced", request))
 
     def time_authorize(self, chain: Chain, tool: str, args: Mapping[str, Any], iterations: int) -> float:
         """Mean seconds per decision on this call, measured inside the core (for benchmarks:
@@ -990,6 +940,29 @@ _propagate: Any = None
 _otel_context: Any = None
 
 
+_TRACING: Optional[Tuple[bool, Any]] = None
+
+
+def _tracing() -> Tuple[bool, Any]:
+    """Whether OpenTelemetry is installed, and the `ContextVar` its default runtime context keeps
+    the current context in (`None` for another runtime context): the binding then asks
+    :func:`_host_traceparent` only while that context holds something, as it would answer
+    `None` for an empty one."""
+    global _TRACING
+    if _TRACING is None:
+        try:
+            from opentelemetry import context
+            from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+        except ImportError:
+            _TRACING = (False, None)
+        else:
+            runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+            var = getattr(runtime, "_current_context", None)
+            exact = type(runtime) is ContextVarsRuntimeContext and isinstance(var, contextvars.ContextVar)
+            _TRACING = (True, var if exact else None)
+    return _TRACING
+
+
 def _host_traceparent() -> Optional[str]:
     """The W3C `traceparent` of the caller's current OpenTelemetry span, when OpenTelemetry is
     installed and a span is active (the integrations get this for free)."""
@@ -1047,5 +1020,21 @@ def _request(chain: Chain, tool: str, args_json: str, resource: Optional[Tuple[s
     return "{" + ",".join(parts) + "}"
 
 
-# The binding builds `Engine.authorize`'s results as these classes.
-_native.register(Decision, Reason, Enforced, Enforcement)
+def _authorize_text(engine: Engine, op: str, chain: Chain, tool: str, args: Mapping[str, Any],
+                    resource: Optional[Tuple[str, str]], proof: Optional[str], approval_token: Optional[str],
+                    traceparent: Optional[str], tool_call_id: Optional[str]) -> Union[Decision, Enforced]:
+    """`Engine.authorize` (`op`: or `authorize_enforced`) for a call whose values are not all
+    plain (a frozen view, an int past 64 bits, a lone surrogate...): the request as JSON text,
+    which reads them exactly as `json.dumps` writes them, or refuses them with a code."""
+    request = _request(chain, tool, _dumps(args), resource, proof, approval_token, traceparent, tool_call_id)
+    data = engine._op_text(op, request)
+    return Decision._from_json(data) if op == "authorize" else Enforced._from_json(data)
+
+
+# The binding builds `Engine.authorize`'s results of these classes, raises the core's errors as
+# `from_native` maps them, sends what it cannot convert down the text path, asks the host for its
+# trace context, and lends `Decision` its methods.
+_native.register(Reason, Enforced, Enforcement, [
+    from_native, _authorize_text, _host_traceparent,
+    _decision_allowed, _decision_enforce, _decision_json, _decision_repr, _decision_from_json,
+])
