@@ -37,7 +37,12 @@ pub(crate) fn chain(chain: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(tuple) = chain.cast_exact::<PyTuple>() {
         return tuple.iter().map(token).collect();
     }
-    chain.extract().map_err(|_| PyTypeError::new_err("a chain that is not plain text: send it as text"))
+    // A sequence that is not of text is the text path's to refuse; an error its iteration
+    // raises (an interrupt, no memory) is the caller's.
+    chain.extract().map_err(|e: PyErr| match e.is_instance_of::<PyTypeError>(chain.py()) {
+        true => PyTypeError::new_err("a chain that is not plain text: send it as text"),
+        false => e,
+    })
 }
 
 /// Whether `chain` is a list or tuple of exactly the `str` objects `tokens` (by identity: a
@@ -289,11 +294,16 @@ fn reason<'py>(py: Python<'py>, c: &Classes, r: &Reason) -> PyResult<Bound<'py, 
 const REASONS_KEPT: usize = 64;
 
 fn reasons<'py>(py: Python<'py>, c: &Classes, reasons: &[Reason]) -> PyResult<Bound<'py, PyTuple>> {
-    let mut kept = c.reasons.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, tuple)) = kept.iter().find(|(r, _)| r == reasons) {
-        return Ok(tuple.bind(py).clone());
+    {
+        let kept = c.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, tuple)) = kept.iter().find(|(r, _)| r == reasons) {
+            return Ok(tuple.bind(py).clone());
+        }
     }
+    // Built without the lock: allocating Python objects may run the garbage collector, and a
+    // finalizer that decides would otherwise wait for this lock on this very thread.
     let tuple = PyTuple::new(py, reasons.iter().map(|r| reason(py, c, r)).collect::<PyResult<Vec<_>>>()?)?;
+    let mut kept = c.reasons.lock().unwrap_or_else(|e| e.into_inner());
     if kept.len() >= REASONS_KEPT {
         kept.clear();
     }

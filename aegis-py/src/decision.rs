@@ -2,7 +2,8 @@
 //! same objects call after call but its id (a frozen dataclass took an instance, its dict, the
 //! dict's update and a garbage-collector entry). It keeps the dataclass's surface: the fields by
 //! keyword or position, read-only attributes, equality and hash over the fields, `repr`,
-//! `__match_args__`, pickling and `copy.replace` (`__replace__`). Its methods with logic
+//! `__match_args__`, pickling, weak references, `FrozenInstanceError` on assignment, and
+//! `copy.replace` (Python 3.13; `__replace__` before). Its methods with logic
 //! (`allowed`, `enforce`, `_json`, `_from_json`, `repr`) are the Python half's, lent at
 //! registration (see `Hooks`), so the logic lives once.
 
@@ -14,7 +15,7 @@ use crate::hooks;
 
 /// The decision on one tool call. `outcome` is `allow`, `deny`, `sanitize` or
 /// `approval_needed`.
-#[pyclass(frozen, module = "aegis", name = "Decision")]
+#[pyclass(frozen, weakref, module = "aegis", name = "Decision")]
 pub(crate) struct Decision {
     /// `allow`, `deny`, `sanitize` or `approval_needed`.
     #[pyo3(get)]
@@ -195,6 +196,16 @@ impl Decision {
         self.tuple(py)?.hash()
     }
 
+    /// Refused as a frozen dataclass refuses it.
+    fn __setattr__(&self, name: &str, _value: Bound<'_, PyAny>) -> PyResult<()> {
+        Err(frozen_instance(_value.py(), &format!("cannot assign to field '{name}'")))
+    }
+
+    /// Refused as a frozen dataclass refuses it.
+    fn __delattr__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        Err(frozen_instance(py, &format!("cannot delete field '{name}'")))
+    }
+
     /// Pickled as `Decision(*fields)`.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyType>, Bound<'py, PyTuple>)> {
         Ok((slf.get_type(), slf.get().tuple(slf.py())?))
@@ -214,5 +225,13 @@ impl Decision {
             }
         }
         Ok(Self::of(fields))
+    }
+}
+
+/// `dataclasses.FrozenInstanceError(message)`, what a frozen dataclass raises on assignment.
+fn frozen_instance(py: Python<'_>, message: &str) -> PyErr {
+    match py.import("dataclasses").and_then(|m| m.getattr("FrozenInstanceError")).and_then(|t| Ok(t.cast_into::<PyType>()?)) {
+        Ok(class) => PyErr::from_type(class, message.to_owned()),
+        Err(e) => e,
     }
 }

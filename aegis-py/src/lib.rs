@@ -222,7 +222,7 @@ impl Engine {
             Some(given) => Some(given.clone()),
             None => self.host_traceparent(py, hooks)?,
         };
-        let Some(held) = self.request(call, traceparent.as_ref()) else {
+        let Some(held) = self.request(call, traceparent.as_ref())? else {
             let text = (slf, op.name(), call.chain, call.tool, call.args, call.resource, call.proof);
             return hooks.authorize_text.bind(py).call1((
                 text.0,
@@ -276,25 +276,29 @@ impl Engine {
     }
 
     /// The request for `call` with `traceparent`: the held one when the call's chain holds the
-    /// very token objects it was made for, else a new one. `None` when a value is not plain (a
+    /// very token objects it was made for, else a new one. `Ok(None)` when a value is not plain (a
     /// token or argument that is not a JSON-shaped value, a tool or string option that is not
     /// text, a resource that is not a pair of texts): the call then goes as JSON text, which
-    /// reads them exactly as `json.dumps` writes them.
-    fn request(&self, call: &Call<'_, '_>, traceparent: Option<&Bound<'_, PyAny>>) -> Option<Box<Held>> {
+    /// reads them exactly as `json.dumps` writes them. An error reading the chain that is not a
+    /// `TypeError` (an interrupt, no memory) is raised.
+    fn request(&self, call: &Call<'_, '_>, traceparent: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Box<Held>>> {
         let text = |value: Option<&Bound<'_, PyAny>>| -> Option<Option<String>> {
             match value {
                 None => Some(None),
                 Some(v) => v.extract::<String>().ok().map(Some),
             }
         };
-        let tool = call.tool.cast::<PyString>().ok()?;
-        let tool = tool.to_str().ok()?;
+        let tool = call.tool.cast::<PyString>().ok();
+        let Some(tool) = tool.as_ref().and_then(|t| t.to_str().ok()) else { return Ok(None) };
         let resource = match call.resource {
             None => None,
-            Some(r) => Some(r.extract::<(String, String)>().ok()?),
+            Some(r) => match r.extract::<(String, String)>() {
+                Ok((kind, id)) => Some(ResourceRef::new(kind, id)),
+                Err(_) => return Ok(None),
+            },
         };
-        let (proof, approval_token) = (text(call.proof)?, text(call.approval_token)?);
-        let (traceparent, tool_call_id) = (text(traceparent)?, text(call.tool_call_id)?);
+        let (Some(proof), Some(approval_token)) = (text(call.proof), text(call.approval_token)) else { return Ok(None) };
+        let (Some(traceparent), Some(tool_call_id)) = (text(traceparent), text(call.tool_call_id)) else { return Ok(None) };
         let kept = {
             let mut slot = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             match slot.as_ref() {
@@ -304,17 +308,21 @@ impl Engine {
         };
         let mut held = match kept {
             Some(held) => held,
-            None => Box::new(Held {
-                tokens: convert::token_objects(call.chain),
-                request: AuthorizationRequest::new(convert::chain(call.chain).ok()?, "", Value::Null),
-            }),
+            None => {
+                let chain = match convert::chain(call.chain) {
+                    Ok(chain) => chain,
+                    Err(e) if e.is_instance_of::<PyTypeError>(call.chain.py()) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let request = AuthorizationRequest::new(chain, "", Value::Null);
+                Box::new(Held { tokens: convert::token_objects(call.chain), request })
+            }
         };
         if !convert::args_into(call.args, &mut held.request.args) {
-            return None;
+            return Ok(None);
         }
-        let resource = resource.map(|(kind, id)| ResourceRef::new(kind, id));
         held.request.set_call(tool, resource, proof, approval_token, traceparent, tool_call_id);
-        Some(held)
+        Ok(Some(held))
     }
 
     /// Holds `held` (its request cleared) for the next call with its chain's tokens.

@@ -3,7 +3,9 @@ dataclass's surface: built by keyword or position with the same defaults, read-o
 hashed by its fields, pickled, copied, matched by pattern, and with the same methods."""
 
 import copy
+import dataclasses
 import pickle
+import weakref
 from types import MappingProxyType
 
 import pytest
@@ -45,11 +47,16 @@ def test_fields_defaults_and_positional_order_are_the_dataclass_ones() -> None:
 def test_a_decision_is_read_only() -> None:
     d = made()
     for name in ("outcome", "reasons", "decision_id", "receipt"):
-        with pytest.raises(AttributeError):
+        with pytest.raises(dataclasses.FrozenInstanceError, match=f"cannot assign to field '{name}'"):
             setattr(d, name, "x")
-    with pytest.raises(AttributeError):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            delattr(d, name)
+    with pytest.raises(dataclasses.FrozenInstanceError):
         d.new_attribute = 1  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):  # stricter than a dataclass, which this back door changes
+        object.__setattr__(d, "outcome", "deny")
     assert d.outcome == "allow"
+    assert weakref.ref(d)() is d
 
 
 def test_equality_and_hash_follow_every_field() -> None:
@@ -90,3 +97,20 @@ def test_methods_and_repr_of_an_engine_decision() -> None:
     assert f"approval_id={pending.approval_id}" in repr(pending)
     assert Decision._from_json(allowed._json()).__replace__(receipt=allowed.receipt) == allowed
     assert aegis.Decision is Decision and Decision.__module__ == "aegis"
+
+
+def test_an_engine_subclass_may_call_the_base_init() -> None:
+    from payments_setup import BUNDLE, ISSUER, ISSUER_KEY
+
+    class Counting(aegis.Engine):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.calls = 0
+
+        def authorize(self, *args, **kwargs):  # type: ignore[override]
+            self.calls += 1
+            return super().authorize(*args, **kwargs)
+
+    eng = Counting(BUNDLE, trusted_issuers={ISSUER: ISSUER_KEY})
+    assert eng.authorize(finance_chain(unique_task("subclass")), TOOL, pay(10)).outcome == "allow"
+    assert eng.calls == 1 and isinstance(eng, aegis.Engine)

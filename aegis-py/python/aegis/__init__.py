@@ -758,6 +758,10 @@ class Engine(_native.Engine):
         engine: Engine = _call(super().__new__, cls, config_json, callback, otel, otel_context)
         return engine
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The engine is built by `__new__` (the native class's constructor); a subclass's
+        `__init__` may call this with the same arguments."""
+
     def _op(self, op: str, payload: Any) -> Any:
         """Runs engine operation `op` of the core's table on `payload`."""
         return self._op_text(op, _dumps(payload))
