@@ -8,12 +8,17 @@
 //! unpredictable) order: clearing everything at once would send every live entry back to the
 //! slow path together. A poisoned lock is taken over: a cache holds nothing a panic could leave
 //! half-written.
+//!
+//! A key is hashed once (SipHash, seeded per cache: keys such as signatures and task ids come
+//! from callers), and that hash both picks the shard and finds the entry in the shard's table.
 
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{PoisonError, RwLock};
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 
 /// How many shards a cache has (fewer when its capacity is small).
 const SHARDS: usize = 16;
@@ -22,14 +27,14 @@ pub(crate) struct BoundedCache<K, V> {
     /// Each on its own cache line: a shard's lock counter moving does not slow readers of the
     /// next shard.
     shards: Box<[Shard<K, V>]>,
-    /// Picks the shard; seeded per cache, so which keys share a shard is unpredictable.
+    /// Hashes the keys; seeded per cache, so which keys share a shard is unpredictable.
     hasher: RandomState,
     /// Entries per shard.
     capacity: usize,
 }
 
 #[repr(align(128))]
-struct Shard<K, V>(RwLock<HashMap<K, V>>);
+struct Shard<K, V>(RwLock<HashTable<(K, V)>>);
 
 impl<K, V> std::fmt::Debug for BoundedCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,16 +53,21 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
 
     fn with_shards(capacity: usize, shards: usize) -> Self {
         Self {
-            shards: (0..shards).map(|_| Shard(RwLock::new(HashMap::new()))).collect(),
+            shards: (0..shards).map(|_| Shard(RwLock::new(HashTable::new()))).collect(),
             hasher: RandomState::new(),
             capacity: capacity.div_ceil(shards).max(2),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V>> {
-        let n = self.shards.len();
-        let i = if n == 1 { 0 } else { (self.hasher.hash_one(key) % n as u64) as usize };
-        &self.shards[i].0
+    /// The key's hash, and its shard. The shard is read from bits the table does not use to
+    /// place entries (it takes the low bits, and the top seven as tags), so the keys of one
+    /// shard spread over its whole table.
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &RwLock<HashTable<(K, V)>>) {
+        let hash = self.hasher.hash_one(key);
+        let n = self.shards.len() as u64;
+        // The remainder is below the number of shards, so the cast back cannot truncate.
+        let i = if n == 1 { 0 } else { ((hash >> 32) % n) as usize };
+        (hash, &self.shards[i].0)
     }
 
     /// What `read` makes of the entry for `key`, under its shard's read lock.
@@ -66,24 +76,32 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key).read().unwrap_or_else(PoisonError::into_inner).get(key).and_then(read)
+        let (hash, shard) = self.shard(key);
+        let table = shard.read().unwrap_or_else(PoisonError::into_inner);
+        table.find(hash, |(k, _)| k.borrow() == key).and_then(|(_, v)| read(v))
     }
 
-    /// Inserts, evicting first what `stale` says, then every other entry, when the key's shard
-    /// is full.
+    /// Inserts (replacing the value of an equal key), evicting first what `stale` says, then
+    /// every other entry, when the key's shard is full.
     pub(crate) fn insert(&self, key: K, value: V, stale: impl Fn(&V) -> bool) {
-        let mut map = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.capacity {
-            map.retain(|_, v| !stale(v));
-            if map.len() >= self.capacity {
+        let (hash, shard) = self.shard(&key);
+        let mut table = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if table.len() >= self.capacity {
+            table.retain(|(_, v)| !stale(v));
+            if table.len() >= self.capacity {
                 let mut keep = false;
-                map.retain(|_, _| {
+                table.retain(|_| {
                     keep = !keep;
                     keep
                 });
             }
         }
-        map.insert(key, value);
+        match table.entry(hash, |(k, _)| *k == key, |(k, _)| self.hasher.hash_one(k)) {
+            Entry::Occupied(mut found) => found.get_mut().1 = value,
+            Entry::Vacant(free) => {
+                free.insert((key, value));
+            }
+        }
     }
 
     /// Drops the entry for `key`, if any.
@@ -92,7 +110,11 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key).write().unwrap_or_else(PoisonError::into_inner).remove(key);
+        let (hash, shard) = self.shard(key);
+        let mut table = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(found) = table.find_entry(hash, |(k, _)| k.borrow() == key) {
+            found.remove();
+        }
     }
 
     /// Changes the entry for `key` in place; `change` returning false drops it instead.
@@ -101,10 +123,11 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut map = self.shard(key).write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(value) = map.get_mut(key) {
-            if !change(value) {
-                map.remove(key);
+        let (hash, shard) = self.shard(key);
+        let mut table = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(mut found) = table.find_entry(hash, |(k, _)| k.borrow() == key) {
+            if !change(&mut found.get_mut().1) {
+                found.remove();
             }
         }
     }
@@ -121,7 +144,7 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
 
     #[cfg(test)]
     pub(crate) fn any(&self, matches: impl Fn(&V) -> bool) -> bool {
-        self.shards.iter().any(|s| s.0.read().unwrap_or_else(PoisonError::into_inner).values().any(&matches))
+        self.shards.iter().any(|s| s.0.read().unwrap_or_else(PoisonError::into_inner).iter().any(|(_, v)| matches(v)))
     }
 
     /// One shard of `capacity` entries: the eviction rule, exactly (tests).
@@ -147,6 +170,26 @@ mod tests {
         cache.insert(12, 12, |_| false);
         assert_eq!(cache.len(), 3, "full with nothing stale: every other entry went");
         assert_eq!(cache.read(&12, |v| Some(*v)), Some(12));
+    }
+
+    /// A key is found by what it borrows as (a `String` by a `str`), an insert under an equal
+    /// key replaces the value (one entry), and an update that says no drops the entry.
+    #[test]
+    fn string_keys_are_found_replaced_and_dropped_by_their_text() {
+        let cache: BoundedCache<String, u32> = BoundedCache::new(4096);
+        for i in 0..500u32 {
+            cache.insert(format!("task-{i}"), i, |_| false);
+        }
+        cache.insert("task-7".to_owned(), 700, |_| false);
+        assert_eq!(cache.len(), 500);
+        assert_eq!(cache.read("task-7", |v| Some(*v)), Some(700));
+        assert_eq!(cache.read("task-8", |v| Some(*v)), Some(8));
+        assert_eq!(cache.read("task-500", |v| Some(*v)), None);
+        cache.update("task-8", |_| false);
+        assert_eq!(cache.read("task-8", |v| Some(*v)), None);
+        cache.remove("task-9");
+        assert_eq!((cache.len(), cache.read("task-9", |v| Some(*v))), (498, None));
+        assert!((10..500u32).all(|i| cache.read(format!("task-{i}").as_str(), |v| Some(*v)) == Some(i)));
     }
 
     /// Sharded, the cache still holds about its capacity, every entry is found under its own

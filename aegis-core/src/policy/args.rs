@@ -7,7 +7,18 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Looks up a dotted path in a JSON object.
 pub(crate) fn lookup<'v>(value: &'v Json, path: &[String]) -> Option<&'v Json> {
-    path.iter().try_fold(value, |v, key| v.as_object()?.get(key))
+    path.iter().try_fold(value, |v, key| member(v.as_object()?, key))
+}
+
+/// The member `key` of `map`: found by comparing names in a small map (a tool's arguments are a
+/// handful: hashing the name, with the map's seeded SipHash, costs more than the comparisons),
+/// by the map's index otherwise.
+pub(crate) fn member<'v>(map: &'v serde_json::Map<String, Json>, key: &str) -> Option<&'v Json> {
+    const SMALL: usize = 8;
+    match map.len() <= SMALL {
+        true => map.iter().find_map(|(k, v)| (k == key).then_some(v)),
+        false => map.get(key),
+    }
 }
 
 /// Replaces the value at each path with the redaction marker; missing paths are ignored.
@@ -122,7 +133,7 @@ impl ArgsType {
             (Self::Set(_), _) => wrong("an array (Set)"),
             (Self::Record { attributes, open }, Json::Object(map)) => {
                 for (name, ty, required) in attributes {
-                    match map.get(name).filter(|v| !v.is_null()) {
+                    match member(map, name).filter(|v| !v.is_null()) {
                         Some(v) => ty.check_at(v).map_err(|e| within(format!(".{name}"))(e))?,
                         None if *required => return Err((vec![format!(".{name}")], "is required".into())),
                         None => {}
@@ -166,6 +177,20 @@ fn resolve<'s>(ns: &'s Json, ty: &'s Json, depth: usize) -> Option<std::borrow::
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Small maps are searched by name, large ones by their index: both find what `get` finds.
+    #[test]
+    fn a_member_is_what_get_finds_in_maps_of_every_size() {
+        for size in [0usize, 1, 7, 8, 9, 40] {
+            let map: serde_json::Map<String, Json> = (0..size).map(|i| (format!("k{i}"), json!(i))).collect();
+            for key in (0..size + 2).map(|i| format!("k{i}")).chain(["".to_owned(), "k".to_owned()]) {
+                assert_eq!(member(&map, &key), map.get(&key), "size {size}, key {key}");
+            }
+        }
+        let args = json!({"a": {"b": {"c": 7}}});
+        assert_eq!(lookup(&args, &["a".into(), "b".into(), "c".into()]), Some(&json!(7)));
+        assert_eq!(lookup(&args, &["a".into(), "x".into()]), None);
+    }
 
     #[test]
     fn argument_types_are_checked_against_the_schema() {

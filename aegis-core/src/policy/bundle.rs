@@ -16,7 +16,9 @@
 //! - `@shadow` on any policy: evaluated, never enforced; a matching shadow forbid sets
 //!   `would_block`.
 
-use std::collections::HashMap;
+// The bundle's tables are filled from the bundle alone (its policy ids and tool names) and only
+// read per call: the fast hasher suffices, with no caller able to choose their keys.
+use hashbrown::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;

@@ -80,19 +80,27 @@ impl MemoryStore {
 /// The shards one commit holds, locked in ascending order.
 struct Locked<'a> {
     guards: [Option<MutexGuard<'a, Shard>>; SHARDS],
+    /// The task's shard, found once (the task is looked up twice per commit).
+    task: usize,
 }
 
 impl<'a> Locked<'a> {
     fn new(store: &'a MemoryStore, c: &Commit) -> Self {
-        let mut wanted = 0u32;
-        let keys = std::iter::once(c.task_id.as_str())
-            .chain(c.consume.iter().map(|(k, _)| k.as_str()))
-            .chain(c.reservations.iter().map(|r| r.key.as_str()));
+        let task = store.shard_of(&c.task_id);
+        let mut wanted = 1u32 << task;
+        let keys = c.consume.iter().map(|(k, _)| k.as_str()).chain(c.reservations.iter().map(|r| r.key.as_str()));
         for key in keys {
             wanted |= 1 << store.shard_of(key);
         }
         // `from_fn` visits the indices in order: the locks are taken in ascending order.
-        Self { guards: std::array::from_fn(|i| (wanted & (1 << i) != 0).then(|| take(&store.shards[i]))) }
+        Self { guards: std::array::from_fn(|i| (wanted & (1 << i) != 0).then(|| take(&store.shards[i]))), task }
+    }
+
+    /// The task's shard, locked above.
+    fn task(&mut self) -> Result<&mut Shard> {
+        self.guards[self.task]
+            .as_deref_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "memory store: the task's shard was not locked"))
     }
 
     /// The shard of `key`, locked above. Every key of the commit was locked, so a missing one is
@@ -159,7 +167,7 @@ impl Store for MemoryStore {
     fn commit(&self, c: Commit) -> Result<CommitOutcome> {
         let mut locked = Locked::new(self, &c);
         // Every check before any change: a refused commit changes nothing.
-        let task = locked.of(self, &c.task_id)?.tasks.get(&c.task_id);
+        let task = locked.task()?.tasks.get(&c.task_id);
         let (ended, version) = task.map_or((false, 0), |t| (t.ended, t.version));
         if ended {
             return Ok(CommitOutcome::TaskEnded);
@@ -205,7 +213,7 @@ impl Store for MemoryStore {
                 }
             }
         };
-        let shard = locked.of(self, &c.task_id)?;
+        let shard = locked.task()?;
         match shard.tasks.get_mut(&c.task_id) {
             Some(task) => duty(task, &c.entry),
             None => duty(shard.tasks.entry(c.task_id.clone()).or_default(), &c.entry),
