@@ -23,3 +23,22 @@ awk -v r="$raw" -v w="$warm" -v f="$floor" -v c="$cold" 'BEGIN {
   printf "3 verify + raw Cedar %9d instructions\n", f
   printf "cold decision        %9d instructions = %.3fx that floor (target <= 1.05x)\n", c, c / f
 }'
+
+# The Python binding, when its package is built (`maturin develop --release`): a warm call from
+# Python against the same call inside Rust, per call.
+py=${AEGIS_PYTHON:-target/pyenv/bin/python}
+if [ -x "$py" ] && "$py" -c 'import aegis' 2>/dev/null; then
+  pycount() { # side n
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$py" aegis-py/bench/call_loop.py "$2" "$1" 2>&1 |
+      sed -n 's/.*Collected : //p'
+  }
+  # Two runs with n and 2n calls (both sides pay their one-time costs alike in each).
+  pyonce() { local a b; a=$(pycount "$1" "$2"); b=$(pycount "$1" $(( 2 * $2 ))); echo $(( (b - a) / $2 )); }
+  pyper() { printf '%s\n' "$(pyonce "$1" "$2")" "$(pyonce "$1" "$2")" "$(pyonce "$1" "$2")" | sort -n | sed -n 2p; }
+  python=$(pyper python 1000); rust=$(pyper rust 1000)
+  awk -v p="$python" -v r="$rust" 'BEGIN {
+    printf "authorize from Python %8d instructions = %.3fx the same call in Rust, %d (goal <= 1.15x)\n", p, p / r, r
+  }'
+else
+  echo "authorize from Python: the aegis package is not built here (maturin develop --release), not counted"
+fi
