@@ -182,12 +182,13 @@ impl Decision {
     fn __richcmp__<'py>(&self, other: &Bound<'py, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = other.py();
         let Ok(other) = other.cast_exact::<Self>() else { return Ok(py.NotImplemented()) };
-        let equal = || self.tuple(py)?.eq(other.get().tuple(py)?);
-        match op {
-            CompareOp::Eq => Ok(PyBool::new(py, equal()?).to_owned().into_any().unbind()),
-            CompareOp::Ne => Ok(PyBool::new(py, !equal()?).to_owned().into_any().unbind()),
-            _ => Ok(py.NotImplemented()),
-        }
+        let wanted = match op {
+            CompareOp::Eq => true,
+            CompareOp::Ne => false,
+            _ => return Ok(py.NotImplemented()),
+        };
+        let equal = self.tuple(py)?.eq(other.get().tuple(py)?)?;
+        Ok(PyBool::new(py, equal == wanted).to_owned().into_any().unbind())
     }
 
     /// The hash of the fields (a decision with read-only mappings in it has none, as a frozen
@@ -197,8 +198,8 @@ impl Decision {
     }
 
     /// Refused as a frozen dataclass refuses it.
-    fn __setattr__(&self, name: &str, _value: Bound<'_, PyAny>) -> PyResult<()> {
-        Err(frozen_instance(_value.py(), &format!("cannot assign to field '{name}'")))
+    fn __setattr__(&self, py: Python<'_>, name: &str, _value: Bound<'_, PyAny>) -> PyResult<()> {
+        Err(frozen_instance(py, &format!("cannot assign to field '{name}'")))
     }
 
     /// Refused as a frozen dataclass refuses it.
@@ -217,7 +218,8 @@ impl Decision {
         let mut fields = self.fields(py);
         if let Some(changes) = changes {
             for (name, value) in changes.iter() {
-                let name = name.cast::<PyString>()?.to_str()?.to_owned();
+                let name = name.cast_into::<PyString>()?;
+                let name = name.to_str()?;
                 let Some(at) = FIELDS.iter().position(|f| *f == name) else {
                     return Err(pyo3::exceptions::PyTypeError::new_err(format!("Decision has no field `{name}`")));
                 };

@@ -223,19 +223,9 @@ impl Engine {
             None => self.host_traceparent(py, hooks)?,
         };
         let Some(held) = self.request(call, traceparent.as_ref())? else {
-            let text = (slf, op.name(), call.chain, call.tool, call.args, call.resource, call.proof);
-            return hooks.authorize_text.bind(py).call1((
-                text.0,
-                text.1,
-                text.2,
-                text.3,
-                text.4,
-                text.5,
-                text.6,
-                call.approval_token,
-                traceparent,
-                call.tool_call_id,
-            ));
+            let Call { chain, tool, args, resource, proof, approval_token, tool_call_id, .. } = *call;
+            let values = (slf, op.name(), chain, tool, args, resource, proof, approval_token, traceparent, tool_call_id);
+            return hooks.authorize_text.bind(py).call1(values);
         };
         let request = &held.request;
         let result = match op {
