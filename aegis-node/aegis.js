@@ -511,13 +511,20 @@ const optionalText = (v) => v == null || (typeof v === 'string' && v.isWellForme
  * presents the same chain call after call, and its tokens cross into the native side once. A
  * handle is used only while the array still holds exactly the tokens it was made from (strings
  * are immutable, so `===` on each is that), so an array changed in place gets a new handle.
+ * A handle is a number the native side holds the chain under on this thread, released once its
+ * entry here is collected (the array was, or its entry was replaced). A release runs as a job of
+ * its own, once the code running now has returned: never inside a call that uses the handle.
  */
 const chainHandles = new WeakMap();
+/** Releases the native side's chains and engine objects once what they were made for is gone. */
+const releasedChains = new FinalizationRegistry((handle) => native.releaseChain(handle));
+const releasedDeciders = new FinalizationRegistry((decider) => native.releaseDecider(decider));
 
-function chainHandle(chain) {
+/** The entry (`{ tokens, handle }`) for `chain`, made when new; undefined when not plain. */
+function chainEntry(chain) {
   const held = chainHandles.get(chain);
   if (held !== undefined && held.tokens.length === chain.length && held.tokens.every((t, i) => t === chain[i])) {
-    return held.handle;
+    return held;
   }
   // One read of each element (a getter answers once), holes and anything not plain text refused:
   // such a chain goes as JSON text, which reads and refuses it as ever.
@@ -533,8 +540,10 @@ function chainHandle(chain) {
   } catch {
     return undefined;
   }
-  chainHandles.set(chain, { tokens, handle });
-  return handle;
+  const entry = { tokens, handle };
+  releasedChains.register(entry, handle);
+  chainHandles.set(chain, entry);
+  return entry;
 }
 
 /**
@@ -551,8 +560,9 @@ function callNative({ chain, tool, args, resource, proof, approvalToken, tracepa
   if (!(optionalText(proof) && optionalText(approvalToken) && optionalText(traceparent) && optionalText(toolCallId))) {
     return undefined;
   }
-  const handle = chainHandle(chain);
-  if (handle === undefined) return undefined;
+  const entry = chainEntry(chain);
+  if (entry === undefined) return undefined;
+  const handle = entry.handle;
   const extras = resource == null && proof == null && approvalToken == null && traceparent == null && toolCallId == null
     ? undefined
     : { resourceType: resource?.type, resourceId: resource?.id, proof, approvalToken, traceparent, toolCallId };
@@ -571,7 +581,9 @@ function callNative({ chain, tool, args, resource, proof, approvalToken, tracepa
   } finally {
     // Nothing of the arguments stays on the spare tape between calls.
     tape.text = '';
-    tape.buf.fill(0, 0, tape.n);
+    // A loop rather than `fill`, which is a call into the runtime: a tape is a few numbers long.
+    const buf = tape.buf;
+    for (let i = 0; i < tape.n; i++) buf[i] = 0;
     spareTape = tape;
   }
 }
@@ -619,7 +631,7 @@ const SHARED = Symbol('aegis.sharedEngine');
 /** Decides, before each tool call runs, whether it may. */
 class Engine {
   #native;
-  /** The native engine as `authorize` takes it (see `callNative`). */
+  /** The native engine as `authorize` takes it, a number (see `callNative`). */
   #decider;
   /** What the native object has told this one: reason lists by id, the last policy version. */
   #told = { reasons: [], policyVersion: null };
@@ -639,7 +651,7 @@ class Engine {
   constructor(options) {
     if (options?.[SHARED] !== undefined) {
       this.#native = mapped(() => native.Engine.attach(options[SHARED]));
-      this.#decider = this.#native.decider();
+      this.#decider = this.#heldDecider();
       return;
     }
     this.#configure(options);
@@ -667,7 +679,13 @@ class Engine {
     };
     const notify = notifier ? nativeNotifier(notifier) : undefined;
     this.#native = mapped(() => new native.Engine(JSON.stringify(config), notify));
-    this.#decider = this.#native.decider();
+    this.#decider = this.#heldDecider();
+  }
+  /** The number the native side holds this object's decider under, released with this object. */
+  #heldDecider() {
+    const decider = mapped(() => this.#native.decider());
+    releasedDeciders.register(this, decider);
+    return decider;
   }
 
   /** Runs engine operation `op` on `input`; returns the parsed result. */

@@ -840,3 +840,6 @@ module.exports.authorize = nativeBinding.authorize
 module.exports.authorizeEnforced = nativeBinding.authorizeEnforced
 module.exports.call = nativeBinding.call
 module.exports.chain = nativeBinding.chain
+module.exports.heldCounts = nativeBinding.heldCounts
+module.exports.releaseChain = nativeBinding.releaseChain
+module.exports.releaseDecider = nativeBinding.releaseDecider

@@ -4,11 +4,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use aegis_sod::json_api::{self, error_json};
 use aegis_sod::{AuthorizationRequest, Decision, OsRandom, Reason, ResourceRef, SecureRandom};
-use napi::bindgen_prelude::{AsyncTask, Either, External, Float64ArraySlice, Function, Task};
+use napi::bindgen_prelude::{AsyncTask, Either, Float64ArraySlice, Function, Task};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Status};
 use napi_derive::napi;
@@ -26,17 +28,16 @@ pub struct Engine {
     inner: Arc<aegis_sod::Engine>,
     /// The handle other worker threads attach with, once `shareHandle` made one.
     shared: OnceLock<String>,
-    /// What `authorize` runs on, handed to `aegis.js` once as an external value.
-    decider: Arc<Decider>,
 }
 
-/// The engine as `authorize` and `authorizeEnforced` reach it: functions taking external values
-/// rather than methods, because N-API's checks on a class instance (`this`, and the chain when
-/// it was one) cost more per call than the rest of the binding did.
+/// The engine as `authorize` and `authorizeEnforced` reach it, held on its JavaScript thread
+/// under a number (see [`Held`]): N-API's checks on a class instance (`this`), and on an
+/// external value, cost more per call than the rest of the binding did, and napi-rs checks an
+/// external against a registry behind one process-wide lock, which worker threads would share.
 pub struct Decider {
     engine: Arc<aegis_sod::Engine>,
     /// What this JavaScript engine object was sent.
-    told: Mutex<Told>,
+    told: RefCell<Told>,
 }
 
 /// What a JavaScript engine object was sent, which a packed decision refers to.
@@ -52,20 +53,118 @@ struct Told {
 /// How many distinct reason lists an engine object keeps ids for (all are dropped when full).
 const REASONS_KEPT: usize = 64;
 
-/// A credential chain held natively: `aegis.js` makes one per chain it is given (an external
-/// value, from [`chain`]) and sends it with every call that presents that chain, so the tokens
-/// cross into Rust once. It keeps a request with its tokens, which each call fills in (the
-/// tokens are not copied per call).
+/// What the calls of one JavaScript thread run on, by number: the engine objects' deciders and
+/// the chains `aegis.js` made handles for. A number is handed out once in the process and never
+/// again, so a released number, one made up, or one of another thread (whose table is its own)
+/// finds nothing here, and the call is refused. Nothing here is locked.
+#[derive(Default)]
+struct Held {
+    deciders: hashbrown::HashMap<u64, Rc<Decider>>,
+    chains: hashbrown::HashMap<u64, Rc<Chain>>,
+    /// Whether this thread's environment clears the table when it is torn down.
+    cleared_at_teardown: bool,
+}
+
+thread_local! {
+    static HELD: RefCell<Held> = RefCell::default();
+}
+
+/// The last number handed out, by any thread.
+static LAST_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// A new number to hold a decider or a chain under. `aegis.js` keeps it as a JavaScript number,
+/// exact up to 2^53, which a process never reaches.
+fn next_number() -> u64 {
+    LAST_HELD.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// The number `aegis.js` sent as `id`, when it is one this binding could have handed out.
+fn number(id: f64) -> Option<u64> {
+    ((1.0..=9_007_199_254_740_992.0).contains(&id) && id.fract() == 0.0).then_some(id as u64)
+}
+
+/// The decider and the chain a call names, cloned out of this thread's table (which is not
+/// borrowed while the call runs). Either one gone: `malformed_request`.
+fn held(decider: f64, chain: f64) -> napi::Result<(Rc<Decider>, Rc<Chain>)> {
+    let found = HELD.with_borrow(|held| {
+        let decider = held.deciders.get(&number(decider)?)?;
+        let chain = held.chains.get(&number(chain)?)?;
+        Some((Rc::clone(decider), Rc::clone(chain)))
+    });
+    found.ok_or_else(|| {
+        to_js(aegis_sod::Error::new(
+            aegis_sod::ErrorCode::MalformedRequest,
+            "the call names an engine or a chain this thread does not hold (released, or from another thread)",
+        ))
+    })
+}
+
+/// Clears this thread's table when its environment is torn down (the thread's last engine
+/// objects are dropped then, as the external values they replaced were), once per thread.
+fn clear_at_teardown(env: &Env, held: &mut Held) -> napi::Result<()> {
+    if !held.cleared_at_teardown {
+        env.add_env_cleanup_hook((), |()| {
+            // Taken out first: engines drop (flushing their logs) outside the borrow.
+            let taken = HELD.with_borrow_mut(std::mem::take);
+            drop(taken);
+        })?;
+        held.cleared_at_teardown = true;
+    }
+    Ok(())
+}
+
+/// A credential chain held natively: `aegis.js` makes one per chain it is given (a number, from
+/// [`chain`]) and sends it with every call that presents that chain, so the tokens cross into
+/// Rust once. It keeps a request with its tokens, which each call fills in (the tokens are not
+/// copied per call).
 pub struct Chain {
     /// The request calls with this chain are made with; between calls its other parts are empty
     /// (no arguments, proof or token of an earlier call are kept).
     request: RefCell<AuthorizationRequest>,
 }
 
-/// Holds `tokens` (each a well-formed string; `aegis.js` checks) for [`authorize`].
-#[napi(ts_return_type = "ExternalObject<'Chain'>")]
-pub fn chain(tokens: Vec<String>) -> External<Chain> {
-    External::new(Chain { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) })
+/// Holds `tokens` (each a well-formed string; `aegis.js` checks) for [`authorize`], under the
+/// number returned, on this thread; [`release_chain`] lets it go.
+#[napi]
+pub fn chain(env: Env, tokens: Vec<String>) -> napi::Result<f64> {
+    let chain = Rc::new(Chain { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) });
+    HELD.with_borrow_mut(|held| {
+        clear_at_teardown(&env, held)?;
+        let id = next_number();
+        held.chains.insert(id, chain);
+        Ok(id as f64)
+    })
+}
+
+/// Lets the chain held under `id` go (`aegis.js` calls it once the chain's array is collected).
+#[napi]
+pub fn release_chain(id: f64) {
+    let released = HELD.with_borrow_mut(|held| number(id).and_then(|id| held.chains.remove(&id)));
+    drop(released);
+}
+
+/// Lets the engine object's decider held under `id` go (once the engine object is collected).
+#[napi]
+pub fn release_decider(id: f64) {
+    let released = HELD.with_borrow_mut(|held| number(id).and_then(|id| held.deciders.remove(&id)));
+    drop(released);
+}
+
+/// How many engine objects and chains this thread holds for `aegis.js` (for leak checks).
+#[napi(object)]
+pub struct HeldCounts {
+    pub deciders: u32,
+    pub chains: u32,
+}
+
+/// What this thread holds now: each engine object and chain array still alive, and those
+/// collected but not yet released (their release runs as a job after collection).
+#[napi]
+pub fn held_counts() -> HeldCounts {
+    HELD.with_borrow(|held| HeldCounts {
+        deciders: u32::try_from(held.deciders.len()).unwrap_or(u32::MAX),
+        chains: u32::try_from(held.chains.len()).unwrap_or(u32::MAX),
+    })
 }
 
 impl Chain {
@@ -246,10 +345,17 @@ impl Engine {
         json_api::call(Some(&self.inner), &op, &input).map_err(to_js)
     }
 
-    /// What `authorize` and `authorizeEnforced` are called with, for this engine object.
-    #[napi(ts_return_type = "ExternalObject<'Decider'>")]
-    pub fn decider(&self) -> External<Arc<Decider>> {
-        External::new(Arc::clone(&self.decider))
+    /// What `authorize` and `authorizeEnforced` are called with, for one JavaScript engine
+    /// object on this thread: a number, until [`release_decider`].
+    #[napi]
+    pub fn decider(&self, env: Env) -> napi::Result<f64> {
+        let decider = Rc::new(Decider { engine: Arc::clone(&self.inner), told: RefCell::default() });
+        HELD.with_borrow_mut(|held| {
+            clear_at_teardown(&env, held)?;
+            let id = next_number();
+            held.deciders.insert(id, decider);
+            Ok(id as f64)
+        })
     }
 
     /// `call` off the JS thread, on the libuv pool (for stores that do I/O).
@@ -259,22 +365,21 @@ impl Engine {
     }
 }
 
-/// The `authorize` operation without JSON text for what a call repeats: the chain by its
-/// native handle, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
+/// The `authorize` operation without JSON text for what a call repeats: the engine object and
+/// the chain by their numbers, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
 /// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
 /// back as one string when everything but its id is already known to this engine object (see
 /// [`Decider::packed`]): two characters of its small parts, then its id; otherwise as
 /// [`DecisionParts`].
-#[napi(
-    ts_args_type = "decider: ExternalObject<'Decider'>, chain: ExternalObject<'Chain'>, tape: Float64Array, text: string, extras?: Extras | undefined | null"
-)]
+#[napi]
 pub fn authorize(
-    decider: &External<Arc<Decider>>,
-    chain: &External<Chain>,
+    decider: f64,
+    chain: f64,
     tape: Float64ArraySlice<'_>,
     text: String,
     extras: Option<Extras>,
 ) -> napi::Result<Either<String, DecisionParts>> {
+    let (decider, chain) = held(decider, chain)?;
     let decision = chain.decide(&tape, &text, extras, |request| decider.engine.authorize(request).map_err(to_js))?;
     match decider.packed(&decision) {
         Some(packed) => {
@@ -291,16 +396,15 @@ pub fn authorize(
 }
 
 /// The `authorize_enforced` operation, as [`authorize`], with the enforcement.
-#[napi(
-    ts_args_type = "decider: ExternalObject<'Decider'>, chain: ExternalObject<'Chain'>, tape: Float64Array, text: string, extras?: Extras | undefined | null"
-)]
+#[napi]
 pub fn authorize_enforced(
-    decider: &External<Arc<Decider>>,
-    chain: &External<Chain>,
+    decider: f64,
+    chain: f64,
     tape: Float64ArraySlice<'_>,
     text: String,
     extras: Option<Extras>,
 ) -> napi::Result<DecisionParts> {
+    let (decider, chain) = held(decider, chain)?;
     let (decision, enforcement) = chain.decide(&tape, &text, extras, |request| {
         let decision = decider.engine.authorize(request).map_err(to_js)?;
         let enforcement = decision.enforce(&request.args);
@@ -326,7 +430,7 @@ impl Decider {
         if d.has_rare_fields() {
             return None;
         }
-        let told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+        let told = self.told.borrow();
         if told.policy_version.as_deref() != Some(&d.policy_version) {
             return None;
         }
@@ -348,7 +452,7 @@ impl Decider {
         // What this object is told changes last, once nothing here can fail: `packed` refers to
         // it from the next call on.
         let (reasons_id, reasons) = {
-            let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut told = self.told.borrow_mut();
             let found = told.reasons.iter().position(|r| r == &d.reasons);
             let (id, text) = match found {
                 Some(id) => (id, None),
@@ -380,8 +484,7 @@ impl Decider {
 
 impl Engine {
     fn new_object(inner: Arc<aegis_sod::Engine>) -> Self {
-        let decider = Decider { engine: Arc::clone(&inner), told: Mutex::default() };
-        Self { inner, shared: OnceLock::new(), decider: Arc::new(decider) }
+        Self { inner, shared: OnceLock::new() }
     }
 }
 

@@ -201,6 +201,89 @@ test('a tape out of place is refused by the native side with a clean error', asy
   }
 });
 
+test('a call naming an engine or a chain the native side does not hold is refused, never decided', async () => {
+  const native = (await import('../index.js')).default;
+  const { BUNDLE, ISSUER, ISSUER_KEY } = await import('./helpers.mjs');
+  const raw = new native.Engine(JSON.stringify({ bundle_dir: BUNDLE, trusted_issuers: [{ issuer: ISSUER, jwk: ISSUER_KEY.publicJwk }] }));
+  const decider = raw.decider();
+  const handle = native.chain(financeChain(uniqueTask('held')));
+  const tape = () => new Float64Array([4, TOOL.length, 6, 0]);
+  const refused = (d, c, why) => assert.throws(() => native.authorize(d, c, tape(), TOOL),
+    (e) => JSON.parse(e.message).code === 'malformed_request', why);
+  assert.equal(native.authorize(decider, handle, tape(), TOOL).outcome ?? 'packed', 'deny', 'held: decided');
+  for (const made of [0, -1, 1.5, NaN, Infinity, 2 ** 60, handle + 1e9]) {
+    refused(decider, made, `chain ${made}`);
+    refused(made, handle, `engine ${made}`);
+  }
+  // The decider's number is not a chain's, nor the chain's a decider's.
+  refused(handle, decider, 'swapped');
+  // A number handed out on another thread names nothing here.
+  const { Worker } = await import('node:worker_threads');
+  const fromWorker = await new Promise((resolve, reject) => {
+    const w = new Worker(`const { parentPort, workerData } = require('node:worker_threads');
+      const native = require(workerData.index);
+      parentPort.postMessage(native.chain(workerData.chain));`,
+    { eval: true, workerData: { index: new URL('../index.js', import.meta.url).pathname, chain: financeChain(uniqueTask('other-thread')) } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  assert.equal(typeof fromWorker, 'number');
+  refused(decider, fromWorker, 'a chain of another thread');
+  // Released: refused from then on, and releasing twice is harmless.
+  native.releaseChain(handle);
+  native.releaseChain(handle);
+  refused(decider, handle, 'a released chain');
+  const again = native.chain(financeChain(uniqueTask('held-again')));
+  assert.notEqual(again, handle, 'a number is never handed out twice');
+  native.releaseDecider(decider);
+  refused(decider, again, 'a released engine object');
+  assert.equal(native.authorizeEnforced(raw.decider(), again, tape(), TOOL).outcome, 'deny', 'a new number for the same engine');
+});
+
+test('chains and engine objects are released once collected, and an array changed in place gets a new chain', async () => {
+  const native = (await import('../index.js')).default;
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc');
+  const settle = async () => {
+    for (let i = 0; i < 4; i++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  };
+  await settle();
+  const before = native.heldCounts();
+  const tokens = financeChain(uniqueTask('released'));
+  (() => {
+    const engines = Array.from({ length: 5 }, () => engine());
+    for (let i = 0; i < 40; i++) {
+      const d = engines[i % 5].authorize({ chain: [...tokens], tool: TOOL, args: pay(10) });
+      assert.equal(d.outcome, 'allow');
+    }
+    const during = native.heldCounts();
+    assert.ok(during.deciders >= before.deciders + 5, JSON.stringify(during));
+    assert.ok(during.chains >= before.chains + 40, JSON.stringify(during));
+  })();
+  await settle();
+  const after = native.heldCounts();
+  assert.ok(after.deciders <= before.deciders, `engine objects released: ${JSON.stringify({ before, after })}`);
+  assert.ok(after.chains <= before.chains, `chains released: ${JSON.stringify({ before, after })}`);
+
+  // One array, changed in place call after call: each change gets a chain of its own (the call
+  // is decided on the tokens the array holds then), and the replaced ones are released.
+  const eng = engine();
+  const chain = [...tokens];
+  const other = approverChain(uniqueTask('released-other'));
+  for (let i = 0; i < 20; i++) {
+    chain.splice(0, chain.length, ...(i % 2 === 0 ? other : tokens));
+    const d = eng.authorize({ chain, tool: TOOL, args: pay(10) });
+    assert.equal(d.outcome, i % 2 === 0 ? 'deny' : 'allow', `call ${i}`);
+  }
+  await settle();
+  assert.ok(native.heldCounts().chains <= before.chains + 1, JSON.stringify(native.heldCounts()));
+});
+
 test('a getter among the arguments that calls authorize itself leaves the outer call whole', () => {
   const eng = engine();
   const chain = financeChain(uniqueTask('getter'));

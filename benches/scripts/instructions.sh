@@ -42,3 +42,31 @@ if [ -x "$py" ] && "$py" -c 'import aegis' 2>/dev/null; then
 else
   echo "authorize from Python: the aegis package is not built here (maturin develop --release), not counted"
 fi
+
+# The Node binding, when its module is built (`npx napi build --platform --release`): warm calls
+# from Node against the same call inside Rust, both in one process (the Rust loop's entry splits
+# the count). V8 optimizes on the main thread here, so its optimized code is what is counted.
+node_module=$(ls aegis-node/aegis.*.node 2>/dev/null | head -1)
+if command -v node >/dev/null 2>&1 && [ -n "$node_module" ]; then
+  nodeparts() { # n: prints "node-side rust-side" totals
+    local dir; dir=$(mktemp -d)
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" --dump-before=aegis_sod::json_api::time_authorize \
+      node --no-concurrent-recompilation --no-concurrent-sparkplug aegis-node/bench/call_loop.mjs "$1" >/dev/null 2>&1
+    local calls rust
+    calls=$(sed -n 's/^summary: //p' "$dir"/cg.*.2)
+    rust=$(sed -n 's/^summary: //p' $(ls "$dir"/cg.* | grep -v '\.[0-9]$'))
+    rm -rf "$dir"
+    echo "$calls $rust"
+  }
+  nodeonce() { # n: the two sides per call, less what a run of no calls counts
+    local zero full
+    zero=$(nodeparts 0); full=$(nodeparts "$1")
+    awk -v z="$zero" -v f="$full" -v n="$1" 'BEGIN { split(z, a, " "); split(f, b, " "); printf "%d %d\n", (b[1] - a[1]) / n, (b[2] - a[2]) / n }'
+  }
+  read -r node rust < <(printf '%s\n' "$(nodeonce 4000)" "$(nodeonce 4000)" "$(nodeonce 4000)" | awk '{ print $1 / $2, $0 }' | sort -n | sed -n 2p | cut -d' ' -f2-)
+  awk -v p="$node" -v r="$rust" 'BEGIN {
+    printf "authorize from Node   %8d instructions = %.3fx the same call in Rust, %d (goal <= 1.25x)\n", p, p / r, r
+  }'
+else
+  echo "authorize from Node: the aegis-node module is not built here (npx napi build --platform --release), not counted"
+fi
