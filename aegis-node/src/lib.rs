@@ -73,14 +73,22 @@ thread_local! {
 static LAST_HELD: AtomicU64 = AtomicU64::new(0);
 
 /// A new number to hold a decider or a chain under. `aegis.js` keeps it as a JavaScript number,
-/// exact up to 2^53, which a process never reaches.
-fn next_number() -> u64 {
-    LAST_HELD.fetch_add(1, Ordering::Relaxed) + 1
+/// exact up to 2^53: past that (never reached in practice) no number is handed out, rather than
+/// one that could round onto another.
+fn next_number() -> napi::Result<u64> {
+    let id = LAST_HELD.fetch_add(1, Ordering::Relaxed) + 1;
+    if id > MAX_NUMBER {
+        return Err(to_js(aegis_sod::Error::new(aegis_sod::ErrorCode::Internal, "no more handle numbers in this process")));
+    }
+    Ok(id)
 }
+
+/// The largest whole number a JavaScript number holds exactly.
+const MAX_NUMBER: u64 = 1 << 53;
 
 /// The number `aegis.js` sent as `id`, when it is one this binding could have handed out.
 fn number(id: f64) -> Option<u64> {
-    ((1.0..=9_007_199_254_740_992.0).contains(&id) && id.fract() == 0.0).then_some(id as u64)
+    ((1.0..=MAX_NUMBER as f64).contains(&id) && id.fract() == 0.0).then_some(id as u64)
 }
 
 /// The decider and the chain a call names, cloned out of this thread's table (which is not
@@ -130,7 +138,7 @@ pub fn chain(env: Env, tokens: Vec<String>) -> napi::Result<f64> {
     let chain = Rc::new(Chain { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) });
     HELD.with_borrow_mut(|held| {
         clear_at_teardown(&env, held)?;
-        let id = next_number();
+        let id = next_number()?;
         held.chains.insert(id, chain);
         Ok(id as f64)
     })
@@ -352,7 +360,7 @@ impl Engine {
         let decider = Rc::new(Decider { engine: Arc::clone(&self.inner), told: RefCell::default() });
         HELD.with_borrow_mut(|held| {
             clear_at_teardown(&env, held)?;
-            let id = next_number();
+            let id = next_number()?;
             held.deciders.insert(id, decider);
             Ok(id as f64)
         })

@@ -284,6 +284,75 @@ test('chains and engine objects are released once collected, and an array change
   assert.ok(native.heldCounts().chains <= before.chains + 1, JSON.stringify(native.heldCounts()));
 });
 
+test('a getter that changes the chain in place, decides on it and collects garbage leaves the outer call on its own chain', async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc');
+  const eng = engine();
+  const finance = financeChain(uniqueTask('swap-outer'));
+  const approver = approverChain(uniqueTask('swap-inner'));
+  const chain = [...finance];
+  let inner;
+  const args = {
+    currency: 'eur',
+    destination: ACCOUNT,
+    get amount() {
+      // The outer call has read its chain; this one replaces the array's entry (and its handle).
+      chain.splice(0, chain.length, ...approver);
+      inner = eng.authorize({ chain, tool: TOOL, args: pay(10) });
+      gc();
+      return 10;
+    },
+  };
+  const outer = eng.authorize({ chain, tool: TOOL, args });
+  // The finance agent may pay; the approver may not: each call was decided on its own chain.
+  assert.equal(outer.outcome, 'allow', JSON.stringify(outer));
+  assert.equal(inner.outcome, 'deny', JSON.stringify(inner));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  gc();
+  // The array now holds the approver's chain, and is decided so.
+  assert.equal(eng.authorize({ chain, tool: TOOL, args: pay(10) }).outcome, 'deny');
+});
+
+test('an engine is dropped (its log checkpointed) when the process or the worker holding it ends', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { Worker } = await import('node:worker_threads');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const aegis = new URL('../aegis.js', import.meta.url).href;
+  const helpers = new URL('./helpers.mjs', import.meta.url).href;
+  const body = (dir, exported) => `
+    import { Engine, auditKeygen } from ${JSON.stringify(aegis)};
+    import { BUNDLE, ISSUER, ISSUER_KEY, TOOL, key, financeChain, pay, uniqueTask } from ${JSON.stringify(helpers)};
+    const keys = auditKeygen('aegis.test/teardown', { seed: new Uint8Array(32).fill(9) });
+    const eng = new Engine({ bundleDir: BUNDLE, trustedIssuers: { [ISSUER]: ISSUER_KEY }, approvalKey: key(7),
+      audit: { dir: ${JSON.stringify(dir)}, signingKey: keys.signerKey, exportCheckpointsTo: ${JSON.stringify(exported)} } });
+    const chain = financeChain(uniqueTask('teardown'));
+    for (let i = 0; i < 3; i++) if (eng.authorize({ chain, tool: TOOL, args: pay(10) }).outcome !== 'allow') throw new Error('not allowed');
+    globalThis.kept = eng;`;
+  const fresh = () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-teardown-'));
+    const exported = path.join(root, 'checkpoints');
+    fs.mkdirSync(exported);
+    return { dir: path.join(root, 'log'), exported };
+  };
+  // A process that ends with its engine still referenced.
+  const proc = fresh();
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', body(proc.dir, proc.exported)], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(fs.readdirSync(proc.exported).length, 1, 'the process checkpointed its log on the way out');
+  // A worker that owns its engine and ends.
+  const worker = fresh();
+  const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(body(worker.dir, worker.exported))}`));
+  await new Promise((resolve, reject) => {
+    w.once('exit', resolve);
+    w.once('error', reject);
+  });
+  assert.equal(fs.readdirSync(worker.exported).length, 1, 'the worker checkpointed its log on the way out');
+});
+
 test('a getter among the arguments that calls authorize itself leaves the outer call whole', () => {
   const eng = engine();
   const chain = financeChain(uniqueTask('getter'));
