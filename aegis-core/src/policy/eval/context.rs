@@ -41,10 +41,16 @@ impl ChainContext {
     }
 }
 
-/// The attributes that do not depend on the call: the chain's, `task` and `break_glass`.
-/// The engine caches it per task and clones it for each call.
+/// The attributes that do not depend on the call: the chain's, `task` and `break_glass`, and a
+/// slot for each attribute every call sets (`now`, `predicates`, `args`). The engine caches it
+/// per task and clones it for each call, whose attributes then replace the slots' values in
+/// place: a clone of the map with its slots, then a lookup per slot, cost less than inserting
+/// into the map (which searched and shifted for each).
 #[derive(Debug, Clone)]
-pub(crate) struct BaseContext(BTreeMap<SmolStr, Value>);
+pub(crate) struct BaseContext(Arc<BTreeMap<SmolStr, Value>>);
+
+/// The attributes every call sets, which a [`BaseContext`] holds slots for.
+const CALL_SLOTS: [&str; 3] = ["now", "predicates", "args"];
 
 /// What the task's ledger says, as the `task` record sees it.
 pub(crate) struct TaskFacts<'a> {
@@ -58,7 +64,16 @@ impl BaseContext {
         let mut map: BTreeMap<SmolStr, Value> = chain.context.0.iter().cloned().collect();
         map.insert(SmolStr::new_static("task"), task_record(task.duties, chain));
         map.insert(SmolStr::new_static("break_glass"), Value::from(break_glass));
-        Self(map)
+        Self::with_slots(map)
+    }
+
+    /// `attributes` and the call's slots.
+    fn with_slots(mut attributes: BTreeMap<SmolStr, Value>) -> Self {
+        for slot in CALL_SLOTS {
+            // Replaced by every call before it is evaluated (see `build`).
+            attributes.insert(SmolStr::new_static(slot), Value::from(false));
+        }
+        Self(Arc::new(attributes))
     }
 }
 
@@ -153,14 +168,14 @@ pub(super) fn build(
     call: CallContext<'_>,
     predicates: impl IntoIterator<Item = (SmolStr, bool)>,
 ) -> Result<CoreContext> {
-    let mut base = base.0;
+    let mut base = Arc::unwrap_or_clone(base.0);
     // Inserted one by one: a tool has few predicates, and `from_iter` allocates and sorts.
     let mut holding = BTreeMap::new();
     for (name, holds) in predicates {
         holding.insert(name, Value::from(holds));
     }
-    base.insert(SmolStr::new_static("now"), Value::from(call.now));
-    base.insert(SmolStr::new_static("predicates"), Value::record_arc(Arc::new(holding), None));
+    set(&mut base, "now", Value::from(call.now));
+    set(&mut base, "predicates", Value::record_arc(Arc::new(holding), None));
     if let Some(approval) = &call.approval {
         base.insert(SmolStr::new_static("approval"), approval.to_value());
     }
@@ -179,10 +194,20 @@ pub(super) fn build(
         base.insert(SmolStr::new_static("temporal"), Value::record_arc(Arc::new(facts), None));
     }
     let Some(args) = to_value(call.args)? else {
+        // The slot goes: that path adds `args` itself.
+        base.remove("args");
         return build_with_decimals(call.args, base);
     };
-    base.insert(SmolStr::new_static("args"), args);
+    set(&mut base, "args", args);
     Ok(CoreContext::Value(Arc::new(base)))
+}
+
+/// Sets attribute `key` of `map` to `value`: in its slot, or inserted when there is none.
+fn set(map: &mut BTreeMap<SmolStr, Value>, key: &'static str, value: Value) {
+    match map.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => drop(map.insert(SmolStr::new_static(key), value)),
+    }
 }
 
 /// The slow path, for arguments holding decimals: every attribute goes through
@@ -283,6 +308,42 @@ fn decimal_literal(n: &serde_json::Number, at: &str) -> Result<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The context's attributes as Cedar writes them.
+    fn attributes(context: &CoreContext) -> BTreeMap<String, String> {
+        match context {
+            CoreContext::Value(map) => map.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            CoreContext::RestrictedResidual(map) => map.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn every_call_attribute_replaces_its_slot() {
+        let base = BaseContext::with_slots([(SmolStr::new_static("agent_id"), Value::from("finance-bot"))].into());
+        let call = |args: Json| CallContext {
+            args: Box::leak(Box::new(args)),
+            now: 1_700_000_000,
+            approval: None,
+            temporal: Vec::new(),
+        };
+        // Whole numbers: the direct path; a decimal: the restricted-expression path.
+        for (args, amount) in [(json!({"amount": 12}), "12"), (json!({"amount": 12.5}), "decimal(\"12.5000\")")] {
+            let context = build(base.clone(), call(args), [(SmolStr::new_static("large"), true)]).unwrap();
+            let got = attributes(&context);
+            let want: BTreeMap<String, String> = [
+                ("agent_id", "\"finance-bot\"".to_owned()),
+                ("args", format!("{{amount: {amount}}}")),
+                ("now", "1700000000".to_owned()),
+                ("predicates", "{large: true}".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            assert_eq!(got, want);
+        }
+        // The cached base is untouched: its slots still hold their placeholder.
+        assert_eq!(base.0.get("args"), Some(&Value::from(false)));
+    }
 
     #[test]
     fn decimals_are_exact_or_refused() {
