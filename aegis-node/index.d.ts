@@ -38,11 +38,11 @@ export declare class Engine {
 
 /**
  * The `authorize` operation without JSON text for what a call repeats: the engine object and
- * the chain by their numbers, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
- * arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
- * back as one string when everything but its id is already known to this engine object (see
- * [`Decider::packed`]): two characters of its small parts, then its id; otherwise as
- * [`DecisionParts`].
+ * the chain by their numbers, the tool and the arguments on a tape (`aegis.js` sends only
+ * plain JSON-shaped arguments this way; see `tape.rs`), the rarely set parts in `extras`. The
+ * decision comes back as one string when everything but its id is already known to this
+ * engine object (see [`Decider::packed`]): two characters of its small parts, then its id;
+ * otherwise as [`DecisionParts`].
  */
 export declare function authorize(decider: number, chain: number, tape: Float64Array, text: string, extras?: Extras | undefined | null): string | DecisionParts
 

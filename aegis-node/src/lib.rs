@@ -107,6 +107,23 @@ fn held(decider: f64, chain: f64) -> napi::Result<(Rc<Decider>, Rc<Chain>)> {
     })
 }
 
+/// Holds `value` in this thread's table `table` (its deciders or its chains) under a new number.
+fn hold<T>(env: &Env, table: fn(&mut Held) -> &mut hashbrown::HashMap<u64, Rc<T>>, value: Rc<T>) -> napi::Result<f64> {
+    HELD.with_borrow_mut(|held| {
+        clear_at_teardown(env, held)?;
+        let id = next_number()?;
+        table(held).insert(id, value);
+        Ok(id as f64)
+    })
+}
+
+/// Lets what this thread's table `table` holds under `id` go, if anything (dropped outside the
+/// borrow).
+fn release<T>(table: fn(&mut Held) -> &mut hashbrown::HashMap<u64, Rc<T>>, id: f64) {
+    let released = HELD.with_borrow_mut(|held| number(id).and_then(|id| table(held).remove(&id)));
+    drop(released);
+}
+
 /// Clears this thread's table when its environment is torn down (the thread's last engine
 /// objects are dropped then, as the external values they replaced were), once per thread.
 fn clear_at_teardown(env: &Env, held: &mut Held) -> napi::Result<()> {
@@ -136,26 +153,19 @@ pub struct Chain {
 #[napi]
 pub fn chain(env: Env, tokens: Vec<String>) -> napi::Result<f64> {
     let chain = Rc::new(Chain { request: RefCell::new(AuthorizationRequest::new(tokens, String::new(), Value::Null)) });
-    HELD.with_borrow_mut(|held| {
-        clear_at_teardown(&env, held)?;
-        let id = next_number()?;
-        held.chains.insert(id, chain);
-        Ok(id as f64)
-    })
+    hold(&env, |held| &mut held.chains, chain)
 }
 
 /// Lets the chain held under `id` go (`aegis.js` calls it once the chain's array is collected).
 #[napi]
 pub fn release_chain(id: f64) {
-    let released = HELD.with_borrow_mut(|held| number(id).and_then(|id| held.chains.remove(&id)));
-    drop(released);
+    release(|held| &mut held.chains, id);
 }
 
 /// Lets the engine object's decider held under `id` go (once the engine object is collected).
 #[napi]
 pub fn release_decider(id: f64) {
-    let released = HELD.with_borrow_mut(|held| number(id).and_then(|id| held.deciders.remove(&id)));
-    drop(released);
+    release(|held| &mut held.deciders, id);
 }
 
 /// How many engine objects and chains this thread holds for `aegis.js` (for leak checks).
@@ -358,12 +368,7 @@ impl Engine {
     #[napi]
     pub fn decider(&self, env: Env) -> napi::Result<f64> {
         let decider = Rc::new(Decider { engine: Arc::clone(&self.inner), told: RefCell::default() });
-        HELD.with_borrow_mut(|held| {
-            clear_at_teardown(&env, held)?;
-            let id = next_number()?;
-            held.deciders.insert(id, decider);
-            Ok(id as f64)
-        })
+        hold(&env, |held| &mut held.deciders, decider)
     }
 
     /// `call` off the JS thread, on the libuv pool (for stores that do I/O).
@@ -374,11 +379,11 @@ impl Engine {
 }
 
 /// The `authorize` operation without JSON text for what a call repeats: the engine object and
-/// the chain by their numbers, the tool and the arguments on a tape (`aegis.js` sends only plain JSON-shaped
-/// arguments this way; see `tape.rs`), the rarely set parts in `extras`. The decision comes
-/// back as one string when everything but its id is already known to this engine object (see
-/// [`Decider::packed`]): two characters of its small parts, then its id; otherwise as
-/// [`DecisionParts`].
+/// the chain by their numbers, the tool and the arguments on a tape (`aegis.js` sends only
+/// plain JSON-shaped arguments this way; see `tape.rs`), the rarely set parts in `extras`. The
+/// decision comes back as one string when everything but its id is already known to this
+/// engine object (see [`Decider::packed`]): two characters of its small parts, then its id;
+/// otherwise as [`DecisionParts`].
 #[napi]
 pub fn authorize(
     decider: f64,
